@@ -1,0 +1,135 @@
+//! The two traits every connector implements, with their durability contracts.
+
+use crate::error::{ConnectorError, Problem};
+use crate::position::Position;
+use crate::record::{SinkRecord, SourceEvent};
+use async_trait::async_trait;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Receives batches of events from a source, in log order.
+pub type EventReceiver = mpsc::Receiver<Vec<SourceEvent>>;
+
+/// Sends batches of events from a source, in log order. The channel is bounded: a slow sink
+/// makes `send` wait, which is how back-pressure reaches the source. It remembers the position
+/// of the last event handed over, which is where a restarted source must continue.
+#[derive(Clone, Debug)]
+pub struct EventSender {
+    tx: mpsc::Sender<Vec<SourceEvent>>,
+    last_sent: Arc<Mutex<Option<Position>>>,
+}
+
+/// The pipeline stopped receiving; the source should return.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline stopped receiving events")]
+pub struct ReceiverGone;
+
+impl EventSender {
+    /// A bounded channel holding at most `batches` batches.
+    pub fn channel(batches: usize) -> (EventSender, EventReceiver) {
+        let (tx, rx) = mpsc::channel(batches);
+        (
+            EventSender {
+                tx,
+                last_sent: Arc::new(Mutex::new(None)),
+            },
+            rx,
+        )
+    }
+
+    /// Hands a batch to the pipeline, waiting while it is full.
+    pub async fn send(&self, batch: Vec<SourceEvent>) -> Result<(), ReceiverGone> {
+        let last = match batch.last() {
+            Some(event) => event.position().clone(),
+            None => return Ok(()),
+        };
+        self.tx.send(batch).await.map_err(|_| ReceiverGone)?;
+        if let Ok(mut slot) = self.last_sent.lock() {
+            *slot = Some(last);
+        }
+        Ok(())
+    }
+
+    /// The position of the last event handed to the pipeline.
+    pub fn last_sent(&self) -> Option<Position> {
+        self.last_sent.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+/// A change log reader.
+///
+/// Contract: events are sent in log order, and each event's position is the point just after
+/// it. A source never decides what is durable: it reads from the position the runtime gives it
+/// (the last durable checkpoint, or the last position the runtime received when it restarts the
+/// source after a retryable error) and skips nothing the position does not cover.
+#[async_trait]
+pub trait Source: Send {
+    /// Preflight: every setting, privilege and resource the source needs, each problem with its fix.
+    async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError>;
+
+    /// The current end of the log; `--catch-up` runs until it is reached.
+    async fn log_end(&mut self) -> Result<Position, ConnectorError>;
+
+    /// Streams from `resume` (`None`: where the config says a new pipeline starts) until `stop_at`
+    /// is reached (then returns `Ok`) or the receiver is dropped. Errors are classified: the
+    /// runtime calls `stream` again after a retryable one.
+    async fn stream(
+        &mut self,
+        resume: Option<Position>,
+        stop_at: Option<Position>,
+        events: EventSender,
+    ) -> Result<(), ConnectorError>;
+}
+
+/// What a sink acknowledges: these records are durable in the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// Every record with `seq <=` this that was written to the sink.
+    Through(u64),
+    /// One record (sinks whose deliveries complete out of order).
+    One(u64),
+}
+
+/// Where a sink reports acknowledgements. Unbounded on purpose: the number of records a sink
+/// holds unacknowledged is bounded by the runtime, so acks can never outnumber it.
+#[derive(Clone, Debug)]
+pub struct AckSender(mpsc::UnboundedSender<Ack>);
+
+impl AckSender {
+    pub fn channel() -> (AckSender, mpsc::UnboundedReceiver<Ack>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (AckSender(tx), rx)
+    }
+
+    /// Reports durable records. After the runtime has gone away there is nobody to tell, which
+    /// is harmless: positions only advance through the runtime.
+    pub fn ack(&self, ack: Ack) {
+        let _ = self.0.send(ack);
+    }
+}
+
+/// A destination for change records.
+///
+/// Durability contract: a record is durable only once the sink has acknowledged its sequence
+/// number through the [`AckSender`] given to `open`. The runtime commits a source position only
+/// when every record before it is acknowledged, so a sink must never acknowledge a record that
+/// a crash (`kill -9`, power loss) could still lose. A sink that stores the source position
+/// atomically with its data (the lake) returns it from `open`, and the runtime resumes from it:
+/// that makes delivery exactly-once.
+#[async_trait]
+pub trait Sink: Send {
+    /// Connects, recovers from an earlier crash, and returns the position stored with the sink's
+    /// data, if the sink stores one.
+    async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError>;
+
+    /// Accepts one record. It is not durable until acknowledged. May wait (back-pressure).
+    async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError>;
+
+    /// Called periodically with the position that covers every record written so far: the
+    /// sink may make data durable now (e.g. a lake file that reached its age limit).
+    async fn tick(&mut self, through: &Position) -> Result<(), ConnectorError>;
+
+    /// Makes every record written so far durable and acknowledges them before returning.
+    /// `through` covers everything written; a sink that stores positions stores this one.
+    async fn flush(&mut self, through: &Position) -> Result<(), ConnectorError>;
+}

@@ -1,0 +1,121 @@
+//! One error type for every connector, classified once — where it is created — as retryable
+//! (the runtime retries with backoff) or definite (the pipeline stops and the message names the fix).
+
+use std::error::Error as StdError;
+
+/// What the runtime does with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A transient condition (lost connection, server restarting, broker away): retry with backoff.
+    Retryable,
+    /// Retrying cannot help; a person must act. The message says what to do.
+    Definite,
+}
+
+/// An error raised by a source, a sink or the record encoder.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectorError {
+    pub retry: Retry,
+    pub message: String,
+    #[source]
+    pub cause: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl ConnectorError {
+    /// A transient failure; `message` says what failed.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ConnectorError {
+            retry: Retry::Retryable,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A failure that needs a person; `message` must say what to change.
+    pub fn definite(message: impl Into<String>) -> Self {
+        ConnectorError {
+            retry: Retry::Definite,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    pub fn caused_by(mut self, cause: impl StdError + Send + Sync + 'static) -> Self {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.retry == Retry::Retryable
+    }
+
+    /// The message followed by its chain of causes, for logs and the command line.
+    pub fn report(&self) -> String {
+        let mut text = self.message.clone();
+        let mut cause = self
+            .cause
+            .as_deref()
+            .map(|c| c as &(dyn StdError + 'static));
+        while let Some(err) = cause {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            cause = err.source();
+        }
+        text
+    }
+}
+
+impl From<std::io::Error> for ConnectorError {
+    /// Local I/O failures (disk full, permissions) do not cure themselves by retrying.
+    fn from(err: std::io::Error) -> Self {
+        ConnectorError::definite(format!(
+            "local file I/O failed ({err}); check free disk space and permissions of the state and sink directories"
+        ))
+        .caused_by(err)
+    }
+}
+
+/// The outcome of one preflight check: what is wrong and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub what: String,
+    pub fix: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Headwater refuses to start.
+    Error,
+    /// Headwater runs, with the limitation described.
+    Warning,
+}
+
+impl Problem {
+    pub fn error(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Error,
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn warning(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Warning,
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{label}: {}\n  fix: {}", self.what, self.fix)
+    }
+}

@@ -1,0 +1,104 @@
+//! Which tables a pipeline captures: `include`/`exclude` globs on `namespace.table`.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+/// Include and exclude globs over `db.table` (MySQL) or `schema.table` (PostgreSQL).
+/// A table is captured when it matches an include pattern and no exclude pattern.
+#[derive(Clone, Debug)]
+pub struct TableFilter {
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+impl TableFilter {
+    /// Builds the filter; a bad pattern is reported with the key it came from.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, String> {
+        Ok(TableFilter {
+            include: build("source.include", include)?,
+            exclude: build("source.exclude", exclude)?,
+        })
+    }
+
+    pub fn captures(&self, namespace: &str, table: &str) -> bool {
+        let name = format!("{namespace}.{table}");
+        self.include.is_match(&name) && !self.exclude.is_match(&name)
+    }
+}
+
+fn build(key: &str, patterns: &[String]) -> Result<GlobSet, String> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        if !pattern.contains('.') {
+            return Err(format!(
+                "{key} pattern `{pattern}` has no `.`: write `database.table` globs such as `shop.*` or `shop.orders`"
+            ));
+        }
+        let glob = Glob::new(pattern)
+            .map_err(|err| format!("{key} pattern `{pattern}` is not a valid glob: {err}"))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|err| format!("{key} patterns could not be compiled: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn include_then_exclude() {
+        let filter = TableFilter::new(
+            &strings(&["shop.*", "crm.customers"]),
+            &strings(&["shop.tmp_*"]),
+        )
+        .unwrap();
+        assert!(filter.captures("shop", "orders"));
+        assert!(filter.captures("crm", "customers"));
+        assert!(!filter.captures("crm", "leads"));
+        assert!(!filter.captures("shop", "tmp_import"));
+        assert!(!filter.captures("shopping", "orders"));
+    }
+
+    #[test]
+    fn a_pattern_without_a_dot_names_the_key_and_the_fix() {
+        let err = TableFilter::new(&strings(&["orders"]), &[]).unwrap_err();
+        assert!(
+            err.contains("source.include") && err.contains("shop.*"),
+            "{err}"
+        );
+    }
+}
+
+/// A connection URL with its password replaced, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("mysql://hw:s3cr@t@127.0.0.1:3306/db"),
+            "mysql://hw:***@127.0.0.1:3306/db"
+        );
+        assert_eq!(redact_url("postgres://hw@h/db"), "postgres://hw@h/db");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,20 @@
+//! The contract between Headwater's runtime and its connectors: typed positions, the change
+//! record model, the Avro envelope encoding, error classification, and the `Source`/`Sink` traits.
+
+pub mod avro;
+pub mod connector;
+pub mod error;
+pub mod filter;
+pub mod position;
+pub mod record;
+pub mod schema;
+
+pub use connector::{Ack, AckSender, EventReceiver, EventSender, Sink, Source};
+pub use error::{ConnectorError, Problem, Retry, Severity};
+pub use filter::{redact_url, TableFilter};
+pub use position::{BinlogPosition, GtidSet, Lsn, MariadbGtid, PgPosition, Position};
+pub use record::{
+    ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
+    SnapshotMarker, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,
+};
+pub use schema::{Column, ConnectorKind, FieldType, TableId, TableSchema};

@@ -1,0 +1,273 @@
+//! Change records as sources produce them, and their encoding into the Debezium-style envelope.
+
+use crate::avro::{put_long, put_optional_long, put_optional_str, put_str, put_union_branch};
+use crate::position::Position;
+use crate::schema::{schema_change_schema, ConnectorKind, TableId, TableSchema};
+use std::sync::Arc;
+
+/// What happened to a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// A row read by a snapshot.
+    Read,
+    Truncate,
+}
+
+impl Op {
+    /// The envelope's `op` letter.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Whether a record comes from a snapshot (`source.snapshot`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotMarker {
+    #[default]
+    False,
+    True,
+    Last,
+    Incremental,
+}
+
+impl SnapshotMarker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMarker::False => "false",
+            SnapshotMarker::True => "true",
+            SnapshotMarker::Last => "last",
+            SnapshotMarker::Incremental => "incremental",
+        }
+    }
+}
+
+/// The `source` block of a MySQL/MariaDB record (`schemas/source-mysql.avsc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MysqlSourceInfo {
+    pub ts_ms: i64,
+    pub snapshot: SnapshotMarker,
+    pub db: Arc<str>,
+    pub table: Option<Arc<str>>,
+    pub server_id: u32,
+    pub gtid: Option<Arc<str>>,
+    pub file: Arc<str>,
+    pub pos: u64,
+    pub row: u32,
+}
+
+/// The `source` block of a PostgreSQL record (`schemas/source-postgresql.avsc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgSourceInfo {
+    pub ts_ms: i64,
+    pub snapshot: SnapshotMarker,
+    pub db: Arc<str>,
+    pub schema: Arc<str>,
+    pub table: Option<Arc<str>>,
+    pub tx_id: Option<i64>,
+    pub lsn: Option<i64>,
+}
+
+/// Lineage: where in the source's log a record came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceInfo {
+    Mysql(MysqlSourceInfo),
+    Postgres(PgSourceInfo),
+}
+
+impl SourceInfo {
+    pub fn connector(&self) -> ConnectorKind {
+        match self {
+            SourceInfo::Mysql(_) => ConnectorKind::Mysql,
+            SourceInfo::Postgres(_) => ConnectorKind::Postgres,
+        }
+    }
+
+    /// Appends the block in the field order of its `.avsc`.
+    pub fn encode(&self, server_name: &str, buf: &mut Vec<u8>) {
+        put_str(buf, env!("CARGO_PKG_VERSION"));
+        put_str(buf, self.connector().name());
+        put_str(buf, server_name);
+        match self {
+            SourceInfo::Mysql(s) => {
+                put_long(buf, s.ts_ms);
+                put_str(buf, s.snapshot.as_str());
+                put_str(buf, &s.db);
+                put_optional_str(buf, s.table.as_deref());
+                put_long(buf, i64::from(s.server_id));
+                put_optional_str(buf, s.gtid.as_deref());
+                put_str(buf, &s.file);
+                put_long(buf, s.pos as i64);
+                put_long(buf, i64::from(s.row));
+            }
+            SourceInfo::Postgres(s) => {
+                put_long(buf, s.ts_ms);
+                put_str(buf, s.snapshot.as_str());
+                put_str(buf, &s.db);
+                put_str(buf, &s.schema);
+                put_optional_str(buf, s.table.as_deref());
+                put_optional_long(buf, s.tx_id);
+                put_optional_long(buf, s.lsn);
+            }
+        }
+    }
+}
+
+/// The transaction a change belongs to and its place in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionInfo {
+    pub id: Arc<str>,
+    /// 1-based index of the change in its transaction.
+    pub total_order: u64,
+    /// 1-based index of the change among the transaction's changes to the same table.
+    pub data_collection_order: u64,
+}
+
+/// One changed row, with its images already Avro-encoded against `table`'s row schema.
+#[derive(Clone, Debug)]
+pub struct ChangeRecord {
+    pub table: Arc<TableSchema>,
+    pub op: Op,
+    /// The key record, `None` when the table has no primary key.
+    pub key: Option<Vec<u8>>,
+    pub before: Option<Vec<u8>>,
+    pub after: Option<Vec<u8>>,
+    pub source: SourceInfo,
+    pub transaction: Option<TransactionInfo>,
+    /// The position just after this change: resuming there skips it.
+    pub position: Position,
+}
+
+/// A DDL statement seen in the log.
+#[derive(Clone, Debug)]
+pub struct SchemaChangeRecord {
+    pub database: String,
+    pub table: Option<TableId>,
+    pub ddl: String,
+    pub source: SourceInfo,
+    pub position: Position,
+}
+
+/// What a source sends down the pipeline.
+#[derive(Clone, Debug)]
+pub enum SourceEvent {
+    Change(ChangeRecord),
+    SchemaChange(SchemaChangeRecord),
+    /// The source has moved past log entries that produce no records (other tables, commits,
+    /// heartbeats). Sending it lets the checkpoint advance on a quiet or filtered stream.
+    Progress(Position),
+}
+
+impl SourceEvent {
+    pub fn position(&self) -> &Position {
+        match self {
+            SourceEvent::Change(c) => &c.position,
+            SourceEvent::SchemaChange(s) => &s.position,
+            SourceEvent::Progress(p) => p,
+        }
+    }
+}
+
+/// Appends the envelope (`before`, `after`, `source`, `op`, `ts_ms`, `transaction`) of `record`.
+/// `ts_ms` is when Headwater processed it.
+pub fn encode_envelope(record: &ChangeRecord, server_name: &str, ts_ms: i64, buf: &mut Vec<u8>) {
+    for image in [&record.before, &record.after] {
+        match image {
+            None => put_union_branch(buf, 0),
+            Some(bytes) => {
+                put_union_branch(buf, 1);
+                buf.extend_from_slice(bytes);
+            }
+        }
+    }
+    record.source.encode(server_name, buf);
+    put_str(buf, record.op.code());
+    put_optional_long(buf, Some(ts_ms));
+    match &record.transaction {
+        None => put_union_branch(buf, 0),
+        Some(tx) => {
+            put_union_branch(buf, 1);
+            put_str(buf, &tx.id);
+            put_long(buf, tx.total_order as i64);
+            put_long(buf, tx.data_collection_order as i64);
+        }
+    }
+}
+
+/// Appends a schema-change record (see [`schema_change_schema`]).
+pub fn encode_schema_change(
+    record: &SchemaChangeRecord,
+    server_name: &str,
+    ts_ms: i64,
+    buf: &mut Vec<u8>,
+) {
+    record.source.encode(server_name, buf);
+    put_long(buf, ts_ms);
+    put_str(buf, &record.database);
+    put_optional_str(buf, record.table.as_ref().map(|t| t.table.as_str()));
+    put_str(buf, &record.ddl);
+}
+
+/// A destination stream of records sharing one key and one value schema: one table version, or
+/// the schema-change stream. Sinks name their topics and directories from it.
+#[derive(Debug)]
+pub struct StreamSchema {
+    /// Logical server name from the config.
+    pub server_name: String,
+    /// `None` for the schema-change stream.
+    pub table: Option<TableId>,
+    /// The table's schema version (0 for the schema-change stream).
+    pub version: u32,
+    pub key_schema: Option<String>,
+    pub value_schema: String,
+}
+
+impl StreamSchema {
+    pub fn for_table(server_name: &str, table: &TableSchema, connector: ConnectorKind) -> Self {
+        StreamSchema {
+            server_name: server_name.to_string(),
+            table: Some(table.id.clone()),
+            version: table.version,
+            key_schema: table.key_schema(server_name).map(|s| s.to_string()),
+            value_schema: table.envelope_schema(server_name, connector).to_string(),
+        }
+    }
+
+    pub fn for_schema_changes(server_name: &str, connector: ConnectorKind) -> Self {
+        StreamSchema {
+            server_name: server_name.to_string(),
+            table: None,
+            version: 0,
+            key_schema: None,
+            value_schema: schema_change_schema(server_name, connector).to_string(),
+        }
+    }
+
+    /// `<server>.<namespace>.<table>`, or `<server>.schema_changes`.
+    pub fn default_name(&self) -> String {
+        match &self.table {
+            Some(t) => format!("{}.{}.{}", self.server_name, t.namespace, t.table),
+            None => format!("{}.schema_changes", self.server_name),
+        }
+    }
+}
+
+/// An encoded record handed to a sink, numbered by the runtime in source order.
+#[derive(Debug)]
+pub struct SinkRecord {
+    /// Sequence number in source order; acknowledgements refer to it.
+    pub seq: u64,
+    pub stream: Arc<StreamSchema>,
+    pub op: Option<Op>,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub position: Position,
+}

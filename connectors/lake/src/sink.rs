@@ -1,0 +1,330 @@
+//! The lake sink: records are appended to per-table temporary files; a commit makes the files
+//! durable, records them with the source position in the manifest (atomically), then publishes
+//! them under their final names and acknowledges their records.
+
+use crate::config::LakeConfig;
+use crate::manifest::{CommittedFile, Manifest, MANIFEST_PATH, MANIFEST_VERSION};
+use crate::ocf::ContainerWriter;
+use crate::store::{LakeStore, LocalStore};
+use async_trait::async_trait;
+use headwater_contract::{
+    Ack, AckSender, ConnectorError, Position, Sink, SinkRecord, StreamSchema,
+};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+struct OpenFile<W: io::Write> {
+    stream: Arc<StreamSchema>,
+    writer: ContainerWriter<W>,
+    temp: String,
+    path: String,
+}
+
+pub struct LakeSink<S: LakeStore = LocalStore> {
+    store: S,
+    config: LakeConfig,
+    acks: Option<AckSender>,
+    manifest: Manifest,
+    /// The file being written for each stream directory.
+    open: HashMap<String, OpenFile<S::Writer>>,
+    /// Files closed by a schema change, committed with the next commit.
+    closed: Vec<OpenFile<S::Writer>>,
+    files_this_commit: u32,
+    /// Highest sequence number written since the last commit.
+    pending_seq: Option<u64>,
+    last_written: Option<Position>,
+    first_pending_at: Option<Instant>,
+    last_commit_at: Instant,
+}
+
+fn lake_io(what: &str, err: io::Error) -> ConnectorError {
+    ConnectorError::definite(format!(
+        "lake: {what} failed ({err}); check free space and permissions of the sink path. Nothing is lost: the next start resumes from the last commit"
+    ))
+    .caused_by(err)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl LakeSink<LocalStore> {
+    pub fn new(config: LakeConfig) -> Result<Self, ConnectorError> {
+        config.validate().map_err(ConnectorError::definite)?;
+        let store =
+            LocalStore::new(&config.path).map_err(|e| lake_io("creating the lake directory", e))?;
+        Ok(LakeSink::with_store(store, config))
+    }
+}
+
+impl<S: LakeStore> LakeSink<S> {
+    pub fn with_store(store: S, config: LakeConfig) -> Self {
+        LakeSink {
+            store,
+            config,
+            acks: None,
+            manifest: Manifest {
+                version: MANIFEST_VERSION,
+                commit: 0,
+                position: None,
+                files: Vec::new(),
+                committed_at_ms: 0,
+                total_records: 0,
+            },
+            open: HashMap::new(),
+            closed: Vec::new(),
+            files_this_commit: 0,
+            pending_seq: None,
+            last_written: None,
+            first_pending_at: None,
+            last_commit_at: Instant::now(),
+        }
+    }
+
+    /// Finishes what the last commit started and discards what no commit covers.
+    fn recover(&mut self) -> Result<(), ConnectorError> {
+        if let Some(bytes) = self
+            .store
+            .get(MANIFEST_PATH)
+            .map_err(|e| lake_io("reading the manifest", e))?
+        {
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|err| {
+                ConnectorError::definite(format!(
+                    "lake manifest {MANIFEST_PATH} under {} is unreadable ({err}); restore it from a backup or point sink.path at a new directory",
+                    self.config.path.display()
+                ))
+            })?;
+            if manifest.version != MANIFEST_VERSION {
+                return Err(ConnectorError::definite(format!(
+                    "lake manifest version {} is not supported by this Headwater (expects {MANIFEST_VERSION}); use the Headwater release that wrote it",
+                    manifest.version
+                )));
+            }
+            self.manifest = manifest;
+        }
+        for file in &self.manifest.files {
+            let published = self
+                .store
+                .exists(&file.path)
+                .map_err(|e| lake_io("checking a committed file", e))?;
+            if published {
+                continue;
+            }
+            if self
+                .store
+                .exists(&file.temp)
+                .map_err(|e| lake_io("checking a committed file", e))?
+            {
+                tracing::info!(file = %file.path, "lake: finishing the publication of a committed file");
+                self.store
+                    .publish(&file.temp, &file.path)
+                    .map_err(|e| lake_io("publishing a committed file", e))?;
+            } else {
+                return Err(ConnectorError::definite(format!(
+                    "lake: committed file {} is missing (neither it nor its temporary file {} exists); the lake was changed by hand — restore the file or start a new lake",
+                    file.path, file.temp
+                )));
+            }
+        }
+        let stale: Vec<String> = self
+            .store
+            .list()
+            .map_err(|e| lake_io("listing the lake", e))?
+            .into_iter()
+            .filter(|p| p.ends_with(".tmp"))
+            .collect();
+        for path in stale {
+            tracing::info!(file = %path, "lake: removing an uncommitted file left by an earlier run");
+            self.store
+                .remove(&path)
+                .map_err(|e| lake_io("removing an uncommitted file", e))?;
+        }
+        Ok(())
+    }
+
+    fn file_names(&mut self, stream: &StreamSchema) -> (String, String) {
+        let dir = stream.default_name();
+        self.files_this_commit += 1;
+        let base = format!(
+            "part-{:010}-{:04}-v{}.avro",
+            self.manifest.commit + 1,
+            self.files_this_commit,
+            stream.version
+        );
+        (format!("{dir}/{base}"), format!("{dir}/.{base}.tmp"))
+    }
+
+    fn open_file(
+        &mut self,
+        stream: &Arc<StreamSchema>,
+    ) -> Result<OpenFile<S::Writer>, ConnectorError> {
+        let (path, temp) = self.file_names(stream);
+        let out = self
+            .store
+            .create(&temp)
+            .map_err(|e| lake_io("creating a data file", e))?;
+        let sync_marker: [u8; 16] = rand::random();
+        let writer = ContainerWriter::new(out, &stream.value_schema, sync_marker)
+            .map_err(|e| lake_io("writing a file header", e))?;
+        Ok(OpenFile {
+            stream: Arc::clone(stream),
+            writer,
+            temp,
+            path,
+        })
+    }
+
+    /// Makes everything written durable and records it with `through` in the manifest.
+    fn commit(&mut self, through: &Position) -> Result<(), ConnectorError> {
+        let nothing_new =
+            self.pending_seq.is_none() && self.manifest.position.as_ref() == Some(through);
+        if nothing_new {
+            return Ok(());
+        }
+        let mut files = Vec::new();
+        let finishing: Vec<OpenFile<S::Writer>> = self
+            .closed
+            .drain(..)
+            .chain(self.open.drain().map(|(_, f)| f))
+            .collect();
+        let mut records = 0;
+        for file in finishing {
+            let count = file.writer.records();
+            let out = file
+                .writer
+                .finish()
+                .map_err(|e| lake_io("writing a data file", e))?;
+            self.store
+                .sync(out)
+                .map_err(|e| lake_io("syncing a data file", e))?;
+            records += count;
+            files.push(CommittedFile {
+                path: file.path,
+                temp: file.temp,
+                records: count,
+            });
+        }
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            commit: self.manifest.commit + 1,
+            position: Some(through.clone()),
+            files,
+            committed_at_ms: now_ms(),
+            total_records: self.manifest.total_records + records,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
+            ConnectorError::definite(format!("lake: encoding the manifest failed: {e}"))
+        })?;
+        self.store
+            .put_atomic(MANIFEST_PATH, &bytes)
+            .map_err(|e| lake_io("writing the manifest", e))?;
+        // Committed: from here on a crash is finished by `recover`.
+        for file in &manifest.files {
+            self.store
+                .publish(&file.temp, &file.path)
+                .map_err(|e| lake_io("publishing a data file", e))?;
+        }
+        tracing::debug!(commit = manifest.commit, files = manifest.files.len(), records, position = %through, "lake commit");
+        self.manifest = manifest;
+        self.files_this_commit = 0;
+        self.first_pending_at = None;
+        self.last_commit_at = Instant::now();
+        if let (Some(seq), Some(acks)) = (self.pending_seq.take(), &self.acks) {
+            acks.ack(Ack::Through(seq));
+        }
+        Ok(())
+    }
+
+    /// The last committed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+#[async_trait]
+impl<S: LakeStore + 'static> Sink for LakeSink<S> {
+    async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
+        self.recover()?;
+        self.acks = Some(acks);
+        Ok(self.manifest.position.clone())
+    }
+
+    async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
+        let dir = record.stream.default_name();
+        let replace = match self.open.get(&dir) {
+            Some(file) => {
+                !Arc::ptr_eq(&file.stream, &record.stream)
+                    && file.stream.version != record.stream.version
+            }
+            None => true,
+        };
+        if replace {
+            if let Some(old) = self.open.remove(&dir) {
+                self.closed.push(old);
+            }
+            let file = self.open_file(&record.stream)?;
+            self.open.insert(dir.clone(), file);
+        }
+        let Some(file) = self.open.get_mut(&dir) else {
+            return Err(ConnectorError::definite(
+                "lake: internal error, no open file for a stream",
+            ));
+        };
+        file.writer
+            .append(&record.value)
+            .map_err(|e| lake_io("writing a data file", e))?;
+        let full = file.writer.len() >= self.config.max_file_bytes;
+        self.pending_seq = Some(record.seq);
+        self.first_pending_at.get_or_insert_with(Instant::now);
+        self.last_written = Some(record.position);
+        if full {
+            if let Some(through) = self.last_written.clone() {
+                self.commit(&through)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self, through: &Position) -> Result<(), ConnectorError> {
+        let due = match self.first_pending_at {
+            Some(since) => since.elapsed() >= self.config.commit_interval,
+            // Nothing pending: record progress over filtered or quiet log now and then, so a
+            // restart does not re-read it.
+            None => self.last_commit_at.elapsed() >= self.config.commit_interval,
+        };
+        if due {
+            self.commit(through)?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, through: &Position) -> Result<(), ConnectorError> {
+        self.commit(through)
+    }
+}
+
+/// The position committed in the lake at `path`, read without opening the sink (for
+/// `headwater offsets` while a pipeline runs).
+pub fn committed_position(path: &std::path::Path) -> Result<Option<Position>, ConnectorError> {
+    let store = LocalStore::new(path).map_err(|e| lake_io("opening the lake", e))?;
+    match store
+        .get(MANIFEST_PATH)
+        .map_err(|e| lake_io("reading the manifest", e))?
+    {
+        None => Ok(None),
+        Some(bytes) => {
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|err| {
+                ConnectorError::definite(format!(
+                    "lake manifest under {} is unreadable: {err}",
+                    path.display()
+                ))
+            })?;
+            Ok(manifest.position)
+        }
+    }
+}

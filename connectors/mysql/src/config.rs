@@ -1,0 +1,89 @@
+use headwater_contract::{redact_url, TableFilter};
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// `[source] kind = "mysql"`: read a MySQL or MariaDB server's binlog as a replica.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// `mysql://user:password@host:port`. The user needs REPLICATION SLAVE, REPLICATION CLIENT
+    /// and SELECT. `${VAR}` is replaced from the environment, so the password need not be in the file.
+    pub url: String,
+    /// Logical server name: first part of topic and lake directory names, `source.name` in records.
+    pub name: String,
+    /// The replica id Headwater uses. Unique among all replicas of the server: two readers with
+    /// the same id disconnect each other.
+    pub server_id: u32,
+    /// `database.table` globs to capture. Default: every table outside the system databases.
+    #[serde(default = "default_include")]
+    pub include: Vec<String>,
+    /// `database.table` globs to leave out, applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Where a pipeline without any stored position starts: `"latest"` (changes from now on)
+    /// or `"earliest"` (the oldest binlog the server still has).
+    #[serde(default)]
+    pub start: StartFrom,
+    /// How often the server sends a heartbeat when it has nothing else to send, e.g. "5s".
+    /// A stream silent for three heartbeats is treated as a lost connection.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    #[default]
+    Latest,
+    Earliest,
+}
+
+fn default_include() -> Vec<String> {
+    vec!["*.*".to_string()]
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Databases that hold the server's own bookkeeping and are never captured.
+pub const SYSTEM_DATABASES: &[&str] = &["mysql", "sys", "information_schema", "performance_schema"];
+
+impl fmt::Debug for MysqlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MysqlConfig")
+            .field("url", &redact_url(&self.url))
+            .field("name", &self.name)
+            .field("server_id", &self.server_id)
+            .field("include", &self.include)
+            .field("exclude", &self.exclude)
+            .field("start", &self.start)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .finish()
+    }
+}
+
+impl MysqlConfig {
+    /// Checks the values alone, before anything connects.
+    pub fn validate(&self) -> Result<TableFilter, String> {
+        if !self.url.starts_with("mysql://") {
+            return Err(format!(
+                "source.url `{}` must start with mysql:// (e.g. mysql://headwater:${{MYSQL_PASSWORD}}@127.0.0.1:3306)",
+                redact_url(&self.url)
+            ));
+        }
+        if self.server_id == 0 {
+            return Err("source.server_id = 0 is not allowed: choose a number that no other replica of the server uses, e.g. 5401".into());
+        }
+        if self.heartbeat_interval < Duration::from_millis(100)
+            || self.heartbeat_interval > Duration::from_secs(4_294_967)
+        {
+            return Err(format!(
+                "source.heartbeat_interval = {:?} is out of range: use between \"100ms\" and a few minutes",
+                self.heartbeat_interval
+            ));
+        }
+        TableFilter::new(&self.include, &self.exclude)
+    }
+}

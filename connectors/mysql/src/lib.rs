@@ -1,0 +1,10 @@
+pub mod config;
+pub use config::MysqlConfig;
+pub mod decoder;
+pub mod error;
+pub mod gtid;
+pub mod schema_history;
+pub mod source;
+pub mod stream;
+pub mod table;
+pub use source::MysqlSource;

@@ -1,0 +1,346 @@
+//! The MySQL/MariaDB source: connection, preflight checks, and the binlog stream loop.
+
+use crate::config::{MysqlConfig, StartFrom};
+use crate::error::classify;
+use crate::schema_history::SchemaHistory;
+use crate::stream::{BinlogReader, Step};
+use crate::table::Collations;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use headwater_contract::{
+    BinlogPosition, ConnectorError, EventSender, GtidSet, Position, Problem, Source, TableFilter,
+};
+use mysql_async::binlog::events::Event;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct MysqlSource {
+    config: MysqlConfig,
+    filter: TableFilter,
+    opts: Opts,
+    state_dir: PathBuf,
+}
+
+/// The server facts the stream needs.
+struct ServerInfo {
+    collations: Collations,
+    checksum: bool,
+}
+
+impl MysqlSource {
+    pub fn new(config: MysqlConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
+        let filter = config.validate().map_err(ConnectorError::definite)?;
+        let opts = Opts::from_url(&config.url).map_err(|e| {
+            classify(
+                e.into(),
+                "reading source.url",
+                &config.url,
+                config.server_id,
+            )
+        })?;
+        Ok(MysqlSource {
+            config,
+            filter,
+            opts,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    fn classify(&self, what: &str) -> impl Fn(mysql_async::Error) -> ConnectorError + '_ {
+        let what = what.to_string();
+        move |e| classify(e, &what, &self.config.url, self.config.server_id)
+    }
+
+    async fn connect(&self) -> Result<Conn, ConnectorError> {
+        Conn::new(self.opts.clone())
+            .await
+            .map_err(self.classify("connecting to the source"))
+    }
+
+    async fn variables(&self, conn: &mut Conn) -> Result<HashMap<String, String>, ConnectorError> {
+        let rows: Vec<(String, String)> = conn
+            .query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','binlog_checksum','log_bin_compress','gtid_strict_mode','gtid_mode','binlog_expire_logs_seconds','expire_logs_days','version','binlog_row_value_options')")
+            .await
+            .map_err(self.classify("reading server variables"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect())
+    }
+
+    async fn server_info(&self, conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
+        let rows: Vec<(u16, String)> = conn
+            .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
+            .await
+            .map_err(self.classify("reading the server's collations"))?;
+        let vars = self.variables(conn).await?;
+        Ok(ServerInfo {
+            collations: Collations::new(rows.into_iter().collect()),
+            checksum: vars
+                .get("binlog_checksum")
+                .is_some_and(|v| !v.eq_ignore_ascii_case("NONE")),
+        })
+    }
+
+    async fn master_status(&self, conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
+        let row: Option<mysql_async::Row> = conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .map_err(self.classify("reading the binlog position"))?;
+        let Some(row) = row else {
+            return Err(ConnectorError::definite(
+                "the server has binary logging off (SHOW MASTER STATUS is empty); start it with log_bin=ON and binlog_format=ROW",
+            ));
+        };
+        let file: String = row.get(0).unwrap_or_default();
+        let pos: u64 = row.get(1).unwrap_or(4);
+        let gtid: Option<String> = conn
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .map_err(self.classify("reading the GTID position"))?;
+        let gtid_set = parse_gtid_state(gtid.as_deref().unwrap_or(""))?;
+        Ok(BinlogPosition {
+            file: Arc::from(file.as_str()),
+            pos,
+            gtid_set: Arc::new(gtid_set),
+            rows_done: 0,
+        })
+    }
+
+    async fn first_binlog(&self, conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
+        let row: Option<mysql_async::Row> = conn
+            .query_first("SHOW BINARY LOGS")
+            .await
+            .map_err(self.classify("listing binary logs"))?;
+        let file: String = row.and_then(|r| r.get(0)).ok_or_else(|| {
+            ConnectorError::definite("the server lists no binary logs; start it with log_bin=ON")
+        })?;
+        Ok(BinlogPosition {
+            file: Arc::from(file.as_str()),
+            pos: 4,
+            gtid_set: Arc::default(),
+            rows_done: 0,
+        })
+    }
+}
+
+fn parse_gtid_state(text: &str) -> Result<GtidSet, ConnectorError> {
+    text.parse().map_err(|e| {
+        ConnectorError::definite(format!(
+            "the server reported a GTID state Headwater cannot read: {e}"
+        ))
+    })
+}
+
+#[async_trait]
+impl Source for MysqlSource {
+    async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
+        let mut problems = Vec::new();
+        let mut conn = match self.connect().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                problems.push(Problem::error(err.report(), "check source.url, that the server runs, and that the user may connect from this host"));
+                return Ok(problems);
+            }
+        };
+        let vars = self.variables(&mut conn).await?;
+        let var = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
+        let expect = |problems: &mut Vec<Problem>, name: &str, want: &str| {
+            if !var(name).eq_ignore_ascii_case(want) {
+                problems.push(Problem::error(
+                    format!("{name} is {:?}, Headwater needs {want}", var(name)),
+                    format!("set {name}={want} in the server's my.cnf [mysqld] section and restart it (SET GLOBAL {name}={want} works until the restart)"),
+                ));
+            }
+        };
+        expect(&mut problems, "log_bin", "ON");
+        expect(&mut problems, "binlog_format", "ROW");
+        expect(&mut problems, "binlog_row_image", "FULL");
+        expect(&mut problems, "binlog_row_metadata", "FULL");
+        if var("log_bin_compress").eq_ignore_ascii_case("ON") {
+            problems.push(Problem::error(
+                "log_bin_compress is ON: compressed binlog events are not decoded yet",
+                "set log_bin_compress=OFF in my.cnf and restart the server",
+            ));
+        }
+        if !var("binlog_row_value_options").is_empty() {
+            problems.push(Problem::error(
+                format!(
+                    "binlog_row_value_options is {:?}: partial JSON updates cannot be captured",
+                    var("binlog_row_value_options")
+                ),
+                "set binlog_row_value_options='' on the server",
+            ));
+        }
+        let mariadb = var("version").to_ascii_lowercase().contains("mariadb");
+        if mariadb && !var("gtid_strict_mode").eq_ignore_ascii_case("ON") {
+            problems.push(Problem::warning(
+                "gtid_strict_mode is OFF: GTID positions may not survive a failover exactly",
+                "set gtid_strict_mode=ON in my.cnf",
+            ));
+        }
+        let retention_s = var("binlog_expire_logs_seconds")
+            .parse::<u64>()
+            .unwrap_or(0);
+        let retention_days = var("expire_logs_days").parse::<f64>().unwrap_or(0.0);
+        if retention_s == 0 && retention_days == 0.0 {
+            tracing::info!("binlog retention: binlogs are kept until purged by hand");
+        } else {
+            let seconds = retention_s.max((retention_days * 86_400.0) as u64);
+            tracing::info!(
+                retention_hours = seconds / 3600,
+                "binlog retention: a pipeline stopped longer than this loses its position"
+            );
+            if seconds < 86_400 {
+                problems.push(Problem::warning(
+                    format!("binlogs are kept only {} hours: a pipeline stopped longer than that needs a new snapshot", seconds / 3600),
+                    "raise binlog_expire_logs_seconds (e.g. 604800 for a week)",
+                ));
+            }
+        }
+        let grants: Vec<String> = conn
+            .query("SHOW GRANTS")
+            .await
+            .map_err(self.classify("reading privileges"))?;
+        let grants = grants.join("\n").to_ascii_uppercase();
+        let all = grants.contains("ALL PRIVILEGES ON *.*");
+        for (privilege, alternatives) in [
+            (
+                "REPLICATION SLAVE",
+                &["REPLICATION SLAVE", "REPLICATION REPLICA"][..],
+            ),
+            (
+                "REPLICATION CLIENT",
+                &["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"][..],
+            ),
+            ("SELECT", &["SELECT"][..]),
+        ] {
+            if !all && !alternatives.iter().any(|a| grants.contains(a)) {
+                problems.push(Problem::error(
+                    format!("the user lacks the {privilege} privilege"),
+                    format!("GRANT {privilege} ON *.* TO the Headwater user"),
+                ));
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(problems)
+    }
+
+    async fn log_end(&mut self) -> Result<Position, ConnectorError> {
+        let mut conn = self.connect().await?;
+        let end = self.master_status(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        Ok(Position::Mysql(end))
+    }
+
+    async fn stream(
+        &mut self,
+        resume: Option<Position>,
+        stop_at: Option<Position>,
+        events: EventSender,
+    ) -> Result<(), ConnectorError> {
+        let resume = match resume {
+            None => None,
+            Some(Position::Mysql(p)) => Some(p),
+            Some(other) => {
+                return Err(ConnectorError::definite(format!(
+                    "the stored position {other} is not a MySQL binlog position; this state directory belongs to another kind of source — use a separate state.path"
+                )))
+            }
+        };
+        let stop_at = match stop_at {
+            Some(Position::Mysql(p)) => Some(p),
+            _ => None,
+        };
+        let mut conn = self.connect().await?;
+        let server = self.server_info(&mut conn).await?;
+        let (start, gtid_mode) = match resume {
+            Some(p) => {
+                let gtid = !p.gtid_set.is_empty();
+                (p, gtid)
+            }
+            None => match self.config.start {
+                StartFrom::Latest => {
+                    let p = self.master_status(&mut conn).await?;
+                    let gtid = !p.gtid_set.is_empty();
+                    (p, gtid)
+                }
+                StartFrom::Earliest => (self.first_binlog(&mut conn).await?, false),
+            },
+        };
+        let mut history = SchemaHistory::open(&self.state_dir)?;
+        let mut reader = BinlogReader::new(
+            &self.filter,
+            &server.collations,
+            &mut history,
+            start.clone(),
+            gtid_mode,
+            stop_at,
+            server.checksum,
+        );
+        if reader.starts_past_stop() {
+            return Ok(());
+        }
+        let heartbeat_ns = self.config.heartbeat_interval.as_nanos();
+        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await
+            .map_err(self.classify("setting the heartbeat period"))?;
+        // Ask MariaDB for its real GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(self.classify("announcing replica capabilities"))?;
+        let file_name = start.file.as_bytes().to_vec();
+        let request = if gtid_mode {
+            conn.query_drop(format!(
+                "SET @slave_connect_state = '{}', @slave_gtid_strict_mode = 1, @slave_gtid_ignore_duplicates = 0",
+                start.gtid_set
+            ))
+            .await
+            .map_err(self.classify("setting the GTID start position"))?;
+            BinlogStreamRequest::new(self.config.server_id)
+        } else {
+            BinlogStreamRequest::new(self.config.server_id)
+                .with_filename(&file_name)
+                .with_pos(start.pos)
+        };
+        tracing::info!(position = %start, gtid_mode, "requesting the binlog");
+        let mut binlog = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(self.classify("requesting the binlog"))?;
+        let silence = self.config.heartbeat_interval * 3;
+        let mut batch = Vec::new();
+        loop {
+            let next = match tokio::time::timeout(silence, binlog.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(ConnectorError::retryable(format!(
+                        "no event or heartbeat from the server for {silence:?}; reconnecting"
+                    )))
+                }
+            };
+            let event: Event = match next {
+                Some(Ok(event)) => event,
+                Some(Err(err)) => return Err(self.classify("reading the binlog")(err)),
+                None => {
+                    return Err(ConnectorError::retryable(
+                        "the server closed the binlog stream",
+                    ))
+                }
+            };
+            let step = reader.handle(&event, &mut batch)?;
+            if !batch.is_empty() {
+                let full = std::mem::take(&mut batch);
+                if events.send(full).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if step == Step::Done {
+                return Ok(());
+            }
+        }
+    }
+}

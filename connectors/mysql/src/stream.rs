@@ -1,0 +1,607 @@
+//! The binlog event loop's state machine: tracks the file/offset, the GTID state and the open
+//! transaction, and turns row events of captured tables into change records.
+
+use crate::config::SYSTEM_DATABASES;
+use crate::decoder::ColumnDecoder;
+use crate::gtid::{parse_gtid, parse_gtid_list};
+use crate::schema_history::SchemaHistory;
+use crate::table::{describe, Collations, TableInfo};
+use headwater_contract::avro::{RowEncoder, Value};
+use headwater_contract::{
+    BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlSourceInfo, Op,
+    Position, SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo, TableFilter, TableId,
+    TransactionInfo,
+};
+use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const ROTATE_EVENT: u8 = 4;
+const HEARTBEAT_EVENT: u8 = 27;
+const MARIADB_GTID_EVENT: u8 = 162;
+const MARIADB_GTID_LIST_EVENT: u8 = 163;
+const MARIADB_COMPRESSED_FIRST: u8 = 165;
+const MARIADB_COMPRESSED_LAST: u8 = 170;
+
+/// What the caller does after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// The catch-up target is reached: send what was produced and stop.
+    Done,
+}
+
+struct CachedTable {
+    /// The TABLE_MAP body it was built from: identical bodies reuse the decoded layout.
+    raw: Vec<u8>,
+    /// `None` when the table is not captured.
+    info: Option<Arc<TableInfo>>,
+}
+
+struct Transaction {
+    start_file: Arc<str>,
+    start_pos: u64,
+    state_before: Arc<GtidSet>,
+    gtid: Option<MariadbGtid>,
+    gtid_text: Option<Arc<str>>,
+    /// Records produced so far (also counts skipped ones, so positions stay comparable).
+    records: u64,
+    per_table: HashMap<TableId, u64>,
+    ts_ms: i64,
+    server_id: u32,
+}
+
+/// Where a resumed stream must skip records already durable.
+struct Skip {
+    file: Arc<str>,
+    pos: u64,
+    records: u64,
+}
+
+pub struct BinlogReader<'a> {
+    filter: &'a TableFilter,
+    collations: &'a Collations,
+    history: &'a mut SchemaHistory,
+    tables: HashMap<u64, CachedTable>,
+    file: Arc<str>,
+    next_pos: u64,
+    gtid_state: Arc<GtidSet>,
+    txn: Option<Transaction>,
+    skip: Option<Skip>,
+    /// In GTID mode the first transaction the server sends is the resume transaction.
+    skip_first_transaction: Option<u64>,
+    /// Records of the open transaction that are already durable.
+    skip_records: u64,
+    stop_at: Option<BinlogPosition>,
+    /// The first ROTATE, sent before the format description, carries a checksum in its name.
+    strip_rotate_checksum: bool,
+}
+
+fn is_system(db: &str) -> bool {
+    SYSTEM_DATABASES.iter().any(|s| s.eq_ignore_ascii_case(db))
+}
+
+fn defect(what: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::definite(format!(
+        "binlog decoding failed: {what}. This is a Headwater defect or a corrupt stream; report it with the position in the log"
+    ))
+}
+
+impl<'a> BinlogReader<'a> {
+    /// `start` is where the stream was requested from; `resume_records` how many records of the
+    /// transaction starting there are already durable.
+    pub fn new(
+        filter: &'a TableFilter,
+        collations: &'a Collations,
+        history: &'a mut SchemaHistory,
+        start: BinlogPosition,
+        gtid_mode: bool,
+        stop_at: Option<BinlogPosition>,
+        checksum_enabled: bool,
+    ) -> Self {
+        let (skip, skip_first_transaction) = match (start.rows_done, gtid_mode) {
+            (0, _) => (None, None),
+            (n, true) => (None, Some(n)),
+            (n, false) => (
+                Some(Skip {
+                    file: start.file.clone(),
+                    pos: start.pos,
+                    records: n,
+                }),
+                None,
+            ),
+        };
+        BinlogReader {
+            filter,
+            collations,
+            history,
+            tables: HashMap::new(),
+            file: start.file,
+            next_pos: start.pos,
+            gtid_state: start.gtid_set,
+            txn: None,
+            skip,
+            skip_first_transaction,
+            skip_records: 0,
+            stop_at,
+            strip_rotate_checksum: checksum_enabled,
+        }
+    }
+
+    /// The position after everything handled so far, when no transaction is open.
+    pub fn boundary(&self) -> Option<BinlogPosition> {
+        if self.txn.is_some() {
+            return None;
+        }
+        Some(BinlogPosition {
+            file: self.file.clone(),
+            pos: self.next_pos,
+            gtid_set: self.gtid_state.clone(),
+            rows_done: 0,
+        })
+    }
+
+    fn reached_stop(&self) -> bool {
+        match (&self.stop_at, self.boundary()) {
+            (Some(stop), Some(here)) => here >= *stop,
+            _ => false,
+        }
+    }
+
+    /// True when the requested start is already at or past the catch-up target.
+    pub fn starts_past_stop(&self) -> bool {
+        self.skip.is_none() && self.skip_first_transaction.is_none() && self.reached_stop()
+    }
+
+    pub fn handle(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<Step, ConnectorError> {
+        let header = event.header();
+        let kind = header.event_type_raw();
+        let event_start =
+            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
+        // Artificial events (log_pos 0) sent at connect do not move the position.
+        let advances = header.log_pos() != 0;
+
+        match kind {
+            ROTATE_EVENT => {
+                let data = event.data();
+                let name_bytes = data.get(8..).unwrap_or_default();
+                let name_bytes = if self.strip_rotate_checksum && name_bytes.len() > 4 {
+                    &name_bytes[..name_bytes.len() - 4]
+                } else {
+                    name_bytes
+                };
+                self.strip_rotate_checksum = false;
+                let position = data
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(4);
+                self.file = Arc::from(String::from_utf8_lossy(name_bytes).as_ref());
+                self.next_pos = position;
+                return Ok(Step::Continue);
+            }
+            MARIADB_GTID_EVENT => {
+                let gtid = parse_gtid(event.data(), header.server_id()).map_err(defect)?;
+                self.begin(
+                    event_start,
+                    Some(gtid.gtid),
+                    header.timestamp(),
+                    header.server_id(),
+                );
+                self.next_pos = u64::from(header.log_pos());
+                return Ok(Step::Continue);
+            }
+            MARIADB_GTID_LIST_EVENT => {
+                // The server's state at this point: fills in domains we have not seen.
+                let list = parse_gtid_list(event.data()).map_err(defect)?;
+                if self.txn.is_none() {
+                    let mut state = (*self.gtid_state).clone();
+                    for gtid in list {
+                        if state
+                            .get(gtid.domain)
+                            .is_none_or(|known| known.sequence < gtid.sequence)
+                        {
+                            state.apply(gtid);
+                        }
+                    }
+                    self.gtid_state = Arc::new(state);
+                }
+                if advances {
+                    self.next_pos = u64::from(header.log_pos());
+                }
+                return Ok(Step::Continue);
+            }
+            HEARTBEAT_EVENT => {
+                if let Some(here) = self.boundary() {
+                    out.push(SourceEvent::Progress(Position::Mysql(here)));
+                }
+                return Ok(if self.reached_stop() {
+                    Step::Done
+                } else {
+                    Step::Continue
+                });
+            }
+            MARIADB_COMPRESSED_FIRST..=MARIADB_COMPRESSED_LAST => {
+                return Err(ConnectorError::definite(
+                    "the server writes compressed binlog events (log_bin_compress=ON), which Headwater does not decode yet; set log_bin_compress=OFF on the server",
+                ));
+            }
+            _ => {}
+        }
+
+        let data = match event.read_data() {
+            Ok(Some(data)) => data,
+            Ok(None) => {
+                if advances {
+                    self.next_pos = u64::from(header.log_pos());
+                }
+                return Ok(Step::Continue);
+            }
+            Err(err) => {
+                return Err(defect(format!(
+                    "event type {kind} at {}:{event_start}: {err}",
+                    self.file
+                )))
+            }
+        };
+        let mut step = Step::Continue;
+        match data {
+            EventData::QueryEvent(query) => {
+                let text = query.query();
+                let trimmed = text.trim_start();
+                let keyword = trimmed
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+                match keyword.as_str() {
+                    "BEGIN" => {
+                        if self.txn.is_none() {
+                            self.begin(event_start, None, header.timestamp(), header.server_id());
+                        }
+                    }
+                    "COMMIT" => {
+                        self.next_pos = u64::from(header.log_pos());
+                        step = self.commit(out);
+                        return Ok(step);
+                    }
+                    "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" => {}
+                    _ => {
+                        let db = query.schema().into_owned();
+                        if self.txn.is_none() {
+                            self.begin(event_start, None, header.timestamp(), header.server_id());
+                        }
+                        self.next_pos = u64::from(header.log_pos());
+                        let database = if db.is_empty() { None } else { Some(db) };
+                        if !database.as_deref().is_some_and(is_system) {
+                            self.schema_change(
+                                database.unwrap_or_default(),
+                                text.into_owned(),
+                                out,
+                            );
+                        }
+                        // DDL commits implicitly (MariaDB marks it standalone).
+                        step = self.commit(out);
+                        return Ok(step);
+                    }
+                }
+            }
+            EventData::XidEvent(_) => {
+                self.next_pos = u64::from(header.log_pos());
+                step = self.commit(out);
+                return Ok(step);
+            }
+            EventData::TableMapEvent(tme) => self.table_map(event.data(), &tme)?,
+            EventData::RowsEvent(rows) => {
+                if self.txn.is_none() {
+                    self.begin(event_start, None, header.timestamp(), header.server_id());
+                }
+                self.rows(&rows, out)?;
+            }
+            _ => {}
+        }
+        if advances {
+            self.next_pos = u64::from(header.log_pos());
+        }
+        Ok(step)
+    }
+
+    fn begin(&mut self, start: u64, gtid: Option<MariadbGtid>, timestamp: u32, server_id: u32) {
+        self.skip_records = match (self.skip.take(), self.skip_first_transaction.take()) {
+            (_, Some(n)) => n,
+            (Some(skip), None) if skip.file == self.file && skip.pos == start => skip.records,
+            _ => 0,
+        };
+        self.txn = Some(Transaction {
+            start_file: self.file.clone(),
+            start_pos: start,
+            state_before: self.gtid_state.clone(),
+            gtid,
+            gtid_text: gtid.map(|g| Arc::from(g.to_string().as_str())),
+            records: 0,
+            per_table: HashMap::new(),
+            ts_ms: i64::from(timestamp) * 1000,
+            server_id,
+        });
+    }
+
+    /// Ends the open transaction: its GTID joins the state and the position moves past it.
+    fn commit(&mut self, out: &mut Vec<SourceEvent>) -> Step {
+        if let Some(txn) = self.txn.take() {
+            if let Some(gtid) = txn.gtid {
+                let mut state = (*self.gtid_state).clone();
+                state.apply(gtid);
+                self.gtid_state = Arc::new(state);
+            }
+        }
+        self.skip_records = 0;
+        if let Some(here) = self.boundary() {
+            out.push(SourceEvent::Progress(Position::Mysql(here)));
+        }
+        if self.reached_stop() {
+            Step::Done
+        } else {
+            Step::Continue
+        }
+    }
+
+    fn source_info(
+        &self,
+        txn: &Transaction,
+        db: &Arc<str>,
+        table: Option<Arc<str>>,
+        row: u32,
+    ) -> SourceInfo {
+        SourceInfo::Mysql(MysqlSourceInfo {
+            ts_ms: txn.ts_ms,
+            snapshot: SnapshotMarker::False,
+            db: db.clone(),
+            table,
+            server_id: txn.server_id,
+            gtid: txn.gtid_text.clone(),
+            file: txn.start_file.clone(),
+            pos: txn.start_pos,
+            row,
+        })
+    }
+
+    fn schema_change(&mut self, database: String, ddl: String, out: &mut Vec<SourceEvent>) {
+        let Some(txn) = self.txn.as_mut() else { return };
+        txn.records += 1;
+        if txn.records <= self.skip_records {
+            return;
+        }
+        let position = Position::Mysql(BinlogPosition {
+            file: txn.start_file.clone(),
+            pos: txn.start_pos,
+            gtid_set: txn.state_before.clone(),
+            rows_done: txn.records,
+        });
+        let db: Arc<str> = Arc::from(database.as_str());
+        let Some(txn) = self.txn.as_ref() else { return };
+        let source = self.source_info(txn, &db, None, 0);
+        out.push(SourceEvent::SchemaChange(SchemaChangeRecord {
+            database,
+            table: None,
+            ddl,
+            source,
+            position,
+        }));
+    }
+
+    fn table_map(&mut self, raw: &[u8], tme: &TableMapEvent<'_>) -> Result<(), ConnectorError> {
+        let table_id = tme.table_id();
+        if self
+            .tables
+            .get(&table_id)
+            .is_some_and(|cached| cached.raw == raw)
+        {
+            return Ok(());
+        }
+        let db = tme.database_name();
+        let name = tme.table_name();
+        let info = if is_system(&db) || !self.filter.captures(&db, &name) {
+            None
+        } else {
+            let (mut schema, decoders) = describe(tme, self.collations)?;
+            schema.version = self.history.version_of(&schema)?;
+            tracing::debug!(table = %schema.id, version = schema.version, "table layout");
+            Some(Arc::new(TableInfo {
+                schema: Arc::new(schema),
+                decoders,
+            }))
+        };
+        self.tables.insert(
+            table_id,
+            CachedTable {
+                raw: raw.to_vec(),
+                info,
+            },
+        );
+        Ok(())
+    }
+
+    fn rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), ConnectorError> {
+        let Some(cached) = self.tables.get(&rows.table_id()) else {
+            return Err(defect(format!(
+                "a rows event for table id {} without its TABLE_MAP",
+                rows.table_id()
+            )));
+        };
+        let Some(info) = cached.info.clone() else {
+            return Ok(()); // not captured
+        };
+        let schema = &info.schema;
+        let (op, has_before, has_after) = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => (Op::Create, false, true),
+            RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => (Op::Update, true, true),
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => (Op::Delete, true, false),
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(ConnectorError::definite(format!(
+                    "table {}: partial JSON updates in the binlog (binlog_row_value_options=PARTIAL_JSON) cannot be captured; set binlog_row_value_options='' on the server",
+                    schema.id
+                )))
+            }
+        };
+        let count = schema.columns.len();
+        for image in [rows.columns_before_image(), rows.columns_after_image()]
+            .into_iter()
+            .flatten()
+        {
+            if image.count_ones() != count {
+                return Err(ConnectorError::definite(format!(
+                    "table {}: the binlog holds partial row images; set binlog_row_image=FULL on the server (SET GLOBAL binlog_row_image=FULL, and in my.cnf)",
+                    schema.id
+                )));
+            }
+        }
+        let data = rows.rows_data();
+        let db: Arc<str> = Arc::from(schema.id.namespace.as_str());
+        let table: Arc<str> = Arc::from(schema.id.table.as_str());
+        let mut at = 0;
+        let mut row_index = 0u32;
+        let mut before_values: Vec<Value<'_>> = Vec::with_capacity(count);
+        let mut after_values: Vec<Value<'_>> = Vec::with_capacity(count);
+        while at < data.len() {
+            before_values.clear();
+            after_values.clear();
+            if has_before {
+                read_image(&info.decoders, data, &mut at, &mut before_values)
+                    .map_err(|e| row_error(schema, e))?;
+            }
+            if has_after {
+                read_image(&info.decoders, data, &mut at, &mut after_values)
+                    .map_err(|e| row_error(schema, e))?;
+            }
+            let before = encode_image(schema, has_before, &before_values)?;
+            let after = encode_image(schema, has_after, &after_values)?;
+            let key_of = |values: &[Value<'_>]| -> Result<Option<Vec<u8>>, ConnectorError> {
+                if schema.primary_key.is_empty() {
+                    return Ok(None);
+                }
+                let mut key = Vec::with_capacity(16);
+                RowEncoder::encode_key(schema, values, &mut key)?;
+                Ok(Some(key))
+            };
+            let before_key = if has_before {
+                key_of(&before_values)?
+            } else {
+                None
+            };
+            let after_key = if has_after {
+                key_of(&after_values)?
+            } else {
+                None
+            };
+            // A key change is a delete of the old row and a create of the new one, so keyed
+            // consumers (Kafka compaction) forget the old key.
+            let records: Vec<(Op, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> =
+                if op == Op::Update && before_key != after_key {
+                    vec![
+                        (Op::Delete, before_key, before, None),
+                        (Op::Create, after_key, None, after),
+                    ]
+                } else {
+                    let key = if op == Op::Delete {
+                        before_key
+                    } else {
+                        after_key
+                    };
+                    vec![(op, key, before, after)]
+                };
+            for (op, key, before, after) in records {
+                let Some(txn) = self.txn.as_mut() else {
+                    return Err(defect("row outside a transaction"));
+                };
+                txn.records += 1;
+                let table_order = txn.per_table.entry(schema.id.clone()).or_insert(0);
+                *table_order += 1;
+                let data_collection_order = *table_order;
+                if txn.records <= self.skip_records {
+                    continue;
+                }
+                let position = Position::Mysql(BinlogPosition {
+                    file: txn.start_file.clone(),
+                    pos: txn.start_pos,
+                    gtid_set: txn.state_before.clone(),
+                    rows_done: txn.records,
+                });
+                let transaction = txn.gtid_text.clone().map(|id| TransactionInfo {
+                    id,
+                    total_order: txn.records,
+                    data_collection_order,
+                });
+                let Some(txn) = self.txn.as_ref() else {
+                    continue;
+                };
+                let source = self.source_info(txn, &db, Some(table.clone()), row_index);
+                out.push(SourceEvent::Change(ChangeRecord {
+                    table: Arc::clone(schema),
+                    op,
+                    key,
+                    before,
+                    after,
+                    source,
+                    transaction,
+                    position,
+                }));
+            }
+            row_index += 1;
+        }
+        Ok(())
+    }
+}
+
+fn row_error(
+    schema: &headwater_contract::TableSchema,
+    err: crate::decoder::DecodeError,
+) -> ConnectorError {
+    defect(format!(
+        "row of {} (schema version {}): {err}",
+        schema.id, schema.version
+    ))
+}
+
+fn encode_image(
+    schema: &headwater_contract::TableSchema,
+    present: bool,
+    values: &[Value<'_>],
+) -> Result<Option<Vec<u8>>, ConnectorError> {
+    if !present {
+        return Ok(None);
+    }
+    let mut buf = Vec::with_capacity(64 + values.len() * 8);
+    RowEncoder::encode_row(schema, values, &mut buf)?;
+    Ok(Some(buf))
+}
+
+/// Reads one full row image: a null bitmap, then each non-null column's value.
+fn read_image<'d>(
+    decoders: &[ColumnDecoder],
+    data: &'d [u8],
+    at: &mut usize,
+    values: &mut Vec<Value<'d>>,
+) -> Result<(), crate::decoder::DecodeError> {
+    let bitmap_len = decoders.len().div_ceil(8);
+    let end = *at + bitmap_len;
+    let bitmap = data.get(*at..end).ok_or_else(|| {
+        crate::decoder::DecodeError("row image ends inside its null bitmap".into())
+    })?;
+    *at = end;
+    for (index, decoder) in decoders.iter().enumerate() {
+        if bitmap[index / 8] & (1 << (index % 8)) != 0 {
+            values.push(Value::Null);
+        } else {
+            values.push(decoder.decode(data, at)?);
+        }
+    }
+    Ok(())
+}

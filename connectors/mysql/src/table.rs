@@ -1,0 +1,270 @@
+//! Turns a TABLE_MAP event (with `binlog_row_metadata=FULL`) into a table schema and the column
+//! decoders for its row images — no DDL parsing needed.
+
+use crate::decoder::{ColumnDecoder, Text};
+use headwater_contract::{Column, ConnectorError, FieldType, TableId, TableSchema};
+use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_common::constants::ColumnType;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Character set of each collation id, read from the server's `information_schema.COLLATIONS`.
+#[derive(Clone, Debug, Default)]
+pub struct Collations {
+    charset_by_id: HashMap<u16, String>,
+}
+
+impl Collations {
+    pub fn new(charset_by_id: HashMap<u16, String>) -> Self {
+        Collations { charset_by_id }
+    }
+
+    fn text_kind(&self, collation: u16) -> Result<Text, String> {
+        if collation == 63 {
+            return Ok(Text::Binary);
+        }
+        match self.charset_by_id.get(&collation).map(String::as_str) {
+            Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => Ok(Text::Utf8),
+            Some("latin1") => Ok(Text::Latin1),
+            Some("binary") => Ok(Text::Binary),
+            Some(other) => Err(other.to_string()),
+            None => Err(format!("collation id {collation}")),
+        }
+    }
+}
+
+/// A captured table's current schema and how to decode its rows.
+#[derive(Debug)]
+pub struct TableInfo {
+    pub schema: Arc<TableSchema>,
+    pub decoders: Vec<ColumnDecoder>,
+}
+
+fn definite(table: &TableId, message: String) -> ConnectorError {
+    ConnectorError::definite(format!("table {table}: {message}"))
+}
+
+/// The columns, keys and decoders described by `tme`. `version` is filled in by the caller.
+pub fn describe(
+    tme: &TableMapEvent<'_>,
+    collations: &Collations,
+) -> Result<(TableSchema, Vec<ColumnDecoder>), ConnectorError> {
+    let id = TableId {
+        namespace: tme.database_name().into_owned(),
+        table: tme.table_name().into_owned(),
+    };
+    let count = tme.columns_count() as usize;
+    let bad_meta =
+        |e: std::io::Error| definite(&id, format!("unreadable TABLE_MAP optional metadata ({e})"));
+    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(bad_meta)?;
+    let names: Vec<String> = extractor
+        .iter_column_name()
+        .map(|n| n.map(|n| n.name().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(bad_meta)?;
+    if names.len() != count {
+        return Err(definite(
+            &id,
+            "the binlog carries no column names; set binlog_row_metadata=FULL on the server (SET GLOBAL binlog_row_metadata=FULL, and in my.cnf), then restart Headwater".into(),
+        ));
+    }
+    let mut unsigned = extractor.iter_signedness();
+    let mut charsets = extractor.iter_charset();
+    let mut enum_charsets = extractor.iter_enum_and_set_charset();
+    let primary_key: Vec<usize> = extractor
+        .iter_primary_key()
+        .map(|k| k.map(|k| k as usize))
+        .collect::<Result<_, _>>()
+        .map_err(bad_meta)?;
+    let mut enum_labels = Vec::new();
+    let mut set_labels = Vec::new();
+    for field in tme.iter_optional_meta() {
+        match field.map_err(bad_meta)? {
+            OptionalMetadataField::EnumStrValue(values) => {
+                for labels in values.iter_values() {
+                    let labels = labels.map_err(bad_meta)?;
+                    enum_labels.push(
+                        labels
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for labels in values.iter_values() {
+                    let labels = labels.map_err(bad_meta)?;
+                    set_labels.push(
+                        labels
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut enum_labels = enum_labels.into_iter();
+    let mut set_labels = set_labels.into_iter();
+    let nulls = tme.null_bitmask();
+
+    let mut columns = Vec::with_capacity(count);
+    let mut decoders = Vec::with_capacity(count);
+    for (index, name) in names.into_iter().enumerate() {
+        let column_type = tme
+            .get_column_type(index)
+            .map_err(|e| definite(&id, format!("column {name}: {e}")))?
+            .ok_or_else(|| definite(&id, format!("column {name}: no type in TABLE_MAP")))?;
+        let meta = tme.get_column_metadata(index).unwrap_or(&[]);
+        let meta_byte = |i: usize| meta.get(i).copied().unwrap_or(0);
+        let is_unsigned = if column_type.is_numeric_type() {
+            unsigned.next().unwrap_or(false)
+        } else {
+            false
+        };
+        let mut text = |kind: &str| -> Result<Text, ConnectorError> {
+            let collation = charsets.next().transpose().map_err(bad_meta)?.unwrap_or(63);
+            collations.text_kind(collation).map_err(|charset| {
+                definite(
+                    &id,
+                    format!("column {name} ({kind}) uses character set {charset}, which Headwater does not decode yet; convert the column to utf8mb4 or latin1, or exclude the table"),
+                )
+            })
+        };
+        use ColumnType as T;
+        let u = |s: &str| {
+            if is_unsigned {
+                format!("{s} unsigned")
+            } else {
+                s.to_string()
+            }
+        };
+        let (decoder, field_type, sql_type) = match column_type {
+            T::MYSQL_TYPE_TINY => (ColumnDecoder::Tiny { unsigned: is_unsigned }, FieldType::Int, u("tinyint")),
+            T::MYSQL_TYPE_SHORT => (ColumnDecoder::Short { unsigned: is_unsigned }, FieldType::Int, u("smallint")),
+            T::MYSQL_TYPE_INT24 => (ColumnDecoder::Int24 { unsigned: is_unsigned }, FieldType::Int, u("mediumint")),
+            T::MYSQL_TYPE_LONG => (
+                ColumnDecoder::Long { unsigned: is_unsigned },
+                if is_unsigned { FieldType::Long } else { FieldType::Int },
+                u("int"),
+            ),
+            T::MYSQL_TYPE_LONGLONG => (
+                ColumnDecoder::LongLong { unsigned: is_unsigned },
+                if is_unsigned { FieldType::Decimal { precision: 20, scale: 0 } } else { FieldType::Long },
+                u("bigint"),
+            ),
+            T::MYSQL_TYPE_FLOAT => (ColumnDecoder::Float, FieldType::Float, "float".into()),
+            T::MYSQL_TYPE_DOUBLE => (ColumnDecoder::Double, FieldType::Double, "double".into()),
+            T::MYSQL_TYPE_NEWDECIMAL => {
+                let (precision, scale) = (meta_byte(0), meta_byte(1));
+                (
+                    ColumnDecoder::NewDecimal { precision, scale },
+                    FieldType::Decimal { precision: u32::from(precision), scale: u32::from(scale) },
+                    format!("decimal({precision},{scale})"),
+                )
+            }
+            T::MYSQL_TYPE_YEAR => (ColumnDecoder::Year, FieldType::Int, "year".into()),
+            T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => (ColumnDecoder::Date, FieldType::Date, "date".into()),
+            T::MYSQL_TYPE_TIME2 => {
+                let fsp = meta_byte(0);
+                (ColumnDecoder::Time2 { fsp }, FieldType::TimeMicros, format!("time({fsp})"))
+            }
+            T::MYSQL_TYPE_DATETIME2 => {
+                let fsp = meta_byte(0);
+                (ColumnDecoder::Datetime2 { fsp }, FieldType::LocalTimestampMicros, format!("datetime({fsp})"))
+            }
+            T::MYSQL_TYPE_TIMESTAMP2 => {
+                let fsp = meta_byte(0);
+                (ColumnDecoder::Timestamp2 { fsp }, FieldType::TimestampMicros, format!("timestamp({fsp})"))
+            }
+            T::MYSQL_TYPE_TIME => (ColumnDecoder::TimeOld, FieldType::TimeMicros, "time".into()),
+            T::MYSQL_TYPE_DATETIME => (ColumnDecoder::DatetimeOld, FieldType::LocalTimestampMicros, "datetime".into()),
+            T::MYSQL_TYPE_TIMESTAMP => (ColumnDecoder::TimestampOld, FieldType::TimestampMicros, "timestamp".into()),
+            T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
+                let max_len = u16::from_le_bytes([meta_byte(0), meta_byte(1)]);
+                let text = text("varchar")?;
+                let prefix = if max_len > 255 { 2 } else { 1 };
+                let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "varbinary") } else { (FieldType::String, "varchar") };
+                (ColumnDecoder::VarString { prefix, text }, field_type, format!("{sql}({max_len} bytes)"))
+            }
+            T::MYSQL_TYPE_STRING => {
+                // CHAR/BINARY: the real type and length share the two metadata bytes.
+                let (byte0, byte1) = (meta_byte(0), meta_byte(1));
+                let max_len = ((u16::from(byte0 & 0x30) ^ 0x30) << 4) | u16::from(byte1);
+                let text = text("char")?;
+                let prefix = if max_len > 255 { 2 } else { 1 };
+                let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "binary") } else { (FieldType::String, "char") };
+                (ColumnDecoder::Char { prefix, max_len, text }, field_type, format!("{sql}({max_len} bytes)"))
+            }
+            T::MYSQL_TYPE_ENUM => {
+                let _ = enum_charsets.next();
+                let labels = enum_labels.next().ok_or_else(|| definite(&id, format!("column {name}: ENUM labels missing from the binlog; set binlog_row_metadata=FULL")))?;
+                (ColumnDecoder::Enum { size: meta_byte(1), labels: labels.into() }, FieldType::Enum, "enum".into())
+            }
+            T::MYSQL_TYPE_SET => {
+                let _ = enum_charsets.next();
+                let labels = set_labels.next().ok_or_else(|| definite(&id, format!("column {name}: SET labels missing from the binlog; set binlog_row_metadata=FULL")))?;
+                (ColumnDecoder::Set { size: meta_byte(1), labels: labels.into() }, FieldType::Set, "set".into())
+            }
+            T::MYSQL_TYPE_BLOB | T::MYSQL_TYPE_TINY_BLOB | T::MYSQL_TYPE_MEDIUM_BLOB | T::MYSQL_TYPE_LONG_BLOB => {
+                let prefix = meta_byte(0);
+                let text = text("blob")?;
+                let kind = match prefix { 1 => "tiny", 2 => "", 3 => "medium", _ => "long" };
+                let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "blob") } else { (FieldType::String, "text") };
+                (ColumnDecoder::Blob { prefix, text }, field_type, format!("{kind}{sql}"))
+            }
+            T::MYSQL_TYPE_GEOMETRY => {
+                (ColumnDecoder::Blob { prefix: meta_byte(0), text: Text::Binary }, FieldType::Bytes, "geometry".into())
+            }
+            T::MYSQL_TYPE_BIT => {
+                let bits = u16::from(meta_byte(1)) * 8 + u16::from(meta_byte(0));
+                let bytes = u8::try_from(bits.div_ceil(8)).unwrap_or(8);
+                let boolean = bits == 1;
+                (
+                    ColumnDecoder::Bit { bytes, boolean },
+                    if boolean { FieldType::Boolean } else { FieldType::Bytes },
+                    format!("bit({bits})"),
+                )
+            }
+            other => {
+                return Err(definite(
+                    &id,
+                    format!("column {name} has type {other:?}, which Headwater cannot decode yet; exclude the table with source.exclude"),
+                ))
+            }
+        };
+        let nullable = nulls.get(index).map(|b| *b).unwrap_or(true) || may_be_zero_date(&decoder);
+        columns.push(Column {
+            name,
+            field_type,
+            nullable,
+            sql_type,
+        });
+        decoders.push(decoder);
+    }
+    Ok((
+        TableSchema {
+            id,
+            version: 0,
+            columns,
+            primary_key,
+        },
+        decoders,
+    ))
+}
+
+/// Zero dates ('0000-00-00') have no Avro value: such columns are nullable so they can be NULL
+/// (documented in docs/types.md).
+fn may_be_zero_date(decoder: &ColumnDecoder) -> bool {
+    matches!(
+        decoder,
+        ColumnDecoder::Date
+            | ColumnDecoder::Datetime2 { .. }
+            | ColumnDecoder::Timestamp2 { .. }
+            | ColumnDecoder::DatetimeOld
+            | ColumnDecoder::TimestampOld
+    )
+}

@@ -1,0 +1,365 @@
+//! The pipeline configuration file (TOML): `[source]`, `[sink]`, `[state]` and an optional
+//! `[pipeline]`. Every section is closed (`deny_unknown_fields`); sources and sinks are tagged
+//! by `kind`. `${VAR}` anywhere in the file is replaced by the environment variable VAR.
+
+use headwater_lake::LakeConfig;
+use headwater_mysql::MysqlConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub sink: SinkConfig,
+    pub state: StateConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+}
+
+/// `[source]`: where changes are read, chosen by `kind`. Adding a source adds one arm here.
+#[derive(Debug)]
+pub enum SourceConfig {
+    /// `kind = "mysql"`: MySQL or MariaDB binlog.
+    Mysql(MysqlConfig),
+}
+
+/// `[sink]`: where records are written, chosen by `kind`. Adding a sink adds one arm here.
+#[derive(Debug)]
+pub enum SinkConfig {
+    /// `kind = "lake"`: Avro files in a local directory, exactly-once.
+    Lake(LakeConfig),
+}
+
+/// Splits a `kind`-tagged section into its kind and the remaining keys.
+fn tagged_section<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    section: &str,
+    kinds: &[&str],
+) -> Result<(String, toml::Table), D::Error> {
+    use serde::de::Error;
+    let mut table = toml::Table::deserialize(deserializer)?;
+    let allowed = kinds
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let kind = match table.remove("kind") {
+        Some(toml::Value::String(kind)) if kinds.contains(&kind.as_str()) => kind,
+        Some(other) => {
+            return Err(D::Error::custom(format!(
+                "{section}.kind = {other} is not known: use {allowed}"
+            )))
+        }
+        None => {
+            return Err(D::Error::custom(format!(
+                "{section}.kind is missing: use {allowed}"
+            )))
+        }
+    };
+    Ok((kind, table))
+}
+
+/// Deserializes a section's keys, naming the full key path of any bad value.
+fn section_body<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    section: &str,
+    table: toml::Table,
+) -> Result<T, E> {
+    serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|err| E::custom(format!("{section}.{}: {}", err.path(), err.inner())))
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, table) = tagged_section(deserializer, "source", &["mysql"])?;
+        match kind.as_str() {
+            "mysql" => section_body("source", table).map(SourceConfig::Mysql),
+            other => Err(serde::de::Error::custom(format!(
+                "source.kind = {other:?} is not known"
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, table) = tagged_section(deserializer, "sink", &["lake"])?;
+        match kind.as_str() {
+            "lake" => section_body("sink", table).map(SinkConfig::Lake),
+            other => Err(serde::de::Error::custom(format!(
+                "sink.kind = {other:?} is not known"
+            ))),
+        }
+    }
+}
+
+/// `[state]`: where Headwater keeps its checkpoint and each table's schema history.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory for the checkpoint file; created if missing. One pipeline per directory.
+    pub path: PathBuf,
+}
+
+/// `[pipeline]`: tuning; the defaults suit most pipelines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most records handed to the sink but not yet acknowledged; when reached the runtime asks
+    /// the sink to flush, and the source waits (bounded memory).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// How often the durable position is written to the checkpoint file.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            max_in_flight: default_max_in_flight(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_max_in_flight() -> usize {
+    250_000
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// A configuration problem, naming the key, the bad value and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: environment variable {var} is not set (it is used as ${{{var}}}); export it or write the value into the file")]
+    MissingEnv { path: PathBuf, var: String },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl SourceConfig {
+    pub fn server_name(&self) -> &str {
+        match self {
+            SourceConfig::Mysql(c) => &c.name,
+        }
+    }
+}
+
+/// Replaces `${VAR}` with the environment's value; `$${` stays a literal `${`.
+fn expand_env(
+    text: &str,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if start > 0 && rest.as_bytes()[start - 1] == b'$' {
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: "`${` without a closing `}`".into(),
+            });
+        };
+        let var = &after[..end];
+        let value = lookup(var).ok_or_else(|| ConfigError::MissingEnv {
+            path: path.to_path_buf(),
+            var: var.to_string(),
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path, &|var| std::env::var(var).ok())
+    }
+
+    /// Parses and validates a config text; `lookup` resolves `${VAR}`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let expanded = expand_env(text, path, lookup)?;
+        let config: Config = toml::from_str(&expanded).map_err(|err| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every section's values; pure, nothing connects.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.source {
+            SourceConfig::Mysql(c) => c.validate().map(|_| ())?,
+        }
+        match &self.sink {
+            SinkConfig::Lake(c) => c.validate()?,
+        }
+        let name = self.source.server_name();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "source.name = {name:?} is not allowed: use letters, digits, `_` and `-` (it names topics and directories)"
+            ));
+        }
+        if self.state.path.as_os_str().is_empty() {
+            return Err(
+                "state.path is empty: set it to a directory, e.g. path = \"./headwater-state\""
+                    .into(),
+            );
+        }
+        if self.pipeline.max_in_flight < 1000 {
+            return Err(format!(
+                "pipeline.max_in_flight = {} is too small: use at least 1000",
+                self.pipeline.max_in_flight
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [source]
+        kind = "mysql"
+        url = "mysql://headwater:${PW}@127.0.0.1:3306"
+        name = "shop"
+        server_id = 5401
+        include = ["shop.*"]
+        [sink]
+        kind = "lake"
+        path = "./lake"
+        commit_interval = "2s"
+        [state]
+        path = "./state"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), &|var| {
+            (var == "PW").then(|| "s3cret".to_string())
+        })
+    }
+
+    #[test]
+    fn a_good_config_parses_with_env_substitution() {
+        let config = parse(GOOD).unwrap();
+        let SourceConfig::Mysql(mysql) = &config.source;
+        assert_eq!(mysql.url, "mysql://headwater:s3cret@127.0.0.1:3306");
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "secrets must never be printed"
+        );
+        let SinkConfig::Lake(lake) = &config.sink;
+        assert_eq!(lake.commit_interval, Duration::from_secs(2));
+        assert_eq!(config.pipeline.max_in_flight, 250_000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let text = GOOD.replace("server_id = 5401", "server_id = 5401\nserverid = 1");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("serverid"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_kind_lists_the_allowed_ones() {
+        let text = GOOD.replace("kind = \"lake\"", "kind = \"s3\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("s3") && err.contains("lake"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let text = GOOD.replace("${PW}", "${NOT_SET_ANYWHERE}");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("NOT_SET_ANYWHERE"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let cases = [
+            (
+                GOOD.replace("server_id = 5401", "server_id = 0"),
+                "source.server_id",
+            ),
+            (GOOD.replace("mysql://", "postgres://"), "mysql://"),
+            (
+                GOOD.replace("name = \"shop\"", "name = \"my shop\""),
+                "source.name",
+            ),
+            (GOOD.replace("\"shop.*\"", "\"shop\""), "source.include"),
+            (
+                GOOD.replace("commit_interval = \"2s\"", "commit_interval = \"1ms\""),
+                "sink.commit_interval",
+            ),
+            (
+                GOOD.replace("commit_interval = \"2s\"", "commit_interval = \"soon\""),
+                "commit_interval",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "expected {key} in: {err}");
+        }
+    }
+
+    #[test]
+    fn literal_dollar_brace_survives() {
+        let path = Path::new("x");
+        let out = expand_env("a$${B}c", path, &|_| None).unwrap();
+        assert_eq!(out, "a${B}c");
+    }
+
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Config::parse(&text, &path, &|_| Some("example".to_string()))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example configs found in {}", dir.display());
+    }
+}

@@ -1,0 +1,223 @@
+//! `headwater`: change-data-capture from MySQL/MariaDB into a lake (and, as connectors land,
+//! PostgreSQL and Kafka).
+
+mod ack;
+mod checkpoint;
+mod config;
+mod pipeline;
+
+use anyhow::{bail, Context};
+use checkpoint::CheckpointStore;
+use clap::{Parser, Subcommand};
+use config::{Config, SinkConfig, SourceConfig};
+use headwater_contract::{ConnectorKind, Severity, Sink, Source};
+use pipeline::{Pipeline, RunMode, Settings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "headwater",
+    version,
+    about = "Change-data-capture: database change logs into Avro records in a lake or Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline until stopped (SIGINT/SIGTERM flush, commit and exit 0).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Read up to the log end as of the start, make it durable, and exit 0.
+        #[arg(long)]
+        catch_up: bool,
+    },
+    /// Validate the config and run the source's preflight checks; non-zero exit on any error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the committed position as JSON.
+    Offsets {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn build_source(
+    config: &SourceConfig,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<(Box<dyn Source>, ConnectorKind)> {
+    Ok(match config {
+        SourceConfig::Mysql(c) => (
+            Box::new(
+                headwater_mysql::MysqlSource::new(c.clone(), state_dir)
+                    .map_err(|e| anyhow::anyhow!(e.report()))?,
+            ),
+            ConnectorKind::Mysql,
+        ),
+    })
+}
+
+fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match config {
+        SinkConfig::Lake(c) => Box::new(
+            headwater_lake::LakeSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
+        ),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn check(config: &Config) -> anyhow::Result<bool> {
+    let (mut source, _) = build_source(&config.source, &config.state.path)?;
+    let problems = source
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.report()))?;
+    for problem in &problems {
+        println!("{problem}");
+    }
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    if problems.is_empty() {
+        println!("ok: config valid, source ready");
+    }
+    Ok(errors == 0)
+}
+
+async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
+    let server_name = config.source.server_name().to_string();
+    let (mut source, connector) = build_source(&config.source, &config.state.path)?;
+    let problems = source
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.report()))?;
+    let mut fatal = false;
+    for problem in &problems {
+        match problem.severity {
+            Severity::Error => {
+                fatal = true;
+                tracing::error!("{}; fix: {}", problem.what, problem.fix)
+            }
+            Severity::Warning => tracing::warn!("{}; fix: {}", problem.what, problem.fix),
+        }
+    }
+    if fatal {
+        bail!(
+            "preflight failed; fix the errors above (`headwater check --config FILE` lists them)"
+        );
+    }
+    let sink = build_sink(&config.sink)?;
+    let checkpoints = CheckpointStore::open(&config.state.path, &server_name)?;
+    let pipeline = Pipeline {
+        settings: Settings {
+            server_name,
+            connector,
+            max_in_flight: config.pipeline.max_in_flight,
+            checkpoint_interval: config.pipeline.checkpoint_interval,
+        },
+        source,
+        sink,
+        checkpoints,
+    };
+    let summary = pipeline
+        .run(mode, shutdown_signal())
+        .await
+        .map_err(|e| match e {
+            pipeline::PipelineError::Connector(c) => anyhow::anyhow!(c.report()),
+            other => anyhow::anyhow!(other),
+        })?;
+    tracing::info!(records = summary.records, durable = ?summary.durable.map(|p| p.to_string()), "stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEADWATER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(dispatch(cli)));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Run { config, catch_up } => {
+            let config = Config::load(&config)?;
+            run(
+                config,
+                if catch_up {
+                    RunMode::CatchUp
+                } else {
+                    RunMode::Follow
+                },
+            )
+            .await?;
+            Ok(true)
+        }
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            check(&config).await
+        }
+        Command::Offsets { config } => {
+            let config = Config::load(&config)?;
+            let store =
+                CheckpointStore::open_unlocked(&config.state.path, config.source.server_name())?;
+            let sink_position = match &config.sink {
+                SinkConfig::Lake(lake) => headwater_lake::sink::committed_position(&lake.path)
+                    .map_err(|e| anyhow::anyhow!(e.report()))?,
+            };
+            let checkpoint = store.load()?;
+            let out = serde_json::json!({
+                "server_name": config.source.server_name(),
+                "checkpoint": checkpoint.as_ref().map(|c| &c.position),
+                "checkpoint_updated_at_ms": checkpoint.as_ref().map(|c| c.updated_at_ms),
+                "sink_position": sink_position,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The pipeline runtime: receives source events, encodes them into envelope records, hands them
+//! to the sink, tracks acknowledgements, and commits the durable position.
+
+use crate::ack::AckTracker;
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use headwater_contract::record::{encode_envelope, encode_schema_change};
+use headwater_contract::{
+    Ack, AckSender, ConnectorError, ConnectorKind, EventSender, Position, Sink, SinkRecord, Source,
+    SourceEvent, StreamSchema, TableId,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// How long `run` goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until stopped by a signal or a definite error.
+    Follow,
+    /// Until the log end as of the start is durable, then exit.
+    CatchUp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the source task failed: {0}")]
+    SourceTask(String),
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub records: u64,
+    pub durable: Option<Position>,
+}
+
+pub struct Settings {
+    pub server_name: String,
+    pub connector: ConnectorKind,
+    pub max_in_flight: usize,
+    pub checkpoint_interval: Duration,
+}
+
+/// Batches buffered between the source task and the runtime (each batch is one log event's rows).
+const EVENT_BATCHES: usize = 64;
+const TICK: Duration = Duration::from_millis(100);
+const PROGRESS_LOG: Duration = Duration::from_secs(10);
+
+struct Encoder {
+    server_name: String,
+    connector: ConnectorKind,
+    streams: HashMap<TableId, Arc<StreamSchema>>,
+    schema_changes: Arc<StreamSchema>,
+}
+
+impl Encoder {
+    fn stream_for(&mut self, table: &headwater_contract::TableSchema) -> Arc<StreamSchema> {
+        match self.streams.get(&table.id) {
+            Some(stream) if stream.version == table.version => Arc::clone(stream),
+            _ => {
+                let stream = Arc::new(StreamSchema::for_table(
+                    &self.server_name,
+                    table,
+                    self.connector,
+                ));
+                self.streams.insert(table.id.clone(), Arc::clone(&stream));
+                stream
+            }
+        }
+    }
+
+    fn encode(&mut self, seq: u64, event: SourceEvent, now_ms: i64) -> Option<SinkRecord> {
+        match event {
+            SourceEvent::Change(change) => {
+                let stream = self.stream_for(&change.table);
+                let mut value = Vec::with_capacity(
+                    change.before.as_ref().map_or(0, Vec::len)
+                        + change.after.as_ref().map_or(0, Vec::len)
+                        + 128,
+                );
+                encode_envelope(&change, &self.server_name, now_ms, &mut value);
+                Some(SinkRecord {
+                    seq,
+                    stream,
+                    op: Some(change.op),
+                    key: change.key,
+                    value,
+                    position: change.position,
+                })
+            }
+            SourceEvent::SchemaChange(ddl) => {
+                let mut value = Vec::with_capacity(ddl.ddl.len() + 128);
+                encode_schema_change(&ddl, &self.server_name, now_ms, &mut value);
+                Some(SinkRecord {
+                    seq,
+                    stream: Arc::clone(&self.schema_changes),
+                    op: None,
+                    key: None,
+                    value,
+                    position: ddl.position,
+                })
+            }
+            SourceEvent::Progress(_) => None,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the source, retrying retryable errors with backoff from the last position it handed over.
+async fn drive_source(
+    mut source: Box<dyn Source>,
+    resume: Option<Position>,
+    stop_at: Option<Position>,
+    events: EventSender,
+) -> Result<(), ConnectorError> {
+    let mut delays = backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times(),
+    );
+    let mut resume = resume;
+    loop {
+        let started = Instant::now();
+        match source
+            .stream(resume.clone(), stop_at.clone(), events.clone())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_retryable() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    // it ran fine for a while: start the backoff over
+                    delays = backon::BackoffBuilder::build(
+                        backon::ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(200))
+                            .with_max_delay(Duration::from_secs(30))
+                            .with_jitter()
+                            .without_max_times(),
+                    );
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                resume = events.last_sent().or(resume);
+                tracing::warn!(error = %err.report(), retry_in = ?delay, "source failed; retrying from the last position handed to the pipeline");
+                tokio::time::sleep(delay).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub settings: Settings,
+    pub source: Box<dyn Source>,
+    pub sink: Box<dyn Sink>,
+    pub checkpoints: CheckpointStore,
+}
+
+impl Pipeline {
+    /// Runs until `shutdown` resolves, the catch-up target is durable, or a definite error.
+    /// On every exit path it flushes the sink and commits what is durable first.
+    pub async fn run(
+        self,
+        mode: RunMode,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, PipelineError> {
+        let Pipeline {
+            settings,
+            mut source,
+            mut sink,
+            checkpoints,
+        } = self;
+        let (acks, mut ack_rx) = AckSender::channel();
+        let sink_position = sink.open(acks).await?;
+        let checkpoint = checkpoints.load()?.map(|c| c.position);
+        let resume = match (sink_position, checkpoint) {
+            (Some(sink), checkpoint) => {
+                if checkpoint.as_ref().is_some_and(|c| c != &sink) {
+                    tracing::info!(sink = %sink, checkpoint = ?checkpoint.as_ref().map(|c| c.to_string()),
+                        "resuming from the position stored with the sink's data (it wins over the checkpoint file)");
+                }
+                Some(sink)
+            }
+            (None, checkpoint) => checkpoint,
+        };
+        match &resume {
+            Some(position) => tracing::info!(%position, "resuming"),
+            None => tracing::info!("no stored position: starting where the source config says"),
+        }
+        let stop_at = match mode {
+            RunMode::CatchUp => {
+                let end = source.log_end().await?;
+                tracing::info!(target = %end, "catching up to the current end of the log");
+                Some(end)
+            }
+            RunMode::Follow => None,
+        };
+
+        let (events, mut events_rx) = EventSender::channel(EVENT_BATCHES);
+        let mut source_task = tokio::spawn(drive_source(source, resume.clone(), stop_at, events));
+
+        let mut encoder = Encoder {
+            server_name: settings.server_name.clone(),
+            connector: settings.connector,
+            streams: HashMap::new(),
+            schema_changes: Arc::new(StreamSchema::for_schema_changes(
+                &settings.server_name,
+                settings.connector,
+            )),
+        };
+        let mut tracker = AckTracker::new(1);
+        let mut next_seq = 1u64;
+        let mut last_position = resume.clone();
+        let mut committed = resume;
+        let mut last_checkpoint_at = Instant::now();
+        let mut summary = RunSummary::default();
+        let mut ticker = tokio::time::interval(TICK);
+        let mut last_log = Instant::now();
+        let mut records_at_last_log = 0u64;
+        tokio::pin!(shutdown);
+
+        let outcome: Result<(), PipelineError> = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    tracing::info!("stop requested: flushing the sink and committing the checkpoint");
+                    break Ok(());
+                }
+                batch = events_rx.recv() => {
+                    let Some(batch) = batch else {
+                        // The source ended: catch-up target reached, or an error.
+                        break match (&mut source_task).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(err)) => Err(err.into()),
+                            Err(join) => Err(PipelineError::SourceTask(join.to_string())),
+                        };
+                    };
+                    let now = now_ms();
+                    let mut failed = None;
+                    for event in batch {
+                        let seq = next_seq;
+                        next_seq += 1;
+                        let position = event.position().clone();
+                        match encoder.encode(seq, event, now) {
+                            Some(record) => {
+                                tracker.push(seq, position.clone(), true);
+                                summary.records += 1;
+                                if let Err(err) = sink.write(record).await {
+                                    failed = Some(err);
+                                    break;
+                                }
+                            }
+                            None => tracker.push(seq, position.clone(), false),
+                        }
+                        last_position = Some(position);
+                    }
+                    if let Some(err) = failed {
+                        break Err(err.into());
+                    }
+                    drain(&mut ack_rx, &mut tracker);
+                    if tracker.in_flight() >= settings.max_in_flight {
+                        if let Some(through) = &last_position {
+                            if let Err(err) = sink.flush(through).await {
+                                break Err(err.into());
+                            }
+                            drain(&mut ack_rx, &mut tracker);
+                        }
+                    }
+                }
+                Some(ack) = ack_rx.recv() => {
+                    tracker.ack(ack);
+                }
+                _ = ticker.tick() => {
+                    if let Some(through) = &last_position {
+                        if let Err(err) = sink.tick(through).await {
+                            break Err(err.into());
+                        }
+                    }
+                    drain(&mut ack_rx, &mut tracker);
+                    if last_checkpoint_at.elapsed() >= settings.checkpoint_interval {
+                        if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {
+                            break Err(err);
+                        }
+                        last_checkpoint_at = Instant::now();
+                    }
+                    if last_log.elapsed() >= PROGRESS_LOG {
+                        let rate = (summary.records - records_at_last_log) as f64 / last_log.elapsed().as_secs_f64();
+                        tracing::info!(records = summary.records, rate_per_s = rate as u64, in_flight = tracker.in_flight(),
+                            durable = ?committed.as_ref().map(|p| p.to_string()), "progress");
+                        last_log = Instant::now();
+                        records_at_last_log = summary.records;
+                    }
+                }
+            }
+        };
+        source_task.abort();
+
+        // Whatever happened, make durable what was handed to the sink, then commit it.
+        let flushed = match &last_position {
+            Some(through) => sink.flush(through).await.map_err(PipelineError::from),
+            None => Ok(()),
+        };
+        drain(&mut ack_rx, &mut tracker);
+        let committed_now = commit_checkpoint(&checkpoints, &tracker, &mut committed);
+        summary.durable = committed;
+        outcome?;
+        flushed?;
+        committed_now?;
+        Ok(summary)
+    }
+}
+
+fn commit_checkpoint(
+    checkpoints: &CheckpointStore,
+    tracker: &AckTracker,
+    committed: &mut Option<Position>,
+) -> Result<(), PipelineError> {
+    if let Some(durable) = tracker.durable() {
+        if committed.as_ref() != Some(durable) {
+            checkpoints.store(durable)?;
+            *committed = Some(durable.clone());
+        }
+    }
+    Ok(())
+}
+
+fn drain(acks: &mut mpsc::UnboundedReceiver<Ack>, tracker: &mut AckTracker) {
+    while let Ok(ack) = acks.try_recv() {
+        tracker.ack(ack);
+    }
+    tracker.settle();
+}
