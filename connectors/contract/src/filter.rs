@@ -8,15 +8,40 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 pub struct TableFilter {
     include: GlobSet,
     exclude: GlobSet,
+    /// The namespace part of each include pattern, for events that name no table (DDL).
+    include_namespaces: GlobSet,
 }
 
 impl TableFilter {
     /// Builds the filter; a bad pattern is reported with the key it came from.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Self, String> {
+        let namespaces: Vec<String> = include
+            .iter()
+            .map(|p| {
+                p.split_once('.')
+                    .map_or(p.as_str(), |(ns, _)| ns)
+                    .to_string()
+            })
+            .collect();
+        let mut builder = GlobSetBuilder::new();
+        for namespace in &namespaces {
+            builder.add(
+                Glob::new(namespace)
+                    .map_err(|err| format!("source.include pattern `{namespace}`: {err}"))?,
+            );
+        }
         Ok(TableFilter {
             include: build("source.include", include)?,
             exclude: build("source.exclude", exclude)?,
+            include_namespaces: builder
+                .build()
+                .map_err(|err| format!("source.include patterns could not be compiled: {err}"))?,
         })
+    }
+
+    /// Whether any table of `namespace` may be captured (used for DDL, which names no table).
+    pub fn covers_namespace(&self, namespace: &str) -> bool {
+        self.include_namespaces.is_match(namespace)
     }
 
     pub fn captures(&self, namespace: &str, table: &str) -> bool {
@@ -62,6 +87,8 @@ mod tests {
         assert!(!filter.captures("crm", "leads"));
         assert!(!filter.captures("shop", "tmp_import"));
         assert!(!filter.captures("shopping", "orders"));
+        assert!(filter.covers_namespace("shop") && filter.covers_namespace("crm"));
+        assert!(!filter.covers_namespace("mysql"));
     }
 
     #[test]

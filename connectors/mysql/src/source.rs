@@ -8,7 +8,8 @@ use crate::table::Collations;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use headwater_contract::{
-    BinlogPosition, ConnectorError, EventSender, GtidSet, Position, Problem, Source, TableFilter,
+    BinlogPosition, ConnectorError, EventSender, GtidSet, Position, Problem, Source, SourceEvent,
+    TableFilter,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -61,24 +62,29 @@ impl MysqlSource {
     }
 
     async fn variables(&self, conn: &mut Conn) -> Result<HashMap<String, String>, ConnectorError> {
-        let rows: Vec<(String, String)> = conn
+        // Typed rows with Option fields: mysql_async panics when a value does not convert.
+        let rows: Vec<(Option<String>, Option<String>)> = conn
             .query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','binlog_checksum','log_bin_compress','gtid_strict_mode','gtid_mode','binlog_expire_logs_seconds','expire_logs_days','version','binlog_row_value_options')")
             .await
             .map_err(self.classify("reading server variables"))?;
         Ok(rows
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .filter_map(|(k, v)| Some((k?.to_ascii_lowercase(), v.unwrap_or_default())))
             .collect())
     }
 
     async fn server_info(&self, conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
-        let rows: Vec<(u16, String)> = conn
-            .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
+        let rows: Vec<(Option<u16>, Option<String>)> = conn
+            .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
             .await
             .map_err(self.classify("reading the server's collations"))?;
         let vars = self.variables(conn).await?;
         Ok(ServerInfo {
-            collations: Collations::new(rows.into_iter().collect()),
+            collations: Collations::new(
+                rows.into_iter()
+                    .filter_map(|(id, charset)| Some((id?, charset?)))
+                    .collect(),
+            ),
             checksum: vars
                 .get("binlog_checksum")
                 .is_some_and(|v| !v.eq_ignore_ascii_case("NONE")),
@@ -95,13 +101,13 @@ impl MysqlSource {
                 "the server has binary logging off (SHOW MASTER STATUS is empty); start it with log_bin=ON and binlog_format=ROW",
             ));
         };
-        let file: String = row.get(0).unwrap_or_default();
-        let pos: u64 = row.get(1).unwrap_or(4);
-        let gtid: Option<String> = conn
+        let file: String = row.get_opt(0).and_then(Result::ok).unwrap_or_default();
+        let pos: u64 = row.get_opt(1).and_then(Result::ok).unwrap_or(4);
+        let gtid: Option<Option<String>> = conn
             .query_first("SELECT @@gtid_binlog_pos")
             .await
             .map_err(self.classify("reading the GTID position"))?;
-        let gtid_set = parse_gtid_state(gtid.as_deref().unwrap_or(""))?;
+        let gtid_set = parse_gtid_state(gtid.flatten().as_deref().unwrap_or(""))?;
         Ok(BinlogPosition {
             file: Arc::from(file.as_str()),
             pos,
@@ -115,9 +121,14 @@ impl MysqlSource {
             .query_first("SHOW BINARY LOGS")
             .await
             .map_err(self.classify("listing binary logs"))?;
-        let file: String = row.and_then(|r| r.get(0)).ok_or_else(|| {
-            ConnectorError::definite("the server lists no binary logs; start it with log_bin=ON")
-        })?;
+        let file: String = row
+            .and_then(|r| r.get_opt(0))
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ConnectorError::definite(
+                    "the server lists no binary logs; start it with log_bin=ON",
+                )
+            })?;
         Ok(BinlogPosition {
             file: Arc::from(file.as_str()),
             pos: 4,
@@ -201,11 +212,16 @@ impl Source for MysqlSource {
                 ));
             }
         }
-        let grants: Vec<String> = conn
+        let grants: Vec<Option<String>> = conn
             .query("SHOW GRANTS")
             .await
             .map_err(self.classify("reading privileges"))?;
-        let grants = grants.join("\n").to_ascii_uppercase();
+        let grants = grants
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n")
+            .to_ascii_uppercase();
         let all = grants.contains("ALL PRIVILEGES ON *.*");
         for (privilege, alternatives) in [
             (
@@ -257,6 +273,7 @@ impl Source for MysqlSource {
         };
         let mut conn = self.connect().await?;
         let server = self.server_info(&mut conn).await?;
+        let fresh = resume.is_none();
         let (start, gtid_mode) = match resume {
             Some(p) => {
                 let gtid = !p.gtid_set.is_empty();
@@ -281,6 +298,17 @@ impl Source for MysqlSource {
             stop_at,
             server.checksum,
         );
+        if fresh {
+            // Record where a new pipeline starts, so a restart before the first change
+            // continues from here instead of from a later "latest".
+            if events
+                .send(vec![SourceEvent::Progress(Position::Mysql(start.clone()))])
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
         if reader.starts_past_stop() {
             return Ok(());
         }

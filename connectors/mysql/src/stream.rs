@@ -276,13 +276,17 @@ impl<'a> BinlogReader<'a> {
                             self.begin(event_start, None, header.timestamp(), header.server_id());
                         }
                         self.next_pos = u64::from(header.log_pos());
-                        let database = if db.is_empty() { None } else { Some(db) };
-                        if !database.as_deref().is_some_and(is_system) {
-                            self.schema_change(
-                                database.unwrap_or_default(),
-                                text.into_owned(),
-                                out,
-                            );
+                        // DDL of captured databases only; statements outside any database
+                        // (users, grants) are not schema changes of captured tables.
+                        let database = if db.is_empty() {
+                            qualified_databases(&text)
+                                .into_iter()
+                                .find(|d| self.filter.covers_namespace(d))
+                        } else {
+                            Some(db).filter(|d| self.filter.covers_namespace(d))
+                        };
+                        if let Some(database) = database.filter(|d| !is_system(d)) {
+                            self.schema_change(database, text.into_owned(), out);
                         }
                         // DDL commits implicitly (MariaDB marks it standalone).
                         step = self.commit(out);
@@ -560,6 +564,39 @@ impl<'a> BinlogReader<'a> {
     }
 }
 
+/// Database names that qualify an identifier in a statement (`db.table`, `` `db`.`table` ``):
+/// DDL run without a default database names its database this way.
+fn qualified_databases(statement: &str) -> Vec<String> {
+    let bytes = statement.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (name, end) = if bytes[i] == b'`' {
+            match statement[i + 1..].find('`') {
+                Some(close) => (statement[i + 1..i + 1 + close].to_string(), i + close + 2),
+                None => break,
+            }
+        } else if bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$' {
+            let start = i;
+            let mut end = i;
+            while end < bytes.len()
+                && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_' || bytes[end] == b'$')
+            {
+                end += 1;
+            }
+            (statement[start..end].to_string(), end)
+        } else {
+            i += 1;
+            continue;
+        };
+        if bytes.get(end) == Some(&b'.') && !found.contains(&name) {
+            found.push(name);
+        }
+        i = end.max(i + 1);
+    }
+    found
+}
+
 fn row_error(
     schema: &headwater_contract::TableSchema,
     err: crate::decoder::DecodeError,
@@ -604,4 +641,27 @@ fn read_image<'d>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qualified_databases;
+
+    #[test]
+    fn finds_the_database_of_qualified_names() {
+        assert_eq!(
+            qualified_databases("ALTER TABLE `shop`.`orders` ADD x INT"),
+            ["shop"]
+        );
+        assert_eq!(
+            qualified_databases("alter table shop.orders add x int"),
+            ["shop"]
+        );
+        assert_eq!(qualified_databases("RENAME TABLE a.t1 TO b.t2"), ["a", "b"]);
+        assert!(
+            qualified_databases("CREATE TABLE t (x DECIMAL(5,2) DEFAULT 1.5)")
+                .iter()
+                .all(|d| d != "t")
+        );
+    }
 }

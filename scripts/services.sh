@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Starts (and stops) the real servers Headwater's tests and quickstart use, each on a loopback
+# port and in a directory of its own, installing what is missing.
+#
+#   scripts/services.sh start [mariadb] [postgres] [kafka]   (default: mariadb postgres)
+#   scripts/services.sh stop
+#   scripts/services.sh env        prints the endpoints as `export` lines
+#
+# Idempotent: starting a running service does nothing. State lives in $HEADWATER_SERVICES_DIR
+# (default: .services/ in the repository).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=${HEADWATER_SERVICES_DIR:-$repo/.services}
+mariadb_port=${HEADWATER_MARIADB_PORT:-33061}
+postgres_port=${HEADWATER_POSTGRES_PORT:-54321}
+kafka_port=${HEADWATER_KAFKA_PORT:-19092}
+pg_bin=/usr/lib/postgresql/15/bin
+tansu_cache=${HEADWATER_TANSU_CACHE:-$HOME/.cache/headwater/tansu}
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    apt_updated=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq 1 $((seconds * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  log "$what did not become ready in ${seconds}s"
+  return 1
+}
+
+start_mariadb() {
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server mariadb-client
+  local data=$dir/mariadb
+  if [ -f "$data/pid" ] && kill -0 "$(cat "$data/pid")" 2>/dev/null; then
+    log "mariadb already running on $mariadb_port"; return
+  fi
+  if [ ! -d "$data/mysql" ]; then
+    mkdir -p "$data"
+    mariadb-install-db --no-defaults --user=root --auth-root-authentication-method=normal \
+      --skip-test-db --datadir="$data" >"$dir/mariadb-install.log" 2>&1
+  fi
+  /usr/sbin/mariadbd --defaults-file="$repo/docker/mariadb/headwater.cnf" --user=root --datadir="$data" \
+    --port="$mariadb_port" --bind-address=127.0.0.1 --socket="$data/sock" --pid-file="$data/pid" \
+    --log-error="$data/err" --server-id=1 >/dev/null 2>&1 &
+  wait_for 30 mariadb mariadb --no-defaults -uroot --socket="$data/sock" -e 'SELECT 1'
+  mariadb --no-defaults -uroot --socket="$data/sock" <"$repo/docker/mariadb/init.sql"
+  # tests create and drop their own databases through this administrator
+  mariadb --no-defaults -uroot --socket="$data/sock" -e \
+    "CREATE USER IF NOT EXISTS 'hwadmin'@'127.0.0.1' IDENTIFIED BY 'hwadmin'; GRANT ALL ON *.* TO 'hwadmin'@'127.0.0.1' WITH GRANT OPTION;"
+  log "mariadb on 127.0.0.1:$mariadb_port"
+}
+
+start_postgres() {
+  [ -x "$pg_bin/initdb" ] || apt_install postgresql-15 postgresql-client-15
+  local data=$dir/postgres
+  if [ -f "$data/postmaster.pid" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "postgres already running on $postgres_port"; return
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    chown postgres:postgres "$data"
+    chmod 700 "$data"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$data" -U postgres --auth=trust >"$dir/postgres-init.log" 2>&1
+    cp "$repo/docker/postgres/headwater.conf" "$data/headwater.conf"
+    {
+      echo "include 'headwater.conf'"
+      echo "listen_addresses = '127.0.0.1'"
+      echo "port = $postgres_port"
+      echo "unix_socket_directories = '$data'"
+    } >>"$data/postgresql.conf"
+    {
+      echo "host all all 127.0.0.1/32 scram-sha-256"
+      echo "host replication all 127.0.0.1/32 scram-sha-256"
+    } >"$data/pg_hba.conf.new"
+    echo "local all all trust" >>"$data/pg_hba.conf.new"
+    mv "$data/pg_hba.conf.new" "$data/pg_hba.conf"
+    chown postgres:postgres "$data"/*.conf
+  fi
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
+  if ! psql -h "$data" -p "$postgres_port" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='headwater'" | grep -q 1; then
+    psql -q -h "$data" -p "$postgres_port" -U postgres -f "$repo/docker/postgres/init.sql" >/dev/null
+  fi
+  log "postgres on 127.0.0.1:$postgres_port"
+}
+
+tansu_binary() {
+  if [ -x "$repo/../shared/bin/tansu" ]; then echo "$repo/../shared/bin/tansu"; return; fi
+  if [ ! -x "$tansu_cache/bin/tansu" ]; then
+    log "building tansu 0.6.0 (takes ~16 minutes on 2 cores; cached in $tansu_cache)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$tansu_cache" >&2
+  fi
+  echo "$tansu_cache/bin/tansu"
+}
+
+start_kafka() {
+  local data=$dir/kafka
+  mkdir -p "$data"
+  if [ -f "$data/pid" ] && kill -0 "$(cat "$data/pid")" 2>/dev/null; then
+    log "kafka (tansu) already running on $kafka_port"; return
+  fi
+  local tansu; tansu=$(tansu_binary)
+  "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine memory://tansu/ --cluster-id headwater >"$data/broker.log" 2>&1 &
+  echo $! >"$data/pid"
+  wait_for 30 kafka bash -c "exec 3<>/dev/tcp/127.0.0.1/$kafka_port"
+  log "kafka (tansu) on 127.0.0.1:$kafka_port"
+}
+
+print_env() {
+  cat <<ENV
+export HEADWATER_MYSQL_URL=mysql://headwater:headwater@127.0.0.1:$mariadb_port
+export HEADWATER_MYSQL_ADMIN_URL=mysql://hwadmin:hwadmin@127.0.0.1:$mariadb_port
+export HEADWATER_MYSQL_SOCKET=$dir/mariadb/sock
+export HEADWATER_MYSQL_DATADIR=$dir/mariadb
+export HEADWATER_POSTGRES_URL=postgres://headwater:headwater@127.0.0.1:$postgres_port/postgres
+export HEADWATER_POSTGRES_ADMIN_URL=postgres://postgres@127.0.0.1:$postgres_port/postgres
+export HEADWATER_KAFKA_BROKERS=127.0.0.1:$kafka_port
+ENV
+}
+
+stop_all() {
+  if [ -f "$dir/mariadb/pid" ]; then
+    kill "$(cat "$dir/mariadb/pid")" 2>/dev/null || true
+    wait_for 30 "mariadb stop" bash -c "! kill -0 $(cat "$dir/mariadb/pid") 2>/dev/null" || true
+    log "mariadb stopped"
+  fi
+  if [ -f "$dir/postgres/postmaster.pid" ]; then
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$dir/postgres" -m fast -w stop >/dev/null 2>&1 || true
+    log "postgres stopped"
+  fi
+  if [ -f "$dir/kafka/pid" ]; then
+    kill "$(cat "$dir/kafka/pid")" 2>/dev/null || true
+    rm -f "$dir/kafka/pid"
+    log "kafka stopped"
+  fi
+}
+
+command=${1:-start}
+shift || true
+case $command in
+  start)
+    mkdir -p "$dir"
+    services=("$@")
+    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres)
+    for service in "${services[@]}"; do
+      case $service in
+        mariadb) start_mariadb ;;
+        postgres) start_postgres ;;
+        kafka) start_kafka ;;
+        *) log "unknown service $service (use mariadb, postgres, kafka)"; exit 2 ;;
+      esac
+    done
+    print_env >"$dir/env.sh"
+    print_env
+    echo
+    ;;
+  stop) stop_all ;;
+  env) print_env ;;
+  *) log "usage: $0 start [mariadb] [postgres] [kafka] | stop | env"; exit 2 ;;
+esac

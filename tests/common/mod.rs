@@ -1,0 +1,228 @@
+//! Helpers for tests against the real servers started by `scripts/services.sh`.
+#![allow(dead_code)]
+
+use apache_avro::types::Value as AvroValue;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The endpoints `scripts/services.sh` prints; read from the environment, or from the
+/// `.services/env.sh` it leaves behind. Missing services fail the test with the fix.
+pub fn endpoint(var: &str) -> String {
+    if let Ok(value) = std::env::var(var) {
+        return value;
+    }
+    let env_file = Path::new(env!("CARGO_MANIFEST_DIR")).join(".services/env.sh");
+    if let Ok(text) = std::fs::read_to_string(&env_file) {
+        for line in text.lines() {
+            if let Some((key, value)) = line.trim_start_matches("export ").split_once('=') {
+                if key == var {
+                    return value.to_string();
+                }
+            }
+        }
+    }
+    panic!("{var} is not set: start the test services first with `scripts/services.sh start` (or run the whole suite with `scripts/test.sh`)");
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or earlier run) uses: `prefix_<pid>_<n>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A server_id no other running test uses.
+pub fn unique_server_id() -> u32 {
+    10_000 + (std::process::id() % 50_000) * 8 + COUNTER.fetch_add(1, Ordering::SeqCst) % 8
+}
+
+/// A working directory for one pipeline: config, state and lake.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Workdir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn lake(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("headwater.toml")
+    }
+
+    /// Writes a MySQL → lake config capturing `db.*`.
+    pub fn mysql_config(&self, server_name: &str, db: &str, extra_source: &str, extra_sink: &str) {
+        let text = format!(
+            r#"
+[source]
+kind = "mysql"
+url = "{url}"
+name = "{server_name}"
+server_id = {server_id}
+include = ["{db}.*"]
+{extra_source}
+
+[sink]
+kind = "lake"
+path = "{lake}"
+commit_interval = "200ms"
+{extra_sink}
+
+[state]
+path = "{state}"
+"#,
+            url = endpoint("HEADWATER_MYSQL_URL"),
+            server_id = unique_server_id(),
+            lake = self.lake().display(),
+            state = self.dir.path().join("state").display(),
+        );
+        std::fs::write(self.config(), text).expect("write config");
+    }
+
+    /// Runs `headwater ARGS --config <config>` to completion.
+    pub fn headwater(&self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_headwater"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env("HEADWATER_LOG", "info")
+            .output()
+            .expect("run headwater");
+        output
+    }
+
+    /// `headwater run --catch-up`, asserting success.
+    pub fn catch_up(&self) -> Output {
+        let output = self.headwater(&["run", "--catch-up"]);
+        assert!(
+            output.status.success(),
+            "headwater run --catch-up failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Starts `headwater run` in the background.
+    pub fn spawn(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_headwater"))
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("HEADWATER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn headwater")
+    }
+}
+
+/// Every record of every committed `.avro` file under `lake/<stream>/`, in commit order.
+pub fn read_stream(lake: &Path, stream: &str) -> Vec<AvroValue> {
+    let dir = lake.join(stream);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "avro"))
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read avro file");
+        let reader = apache_avro::Reader::new(&bytes[..])
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for value in reader {
+            out.push(
+                value.unwrap_or_else(|e| panic!("{}: torn or corrupt record: {e}", file.display())),
+            );
+        }
+    }
+    out
+}
+
+/// A record's field by name.
+pub fn field<'a>(record: &'a AvroValue, name: &str) -> &'a AvroValue {
+    match record {
+        AvroValue::Record(fields) => fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no field {name} in {record:?}")),
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
+/// Strips a `["null", T]` union.
+pub fn unwrap_union(value: &AvroValue) -> Option<&AvroValue> {
+    match value {
+        AvroValue::Union(_, inner) => match inner.as_ref() {
+            AvroValue::Null => None,
+            other => Some(other),
+        },
+        AvroValue::Null => None,
+        other => Some(other),
+    }
+}
+
+/// `before`/`after` as a map of column → value, `None` for a null image.
+pub fn image(record: &AvroValue, which: &str) -> Option<HashMap<String, AvroValue>> {
+    match unwrap_union(field(record, which))? {
+        AvroValue::Record(fields) => Some(
+            fields
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.clone(),
+                        unwrap_union(v).cloned().unwrap_or(AvroValue::Null),
+                    )
+                })
+                .collect(),
+        ),
+        other => panic!("{which} is not a record: {other:?}"),
+    }
+}
+
+pub fn op(record: &AvroValue) -> String {
+    match field(record, "op") {
+        AvroValue::String(s) => s.clone(),
+        other => panic!("op is {other:?}"),
+    }
+}
+
+/// Waits until `condition` holds, polling; fails after `timeout` with `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An administrative connection to the test MariaDB.
+pub async fn mysql_admin() -> mysql_async::Conn {
+    let url = endpoint("HEADWATER_MYSQL_ADMIN_URL");
+    let opts = mysql_async::Opts::from_url(&url).expect("admin url");
+    mysql_async::Conn::new(opts).await.unwrap_or_else(|e| {
+        panic!("cannot connect to the test MariaDB at {url} ({e}); start it with `scripts/services.sh start`")
+    })
+}
