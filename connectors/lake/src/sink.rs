@@ -328,3 +328,248 @@ pub fn committed_position(path: &std::path::Path) -> Result<Option<Position>, Co
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headwater_contract::avro::{put_long, put_str};
+    use headwater_contract::{Lsn, PgPosition, TableId};
+    use std::path::Path;
+    use std::time::Duration;
+
+    const SCHEMA: &str = r#"{"type":"record","name":"R","fields":[{"name":"n","type":"long"},{"name":"s","type":"string"}]}"#;
+
+    fn stream(version: u32) -> Arc<StreamSchema> {
+        Arc::new(StreamSchema {
+            server_name: "srv".into(),
+            table: Some(TableId {
+                namespace: "db".into(),
+                table: "t".into(),
+            }),
+            version,
+            key_schema: None,
+            value_schema: SCHEMA.to_string(),
+        })
+    }
+
+    fn position(n: u64) -> Position {
+        Position::Postgres(PgPosition {
+            lsn: Lsn(n),
+            rows_done: 0,
+        })
+    }
+
+    fn record(seq: u64, stream: &Arc<StreamSchema>) -> SinkRecord {
+        let mut value = Vec::new();
+        put_long(&mut value, seq as i64);
+        put_str(&mut value, "payload");
+        SinkRecord {
+            seq,
+            stream: Arc::clone(stream),
+            op: None,
+            key: None,
+            value,
+            position: position(seq * 10),
+        }
+    }
+
+    fn config(path: &Path) -> LakeConfig {
+        LakeConfig {
+            path: path.to_path_buf(),
+            commit_interval: Duration::from_secs(3600),
+            max_file_bytes: 1 << 30,
+        }
+    }
+
+    fn read_all(lake: &Path) -> Vec<i64> {
+        let mut files: Vec<_> = LocalStore::new(lake)
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.ends_with(".avro"))
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for file in files {
+            let bytes = std::fs::read(lake.join(&file)).unwrap();
+            for value in apache_avro::Reader::new(&bytes[..]).unwrap() {
+                match value.unwrap() {
+                    apache_avro::types::Value::Record(fields) => match fields[0].1 {
+                        apache_avro::types::Value::Long(n) => out.push(n),
+                        ref other => panic!("{other:?}"),
+                    },
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        out
+    }
+
+    async fn open(
+        lake: &Path,
+    ) -> (
+        LakeSink,
+        Option<Position>,
+        tokio::sync::mpsc::UnboundedReceiver<Ack>,
+    ) {
+        let mut sink = LakeSink::new(config(lake)).unwrap();
+        let (acks, rx) = AckSender::channel();
+        let resume = sink.open(acks).await.unwrap();
+        (sink, resume, rx)
+    }
+
+    #[tokio::test]
+    async fn committed_records_read_back_and_are_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, resume, mut acks) = open(dir.path()).await;
+        assert_eq!(resume, None);
+        let s = stream(1);
+        for seq in 1..=3 {
+            sink.write(record(seq, &s)).await.unwrap();
+        }
+        assert!(
+            acks.try_recv().is_err(),
+            "nothing is acknowledged before the commit"
+        );
+        sink.flush(&position(35)).await.unwrap();
+        assert_eq!(acks.try_recv().unwrap(), Ack::Through(3));
+        assert_eq!(read_all(dir.path()), [1, 2, 3]);
+        let (_, resume, _) = open(dir.path()).await;
+        assert_eq!(resume, Some(position(35)));
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_the_manifest_leaves_only_the_old_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, _, _acks) = open(dir.path()).await;
+        let s = stream(1);
+        sink.write(record(1, &s)).await.unwrap();
+        sink.flush(&position(10)).await.unwrap();
+        sink.write(record(2, &s)).await.unwrap();
+        // the process dies here: record 2 sits in a temporary file that no manifest names
+        std::mem::forget(sink);
+        let (_, resume, _) = open(dir.path()).await;
+        assert_eq!(resume, Some(position(10)));
+        assert_eq!(read_all(dir.path()), [1]);
+        let leftovers: Vec<String> = LocalStore::new(dir.path())
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.ends_with(".tmp"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "uncommitted files are removed: {leftovers:?}"
+        );
+    }
+
+    /// A store whose publication (rename) fails: the process "dies" between writing the
+    /// manifest and giving the files their final names.
+    struct DiesBeforePublish(LocalStore);
+
+    impl LakeStore for DiesBeforePublish {
+        type Writer = <LocalStore as LakeStore>::Writer;
+        fn create(&self, path: &str) -> io::Result<Self::Writer> {
+            self.0.create(path)
+        }
+        fn sync(&self, writer: Self::Writer) -> io::Result<()> {
+            self.0.sync(writer)
+        }
+        fn publish(&self, _: &str, _: &str) -> io::Result<()> {
+            Err(io::Error::other("killed"))
+        }
+        fn put_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+            self.0.put_atomic(path, bytes)
+        }
+        fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+            self.0.get(path)
+        }
+        fn exists(&self, path: &str) -> io::Result<bool> {
+            self.0.exists(path)
+        }
+        fn remove(&self, path: &str) -> io::Result<()> {
+            self.0.remove(path)
+        }
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.0.list()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_manifest_is_finished_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = LakeSink::with_store(
+            DiesBeforePublish(LocalStore::new(dir.path()).unwrap()),
+            config(dir.path()),
+        );
+        let (acks, mut rx) = AckSender::channel();
+        sink.open(acks).await.unwrap();
+        let s = stream(1);
+        sink.write(record(1, &s)).await.unwrap();
+        sink.write(record(2, &s)).await.unwrap();
+        assert!(sink.flush(&position(20)).await.is_err());
+        assert!(
+            rx.try_recv().is_err(),
+            "a failed commit acknowledges nothing"
+        );
+        assert!(
+            read_all(dir.path()).is_empty(),
+            "no file is visible before publication"
+        );
+        let (_, resume, _) = open(dir.path()).await;
+        assert_eq!(
+            resume,
+            Some(position(20)),
+            "the manifest was written: the commit stands"
+        );
+        assert_eq!(
+            read_all(dir.path()),
+            [1, 2],
+            "recovery publishes the committed files"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_schema_change_starts_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, _, _acks) = open(dir.path()).await;
+        sink.write(record(1, &stream(1))).await.unwrap();
+        sink.write(record(2, &stream(2))).await.unwrap();
+        sink.flush(&position(20)).await.unwrap();
+        let files: Vec<String> = LocalStore::new(dir.path())
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.ends_with(".avro"))
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(
+            files[0].ends_with("-v1.avro") && files[1].ends_with("-v2.avro"),
+            "{files:?}"
+        );
+        assert_eq!(read_all(dir.path()), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_full_file_is_committed_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = LakeSink::new(LakeConfig {
+            max_file_bytes: 4096,
+            ..config(dir.path())
+        })
+        .unwrap();
+        let (acks, mut rx) = AckSender::channel();
+        sink.open(acks).await.unwrap();
+        let s = stream(1);
+        let mut seq = 0;
+        while rx.try_recv().is_err() {
+            seq += 1;
+            assert!(seq < 10_000, "the size limit never triggered a commit");
+            sink.write(record(seq, &s)).await.unwrap();
+        }
+        assert!(read_all(dir.path()).len() as u64 == seq);
+    }
+}
