@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn binlog_positions_order_by_file_number_then_offset_then_rows() {
-        let mut positions = vec![
+        let mut positions = [
             binlog("mariadb-bin.000010", 4, 0),
             binlog("mariadb-bin.000009", 900, 3),
             binlog("mariadb-bin.000009", 900, 0),

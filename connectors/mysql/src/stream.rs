@@ -507,21 +507,44 @@ impl<'a> BinlogReader<'a> {
             };
             // A key change is a delete of the old row and a create of the new one, so keyed
             // consumers (Kafka compaction) forget the old key.
-            let records: Vec<(Op, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> =
-                if op == Op::Update && before_key != after_key {
-                    vec![
-                        (Op::Delete, before_key, before, None),
-                        (Op::Create, after_key, None, after),
-                    ]
+            let changes = if op == Op::Update && before_key != after_key {
+                [
+                    Some(RowChange {
+                        op: Op::Delete,
+                        key: before_key,
+                        before,
+                        after: None,
+                    }),
+                    Some(RowChange {
+                        op: Op::Create,
+                        key: after_key,
+                        before: None,
+                        after,
+                    }),
+                ]
+            } else {
+                let key = if op == Op::Delete {
+                    before_key
                 } else {
-                    let key = if op == Op::Delete {
-                        before_key
-                    } else {
-                        after_key
-                    };
-                    vec![(op, key, before, after)]
+                    after_key
                 };
-            for (op, key, before, after) in records {
+                [
+                    Some(RowChange {
+                        op,
+                        key,
+                        before,
+                        after,
+                    }),
+                    None,
+                ]
+            };
+            for RowChange {
+                op,
+                key,
+                before,
+                after,
+            } in changes.into_iter().flatten()
+            {
                 let Some(txn) = self.txn.as_mut() else {
                     return Err(defect("row outside a transaction"));
                 };
@@ -595,6 +618,14 @@ fn qualified_databases(statement: &str) -> Vec<String> {
         i = end.max(i + 1);
     }
     found
+}
+
+/// One record's worth of a row event: an update that changes the key becomes two.
+struct RowChange {
+    op: Op,
+    key: Option<Vec<u8>>,
+    before: Option<Vec<u8>>,
+    after: Option<Vec<u8>>,
 }
 
 fn row_error(
