@@ -46,6 +46,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show what landed in a lake sink: per table, files, record count and the latest record.
+    Inspect {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn build_source(
@@ -217,6 +222,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 "sink_position": sink_position,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(true)
+        }
+        Command::Inspect { config } => {
+            let config = Config::load(&config)?;
+            let SinkConfig::Lake(lake) = &config.sink;
+            let summary = headwater_lake::inspect::summarize(&lake.path).map_err(|e| anyhow::anyhow!(e.report()))?;
+            match &summary.manifest {
+                Some(m) => println!(
+                    "lake {}: commit {}, {} records, position {}",
+                    lake.path.display(),
+                    m.commit,
+                    m.total_records,
+                    m.position.as_ref().map_or("none".to_string(), |p| p.to_string())
+                ),
+                None => println!("lake {}: nothing committed yet", lake.path.display()),
+            }
+            for stream in &summary.streams {
+                println!("\n{}: {} records in {} files", stream.stream, stream.records, stream.files);
+                if let Some(latest) = &stream.latest {
+                    println!("latest record:\n{}", serde_json::to_string_pretty(latest)?);
+                }
+            }
             Ok(true)
         }
     }

@@ -2,6 +2,7 @@
 //! with the source position so that every change lands exactly once.
 
 pub mod config;
+pub mod inspect;
 pub mod manifest;
 pub mod ocf;
 pub mod sink;
