@@ -15,6 +15,10 @@ use pipeline::{Pipeline, RunMode, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// A third of the binlog hot path was glibc malloc/free; mimalloc measured faster here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "headwater",
@@ -227,19 +231,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Inspect { config } => {
             let config = Config::load(&config)?;
             let SinkConfig::Lake(lake) = &config.sink;
-            let summary = headwater_lake::inspect::summarize(&lake.path).map_err(|e| anyhow::anyhow!(e.report()))?;
+            let summary = headwater_lake::inspect::summarize(&lake.path)
+                .map_err(|e| anyhow::anyhow!(e.report()))?;
             match &summary.manifest {
                 Some(m) => println!(
                     "lake {}: commit {}, {} records, position {}",
                     lake.path.display(),
                     m.commit,
                     m.total_records,
-                    m.position.as_ref().map_or("none".to_string(), |p| p.to_string())
+                    m.position
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.to_string())
                 ),
                 None => println!("lake {}: nothing committed yet", lake.path.display()),
             }
             for stream in &summary.streams {
-                println!("\n{}: {} records in {} files", stream.stream, stream.records, stream.files);
+                println!(
+                    "\n{}: {} records in {} files",
+                    stream.stream, stream.records, stream.files
+                );
                 if let Some(latest) = &stream.latest {
                     println!("latest record:\n{}", serde_json::to_string_pretty(latest)?);
                 }

@@ -3,9 +3,9 @@
 
 use crate::manifest::{Manifest, MANIFEST_PATH};
 use crate::store::{LakeStore, LocalStore};
-use headwater_contract::ConnectorError;
 use apache_avro::schema::{NamesRef, ResolvedSchema, Schema};
 use apache_avro::types::Value as AvroValue;
+use headwater_contract::ConnectorError;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,25 +33,34 @@ fn unreadable(path: &str, err: impl std::fmt::Display) -> ConnectorError {
 pub fn summarize(root: &Path) -> Result<LakeSummary, ConnectorError> {
     let store = LocalStore::new(root).map_err(ConnectorError::from)?;
     let manifest = match store.get(MANIFEST_PATH).map_err(ConnectorError::from)? {
-        Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| unreadable(MANIFEST_PATH, e))?),
+        Some(bytes) => {
+            Some(serde_json::from_slice(&bytes).map_err(|e| unreadable(MANIFEST_PATH, e))?)
+        }
         None => None,
     };
     let mut streams: BTreeMap<String, StreamSummary> = BTreeMap::new();
     for path in store.list().map_err(ConnectorError::from)? {
-        let Some((stream, name)) = path.split_once('/') else { continue };
+        let Some((stream, name)) = path.split_once('/') else {
+            continue;
+        };
         if stream.starts_with('_') || name.starts_with('.') || !name.ends_with(".avro") {
             continue;
         }
-        let bytes = store.get(&path).map_err(ConnectorError::from)?.unwrap_or_default();
+        let bytes = store
+            .get(&path)
+            .map_err(ConnectorError::from)?
+            .unwrap_or_default();
         let reader = apache_avro::Reader::new(&bytes[..]).map_err(|e| unreadable(&path, e))?;
         let schema = reader.writer_schema().clone();
         let resolved = ResolvedSchema::try_from(&schema).map_err(|e| unreadable(&path, e))?;
-        let summary = streams.entry(stream.to_string()).or_insert_with(|| StreamSummary {
-            stream: stream.to_string(),
-            files: 0,
-            records: 0,
-            latest: None,
-        });
+        let summary = streams
+            .entry(stream.to_string())
+            .or_insert_with(|| StreamSummary {
+                stream: stream.to_string(),
+                files: 0,
+                records: 0,
+                latest: None,
+            });
         summary.files += 1;
         for value in reader {
             let value = value.map_err(|e| unreadable(&path, e))?;
@@ -59,7 +68,10 @@ pub fn summarize(root: &Path) -> Result<LakeSummary, ConnectorError> {
             summary.latest = Some(to_json(&value, &schema, resolved.get_names()));
         }
     }
-    Ok(LakeSummary { manifest, streams: streams.into_values().collect() })
+    Ok(LakeSummary {
+        manifest,
+        streams: streams.into_values().collect(),
+    })
 }
 
 /// Avro value → JSON for people: decimals as exact text, bytes as hex, unions unwrapped.
@@ -69,10 +81,12 @@ fn to_json(value: &AvroValue, schema: &Schema, names: &NamesRef<'_>) -> Json {
         other => other,
     };
     match (value, schema) {
-        (AvroValue::Union(branch, inner), Schema::Union(union)) => match union.variants().get(*branch as usize) {
-            Some(variant) => to_json(inner, variant, names),
-            None => Json::Null,
-        },
+        (AvroValue::Union(branch, inner), Schema::Union(union)) => {
+            match union.variants().get(*branch as usize) {
+                Some(variant) => to_json(inner, variant, names),
+                None => Json::Null,
+            }
+        }
         (AvroValue::Record(fields), Schema::Record(record)) => Json::Object(
             fields
                 .iter()
@@ -80,14 +94,19 @@ fn to_json(value: &AvroValue, schema: &Schema, names: &NamesRef<'_>) -> Json {
                 .map(|((name, value), field)| (name.clone(), to_json(value, &field.schema, names)))
                 .collect(),
         ),
-        (AvroValue::Array(items), Schema::Array(array)) => {
-            Json::Array(items.iter().map(|item| to_json(item, &array.items, names)).collect())
-        }
+        (AvroValue::Array(items), Schema::Array(array)) => Json::Array(
+            items
+                .iter()
+                .map(|item| to_json(item, &array.items, names))
+                .collect(),
+        ),
         (AvroValue::Decimal(decimal), Schema::Decimal(decimal_schema)) => {
             let bytes: Vec<u8> = decimal.try_into().unwrap_or_default();
             Json::String(decimal_text(&bytes, decimal_schema.scale))
         }
-        (AvroValue::Bytes(bytes), _) => Json::String(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        (AvroValue::Bytes(bytes), _) => {
+            Json::String(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        }
         (other, _) => Json::try_from(other.clone()).unwrap_or(Json::Null),
     }
 }
@@ -95,7 +114,11 @@ fn to_json(value: &AvroValue, schema: &Schema, names: &NamesRef<'_>) -> Json {
 /// A big-endian two's-complement unscaled value as decimal text with `scale` fraction digits.
 fn decimal_text(bytes: &[u8], scale: usize) -> String {
     let n = num_bigint::BigInt::from_signed_bytes_be(bytes);
-    let sign = if n.sign() == num_bigint::Sign::Minus { "-" } else { "" };
+    let sign = if n.sign() == num_bigint::Sign::Minus {
+        "-"
+    } else {
+        ""
+    };
     let digits = format!("{:0>width$}", n.magnitude().to_string(), width = scale + 1);
     let (int, frac) = digits.split_at(digits.len() - scale);
     if scale == 0 {

@@ -284,7 +284,7 @@ fn decode_decimal(bytes: &[u8], precision: u8, scale: u8) -> Result<Unscaled, De
 
 impl ColumnDecoder {
     /// Decodes the value at `*at` and advances past it.
-    pub fn decode<'a>(&self, buf: &'a [u8], at: &mut usize) -> Result<Value<'a>, DecodeError> {
+    pub fn decode<'a>(&'a self, buf: &'a [u8], at: &mut usize) -> Result<Value<'a>, DecodeError> {
         use ColumnDecoder as D;
         Ok(match self {
             D::Tiny { unsigned } => {
@@ -477,7 +477,7 @@ impl ColumnDecoder {
                 match index {
                     // MySQL stores '' (index 0) for a value that was invalid on insert.
                     0 => Value::Text(Cow::Borrowed("")),
-                    i => Value::Text(Cow::Owned(
+                    i => Value::Text(Cow::Borrowed(
                         labels
                             .get(i - 1)
                             .ok_or_else(|| {
@@ -486,7 +486,7 @@ impl ColumnDecoder {
                                     labels.len()
                                 ))
                             })?
-                            .clone(),
+                            .as_str(),
                     )),
                 }
             }

@@ -9,7 +9,7 @@ use crate::table::{describe, Collations, TableInfo};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::{
     BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlSourceInfo, Op,
-    Position, SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo, TableFilter, TableId,
+    Position, SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo, TableFilter,
     TransactionInfo,
 };
 use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
@@ -46,7 +46,8 @@ struct Transaction {
     gtid_text: Option<Arc<str>>,
     /// Records produced so far (also counts skipped ones, so positions stay comparable).
     records: u64,
-    per_table: HashMap<TableId, u64>,
+    /// Records per table so far, keyed by the binlog's table id.
+    per_table: HashMap<u64, u64>,
     ts_ms: i64,
     server_id: u32,
 }
@@ -434,7 +435,8 @@ impl<'a> BinlogReader<'a> {
         rows: &RowsEventData<'_>,
         out: &mut Vec<SourceEvent>,
     ) -> Result<(), ConnectorError> {
-        let Some(cached) = self.tables.get(&rows.table_id()) else {
+        let table_id = rows.table_id();
+        let Some(cached) = self.tables.get(&table_id) else {
             return Err(defect(format!(
                 "a rows event for table id {} without its TABLE_MAP",
                 rows.table_id()
@@ -549,7 +551,7 @@ impl<'a> BinlogReader<'a> {
                     return Err(defect("row outside a transaction"));
                 };
                 txn.records += 1;
-                let table_order = txn.per_table.entry(schema.id.clone()).or_insert(0);
+                let table_order = txn.per_table.entry(table_id).or_insert(0);
                 *table_order += 1;
                 let data_collection_order = *table_order;
                 if txn.records <= self.skip_records {
@@ -653,7 +655,7 @@ fn encode_image(
 
 /// Reads one full row image: a null bitmap, then each non-null column's value.
 fn read_image<'d>(
-    decoders: &[ColumnDecoder],
+    decoders: &'d [ColumnDecoder],
     data: &'d [u8],
     at: &mut usize,
     values: &mut Vec<Value<'d>>,

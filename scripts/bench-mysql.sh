@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmark: 1,000,000 row changes from a MariaDB binlog into the lake, against
+# `mariadb-binlog --verbose` decoding the same binlog files to /dev/null, in the same run.
+# Prints rows/s for both, the ratio, and Headwater's peak RSS.
+#
+#   scripts/bench-mysql.sh [ROWS]        (default 1000000)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+rows=${1:-1000000}
+per_txn=1000
+
+work=$repo/.bench/mysql
+export HEADWATER_SERVICES_DIR=$work/services
+export HEADWATER_MARIADB_PORT=${HEADWATER_MARIADB_PORT:-33081}
+scripts/services.sh stop >/dev/null 2>&1 || true
+rm -rf "$work"
+mkdir -p "$work"
+trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+
+cargo build --release --locked --quiet
+bin=$repo/target/release/headwater
+scripts/services.sh start mariadb >/dev/null
+sql() { mariadb --no-defaults -uroot --socket="$HEADWATER_SERVICES_DIR/mariadb/sock" "$@"; }
+
+echo "loading $rows rows in transactions of $per_txn (a realistic 10-column table)..." >&2
+sql -e "CREATE DATABASE bench; CREATE TABLE bench.items (
+  id BIGINT PRIMARY KEY, sku VARCHAR(32) NOT NULL, name VARCHAR(100) NOT NULL, price DECIMAL(10,2) NOT NULL,
+  qty INT NOT NULL, weight DOUBLE, created DATETIME(6) NOT NULL, updated TIMESTAMP(6) NULL, active TINYINT NOT NULL,
+  note TEXT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4; FLUSH BINARY LOGS;"
+start_file=$(sql -N -e "SHOW MASTER STATUS" | cut -f1)
+{
+  echo "USE bench;"
+  for ((low = 1; low <= rows; low += per_txn)); do
+    high=$((low + per_txn - 1))
+    [ $high -gt "$rows" ] && high=$rows
+    echo "INSERT INTO items SELECT seq, CONCAT('SKU-', seq), CONCAT('item number ', seq), seq % 100000 / 100, seq % 1000, seq / 7,
+      '2024-01-01 00:00:00' + INTERVAL seq SECOND, '2024-06-01 00:00:00' + INTERVAL seq MICROSECOND, seq % 2,
+      IF(seq % 10 = 0, NULL, 'a short note') FROM seq_${low}_to_${high};"
+  done
+} | sql
+sql -e "FLUSH BINARY LOGS"
+files=$(sql -N -e "SHOW BINARY LOGS" | cut -f1 | awk -v s="$start_file" '$0 >= s' | head -n -1)
+binlog_paths=$(for f in $files; do printf '%s ' "$HEADWATER_SERVICES_DIR/mariadb/$f"; done)
+bytes=$(du -cb $binlog_paths | tail -1 | cut -f1)
+echo "binlog: $(echo $files | wc -w) files, $((bytes / 1024 / 1024)) MiB" >&2
+
+cat >"$work/headwater.toml" <<TOML
+[source]
+kind = "mysql"
+url = "mysql://headwater:headwater@127.0.0.1:$HEADWATER_MARIADB_PORT"
+name = "bench"
+server_id = 9001
+include = ["bench.*"]
+start = "earliest"
+[sink]
+kind = "lake"
+path = "$work/lake"
+commit_interval = "10s"
+[state]
+path = "$work/state"
+TOML
+
+timed() { # timed OUTFILE COMMAND... : wall seconds and peak RSS (KiB) of the command
+  local out=$1; shift
+  /usr/bin/time -f '%e %M' -o "$out" "$@"
+}
+# shellcheck disable=SC2086
+timed "$work/ref.time" sh -c "mariadb-binlog --verbose --base64-output=decode-rows $binlog_paths >/dev/null"
+HEADWATER_LOG=warn timed "$work/hw.time" "$bin" run --catch-up --config "$work/headwater.toml"
+
+read -r ref_s ref_kb <"$work/ref.time"
+read -r hw_s hw_kb <"$work/hw.time"
+landed=$(grep -o '"total_records": [0-9]*' "$work/lake/_headwater/manifest.json" | grep -o '[0-9]*$')
+[ "$landed" -ge "$rows" ] || { echo "only $landed of $rows records landed" >&2; exit 1; }
+awk -v rows="$rows" -v ref="$ref_s" -v hw="$hw_s" -v refkb="$ref_kb" -v hwkb="$hw_kb" 'BEGIN {
+  printf "mariadb-binlog --verbose : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", ref, rows / ref, refkb / 1024
+  printf "headwater -> lake        : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", hw, rows / hw, hwkb / 1024
+  printf "ratio headwater/mariadb-binlog (rows/s): %.2f\n", ref / hw
+}'
