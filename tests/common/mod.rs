@@ -67,8 +67,26 @@ impl Workdir {
         self.dir.path().join("headwater.toml")
     }
 
-    /// Writes a MySQL → lake config capturing `db.*`.
+    /// Writes a MySQL → lake config capturing `db.*` from the shared test MariaDB.
     pub fn mysql_config(&self, server_name: &str, db: &str, extra_source: &str, extra_sink: &str) {
+        self.mysql_config_for(
+            &endpoint("HEADWATER_MYSQL_URL"),
+            server_name,
+            db,
+            extra_source,
+            extra_sink,
+        );
+    }
+
+    /// Writes a MySQL → lake config capturing `db.*` from the server at `url`.
+    pub fn mysql_config_for(
+        &self,
+        url: &str,
+        server_name: &str,
+        db: &str,
+        extra_source: &str,
+        extra_sink: &str,
+    ) {
         let text = format!(
             r#"
 [source]
@@ -88,7 +106,6 @@ commit_interval = "200ms"
 [state]
 path = "{state}"
 "#,
-            url = endpoint("HEADWATER_MYSQL_URL"),
             server_id = unique_server_id(),
             lake = self.lake().display(),
             state = self.dir.path().join("state").display(),
@@ -225,4 +242,154 @@ pub async fn mysql_admin() -> mysql_async::Conn {
     mysql_async::Conn::new(opts).await.unwrap_or_else(|e| {
         panic!("cannot connect to the test MariaDB at {url} ({e}); start it with `scripts/services.sh start`")
     })
+}
+
+/// A MariaDB server of one test's own, for tests that stop, purge or fail over a server.
+/// Uses the same settings as `scripts/services.sh` (`docker/mariadb/headwater.cnf`).
+pub struct PrivateMariadb {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub server_id: u32,
+    process: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl PrivateMariadb {
+    pub fn start(server_id: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let install = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .output()
+            .expect("mariadb-install-db (install mariadb-server, or run scripts/services.sh start once)");
+        assert!(
+            install.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let mut server = PrivateMariadb {
+            dir,
+            port: free_port(),
+            server_id,
+            process: None,
+        };
+        server.launch();
+        let init = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/mariadb/init.sql"),
+        )
+        .expect("init.sql");
+        server.sql(&init);
+        server.sql("CREATE USER 'hwadmin'@'127.0.0.1' IDENTIFIED BY 'hwadmin'; GRANT ALL ON *.* TO 'hwadmin'@'127.0.0.1' WITH GRANT OPTION;");
+        server
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// Starts mariadbd on the existing data directory and waits until it answers.
+    pub fn launch(&mut self) {
+        let data = self.dir.path().join("data");
+        let child = Command::new("/usr/sbin/mariadbd")
+            .arg(format!(
+                "--defaults-file={}",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("docker/mariadb/headwater.cnf")
+                    .display()
+            ))
+            .args(["--user=root", "--bind-address=127.0.0.1"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("pid").display()
+            ))
+            .arg(format!(
+                "--log-error={}",
+                self.dir.path().join("err").display()
+            ))
+            .arg(format!("--server-id={}", self.server_id))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        self.process = Some(child);
+        wait_until(
+            Duration::from_secs(60),
+            "the private MariaDB to accept connections",
+            || {
+                Command::new("mariadb")
+                    .args(["--no-defaults", "-uroot"])
+                    .arg(format!("--socket={}", self.socket().display()))
+                    .args(["-e", "SELECT 1"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            },
+        );
+    }
+
+    /// Shuts the server down cleanly and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs SQL through the command-line client as root, panicking with the server's message.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-uroot",
+                "-N",
+                "-B",
+                "--default-character-set=utf8mb4",
+            ])
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-e", sql])
+            .output()
+            .expect("mariadb client");
+        assert!(
+            output.status.success(),
+            "SQL failed: {sql}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// The URL Headwater connects with.
+    pub fn url(&self) -> String {
+        format!("mysql://headwater:headwater@127.0.0.1:{}", self.port)
+    }
+
+    /// Makes this server a GTID replica of `primary`, from `primary`'s current position on
+    /// (the two servers' own setup statements are not replicated).
+    pub fn replicate_from(&self, primary: &PrivateMariadb) {
+        let position = primary.sql("SELECT @@gtid_binlog_pos");
+        self.sql(&format!(
+            "RESET MASTER; SET GLOBAL gtid_slave_pos = '{position}'; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='headwater', MASTER_PASSWORD='headwater', MASTER_USE_GTID=slave_pos; START SLAVE;",
+            primary.port
+        ));
+    }
+}
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

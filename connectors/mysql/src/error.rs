@@ -22,7 +22,7 @@ pub fn classify(err: MyError, what: &str, url: &str, server_id: u32) -> Connecto
                     server.message
                 ),
                 ER_MASTER_FATAL_ERROR_READING_BINLOG => format!(
-                    "{what}: the server no longer has the binlog position Headwater needs ({}). The changes since the last checkpoint were purged before Headwater read them; recover with a new snapshot of the captured tables (set source.snapshot, or move the state directory away to start over), and raise binlog retention (binlog_expire_logs_seconds) so it does not recur",
+                    "{what}: the server no longer has the binlog position Headwater needs ({}). Changes after the last checkpoint were purged before Headwater read them, so continuing would silently lose them. To recover, take a new copy of the captured tables (a snapshot), or — accepting the gap — move state.path and the sink's data away and start again with start = \"latest\". Raise binlog_expire_logs_seconds on the server so it does not recur.",
                     server.message
                 ),
                 ER_SLAVE_SAME_ID => format!(

@@ -63,26 +63,31 @@ impl MysqlSource {
 
     async fn variables(&self, conn: &mut Conn) -> Result<HashMap<String, String>, ConnectorError> {
         // Typed rows with Option fields: mysql_async panics when a value does not convert.
-        let rows: Vec<(Option<String>, Option<String>)> = conn
+        let rows: Vec<mysql_async::Row> = conn
             .query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','binlog_checksum','log_bin_compress','gtid_strict_mode','gtid_mode','binlog_expire_logs_seconds','expire_logs_days','version','binlog_row_value_options')")
             .await
             .map_err(self.classify("reading server variables"))?;
         Ok(rows
-            .into_iter()
-            .filter_map(|(k, v)| Some((k?.to_ascii_lowercase(), v.unwrap_or_default())))
+            .iter()
+            .filter_map(|row| {
+                Some((
+                    text(row, 0)?.to_ascii_lowercase(),
+                    text(row, 1).unwrap_or_default(),
+                ))
+            })
             .collect())
     }
 
     async fn server_info(&self, conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
-        let rows: Vec<(Option<u16>, Option<String>)> = conn
+        let rows: Vec<mysql_async::Row> = conn
             .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
             .await
             .map_err(self.classify("reading the server's collations"))?;
         let vars = self.variables(conn).await?;
         Ok(ServerInfo {
             collations: Collations::new(
-                rows.into_iter()
-                    .filter_map(|(id, charset)| Some((id?, charset?)))
+                rows.iter()
+                    .filter_map(|row| Some((u16::try_from(integer(row, 0)?).ok()?, text(row, 1)?)))
                     .collect(),
             ),
             checksum: vars
@@ -135,6 +140,77 @@ impl MysqlSource {
             gtid_set: Arc::default(),
             rows_done: 0,
         })
+    }
+}
+
+impl MysqlSource {
+    /// Classifies a binlog error; when the position is gone (error 1236), says what was asked
+    /// for and what the server still has.
+    async fn explain_stream_error(
+        &self,
+        err: mysql_async::Error,
+        what: &str,
+        start: &BinlogPosition,
+        gtid_mode: bool,
+    ) -> ConnectorError {
+        let purged = matches!(&err, mysql_async::Error::Server(s)
+            if s.code == crate::error::ER_MASTER_FATAL_ERROR_READING_BINLOG && !s.message.contains("same server"));
+        let classified = self.classify(what)(err);
+        if !purged {
+            return classified;
+        }
+        let wanted = if gtid_mode {
+            format!(
+                "GTID state {} (file/position {}:{} on the original server)",
+                start.gtid_set, start.file, start.pos
+            )
+        } else {
+            format!("binlog file {} at position {}", start.file, start.pos)
+        };
+        let has = match self.connect().await {
+            Ok(mut conn) => {
+                let files: Vec<mysql_async::Row> =
+                    conn.query("SHOW BINARY LOGS").await.unwrap_or_default();
+                let files: Vec<String> = files.iter().filter_map(|row| text(row, 0)).collect();
+                let state: Option<Option<String>> = conn
+                    .query_first("SELECT @@gtid_binlog_state")
+                    .await
+                    .unwrap_or_default();
+                let _ = conn.disconnect().await;
+                format!(
+                    "binlog files {} to {} (GTID state {})",
+                    files.first().map_or("none", String::as_str),
+                    files.last().map_or("none", String::as_str),
+                    state.flatten().unwrap_or_default()
+                )
+            }
+            Err(_) => "(could not ask)".to_string(),
+        };
+        ConnectorError::definite(format!(
+            "{} Headwater needs {wanted}; the server has {has}.",
+            classified.message
+        ))
+    }
+}
+
+/// Column `index` of `row` as text; `None` for NULL or a missing column. Typed row conversion
+/// in mysql_async panics on unexpected values, so rows from the server are read this way.
+fn text(row: &mysql_async::Row, index: usize) -> Option<String> {
+    match row.as_ref(index)? {
+        mysql_async::Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        mysql_async::Value::Int(n) => Some(n.to_string()),
+        mysql_async::Value::UInt(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Column `index` of `row` as an integer, when it is one.
+fn integer(row: &mysql_async::Row, index: usize) -> Option<i64> {
+    match row.as_ref(index)? {
+        mysql_async::Value::Int(n) => Some(*n),
+        mysql_async::Value::UInt(n) => i64::try_from(*n).ok(),
+        mysql_async::Value::Bytes(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
     }
 }
 
@@ -335,10 +411,14 @@ impl Source for MysqlSource {
                 .with_pos(start.pos)
         };
         tracing::info!(position = %start, gtid_mode, "requesting the binlog");
-        let mut binlog = conn
-            .get_binlog_stream(request)
-            .await
-            .map_err(self.classify("requesting the binlog"))?;
+        let mut binlog = match conn.get_binlog_stream(request).await {
+            Ok(binlog) => binlog,
+            Err(err) => {
+                return Err(self
+                    .explain_stream_error(err, "requesting the binlog", &start, gtid_mode)
+                    .await)
+            }
+        };
         let silence = self.config.heartbeat_interval * 3;
         let mut batch = Vec::new();
         loop {
@@ -352,7 +432,11 @@ impl Source for MysqlSource {
             };
             let event: Event = match next {
                 Some(Ok(event)) => event,
-                Some(Err(err)) => return Err(self.classify("reading the binlog")(err)),
+                Some(Err(err)) => {
+                    return Err(self
+                        .explain_stream_error(err, "reading the binlog", &start, gtid_mode)
+                        .await)
+                }
                 None => {
                     return Err(ConnectorError::retryable(
                         "the server closed the binlog stream",
