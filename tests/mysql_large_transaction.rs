@@ -1,0 +1,53 @@
+//! A transaction of 1,000,000 rows flows through with bounded memory: rows stream to the sink as
+//! they are read, and only the acknowledgement waits for the commit.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_transaction_streams_with_bounded_memory() {
+    const ROWS: u64 = 1_000_000;
+    let db = unique("hw_bigtx");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id BIGINT PRIMARY KEY, name VARCHAR(40) NOT NULL, amount DECIMAL(12,2), at DATETIME(6))"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("bigtx", &db, "", "max_file_bytes = 16777216");
+    work.catch_up();
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db}`.t SELECT seq, CONCAT('row ', seq), seq / 100, '2024-01-01' + INTERVAL seq SECOND FROM `{db}`.seq_1_to_{ROWS}"
+        ))
+        .await
+        .unwrap();
+
+    let time_file = work.path().join("time");
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&time_file)
+        .arg(env!("CARGO_BIN_EXE_headwater"))
+        .args(["run", "--catch-up", "--config"])
+        .arg(work.config())
+        .env("HEADWATER_LOG", "warn")
+        .status()
+        .expect("run headwater under /usr/bin/time (apt-get install time)");
+    assert!(status.success());
+    let peak_kib: u64 = std::fs::read_to_string(&time_file).unwrap().trim().parse().expect("peak RSS");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.lake().join("_headwater/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["total_records"], ROWS, "every row of the transaction landed once");
+    let files = std::fs::read_dir(work.lake().join(format!("bigtx.{db}.t"))).unwrap().count();
+    assert!(files > 1, "the transaction spans several committed files ({files})");
+    // The whole transaction is ~100 MB of binlog and ~60 MB of Avro: a bound well below that
+    // shows nothing holds the transaction in memory.
+    assert!(peak_kib < 120 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    eprintln!("1,000,000-row transaction: peak RSS {} MiB, {files} files", peak_kib / 1024);
+    admin.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
+}
