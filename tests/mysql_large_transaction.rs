@@ -39,15 +39,35 @@ async fn a_million_row_transaction_streams_with_bounded_memory() {
         .status()
         .expect("run headwater under /usr/bin/time (apt-get install time)");
     assert!(status.success());
-    let peak_kib: u64 = std::fs::read_to_string(&time_file).unwrap().trim().parse().expect("peak RSS");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(work.lake().join("_headwater/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["total_records"], ROWS, "every row of the transaction landed once");
-    let files = std::fs::read_dir(work.lake().join(format!("bigtx.{db}.t"))).unwrap().count();
-    assert!(files > 1, "the transaction spans several committed files ({files})");
+    let peak_kib: u64 = std::fs::read_to_string(&time_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("peak RSS");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.lake().join("_headwater/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["total_records"], ROWS,
+        "every row of the transaction landed once"
+    );
+    let files = std::fs::read_dir(work.lake().join(format!("bigtx.{db}.t")))
+        .unwrap()
+        .count();
+    assert!(
+        files > 1,
+        "the transaction spans several committed files ({files})"
+    );
     // The whole transaction is ~100 MB of binlog and ~60 MB of Avro: a bound well below that
     // shows nothing holds the transaction in memory.
     assert!(peak_kib < 120 * 1024, "peak RSS {} MiB", peak_kib / 1024);
-    eprintln!("1,000,000-row transaction: peak RSS {} MiB, {files} files", peak_kib / 1024);
-    admin.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
+    eprintln!(
+        "1,000,000-row transaction: peak RSS {} MiB, {files} files",
+        peak_kib / 1024
+    );
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
 }

@@ -290,6 +290,7 @@ fn canonical(value: &AvroValue, column: &TypedColumn) -> Option<String> {
         AvroValue::Double(x) => x.to_string(),
         AvroValue::Decimal(d) => decimal_text(d, scale),
         AvroValue::String(s) => s.clone(),
+        AvroValue::Uuid(u) => u.to_string(),
         AvroValue::Boolean(b) => if *b { "1" } else { "0" }.to_string(),
         AvroValue::Bytes(b) => b.iter().map(|b| format!("{b:02X}")).collect(),
         other => panic!("column {}: unexpected Avro value {other:?}", column.name),
@@ -493,6 +494,7 @@ async fn column_changes_create_new_schema_versions_and_ddl_records() {
         .iter()
         .map(|r| match field(r, "ddl") {
             AvroValue::String(s) => s.clone(),
+            AvroValue::Uuid(u) => u.to_string(),
             other => panic!("{other:?}"),
         })
         .collect();

@@ -85,6 +85,49 @@ pub enum ColumnDecoder {
         bytes: u8,
         boolean: bool,
     },
+    /// MariaDB's UUID, INET6 and INET4 types: fixed binary in the row image (trailing 0x00
+    /// bytes not stored), shown in their text form.
+    Address {
+        prefix: u8,
+        kind: AddressKind,
+    },
+}
+
+/// Which text form an [`ColumnDecoder::Address`] column takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressKind {
+    Uuid,
+    Inet6,
+    Inet4,
+}
+
+impl AddressKind {
+    pub fn width(self) -> usize {
+        match self {
+            AddressKind::Uuid | AddressKind::Inet6 => 16,
+            AddressKind::Inet4 => 4,
+        }
+    }
+
+    fn format(self, bytes: &[u8; 16]) -> String {
+        match self {
+            AddressKind::Uuid => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &hex[..8],
+                    &hex[8..12],
+                    &hex[12..16],
+                    &hex[16..20],
+                    &hex[20..]
+                )
+            }
+            AddressKind::Inet6 => std::net::Ipv6Addr::from(*bytes).to_string(),
+            AddressKind::Inet4 => {
+                std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string()
+            }
+        }
+    }
 }
 
 /// A row image that does not match its table map: a defect or a corrupt stream.
@@ -511,6 +554,19 @@ impl ColumnDecoder {
                     Value::Bytes(Cow::Borrowed(raw))
                 }
             }
+            D::Address { prefix, kind } => {
+                let len = le_uint(take(buf, at, usize::from(*prefix), "length")?) as usize;
+                let raw = take(buf, at, len, "UUID/INET")?;
+                if len > kind.width() {
+                    return Err(DecodeError(format!(
+                        "{kind:?} value of {len} bytes, expected at most {}",
+                        kind.width()
+                    )));
+                }
+                let mut padded = [0u8; 16];
+                padded[..len].copy_from_slice(raw);
+                Value::Text(Cow::Owned(kind.format(&padded)))
+            }
         })
     }
 }
@@ -756,6 +812,38 @@ mod tests {
         assert_eq!(
             decode(ColumnDecoder::Set { size: 1, labels }, &[0]),
             Value::Text("".into())
+        );
+    }
+
+    #[test]
+    fn mariadb_address_types_restore_their_padding_and_text_form() {
+        let uuid = ColumnDecoder::Address {
+            prefix: 1,
+            kind: AddressKind::Uuid,
+        };
+        let mut bytes = vec![15u8];
+        bytes.extend_from_slice(&[
+            0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+            0x40,
+        ]);
+        assert_eq!(
+            decode(uuid, &bytes),
+            Value::Text("123e4567-e89b-12d3-a456-426614174000".into())
+        );
+        let inet6 = ColumnDecoder::Address {
+            prefix: 1,
+            kind: AddressKind::Inet6,
+        };
+        let mut bytes = vec![16u8, 0x20, 0x01, 0x0d, 0xb8];
+        bytes.extend_from_slice(&[0; 12]);
+        assert_eq!(decode(inet6, &bytes), Value::Text("2001:db8::".into()));
+        let inet4 = ColumnDecoder::Address {
+            prefix: 1,
+            kind: AddressKind::Inet4,
+        };
+        assert_eq!(
+            decode(inet4, &[3, 10, 0, 0]),
+            Value::Text("10.0.0.0".into())
         );
     }
 

@@ -4,7 +4,7 @@ use crate::config::{MysqlConfig, StartFrom};
 use crate::error::classify;
 use crate::schema_history::SchemaHistory;
 use crate::stream::{BinlogReader, Step};
-use crate::table::Collations;
+use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use headwater_contract::{
@@ -144,6 +144,54 @@ impl MysqlSource {
 }
 
 impl MysqlSource {
+    /// Columns whose type the binlog does not tell: MariaDB's UUID/INET6/INET4 (binary in the
+    /// row image) and JSON (LONGTEXT with a json_valid check).
+    async fn column_hints(&self, conn: &mut Conn) -> Result<ColumnHints, ConnectorError> {
+        let mut hints = ColumnHints::default();
+        let typed: Vec<mysql_async::Row> = conn
+            .query(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+                 WHERE DATA_TYPE IN ('uuid', 'inet6', 'inet4', 'json') \
+                 AND TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema')",
+            )
+            .await
+            .map_err(self.classify("reading column types"))?;
+        for row in &typed {
+            let (Some(db), Some(table), Some(column), Some(data_type)) =
+                (text(row, 0), text(row, 1), text(row, 2), text(row, 3))
+            else {
+                continue;
+            };
+            let hint = match data_type.to_ascii_lowercase().as_str() {
+                "uuid" => TypeHint::Uuid,
+                "inet6" => TypeHint::Inet6,
+                "inet4" => TypeHint::Inet4,
+                _ => TypeHint::Json,
+            };
+            hints.insert(&db, &table, &column, hint);
+        }
+        // MariaDB's JSON is LONGTEXT with CHECK (json_valid(`column`)).
+        let checks: Vec<mysql_async::Row> = conn
+            .query(
+                "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CHECK_CLAUSE LIKE 'json_valid(%'",
+            )
+            .await
+            .unwrap_or_default();
+        for row in &checks {
+            let (Some(db), Some(table), Some(clause)) = (text(row, 0), text(row, 1), text(row, 2))
+            else {
+                continue;
+            };
+            let column = clause
+                .trim_start_matches("json_valid(")
+                .trim_end_matches(')')
+                .trim_matches('`');
+            hints.insert(&db, &table, column, TypeHint::Json);
+        }
+        Ok(hints)
+    }
+
     /// Classifies a binlog error; when the position is gone (error 1236), says what was asked
     /// for and what the server still has.
     async fn explain_stream_error(
@@ -374,6 +422,9 @@ impl Source for MysqlSource {
             stop_at,
             server.checksum,
         );
+        reader.set_hints(self.column_hints(&mut conn).await?);
+        // The binlog connection becomes the stream; this one answers metadata questions.
+        let mut meta = self.connect().await?;
         if fresh {
             // Record where a new pipeline starts, so a restart before the first change
             // continues from here instead of from a later "latest".
@@ -444,6 +495,12 @@ impl Source for MysqlSource {
                 }
             };
             let step = reader.handle(&event, &mut batch)?;
+            if batch
+                .iter()
+                .any(|e| matches!(e, SourceEvent::SchemaChange(_)))
+            {
+                reader.set_hints(self.column_hints(&mut meta).await?);
+            }
             if !batch.is_empty() {
                 let full = std::mem::take(&mut batch);
                 if events.send(full).await.is_err() {

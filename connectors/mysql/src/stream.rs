@@ -5,7 +5,7 @@ use crate::config::SYSTEM_DATABASES;
 use crate::decoder::ColumnDecoder;
 use crate::gtid::{parse_gtid, parse_gtid_list};
 use crate::schema_history::SchemaHistory;
-use crate::table::{describe, Collations, TableInfo};
+use crate::table::{describe, Collations, ColumnHints, TableInfo};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::{
     BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlSourceInfo, Op,
@@ -76,6 +76,7 @@ pub struct BinlogReader<'a> {
     stop_at: Option<BinlogPosition>,
     /// The first ROTATE, sent before the format description, carries a checksum in its name.
     strip_rotate_checksum: bool,
+    hints: ColumnHints,
 }
 
 fn is_system(db: &str) -> bool {
@@ -126,7 +127,14 @@ impl<'a> BinlogReader<'a> {
             skip_records: 0,
             stop_at,
             strip_rotate_checksum: checksum_enabled,
+            hints: ColumnHints::default(),
         }
+    }
+
+    /// Replaces the column type hints (after DDL) and forgets decoded layouts built without them.
+    pub fn set_hints(&mut self, hints: ColumnHints) {
+        self.hints = hints;
+        self.tables.clear();
     }
 
     /// The position after everything handled so far, when no transaction is open.
@@ -412,7 +420,7 @@ impl<'a> BinlogReader<'a> {
         let info = if is_system(&db) || !self.filter.captures(&db, &name) {
             None
         } else {
-            let (mut schema, decoders) = describe(tme, self.collations)?;
+            let (mut schema, decoders) = describe(tme, self.collations, &self.hints)?;
             schema.version = self.history.version_of(&schema)?;
             tracing::debug!(table = %schema.id, version = schema.version, "table layout");
             Some(Arc::new(TableInfo {

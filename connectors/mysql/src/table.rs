@@ -1,7 +1,7 @@
 //! Turns a TABLE_MAP event (with `binlog_row_metadata=FULL`) into a table schema and the column
 //! decoders for its row images — no DDL parsing needed.
 
-use crate::decoder::{ColumnDecoder, Text};
+use crate::decoder::{AddressKind, ColumnDecoder, Text};
 use headwater_contract::{Column, ConnectorError, FieldType, TableId, TableSchema};
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
@@ -48,6 +48,7 @@ fn definite(table: &TableId, message: String) -> ConnectorError {
 pub fn describe(
     tme: &TableMapEvent<'_>,
     collations: &Collations,
+    hints: &ColumnHints,
 ) -> Result<(TableSchema, Vec<ColumnDecoder>), ConnectorError> {
     let id = TableId {
         namespace: tme.database_name().into_owned(),
@@ -236,6 +237,10 @@ pub fn describe(
                 ))
             }
         };
+        let (decoder, field_type, sql_type) = match hints.get(&id, &name) {
+            Some(hint) => apply_hint(hint, decoder, field_type, sql_type),
+            None => (decoder, field_type, sql_type),
+        };
         let nullable = nulls.get(index).map(|b| *b).unwrap_or(true) || may_be_zero_date(&decoder);
         columns.push(Column {
             name,
@@ -254,6 +259,96 @@ pub fn describe(
         },
         decoders,
     ))
+}
+
+/// Column types the binlog cannot tell apart from others (MariaDB's UUID, INET6 and INET4 look
+/// like BINARY(n), its JSON like LONGTEXT), read from `information_schema`.
+#[derive(Clone, Debug, Default)]
+pub struct ColumnHints {
+    by_column: HashMap<(String, String, String), TypeHint>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeHint {
+    Uuid,
+    Inet6,
+    Inet4,
+    Json,
+}
+
+impl ColumnHints {
+    pub fn insert(&mut self, db: &str, table: &str, column: &str, hint: TypeHint) {
+        self.by_column.insert(
+            (db.to_string(), table.to_string(), column.to_string()),
+            hint,
+        );
+    }
+
+    fn get(&self, table: &TableId, column: &str) -> Option<TypeHint> {
+        self.by_column
+            .get(&(
+                table.namespace.clone(),
+                table.table.clone(),
+                column.to_string(),
+            ))
+            .copied()
+    }
+}
+
+/// Applies a hint when the binlog's own layout agrees with it: `information_schema` describes
+/// the table as it is now, which may differ from an old event being read.
+fn apply_hint(
+    hint: TypeHint,
+    decoder: ColumnDecoder,
+    field_type: FieldType,
+    sql_type: String,
+) -> (ColumnDecoder, FieldType, String) {
+    let address = |kind: AddressKind, prefix: u8, max_len: u16| {
+        (usize::from(max_len) == kind.width()).then_some(ColumnDecoder::Address { prefix, kind })
+    };
+    match (hint, &decoder) {
+        (
+            TypeHint::Uuid,
+            ColumnDecoder::Char {
+                prefix,
+                max_len,
+                text: Text::Binary,
+            },
+        ) => {
+            if let Some(d) = address(AddressKind::Uuid, *prefix, *max_len) {
+                return (d, FieldType::Uuid, "uuid".into());
+            }
+        }
+        (
+            TypeHint::Inet6,
+            ColumnDecoder::Char {
+                prefix,
+                max_len,
+                text: Text::Binary,
+            },
+        ) => {
+            if let Some(d) = address(AddressKind::Inet6, *prefix, *max_len) {
+                return (d, FieldType::String, "inet6".into());
+            }
+        }
+        (
+            TypeHint::Inet4,
+            ColumnDecoder::Char {
+                prefix,
+                max_len,
+                text: Text::Binary,
+            },
+        ) => {
+            if let Some(d) = address(AddressKind::Inet4, *prefix, *max_len) {
+                return (d, FieldType::String, "inet4".into());
+            }
+        }
+        (TypeHint::Json, ColumnDecoder::Blob { text, .. }) if *text != Text::Binary => {
+            return (decoder, FieldType::Json, "json".into());
+        }
+        _ => {}
+    }
+    (decoder, field_type, sql_type)
 }
 
 /// Zero dates ('0000-00-00') have no Avro value: such columns are nullable so they can be NULL
