@@ -12,7 +12,10 @@ pub mod schema;
 pub use connector::{Ack, AckSender, EventReceiver, EventSender, Sink, Source};
 pub use error::{ConnectorError, Problem, Retry, Severity};
 pub use filter::{redact_url, TableFilter};
-pub use position::{BinlogPosition, GtidSet, Lsn, MariadbGtid, PgPosition, Position};
+pub use position::{
+    BinlogPosition, GtidSet, Lsn, MariadbGtid, MariadbGtidState, MysqlGtidSet, PgPosition,
+    Position, ServerUuid,
+};
 pub use record::{
     ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
     SnapshotMarker, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,

@@ -83,13 +83,12 @@ impl FromStr for MariadbGtid {
 
 /// MariaDB's replication state: the last GTID applied in each replication domain
 /// (what `@@gtid_binlog_pos` and `@slave_connect_state` hold).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct GtidSet {
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MariadbGtidState {
     domains: BTreeMap<u32, MariadbGtid>,
 }
 
-impl GtidSet {
+impl MariadbGtidState {
     pub fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
@@ -108,7 +107,7 @@ impl GtidSet {
     }
 }
 
-impl fmt::Display for GtidSet {
+impl fmt::Display for MariadbGtidState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, gtid) in self.domains.values().enumerate() {
             if i > 0 {
@@ -120,14 +119,195 @@ impl fmt::Display for GtidSet {
     }
 }
 
-impl FromStr for GtidSet {
+impl FromStr for MariadbGtidState {
     type Err = ParsePositionError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut set = GtidSet::default();
+        let mut set = MariadbGtidState::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             set.apply(part.parse()?);
         }
         Ok(set)
+    }
+}
+
+/// A MySQL server UUID (the source id of its GTIDs).
+pub type ServerUuid = [u8; 16];
+
+/// MySQL's executed GTID set: per server UUID, the transaction numbers as sorted, disjoint,
+/// half-open intervals `[start, end)` (what `@@gtid_executed` shows as `uuid:1-5:7`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MysqlGtidSet {
+    sources: BTreeMap<ServerUuid, Vec<(u64, u64)>>,
+}
+
+impl MysqlGtidSet {
+    pub fn is_empty(&self) -> bool {
+        self.sources.values().all(Vec::is_empty)
+    }
+
+    /// Adds transaction `gno` of server `uuid`, merging adjacent intervals.
+    pub fn add(&mut self, uuid: ServerUuid, gno: u64) {
+        self.add_interval(uuid, gno, gno + 1);
+    }
+
+    /// Adds the half-open interval `[start, end)` of server `uuid`.
+    pub fn add_interval(&mut self, uuid: ServerUuid, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let intervals = self.sources.entry(uuid).or_default();
+        intervals.push((start, end));
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        for &(s, e) in intervals.iter() {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *intervals = merged;
+    }
+
+    pub fn contains(&self, uuid: &ServerUuid, gno: u64) -> bool {
+        self.sources
+            .get(uuid)
+            .is_some_and(|iv| iv.iter().any(|&(s, e)| s <= gno && gno < e))
+    }
+
+    /// Every server UUID with its intervals, in UUID order.
+    pub fn sources(&self) -> impl Iterator<Item = (&ServerUuid, &[(u64, u64)])> {
+        self.sources.iter().map(|(uuid, iv)| (uuid, iv.as_slice()))
+    }
+}
+
+/// `3e11fa47-71ca-11e1-9e33-c80aa9429562`, as MySQL prints server UUIDs.
+pub fn format_uuid(uuid: &ServerUuid) -> String {
+    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn parse_uuid(text: &str) -> Option<ServerUuid> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut uuid = [0u8; 16];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(uuid)
+}
+
+impl fmt::Display for MysqlGtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (uuid, intervals) in &self.sources {
+            if intervals.is_empty() {
+                continue;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            f.write_str(&format_uuid(uuid))?;
+            for &(start, end) in intervals {
+                if end == start + 1 {
+                    write!(f, ":{start}")?;
+                } else {
+                    write!(f, ":{start}-{}", end - 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for MysqlGtidSet {
+    type Err = ParsePositionError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            ParsePositionError {
+            what: "MySQL GTID set",
+            text: text.to_string(),
+            expected: "uuid:interval[:interval…] entries separated by commas, e.g. 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7",
+        }
+        };
+        let mut set = MysqlGtidSet::default();
+        // @@gtid_executed wraps long sets over lines
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        for entry in compact.split(',').filter(|e| !e.is_empty()) {
+            let mut parts = entry.split(':');
+            let uuid = parts.next().and_then(parse_uuid).ok_or_else(bad)?;
+            for interval in parts {
+                let (start, end) = match interval.split_once('-') {
+                    Some((s, e)) => (
+                        s.parse::<u64>().map_err(|_| bad())?,
+                        e.parse::<u64>().map_err(|_| bad())?,
+                    ),
+                    None => {
+                        let n = interval.parse::<u64>().map_err(|_| bad())?;
+                        (n, n)
+                    }
+                };
+                if start == 0 || end < start {
+                    return Err(bad());
+                }
+                set.add_interval(uuid, start, end + 1);
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// The GTID state of a binlog position, in the flavour of the server that wrote it. Empty when
+/// the server has GTIDs off; then only file/offset positions work, and not across servers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum GtidSet {
+    Mariadb(MariadbGtidState),
+    Mysql(MysqlGtidSet),
+}
+
+impl Default for GtidSet {
+    fn default() -> Self {
+        GtidSet::Mariadb(MariadbGtidState::default())
+    }
+}
+
+impl GtidSet {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GtidSet::Mariadb(s) => s.is_empty(),
+            GtidSet::Mysql(s) => s.is_empty(),
+        }
+    }
+}
+
+impl fmt::Display for GtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GtidSet::Mariadb(s) => s.fmt(f),
+            GtidSet::Mysql(s) => s.fmt(f),
+        }
+    }
+}
+
+impl FromStr for GtidSet {
+    type Err = ParsePositionError;
+    /// MySQL sets name server UUIDs (`uuid:1-5`); MariaDB states are `domain-server-seq` lists.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.contains(':') {
+            Ok(GtidSet::Mysql(text.parse()?))
+        } else {
+            Ok(GtidSet::Mariadb(text.parse()?))
+        }
     }
 }
 
@@ -341,14 +521,37 @@ mod tests {
     }
 
     #[test]
-    fn gtid_set_keeps_the_latest_per_domain_and_round_trips() {
-        let mut set: GtidSet = "0-1-10, 2-5-7".parse().unwrap();
-        set.apply("0-1-11".parse().unwrap());
-        assert_eq!(set.to_string(), "0-1-11,2-5-7");
+    fn mariadb_state_keeps_the_latest_per_domain_and_round_trips() {
+        let mut state: MariadbGtidState = "0-1-10, 2-5-7".parse().unwrap();
+        state.apply("0-1-11".parse().unwrap());
+        assert_eq!(state.to_string(), "0-1-11,2-5-7");
+        let set = GtidSet::Mariadb(state);
         let json = serde_json::to_string(&set).unwrap();
         assert_eq!(json, "\"0-1-11,2-5-7\"");
         assert_eq!(serde_json::from_str::<GtidSet>(&json).unwrap(), set);
         assert!("0-1".parse::<GtidSet>().is_err());
+    }
+
+    #[test]
+    fn mysql_gtid_sets_merge_intervals_and_round_trip() {
+        let uuid = "3E11FA47-71CA-11E1-9E33-C80AA9429562";
+        let mut set: MysqlGtidSet =
+            format!("{uuid}:1-5:7,\n 3e11fa47-71ca-11e1-9e33-c80aa9429563:2")
+                .parse()
+                .unwrap();
+        let first = *set.sources().next().unwrap().0;
+        assert!(set.contains(&first, 5) && !set.contains(&first, 6));
+        set.add(first, 6);
+        assert_eq!(
+            set.to_string(),
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-7,3e11fa47-71ca-11e1-9e33-c80aa9429563:2"
+        );
+        let any: GtidSet = set.to_string().parse().unwrap();
+        assert_eq!(any, GtidSet::Mysql(set));
+        assert!("3e11fa47:1".parse::<MysqlGtidSet>().is_err());
+        assert!(format!("{uuid}:0").parse::<MysqlGtidSet>().is_err());
+        assert!(format!("{uuid}:5-3").parse::<MysqlGtidSet>().is_err());
+        assert_eq!("".parse::<GtidSet>().unwrap(), GtidSet::default());
     }
 
     #[test]

@@ -97,10 +97,15 @@ impl MysqlSource {
     }
 
     async fn master_status(&self, conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
-        let row: Option<mysql_async::Row> = conn
-            .query_first("SHOW MASTER STATUS")
-            .await
-            .map_err(self.classify("reading the binlog position"))?;
+        // MySQL 8.4 renamed SHOW MASTER STATUS.
+        let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+            Ok(row) => row,
+            Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
+                .query_first("SHOW BINARY LOG STATUS")
+                .await
+                .map_err(self.classify("reading the binlog position"))?,
+            Err(err) => return Err(self.classify("reading the binlog position")(err)),
+        };
         let Some(row) = row else {
             return Err(ConnectorError::definite(
                 "the server has binary logging off (SHOW MASTER STATUS is empty); start it with log_bin=ON and binlog_format=ROW",
@@ -108,8 +113,13 @@ impl MysqlSource {
         };
         let file: String = row.get_opt(0).and_then(Result::ok).unwrap_or_default();
         let pos: u64 = row.get_opt(1).and_then(Result::ok).unwrap_or(4);
+        let gtid_query = if self.is_mariadb(conn).await? {
+            "SELECT @@gtid_binlog_pos"
+        } else {
+            "SELECT @@global.gtid_executed"
+        };
         let gtid: Option<Option<String>> = conn
-            .query_first("SELECT @@gtid_binlog_pos")
+            .query_first(gtid_query)
             .await
             .map_err(self.classify("reading the GTID position"))?;
         let gtid_set = parse_gtid_state(gtid.flatten().as_deref().unwrap_or(""))?;
@@ -119,6 +129,16 @@ impl MysqlSource {
             gtid_set: Arc::new(gtid_set),
             rows_done: 0,
         })
+    }
+
+    async fn is_mariadb(&self, conn: &mut Conn) -> Result<bool, ConnectorError> {
+        let version: Option<Option<String>> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(self.classify("reading the server version"))?;
+        Ok(version
+            .flatten()
+            .is_some_and(|v| v.to_ascii_lowercase().contains("mariadb")))
     }
 
     async fn first_binlog(&self, conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
@@ -448,7 +468,14 @@ impl Source for MysqlSource {
             .await
             .map_err(self.classify("announcing replica capabilities"))?;
         let file_name = start.file.as_bytes().to_vec();
-        let request = if gtid_mode {
+        let request = if let (true, GtidSet::Mysql(set)) = (gtid_mode, &*start.gtid_set) {
+            // MySQL: COM_BINLOG_DUMP_GTID with the executed set.
+            BinlogStreamRequest::new(self.config.server_id)
+                .with_gtid()
+                .with_pos(4)
+                .with_gtid_set(crate::request::mysql_sids(set))
+        } else if gtid_mode {
+            // MariaDB refuses COM_BINLOG_DUMP_GTID; it takes the state as a session variable.
             conn.query_drop(format!(
                 "SET @slave_connect_state = '{}', @slave_gtid_strict_mode = 1, @slave_gtid_ignore_duplicates = 0",
                 start.gtid_set
