@@ -250,6 +250,7 @@ pub struct PrivateMariadb {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub server_id: u32,
+    extra_args: Vec<String>,
     process: Option<Child>,
 }
 
@@ -263,7 +264,13 @@ fn free_port() -> u16 {
 
 impl PrivateMariadb {
     pub fn start(server_id: u32) -> Self {
+        Self::start_with(server_id, |_| Vec::new())
+    }
+
+    /// Starts with extra server options, computed from the server's directory.
+    pub fn start_with(server_id: u32, extra_args: impl FnOnce(&Path) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let extra_args = extra_args(dir.path());
         let install = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", dir.path().join("data").display()))
@@ -278,6 +285,7 @@ impl PrivateMariadb {
             dir,
             port: free_port(),
             server_id,
+            extra_args,
             process: None,
         };
         server.launch();
@@ -317,6 +325,7 @@ impl PrivateMariadb {
                 self.dir.path().join("err").display()
             ))
             .arg(format!("--server-id={}", self.server_id))
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -25,6 +25,11 @@ pub struct MysqlConfig {
     /// or `"earliest"` (the oldest binlog the server still has).
     #[serde(default)]
     pub start: StartFrom,
+    /// PEM file with the certificate authority that signed the server's certificate. Setting it
+    /// turns TLS on with full verification; TLS can also be asked for in the URL
+    /// (`?require_ssl=true`, with `verify_ca=false` / `verify_identity=false` to relax checks).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// How often the server sends a heartbeat when it has nothing else to send, e.g. "5s".
     /// A stream silent for three heartbeats is treated as a lost connection.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
@@ -59,6 +64,7 @@ impl fmt::Debug for MysqlConfig {
             .field("include", &self.include)
             .field("exclude", &self.exclude)
             .field("start", &self.start)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .finish()
     }
@@ -83,6 +89,14 @@ impl MysqlConfig {
                 "source.heartbeat_interval = {:?} is out of range: use between \"100ms\" and a few minutes",
                 self.heartbeat_interval
             ));
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            if !ca.is_file() {
+                return Err(format!(
+                    "source.tls_ca_file = {} is not a readable file: give the PEM file of the CA that signed the server's certificate",
+                    ca.display()
+                ));
+            }
         }
         TableFilter::new(&self.include, &self.exclude)
     }

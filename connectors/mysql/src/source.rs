@@ -34,7 +34,7 @@ struct ServerInfo {
 impl MysqlSource {
     pub fn new(config: MysqlConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
         let filter = config.validate().map_err(ConnectorError::definite)?;
-        let opts = Opts::from_url(&config.url).map_err(|e| {
+        let mut opts = Opts::from_url(&config.url).map_err(|e| {
             classify(
                 e.into(),
                 "reading source.url",
@@ -42,6 +42,12 @@ impl MysqlSource {
                 config.server_id,
             )
         })?;
+        if let Some(ca) = &config.tls_ca_file {
+            let tls = mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()]);
+            opts = mysql_async::OptsBuilder::from_opts(opts)
+                .ssl_opts(tls)
+                .into();
+        }
         Ok(MysqlSource {
             config,
             filter,
