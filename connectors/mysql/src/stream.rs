@@ -362,23 +362,21 @@ impl<'a> BinlogReader<'a> {
             EventData::AnonymousGtidEvent(_) => {
                 self.begin(event_start, None, header.timestamp(), header.server_id());
             }
-            EventData::PreviousGtidsEvent(previous) => {
-                // MySQL's executed set before this file: fills in what we have not seen.
-                if self.txn.is_none() {
-                    let mut state = match &*self.gtid_state {
-                        GtidSet::Mysql(set) => set.clone(),
-                        GtidSet::Mariadb(set) if set.is_empty() => MysqlGtidSet::default(),
-                        GtidSet::Mariadb(_) => {
-                            return Err(defect("a MySQL PREVIOUS_GTIDS event on a MariaDB stream"))
-                        }
-                    };
-                    for sid in previous.sids() {
-                        for interval in sid.intervals() {
-                            state.add_interval(sid.uuid(), interval.start(), interval.end());
-                        }
+            // MySQL's executed set before this file: fills in what we have not seen.
+            EventData::PreviousGtidsEvent(previous) if self.txn.is_none() => {
+                let mut state = match &*self.gtid_state {
+                    GtidSet::Mysql(set) => set.clone(),
+                    GtidSet::Mariadb(set) if set.is_empty() => MysqlGtidSet::default(),
+                    GtidSet::Mariadb(_) => {
+                        return Err(defect("a MySQL PREVIOUS_GTIDS event on a MariaDB stream"))
                     }
-                    self.gtid_state = Arc::new(GtidSet::Mysql(state));
+                };
+                for sid in previous.sids() {
+                    for interval in sid.intervals() {
+                        state.add_interval(sid.uuid(), interval.start(), interval.end());
+                    }
                 }
+                self.gtid_state = Arc::new(GtidSet::Mysql(state));
             }
             EventData::XidEvent(_) => {
                 self.next_pos = u64::from(header.log_pos());
