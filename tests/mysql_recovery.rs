@@ -39,13 +39,7 @@ fn a_purged_binlog_position_stops_with_what_is_missing_and_how_to_recover() {
     server.sql("FLUSH BINARY LOGS");
     insert_range(&server, "shop", 21, 30);
     server.sql("FLUSH BINARY LOGS");
-    let current = server
-        .sql("SHOW MASTER STATUS")
-        .split_whitespace()
-        .next()
-        .expect("a binlog file")
-        .to_string();
-    server.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
+    server.purge_binlogs();
 
     let output = work.headwater(&["run", "--catch-up"]);
     assert!(
@@ -150,4 +144,27 @@ fn failover_to_a_gtid_replica_continues_without_loss_or_repeats() {
         ids_in_lake(&work, "failover.shop.t"),
         (1..=300).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_new_gtid_domain_whose_start_was_purged_is_refused_not_skipped() {
+    let server = PrivateMariadb::start(1);
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id BIGINT PRIMARY KEY)");
+    let work = Workdir::new();
+    work.mysql_config_for(&server.url(), "domains", "shop", "", "");
+    work.catch_up();
+    // Writes in a GTID domain Headwater has never seen; their binlog is then purged. MariaDB
+    // would stream the new domain from its oldest remaining binlog and skip these rows.
+    server.sql("SET SESSION gtid_domain_id = 5; INSERT INTO shop.t VALUES (1), (2)");
+    server.sql("FLUSH BINARY LOGS");
+    server.purge_binlogs();
+    insert_range(&server, "shop", 3, 4);
+    let output = work.headwater(&["run", "--catch-up"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "must refuse: {stderr}");
+    assert!(
+        stderr.contains("GTID domain(s) that Headwater's position does not know (5-1-"),
+        "{stderr}"
+    );
+    assert!(ids_in_lake(&work, "domains.shop.t").is_empty());
 }

@@ -570,3 +570,52 @@ async fn check_reports_a_bad_password_with_the_fix() {
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_dates_become_null_and_a_blob_larger_than_a_packet_arrives_whole() {
+    let db = unique("hw_edges");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, d DATE NOT NULL, dt DATETIME NOT NULL, b LONGBLOB)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("edges", &db, "", "");
+    work.catch_up();
+    admin.query_drop("SET SESSION sql_mode = ''").await.unwrap();
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db}`.t VALUES (1, '0000-00-00', '0000-00-00 00:00:00', NULL), (2, '2024-00-15', '2024-05-00 10:00:00', NULL)"
+        ))
+        .await
+        .unwrap();
+    // 20 MiB: the row event spans two 16 MiB protocol packets.
+    admin
+        .query_drop(format!("INSERT INTO `{db}`.t VALUES (3, '2024-01-01', '2024-01-01 00:00:00', REPEAT('xyz', 7 * 1024 * 1024))"))
+        .await
+        .unwrap();
+    work.catch_up();
+    let records = read_stream(&work.lake(), &format!("edges.{db}.t"));
+    assert_eq!(records.len(), 3);
+    for record in &records[..2] {
+        let after = image(record, "after").unwrap();
+        assert_eq!(
+            after["d"],
+            AvroValue::Null,
+            "zero or partial dates are null"
+        );
+        assert_eq!(after["dt"], AvroValue::Null);
+    }
+    let blob = match &image(&records[2], "after").unwrap()["b"] {
+        AvroValue::Bytes(b) => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(blob.len(), 21 * 1024 * 1024);
+    assert!(blob.chunks(3).all(|c| c == b"xyz"));
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}

@@ -378,6 +378,32 @@ impl PrivateMariadb {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// Purges every binlog before the current one, once no replica thread holds them.
+    pub fn purge_binlogs(&self) {
+        wait_until(
+            Duration::from_secs(30),
+            "binlog dump threads to end",
+            || {
+                self.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'") == "0"
+            },
+        );
+        let current = self
+            .sql("SHOW MASTER STATUS")
+            .split_whitespace()
+            .next()
+            .expect("a binlog file")
+            .to_string();
+        // MariaDB keeps a file until the engine has checkpointed its transactions: retry.
+        wait_until(
+            Duration::from_secs(30),
+            "the older binlogs to be purged",
+            || {
+                self.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
+                self.sql("SHOW BINARY LOGS").split_whitespace().next() == Some(current.as_str())
+            },
+        );
+    }
+
     /// The URL Headwater connects with.
     pub fn url(&self) -> String {
         format!("mysql://headwater:headwater@127.0.0.1:{}", self.port)

@@ -8,8 +8,8 @@ use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use headwater_contract::{
-    BinlogPosition, ConnectorError, EventSender, GtidSet, Position, Problem, Source, SourceEvent,
-    TableFilter,
+    BinlogPosition, ConnectorError, EventSender, GtidSet, MariadbGtidState, Position, Problem,
+    Source, SourceEvent, TableFilter,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -170,6 +170,47 @@ impl MysqlSource {
 }
 
 impl MysqlSource {
+    /// MariaDB streams a GTID domain missing from the connect state from its oldest binlog, so
+    /// a domain whose early transactions were purged would be skipped silently. Refuse instead.
+    async fn check_unknown_domains(
+        &self,
+        conn: &mut Conn,
+        state: &MariadbGtidState,
+    ) -> Result<(), ConnectorError> {
+        let oldest: Option<mysql_async::Row> = conn
+            .query_first("SHOW BINARY LOGS")
+            .await
+            .map_err(self.classify("listing binary logs"))?;
+        let Some(oldest) = oldest.as_ref().and_then(|row| text(row, 0)) else {
+            return Ok(());
+        };
+        let before_oldest: Option<Option<String>> = conn
+            .exec_first("SELECT BINLOG_GTID_POS(?, 4)", (oldest.as_str(),))
+            .await
+            .map_err(self.classify("reading the GTID state of the oldest binlog"))?;
+        let before_oldest: MariadbGtidState = before_oldest
+            .flatten()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| {
+            ConnectorError::definite(format!(
+                "the server reported a GTID state Headwater cannot read: {e}"
+            ))
+        })?;
+        let missing: Vec<String> = before_oldest
+            .domains()
+            .filter(|gtid| state.get(gtid.domain).is_none())
+            .map(|gtid| gtid.to_string())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ConnectorError::definite(format!(
+            "the server has transactions in GTID domain(s) that Headwater's position does not know ({}), and the binlogs with their beginning are purged (the oldest binlog, {oldest}, starts after them). Streaming on would silently skip them. Take a new copy of the captured tables (a snapshot), or — accepting the gap — move state.path and the sink's data away and start again with start = \"latest\".",
+            missing.join(", ")
+        )))
+    }
+
     /// Columns whose type the binlog does not tell: MariaDB's UUID/INET6/INET4 (binary in the
     /// row image) and JSON (LONGTEXT with a json_valid check).
     async fn column_hints(&self, conn: &mut Conn) -> Result<ColumnHints, ConnectorError> {
@@ -438,6 +479,9 @@ impl Source for MysqlSource {
                 StartFrom::Earliest => (self.first_binlog(&mut conn).await?, false),
             },
         };
+        if let (true, GtidSet::Mariadb(state)) = (gtid_mode, &*start.gtid_set) {
+            self.check_unknown_domains(&mut conn, state).await?;
+        }
         let mut history = SchemaHistory::open(&self.state_dir)?;
         let mut reader = BinlogReader::new(
             &self.filter,
@@ -495,7 +539,10 @@ impl Source for MysqlSource {
                 .with_pos(start.pos)
         };
         tracing::info!(position = %start, gtid_mode, "requesting the binlog");
-        let mut binlog = match conn.get_binlog_stream(request).await {
+        // The dump thread only notices a vanished replica when it next writes; ending it
+        // explicitly frees the server_id and lets binlogs be purged at once.
+        let dump_thread = conn.id();
+        let binlog = match conn.get_binlog_stream(request).await {
             Ok(binlog) => binlog,
             Err(err) => {
                 return Err(self
@@ -503,6 +550,28 @@ impl Source for MysqlSource {
                     .await)
             }
         };
+        let result = self
+            .pump(binlog, &mut reader, &mut meta, &events, &start, gtid_mode)
+            .await;
+        let _ = meta
+            .query_drop(format!("KILL CONNECTION {dump_thread}"))
+            .await;
+        let _ = meta.disconnect().await;
+        result
+    }
+}
+
+impl MysqlSource {
+    /// Reads events until the catch-up target, the pipeline's end, or an error.
+    async fn pump(
+        &self,
+        mut binlog: mysql_async::BinlogStream,
+        reader: &mut BinlogReader<'_>,
+        meta: &mut Conn,
+        events: &EventSender,
+        start: &BinlogPosition,
+        gtid_mode: bool,
+    ) -> Result<(), ConnectorError> {
         let silence = self.config.heartbeat_interval * 3;
         let mut batch = Vec::new();
         loop {
@@ -518,7 +587,7 @@ impl Source for MysqlSource {
                 Some(Ok(event)) => event,
                 Some(Err(err)) => {
                     return Err(self
-                        .explain_stream_error(err, "reading the binlog", &start, gtid_mode)
+                        .explain_stream_error(err, "reading the binlog", start, gtid_mode)
                         .await)
                 }
                 None => {
@@ -532,7 +601,7 @@ impl Source for MysqlSource {
                 .iter()
                 .any(|e| matches!(e, SourceEvent::SchemaChange(_)))
             {
-                reader.set_hints(self.column_hints(&mut meta).await?);
+                reader.set_hints(self.column_hints(meta).await?);
             }
             if !batch.is_empty() {
                 let full = std::mem::take(&mut batch);

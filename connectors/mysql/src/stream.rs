@@ -210,6 +210,23 @@ impl<'a> BinlogReader<'a> {
         event: &Event,
         out: &mut Vec<SourceEvent>,
     ) -> Result<Step, ConnectorError> {
+        let step = self.handle_event(event, out)?;
+        // Events outside transactions (rotations, format descriptions, GTID lists) can carry
+        // the position to the catch-up target; do not wait for a heartbeat to notice.
+        if step == Step::Continue && self.reached_stop() {
+            if let Some(here) = self.boundary() {
+                out.push(SourceEvent::Progress(Position::Mysql(here)));
+            }
+            return Ok(Step::Done);
+        }
+        Ok(step)
+    }
+
+    fn handle_event(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<Step, ConnectorError> {
         let header = event.header();
         let kind = header.event_type_raw();
         let event_start =
