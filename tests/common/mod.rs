@@ -271,7 +271,11 @@ impl PrivateMariadb {
     pub fn start_with(server_id: u32, extra_args: impl FnOnce(&Path) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args = extra_args(dir.path());
+        // Servers bootstrapping in parallel collide in a shared /tmp: each gets its own.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
         let install = Command::new("mariadb-install-db")
+            .env("TMPDIR", &tmp)
             .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .output()
@@ -325,6 +329,10 @@ impl PrivateMariadb {
                 self.dir.path().join("err").display()
             ))
             .arg(format!("--server-id={}", self.server_id))
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
+            ))
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
