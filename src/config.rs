@@ -4,6 +4,7 @@
 
 use headwater_lake::LakeConfig;
 use headwater_mysql::MysqlConfig;
+use headwater_postgres::PostgresConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub struct Config {
 pub enum SourceConfig {
     /// `kind = "mysql"`: MySQL or MariaDB binlog.
     Mysql(MysqlConfig),
+    /// `kind = "postgres"`: a PostgreSQL logical replication slot (pgoutput).
+    Postgres(PostgresConfig),
 }
 
 /// `[sink]`: where records are written, chosen by `kind`. Adding a sink adds one arm here.
@@ -72,9 +75,10 @@ fn section_body<T: serde::de::DeserializeOwned, E: serde::de::Error>(
 
 impl<'de> Deserialize<'de> for SourceConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, table) = tagged_section(deserializer, "source", &["mysql"])?;
+        let (kind, table) = tagged_section(deserializer, "source", &["mysql", "postgres"])?;
         match kind.as_str() {
             "mysql" => section_body("source", table).map(SourceConfig::Mysql),
+            "postgres" => section_body("source", table).map(SourceConfig::Postgres),
             other => Err(serde::de::Error::custom(format!(
                 "source.kind = {other:?} is not known"
             ))),
@@ -152,6 +156,7 @@ impl SourceConfig {
     pub fn server_name(&self) -> &str {
         match self {
             SourceConfig::Mysql(c) => &c.name,
+            SourceConfig::Postgres(c) => &c.name,
         }
     }
 }
@@ -222,6 +227,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         match &self.source {
             SourceConfig::Mysql(c) => c.validate().map(|_| ())?,
+            SourceConfig::Postgres(c) => c.validate().map(|_| ())?,
         }
         match &self.sink {
             SinkConfig::Lake(c) => c.validate()?,
@@ -280,7 +286,7 @@ mod tests {
     #[test]
     fn a_good_config_parses_with_env_substitution() {
         let config = parse(GOOD).unwrap();
-        let SourceConfig::Mysql(mysql) = &config.source;
+        let SourceConfig::Mysql(mysql) = &config.source else { panic!("a mysql source") };
         assert_eq!(mysql.url, "mysql://headwater:s3cret@127.0.0.1:3306");
         assert!(
             !format!("{config:?}").contains("s3cret"),

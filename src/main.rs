@@ -69,6 +69,13 @@ fn build_source(
             ),
             ConnectorKind::Mysql,
         ),
+        SourceConfig::Postgres(c) => (
+            Box::new(
+                headwater_postgres::PostgresSource::new(c.clone(), state_dir)
+                    .map_err(|e| anyhow::anyhow!(e.report()))?,
+            ),
+            ConnectorKind::Postgres,
+        ),
     })
 }
 

@@ -5,7 +5,7 @@ use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, ConnectorKind, EventSender, Position, Sink, SinkRecord, Source,
+    Ack, AckSender, ConnectorError, ConnectorKind, DurableWatch, EventSender, Position, Sink, SinkRecord, Source,
     SourceEvent, StreamSchema, TableId,
 };
 use std::collections::HashMap;
@@ -124,6 +124,7 @@ async fn drive_source(
     resume: Option<Position>,
     stop_at: Option<Position>,
     events: EventSender,
+    durable: DurableWatch,
 ) -> Result<(), ConnectorError> {
     let mut delays = backon::BackoffBuilder::build(
         backon::ExponentialBuilder::default()
@@ -136,7 +137,7 @@ async fn drive_source(
     loop {
         let started = Instant::now();
         match source
-            .stream(resume.clone(), stop_at.clone(), events.clone())
+            .stream(resume.clone(), stop_at.clone(), events.clone(), durable.clone())
             .await
         {
             Ok(()) => return Ok(()),
@@ -209,7 +210,8 @@ impl Pipeline {
         };
 
         let (events, mut events_rx) = EventSender::channel(EVENT_BATCHES);
-        let mut source_task = tokio::spawn(drive_source(source, resume.clone(), stop_at, events));
+        let (durable_tx, durable_rx) = tokio::sync::watch::channel(resume.clone());
+        let mut source_task = tokio::spawn(drive_source(source, resume.clone(), stop_at, events, durable_rx));
 
         let mut encoder = Encoder {
             server_name: settings.server_name.clone(),
@@ -293,6 +295,13 @@ impl Pipeline {
                         if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {
                             break Err(err);
                         }
+                        durable_tx.send_if_modified(|current| {
+                            let changed = *current != committed;
+                            if changed {
+                                current.clone_from(&committed);
+                            }
+                            changed
+                        });
                         last_checkpoint_at = Instant::now();
                     }
                     if last_log.elapsed() >= PROGRESS_LOG {

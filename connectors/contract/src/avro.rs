@@ -201,6 +201,8 @@ pub enum Value<'a> {
     Date(i32),
     /// Microseconds (time of day or duration, timestamp, local timestamp: per the column type).
     Micros(i64),
+    /// Elements of an `Array` column (each may be `Null`).
+    Array(Vec<Value<'a>>),
 }
 
 impl Value<'_> {
@@ -217,6 +219,7 @@ impl Value<'_> {
             Value::Bytes(_) => "bytes",
             Value::Date(_) => "date",
             Value::Micros(_) => "microseconds",
+            Value::Array(_) => "array",
         }
     }
 }
@@ -246,6 +249,23 @@ fn put_value(buf: &mut Vec<u8>, field_type: &FieldType, value: &Value<'_>) -> bo
             Value::Text(text),
         ) => put_str(buf, text),
         (F::Bytes, Value::Bytes(bytes)) => put_bytes(buf, bytes),
+        (F::Array(items_type), Value::Array(items)) => {
+            // one block holding every item, then the empty block that ends the array
+            if !items.is_empty() {
+                put_long(buf, items.len() as i64);
+                for item in items {
+                    if let Value::Null = item {
+                        put_union_branch(buf, 0);
+                    } else {
+                        put_union_branch(buf, 1);
+                        if !put_value(buf, items_type, item) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            put_long(buf, 0);
+        }
         _ => return false,
     }
     true

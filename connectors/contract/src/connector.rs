@@ -7,6 +7,11 @@ use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+/// The position below which everything is durable in the sink, as the runtime last committed
+/// it. Sources whose server keeps the log until told (PostgreSQL's slot) confirm from this, and
+/// only from this: a position that was merely received is never confirmed.
+pub type DurableWatch = tokio::sync::watch::Receiver<Option<Position>>;
+
 /// Receives batches of events from a source, in log order.
 pub type EventReceiver = mpsc::Receiver<Vec<SourceEvent>>;
 
@@ -71,13 +76,14 @@ pub trait Source: Send {
     async fn log_end(&mut self) -> Result<Position, ConnectorError>;
 
     /// Streams from `resume` (`None`: where the config says a new pipeline starts) until `stop_at`
-    /// is reached (then returns `Ok`) or the receiver is dropped. Errors are classified: the
-    /// runtime calls `stream` again after a retryable one.
+    /// is reached (then returns `Ok`) or the receiver is dropped. `durable` follows the committed
+    /// position. Errors are classified: the runtime calls `stream` again after a retryable one.
     async fn stream(
         &mut self,
         resume: Option<Position>,
         stop_at: Option<Position>,
         events: EventSender,
+        durable: DurableWatch,
     ) -> Result<(), ConnectorError>;
 }
 

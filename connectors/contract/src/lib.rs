@@ -8,8 +8,9 @@ pub mod filter;
 pub mod position;
 pub mod record;
 pub mod schema;
+pub mod schema_history;
 
-pub use connector::{Ack, AckSender, EventReceiver, EventSender, Sink, Source};
+pub use connector::{Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source};
 pub use error::{ConnectorError, Problem, Retry, Severity};
 pub use filter::{redact_url, TableFilter};
 pub use position::{

@@ -422,7 +422,7 @@ impl TryFrom<String> for Lsn {
 ///
 /// Meaning: every transaction whose commit record lies before `lsn` is processed, plus the first
 /// `rows_done` changes of the transaction whose commit record is at `lsn`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PgPosition {
     pub lsn: Lsn,
     #[serde(default)]

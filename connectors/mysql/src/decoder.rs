@@ -595,6 +595,7 @@ mod tests {
             Value::Decimal(d) => Value::Decimal(d),
             Value::Date(d) => Value::Date(d),
             Value::Micros(m) => Value::Micros(m),
+            Value::Array(_) => panic!("MySQL has no array columns"),
         }
     }
 

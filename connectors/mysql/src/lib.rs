@@ -3,7 +3,6 @@ pub use config::MysqlConfig;
 pub mod decoder;
 pub mod error;
 pub mod gtid;
-pub mod schema_history;
 pub mod source;
 pub mod stream;
 pub mod table;

@@ -2,13 +2,13 @@
 
 use crate::config::{MysqlConfig, StartFrom};
 use crate::error::classify;
-use crate::schema_history::SchemaHistory;
+use headwater_contract::schema_history::SchemaHistory;
 use crate::stream::{BinlogReader, Step};
 use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use headwater_contract::{
-    BinlogPosition, ConnectorError, EventSender, GtidSet, MariadbGtidState, Position, Problem,
+    BinlogPosition, ConnectorError, DurableWatch, EventSender, GtidSet, MariadbGtidState, Position, Problem,
     Source, SourceEvent, TableFilter,
 };
 use mysql_async::binlog::events::Event;
@@ -448,6 +448,7 @@ impl Source for MysqlSource {
         resume: Option<Position>,
         stop_at: Option<Position>,
         events: EventSender,
+        _durable: DurableWatch,
     ) -> Result<(), ConnectorError> {
         let resume = match resume {
             None => None,
@@ -482,7 +483,7 @@ impl Source for MysqlSource {
         if let (true, GtidSet::Mariadb(state)) = (gtid_mode, &*start.gtid_set) {
             self.check_unknown_domains(&mut conn, state).await?;
         }
-        let mut history = SchemaHistory::open(&self.state_dir)?;
+        let mut history = SchemaHistory::open(&self.state_dir, "mysql-schema-history.json")?;
         let mut reader = BinlogReader::new(
             &self.filter,
             &server.collations,

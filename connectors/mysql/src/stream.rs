@@ -4,7 +4,7 @@
 use crate::config::SYSTEM_DATABASES;
 use crate::decoder::ColumnDecoder;
 use crate::gtid::{parse_gtid, parse_gtid_list};
-use crate::schema_history::SchemaHistory;
+use headwater_contract::schema_history::SchemaHistory;
 use crate::table::{describe, Collations, ColumnHints, TableInfo};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::position::format_uuid;
@@ -880,7 +880,7 @@ mod mysql8_tests {
         let filter = TableFilter::new(&["shop.*".to_string()], &[]).unwrap();
         let collations = Collations::default();
         let state_dir = std::env::temp_dir().join(format!("hw-mysql8-{}", std::process::id()));
-        let mut history = SchemaHistory::open(&state_dir).unwrap();
+        let mut history = SchemaHistory::open(&state_dir, "mysql-schema-history.json").unwrap();
         let start = BinlogPosition {
             file: "binlog.000001".into(),
             pos: 4,

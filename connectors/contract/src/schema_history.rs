@@ -1,14 +1,13 @@
 //! Each table's schema versions, kept beside the checkpoint so that version numbers stay stable
 //! across restarts (a restart re-reading old events finds the version they were written under).
 
-use headwater_contract::{ConnectorError, TableSchema};
+use crate::{ConnectorError, TableSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const FILE: &str = "mysql-schema-history.json";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct HistoryFile {
@@ -48,8 +47,9 @@ fn io_error(path: &Path, err: std::io::Error) -> ConnectorError {
 }
 
 impl SchemaHistory {
-    pub fn open(state_dir: &Path) -> Result<Self, ConnectorError> {
-        let path = state_dir.join(FILE);
+    /// Opens `state_dir/<file_name>`, e.g. `mysql-schema-history.json`.
+    pub fn open(state_dir: &Path, file_name: &str) -> Result<Self, ConnectorError> {
+        let path = state_dir.join(file_name);
         let file = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
                 ConnectorError::definite(format!(
@@ -61,6 +61,11 @@ impl SchemaHistory {
             Err(err) => return Err(io_error(&path, err)),
         };
         Ok(SchemaHistory { path, file })
+    }
+
+    /// How many schema versions of `table` (`namespace.table`) are known.
+    pub fn known_versions(&self, table: &str) -> u32 {
+        self.file.tables.get(table).map_or(0, |v| v.len() as u32)
     }
 
     /// The version number of `schema`'s column layout: an existing one when it was seen

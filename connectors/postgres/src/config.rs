@@ -1,0 +1,110 @@
+use headwater_contract::{redact_url, TableFilter};
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// `[source] kind = "postgres"`: read a PostgreSQL database through a logical replication slot
+/// with the built-in `pgoutput` plugin.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database`. The role needs the REPLICATION attribute
+    /// and SELECT on the captured tables. `${VAR}` is replaced from the environment.
+    pub url: String,
+    /// Logical server name: first part of topic and lake directory names, `source.name` in records.
+    pub name: String,
+    /// The replication slot; created on the first start. One slot per pipeline.
+    pub slot: String,
+    /// The publication naming the captured tables.
+    pub publication: String,
+    /// Create the publication when it does not exist (for the tables `include` matches then).
+    #[serde(default = "yes")]
+    pub create_publication: bool,
+    /// Publish partitioned tables' changes under the partitioned table, not each partition.
+    #[serde(default = "yes")]
+    pub publish_via_partition_root: bool,
+    /// `schema.table` globs to capture.
+    #[serde(default = "default_include")]
+    pub include: Vec<String>,
+    /// `schema.table` globs to leave out, applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// How often Headwater writes a tiny logical message into the WAL so that a slot whose
+    /// tables are quiet still advances and the server can recycle WAL. "0s" turns it off.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How often the durable position is confirmed to the server.
+    #[serde(default = "default_status", with = "humantime_serde")]
+    pub status_interval: Duration,
+    /// What to do with a column type Headwater does not know: `"error"` stops with the table,
+    /// column and type named; `"text"` carries the value as PostgreSQL prints it.
+    #[serde(default)]
+    pub unknown_types: UnknownTypes,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTypes {
+    #[default]
+    Error,
+    Text,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_include() -> Vec<String> {
+    vec!["public.*".to_string()]
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_status() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .field("name", &self.name)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("create_publication", &self.create_publication)
+            .field("include", &self.include)
+            .field("exclude", &self.exclude)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl PostgresConfig {
+    /// Checks the values alone, before anything connects.
+    pub fn validate(&self) -> Result<TableFilter, String> {
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            return Err(format!(
+                "source.url `{}` must start with postgres:// (e.g. postgres://headwater:${{PGPASSWORD}}@127.0.0.1:5432/shop)",
+                redact_url(&self.url)
+            ));
+        }
+        for (key, value) in [("source.slot", &self.slot), ("source.publication", &self.publication)] {
+            if !valid_identifier(value) {
+                return Err(format!(
+                    "{key} = {value:?} is not allowed: use lower-case letters, digits and `_`, at most 63 characters"
+                ));
+            }
+        }
+        if self.status_interval < Duration::from_millis(100) {
+            return Err("source.status_interval must be at least \"100ms\"".into());
+        }
+        TableFilter::new(&self.include, &self.exclude)
+    }
+}

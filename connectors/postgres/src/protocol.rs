@@ -1,0 +1,321 @@
+//! The streaming-replication sub-protocol on a `replication=database` connection: startup and
+//! authentication (cleartext, MD5, SCRAM-SHA-256), simple queries, and the CopyBoth stream of
+//! XLogData (`w`) and keepalives (`k`), answered with standby status updates (`r`).
+//! Framing and SCRAM come from `postgres-protocol`; the rest is this file.
+
+use bytes::{Buf, BufMut, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::{backend, frontend};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An error from the server, with its SQLSTATE code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} (SQLSTATE {code}){}", detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default())]
+pub struct ServerError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server error: {0}")]
+    Server(ServerError),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("unexpected message from the server: {0}")]
+    Unexpected(String),
+}
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectParams {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+}
+
+/// One message of the replication stream.
+#[derive(Debug)]
+pub enum StreamMessage {
+    /// WAL data: a pgoutput message starting at `wal_start`.
+    XLogData { wal_start: u64, wal_end: u64, data: bytes::Bytes },
+    /// The server's WAL end; `reply_requested` asks for a status update now.
+    Keepalive { wal_end: u64, reply_requested: bool },
+}
+
+enum Incoming {
+    Message(backend::Message),
+    CopyBothResponse,
+}
+
+pub struct ReplicationConnection {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+/// Microseconds since 2000-01-01, PostgreSQL's epoch.
+fn pg_now() -> i64 {
+    const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+    let unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    unix_us - PG_EPOCH_OFFSET_US
+}
+
+fn server_error(body: &backend::ErrorResponseBody) -> ServerError {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut detail = None;
+    let mut fields = body.fields();
+    while let Ok(Some(field)) = fields.next() {
+        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+        match field.type_() {
+            b'C' => code = value,
+            b'M' => message = value,
+            b'D' => detail = Some(value),
+            _ => {}
+        }
+    }
+    ServerError { code, message, detail }
+}
+
+impl ReplicationConnection {
+    /// Connects, authenticates and waits until the server is ready. `options` become the
+    /// session's settings (`-c name=value` pairs).
+    pub async fn connect(params: &ConnectParams, options: &str) -> Result<Self, ProtocolError> {
+        let stream = TcpStream::connect((params.host.as_str(), params.port)).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = ReplicationConnection {
+            stream,
+            read_buf: BytesMut::with_capacity(64 * 1024),
+            write_buf: BytesMut::with_capacity(4096),
+        };
+        let startup = [
+            ("user", params.user.as_str()),
+            ("database", params.database.as_str()),
+            ("replication", "database"),
+            ("application_name", "headwater"),
+            ("options", options),
+        ];
+        frontend::startup_message(startup.iter().copied(), &mut conn.write_buf)?;
+        conn.flush().await?;
+        conn.authenticate(params).await?;
+        loop {
+            match conn.read_message().await? {
+                backend::Message::ReadyForQuery(_) => return Ok(conn),
+                backend::Message::ParameterStatus(_) | backend::Message::BackendKeyData(_) | backend::Message::NoticeResponse(_) => {}
+                backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
+                _ => return Err(ProtocolError::Unexpected("during startup".into())),
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, params: &ConnectParams) -> Result<(), ProtocolError> {
+        let password = || {
+            params.password.clone().ok_or_else(|| ProtocolError::Auth("the server asks for a password and the URL has none".into()))
+        };
+        match self.read_message().await? {
+            backend::Message::AuthenticationOk => Ok(()),
+            backend::Message::AuthenticationCleartextPassword => {
+                frontend::password_message(password()?.as_bytes(), &mut self.write_buf)?;
+                self.flush().await?;
+                self.expect_auth_ok().await
+            }
+            backend::Message::AuthenticationMd5Password(body) => {
+                let hashed = postgres_protocol::authentication::md5_hash(params.user.as_bytes(), password()?.as_bytes(), body.salt());
+                frontend::password_message(hashed.as_bytes(), &mut self.write_buf)?;
+                self.flush().await?;
+                self.expect_auth_ok().await
+            }
+            backend::Message::AuthenticationSasl(body) => {
+                let mut mechanisms = body.mechanisms();
+                let mut scram = false;
+                while let Some(mechanism) = mechanisms.next().map_err(|e| ProtocolError::Auth(e.to_string()))? {
+                    scram |= mechanism == SCRAM_SHA_256;
+                }
+                if !scram {
+                    return Err(ProtocolError::Auth("the server offers no SASL mechanism Headwater supports (SCRAM-SHA-256)".into()));
+                }
+                let mut scram = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut self.write_buf)?;
+                self.flush().await?;
+                match self.read_message().await? {
+                    backend::Message::AuthenticationSaslContinue(body) => {
+                        scram.update(body.data()).map_err(|e| ProtocolError::Auth(e.to_string()))?
+                    }
+                    backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
+                    _ => return Err(ProtocolError::Unexpected("during SCRAM".into())),
+                }
+                frontend::sasl_response(scram.message(), &mut self.write_buf)?;
+                self.flush().await?;
+                match self.read_message().await? {
+                    backend::Message::AuthenticationSaslFinal(body) => {
+                        scram.finish(body.data()).map_err(|e| ProtocolError::Auth(e.to_string()))?
+                    }
+                    backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
+                    _ => return Err(ProtocolError::Unexpected("during SCRAM".into())),
+                }
+                self.expect_auth_ok().await
+            }
+            backend::Message::ErrorResponse(body) => Err(ProtocolError::Server(server_error(&body))),
+            _ => Err(ProtocolError::Auth("the server asks for an authentication method Headwater does not support".into())),
+        }
+    }
+
+    async fn expect_auth_ok(&mut self) -> Result<(), ProtocolError> {
+        match self.read_message().await? {
+            backend::Message::AuthenticationOk => Ok(()),
+            backend::Message::ErrorResponse(body) => Err(ProtocolError::Server(server_error(&body))),
+            _ => Err(ProtocolError::Unexpected("after the password".into())),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ProtocolError> {
+        self.stream.write_all(&self.write_buf).await?;
+        self.write_buf.clear();
+        Ok(())
+    }
+
+    async fn read_message(&mut self) -> Result<backend::Message, ProtocolError> {
+        match self.read_incoming().await? {
+            Incoming::Message(message) => Ok(message),
+            Incoming::CopyBothResponse => Err(ProtocolError::Unexpected("CopyBothResponse outside START_REPLICATION".into())),
+        }
+    }
+
+    async fn read_incoming(&mut self) -> Result<Incoming, ProtocolError> {
+        loop {
+            // postgres-protocol does not parse CopyBothResponse ('W'): take it off by hand.
+            if self.read_buf.len() >= 5 && self.read_buf[0] == b'W' {
+                let len = u32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
+                if self.read_buf.len() > len {
+                    self.read_buf.advance(len + 1);
+                    return Ok(Incoming::CopyBothResponse);
+                }
+            } else if let Some(message) = backend::Message::parse(&mut self.read_buf)? {
+                return Ok(Incoming::Message(message));
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < 8192 {
+                self.read_buf.reserve(64 * 1024);
+            }
+            let n = self.stream.read_buf(&mut self.read_buf).await?;
+            if n == 0 {
+                return Err(ProtocolError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                )));
+            }
+        }
+    }
+
+    /// Runs a replication command that returns rows; returns them as text columns.
+    pub async fn simple_query(&mut self, query: &str) -> Result<Vec<Vec<Option<String>>>, ProtocolError> {
+        frontend::query(query, &mut self.write_buf)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            match self.read_message().await? {
+                backend::Message::DataRow(row) => {
+                    let buf = row.buffer();
+                    let mut values = Vec::new();
+                    let mut ranges = row.ranges();
+                    while let Some(range) = ranges.next().map_err(|e| ProtocolError::Unexpected(e.to_string()))? {
+                        values.push(range.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                    }
+                    rows.push(values);
+                }
+                backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
+                backend::Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(error) => Err(ProtocolError::Server(error)),
+            None => Ok(rows),
+        }
+    }
+
+    /// Sends START_REPLICATION and waits for the CopyBoth response.
+    pub async fn start_replication(&mut self, command: &str) -> Result<(), ProtocolError> {
+        frontend::query(command, &mut self.write_buf)?;
+        self.flush().await?;
+        loop {
+            match self.read_incoming().await? {
+                Incoming::CopyBothResponse => return Ok(()),
+                Incoming::Message(backend::Message::ErrorResponse(body)) => {
+                    return Err(ProtocolError::Server(server_error(&body)))
+                }
+                Incoming::Message(backend::Message::NoticeResponse(_)) => {}
+                Incoming::Message(_) => return Err(ProtocolError::Unexpected("instead of CopyBothResponse".into())),
+            }
+        }
+    }
+
+    /// The next XLogData or keepalive.
+    pub async fn next(&mut self) -> Result<StreamMessage, ProtocolError> {
+        loop {
+            match self.read_message().await? {
+                backend::Message::CopyData(body) => {
+                    let mut data = body.into_bytes();
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let kind = data.get_u8();
+                    match kind {
+                        b'w' if data.len() >= 24 => {
+                            let wal_start = data.get_u64();
+                            let wal_end = data.get_u64();
+                            let _send_time = data.get_i64();
+                            return Ok(StreamMessage::XLogData { wal_start, wal_end, data });
+                        }
+                        b'k' if data.len() >= 17 => {
+                            let wal_end = data.get_u64();
+                            let _send_time = data.get_i64();
+                            let reply_requested = data.get_u8() == 1;
+                            return Ok(StreamMessage::Keepalive { wal_end, reply_requested });
+                        }
+                        other => return Err(ProtocolError::Unexpected(format!("CopyData of kind {other}"))),
+                    }
+                }
+                backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
+                backend::Message::CopyDone => {
+                    return Err(ProtocolError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server ended the replication stream",
+                    )))
+                }
+                backend::Message::NoticeResponse(_) => {}
+                _ => return Err(ProtocolError::Unexpected("in the replication stream".into())),
+            }
+        }
+    }
+
+    /// Standby status update: `flushed` is the position the sink has made durable.
+    pub async fn send_status(&mut self, received: u64, flushed: u64, reply_requested: bool) -> Result<(), ProtocolError> {
+        let mut payload = BytesMut::with_capacity(34);
+        payload.put_u8(b'r');
+        payload.put_u64(received);
+        payload.put_u64(flushed);
+        payload.put_u64(flushed);
+        payload.put_i64(pg_now());
+        payload.put_u8(u8::from(reply_requested));
+        frontend::CopyData::new(payload.freeze())?.write(&mut self.write_buf);
+        self.flush().await
+    }
+
+    /// Ends the copy cleanly (after a final status update) so the walsender exits at once.
+    pub async fn finish(mut self) {
+        frontend::copy_done(&mut self.write_buf);
+        frontend::terminate(&mut self.write_buf);
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}

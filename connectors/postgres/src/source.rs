@@ -1,0 +1,447 @@
+//! The PostgreSQL source: slot and publication set-up, preflight, and the replication loop
+//! that confirms to the server only what the sink has made durable.
+
+use crate::catalog;
+use crate::config::PostgresConfig;
+use crate::pgoutput::{self, Message};
+use crate::protocol::{ConnectParams, ProtocolError, ReplicationConnection, ServerError, StreamMessage};
+use crate::stream::{PgReader, RelationInfo, Step};
+use async_trait::async_trait;
+use headwater_contract::schema_history::SchemaHistory;
+use headwater_contract::{
+    redact_url, ConnectorError, DurableWatch, EventSender, Lsn, PgPosition, Position, Problem, Source, SourceEvent,
+    TableFilter,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Session settings for the walsender, so every value's text has one form.
+const SESSION_OPTIONS: &str =
+    "-c timezone=UTC -c datestyle=ISO -c intervalstyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex";
+const HEARTBEAT_PREFIX: &str = "headwater.heartbeat";
+/// Events gathered before they are handed on, inside a large transaction.
+const BATCH: usize = 1024;
+/// How long a slot may stay busy (e.g. the walsender of a killed predecessor) before giving up.
+const SLOT_BUSY_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct PostgresSource {
+    config: PostgresConfig,
+    filter: TableFilter,
+    params: ConnectParams,
+    state_dir: PathBuf,
+    slot_busy_since: Option<Instant>,
+}
+
+fn connect_params(url: &str) -> Result<ConnectParams, ConnectorError> {
+    let bad = |why: String| {
+        ConnectorError::definite(format!(
+            "source.url {} {why}; the form is postgres://user:password@host:port/database",
+            redact_url(url)
+        ))
+    };
+    let parsed: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("is not a valid PostgreSQL URL ({e})")))?;
+    let host = match parsed.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => return Err(bad("names no TCP host".into())),
+    };
+    Ok(ConnectParams {
+        host,
+        port: parsed.get_ports().first().copied().unwrap_or(5432),
+        user: parsed.get_user().ok_or_else(|| bad("names no user".into()))?.to_string(),
+        password: parsed.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
+        database: parsed.get_dbname().ok_or_else(|| bad("names no database".into()))?.to_string(),
+    })
+}
+
+impl PostgresSource {
+    pub fn new(config: PostgresConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
+        let filter = config.validate().map_err(ConnectorError::definite)?;
+        let params = connect_params(&config.url)?;
+        Ok(PostgresSource { config, filter, params, state_dir: state_dir.to_path_buf(), slot_busy_since: None })
+    }
+
+    /// Classifies an error of the replication connection, naming the fix.
+    fn replication_error(&mut self, err: ProtocolError, what: &str) -> ConnectorError {
+        let slot = &self.config.slot;
+        match err {
+            ProtocolError::Server(ServerError { code, message, detail }) => {
+                let full = format!("{message}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
+                let recover = format!(
+                    "To recover: SELECT pg_drop_replication_slot('{slot}') if it still exists, move state.path and the sink's data away (or keep them and backfill), and start again: a new slot starts from now, so changes in between must come from a snapshot/backfill"
+                );
+                match code.as_str() {
+                    "55000" if message.contains("cannot read from logical replication slot") || detail.as_deref().is_some_and(|d| d.contains("exceeded")) => {
+                        ConnectorError::definite(format!(
+                            "{what}: replication slot {slot} was invalidated: the server dropped the WAL it held because it exceeded max_slot_wal_keep_size ({full}). {recover}. Raise max_slot_wal_keep_size or keep Headwater running so it does not recur."
+                        ))
+                    }
+                    "42704" if message.contains("publication") => ConnectorError::definite(format!(
+                        "{what}: {full}; create the publication (or set source.create_publication = true). Recreating it does not repair the slot: {recover}"
+                    )),
+                    "42704" => ConnectorError::definite(format!("{what}: replication slot {slot} no longer exists ({full}). {recover}.")),
+                    "55006" => {
+                        let since = *self.slot_busy_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > SLOT_BUSY_LIMIT {
+                            ConnectorError::definite(format!(
+                                "{what}: replication slot {slot} is in use by another process ({full}) for over {SLOT_BUSY_LIMIT:?}; stop the other reader (another Headwater with the same slot?) or give this pipeline its own source.slot"
+                            ))
+                        } else {
+                            ConnectorError::retryable(format!("{what}: replication slot {slot} is busy ({full}); waiting for the other reader to let go"))
+                        }
+                    }
+                    "28P01" | "28000" => ConnectorError::definite(format!("{what}: authentication failed ({full}); check the user and password in source.url")),
+                    "42501" => ConnectorError::definite(format!(
+                        "{what}: permission denied ({full}); the role needs the REPLICATION attribute: ALTER ROLE {} REPLICATION",
+                        self.params.user
+                    )),
+                    "57P01" | "57P02" | "57P03" | "53300" => ConnectorError::retryable(format!("{what}: {full} (SQLSTATE {code})")),
+                    _ => ConnectorError::definite(format!("{what}: {full} (SQLSTATE {code})")),
+                }
+            }
+            ProtocolError::Auth(message) => ConnectorError::definite(format!("{what}: {message}; check source.url")),
+            other => ConnectorError::retryable(format!("{what}: {other}")),
+        }
+    }
+}
+
+/// Emits a transactional logical message now and then, so the slot advances on a quiet database.
+async fn heartbeats(url: String, every: Duration) {
+    let client = match catalog::connect(&url).await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!(error = %err.report(), "heartbeats disabled: cannot connect");
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if let Err(err) = client.execute("SELECT pg_logical_emit_message(true, $1, '')", &[&HEARTBEAT_PREFIX]).await {
+            tracing::warn!(error = %err, "could not write a heartbeat message");
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
+        let mut problems = Vec::new();
+        let client = match catalog::connect(&self.config.url).await {
+            Ok(client) => client,
+            Err(err) => {
+                problems.push(Problem::error(err.report(), "check source.url, that the server runs, and pg_hba.conf"));
+                return Ok(problems);
+            }
+        };
+        let url = &self.config.url;
+        let setting = |name: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query_one("SELECT current_setting($1)", &[&name])
+                    .await
+                    .map(|r| r.get::<_, String>(0))
+                    .map_err(|e| catalog::sql_error("reading server settings", url, e))
+            }
+        };
+        if setting("wal_level").await? != "logical" {
+            problems.push(Problem::error(
+                "wal_level is not logical",
+                "set wal_level = logical in postgresql.conf and restart the server",
+            ));
+        }
+        let row = client
+            .query_one(
+                "SELECT rolreplication OR rolsuper, (SELECT count(*) FROM pg_replication_slots)::int8,
+                        current_setting('max_replication_slots')::int8,
+                        (SELECT count(*) FROM pg_stat_replication)::int8, current_setting('max_wal_senders')::int8,
+                        EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)
+                 FROM pg_roles WHERE rolname = current_user",
+                &[&self.config.slot],
+            )
+            .await
+            .map_err(|e| catalog::sql_error("reading the role", url, e))?;
+        let (replication, slots, max_slots, senders, max_senders, slot_exists): (bool, i64, i64, i64, i64, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        if !replication {
+            problems.push(Problem::error(
+                format!("role {} lacks the REPLICATION attribute", self.params.user),
+                format!("ALTER ROLE {} REPLICATION", self.params.user),
+            ));
+        }
+        if !slot_exists && slots >= max_slots {
+            problems.push(Problem::error(
+                format!("all {max_slots} replication slots are in use"),
+                "raise max_replication_slots (restart needed) or drop an unused slot",
+            ));
+        }
+        if senders >= max_senders {
+            problems.push(Problem::error(
+                format!("all {max_senders} WAL senders are in use"),
+                "raise max_wal_senders (restart needed)",
+            ));
+        }
+        if let Some(slot) = catalog::slot_state(&client, url, &self.config.slot).await? {
+            if slot.wal_status.as_deref() == Some("lost") {
+                problems.push(Problem::error(
+                    format!("replication slot {} was invalidated (wal_status lost)", self.config.slot),
+                    format!("drop it (SELECT pg_drop_replication_slot('{}')) and start over with a backfill", self.config.slot),
+                ));
+            }
+            if slot.plugin.as_deref() != Some("pgoutput") {
+                problems.push(Problem::error(
+                    format!("replication slot {} does not use pgoutput ({:?})", self.config.slot, slot.plugin),
+                    "give source.slot a new name; Headwater creates it with pgoutput",
+                ));
+            }
+        }
+        let keep = setting("max_slot_wal_keep_size").await?;
+        tracing::info!(max_slot_wal_keep_size = %keep, "a slot holding more WAL than this is invalidated");
+        let tables = catalog::captured_tables(&client, url, &self.filter).await?;
+        if tables.is_empty() {
+            problems.push(Problem::error(
+                format!("source.include {:?} matches no table", self.config.include),
+                "check the schema.table globs",
+            ));
+        }
+        for (schema, table, identity, has_key) in &tables {
+            let allowed: bool = client
+                .query_one("SELECT has_table_privilege(format('%I.%I', $1::text, $2::text), 'SELECT')", &[schema, table])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(false);
+            if !allowed {
+                problems.push(Problem::error(
+                    format!("no SELECT privilege on {schema}.{table}"),
+                    format!("GRANT SELECT ON {schema}.{table} TO {}", self.params.user),
+                ));
+            }
+            match (identity.as_str(), has_key) {
+                ("n", _) => problems.push(Problem::warning(
+                    format!("{schema}.{table} has REPLICA IDENTITY NOTHING: updates and deletes fail on the server"),
+                    format!("ALTER TABLE {schema}.{table} REPLICA IDENTITY DEFAULT (with a primary key) or FULL"),
+                )),
+                ("d", false) => problems.push(Problem::warning(
+                    format!("{schema}.{table} has no primary key: its updates and deletes carry no before-image or key"),
+                    format!("add a primary key, or ALTER TABLE {schema}.{table} REPLICA IDENTITY FULL"),
+                )),
+                _ => {}
+            }
+        }
+        let publication = client
+            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&self.config.publication])
+            .await
+            .map_err(|e| catalog::sql_error("reading publications", url, e))?;
+        if publication.is_none() && !self.config.create_publication {
+            problems.push(Problem::error(
+                format!("publication {} does not exist", self.config.publication),
+                format!("CREATE PUBLICATION {} FOR TABLE …, or set source.create_publication = true", self.config.publication),
+            ));
+        } else if publication.is_some() {
+            let published: Vec<(String, String)> = client
+                .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&self.config.publication])
+                .await
+                .map_err(|e| catalog::sql_error("reading the publication", url, e))?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for (schema, table, _, _) in &tables {
+                if !published.iter().any(|(s, t)| s == schema && t == table) {
+                    problems.push(Problem::warning(
+                        format!("{schema}.{table} is included but not in publication {}: its changes are not captured", self.config.publication),
+                        format!("ALTER PUBLICATION {} ADD TABLE {schema}.{table}", self.config.publication),
+                    ));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    async fn log_end(&mut self) -> Result<Position, ConnectorError> {
+        let client = catalog::connect(&self.config.url).await?;
+        let lsn = catalog::current_wal_lsn(&client, &self.config.url).await?;
+        Ok(Position::Postgres(PgPosition { lsn, rows_done: 0 }))
+    }
+
+    async fn stream(
+        &mut self,
+        resume: Option<Position>,
+        stop_at: Option<Position>,
+        events: EventSender,
+        durable: DurableWatch,
+    ) -> Result<(), ConnectorError> {
+        let resume = match resume {
+            None => None,
+            Some(Position::Postgres(p)) => Some(p),
+            Some(other) => {
+                return Err(ConnectorError::definite(format!(
+                    "the stored position {other} is not a PostgreSQL position; this state directory belongs to another kind of source — use a separate state.path"
+                )))
+            }
+        };
+        let stop_at = match stop_at {
+            Some(Position::Postgres(p)) => Some(p),
+            _ => None,
+        };
+        let url = self.config.url.clone();
+        let client = catalog::connect(&url).await?;
+        catalog::ensure_publication(&client, &self.config, &self.filter).await?;
+        let start = match (catalog::slot_state(&client, &url, &self.config.slot).await?, &resume) {
+            (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
+                return Err(self.replication_error(
+                    ProtocolError::Server(ServerError {
+                        code: "55000".into(),
+                        message: format!("cannot read from logical replication slot \"{}\"", self.config.slot),
+                        detail: Some("its WAL status is lost: it exceeded the maximum reserved size".into()),
+                    }),
+                    "checking the slot",
+                ))
+            }
+            (Some(_), Some(resume)) => resume.clone(),
+            (Some(slot), None) => {
+                let confirmed: Lsn = slot.confirmed_flush.as_deref().unwrap_or("0/0").parse().unwrap_or_default();
+                tracing::info!(slot = %self.config.slot, %confirmed, "starting from the existing slot's confirmed position");
+                let start = PgPosition { lsn: confirmed, rows_done: 0 };
+                if events.send(vec![SourceEvent::Progress(Position::Postgres(start.clone()))]).await.is_err() {
+                    return Ok(());
+                }
+                start
+            }
+            (None, None) => {
+                let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
+                tracing::info!(slot = %self.config.slot, %lsn, "created the replication slot");
+                let start = PgPosition { lsn, rows_done: 0 };
+                if events.send(vec![SourceEvent::Progress(Position::Postgres(start.clone()))]).await.is_err() {
+                    return Ok(());
+                }
+                start
+            }
+            (None, Some(resume)) => {
+                return Err(self.replication_error(
+                    ProtocolError::Server(ServerError {
+                        code: "42704".into(),
+                        message: format!("replication slot \"{}\" does not exist", self.config.slot),
+                        detail: Some(format!("the checkpoint is at {resume}")),
+                    }),
+                    "checking the slot",
+                ))
+            }
+        };
+        if stop_at.as_ref().is_some_and(|stop| start >= *stop) && start.rows_done == 0 {
+            return Ok(());
+        }
+        let mut history = SchemaHistory::open(&self.state_dir, "postgres-schema-history.json")?;
+        let mut conn = ReplicationConnection::connect(&self.params, SESSION_OPTIONS)
+            .await
+            .map_err(|e| self.replication_error(e, "connecting for replication"))?;
+        let command = format!(
+            "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
+            self.config.slot, start.lsn, self.config.publication
+        );
+        if let Err(err) = conn.start_replication(&command).await {
+            return Err(self.replication_error(err, "starting replication"));
+        }
+        self.slot_busy_since = None;
+        tracing::info!(position = %start, slot = %self.config.slot, "streaming");
+        let _heartbeat = (!self.config.heartbeat_interval.is_zero())
+            .then(|| AbortOnDrop(tokio::spawn(heartbeats(url.clone(), self.config.heartbeat_interval))));
+
+        let mut reader = PgReader::new(&self.params.database, resume, stop_at);
+        let mut received = start.lsn.0;
+        let mut batch = Vec::new();
+        let mut next_status = Instant::now();
+        let result = loop {
+            let deadline = tokio::time::Instant::from_std(next_status);
+            let message = match tokio::time::timeout_at(deadline, conn.next()).await {
+                Err(_) => {
+                    let flushed = match &*durable.borrow() {
+                        Some(Position::Postgres(p)) => p.lsn.0,
+                        _ => 0,
+                    };
+                    // Between transactions, ask for a keepalive: its WAL end moves the position
+                    // on while the published tables are quiet.
+                    if let Err(err) = conn.send_status(received, flushed, !reader.in_transaction()).await {
+                        break Err(self.replication_error(err, "confirming the durable position"));
+                    }
+                    next_status = Instant::now() + self.config.status_interval;
+                    continue;
+                }
+                Ok(Err(err)) => break Err(self.replication_error(err, "reading the replication stream")),
+                Ok(Ok(message)) => message,
+            };
+            let step = match message {
+                StreamMessage::Keepalive { wal_end, reply_requested } => {
+                    received = received.max(wal_end);
+                    if reply_requested {
+                        next_status = Instant::now();
+                    }
+                    reader.keepalive(wal_end, &mut batch)
+                }
+                StreamMessage::XLogData { wal_start, wal_end, data } => {
+                    received = received.max(wal_end);
+                    let message = match pgoutput::parse(&data) {
+                        Ok(message) => message,
+                        Err(err) => break Err(ConnectorError::definite(format!("{err} at {}; report this", Lsn(wal_start)))),
+                    };
+                    let step = match message {
+                        Message::Relation(relation) => {
+                            let info = if self.filter.captures(&relation.namespace, &relation.name) {
+                                let (mut schema, types) =
+                                    match catalog::describe_relation(&client, &url, &relation, self.config.unknown_types).await {
+                                        Ok(described) => described,
+                                        Err(err) => break Err(err),
+                                    };
+                                let known = history.known_versions(&schema.id.to_string());
+                                schema.version = match history.version_of(&schema) {
+                                    Ok(version) => version,
+                                    Err(err) => break Err(err),
+                                };
+                                let info = Arc::new(RelationInfo { schema: Arc::new(schema), types });
+                                if info.schema.version > known && known > 0 {
+                                    reader.schema_change(&info, &mut batch);
+                                }
+                                Some(info)
+                            } else {
+                                None
+                            };
+                            reader.set_relation(relation.oid, info);
+                            Ok(Step::Continue)
+                        }
+                        Message::Message { prefix, .. } if prefix != HEARTBEAT_PREFIX => {
+                            tracing::debug!(prefix, "ignoring a logical decoding message");
+                            Ok(Step::Continue)
+                        }
+                        other => reader.handle(other, wal_start, &mut batch),
+                    };
+                    match step {
+                        Ok(step) => step,
+                        Err(err) => break Err(err),
+                    }
+                }
+            };
+            let flush = step == Step::Done || batch.len() >= BATCH || !reader.in_transaction();
+            if flush && !batch.is_empty() && events.send(std::mem::take(&mut batch)).await.is_err() {
+                break Ok(());
+            }
+            if step == Step::Done {
+                break Ok(());
+            }
+        };
+        let flushed = match &*durable.borrow() {
+            Some(Position::Postgres(p)) => p.lsn.0,
+            _ => 0,
+        };
+        let _ = conn.send_status(received, flushed, false).await;
+        conn.finish().await;
+        result
+    }
+}

@@ -1,0 +1,300 @@
+//! The pgoutput state machine: transactions, relations and positions; rows become change
+//! records as they arrive (a transaction is never held in memory).
+
+use crate::pgoutput::{Message, TupleValue};
+use crate::types::PgType;
+use headwater_contract::avro::{RowEncoder, Value};
+use headwater_contract::{
+    ChangeRecord, ConnectorError, Lsn, Op, PgPosition, PgSourceInfo, Position, SchemaChangeRecord, SnapshotMarker,
+    SourceEvent, SourceInfo, TableSchema, TransactionInfo,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What the caller does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// The catch-up target is reached.
+    Done,
+}
+
+/// A captured table's current layout.
+#[derive(Debug)]
+pub struct RelationInfo {
+    pub schema: Arc<TableSchema>,
+    pub types: Vec<PgType>,
+}
+
+struct Transaction {
+    final_lsn: u64,
+    xid: u32,
+    commit_ts_ms: i64,
+    records: u64,
+    per_table: HashMap<u32, u64>,
+    id: Arc<str>,
+}
+
+pub struct PgReader {
+    database: Arc<str>,
+    /// `None` for relations that are not captured.
+    relations: HashMap<u32, Option<Arc<RelationInfo>>>,
+    txn: Option<Transaction>,
+    resume: Option<PgPosition>,
+    skip_records: u64,
+    stop_at: Option<PgPosition>,
+}
+
+/// PostgreSQL timestamps count microseconds from 2000-01-01.
+fn pg_ts_to_unix_ms(ts: i64) -> i64 {
+    ts / 1000 + 946_684_800_000
+}
+
+fn defect(what: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::definite(format!(
+        "pgoutput decoding failed: {what}. This is a Headwater defect or a corrupt stream; report it with the LSN"
+    ))
+}
+
+impl PgReader {
+    pub fn new(database: &str, resume: Option<PgPosition>, stop_at: Option<PgPosition>) -> Self {
+        PgReader {
+            database: Arc::from(database),
+            relations: HashMap::new(),
+            txn: None,
+            resume,
+            skip_records: 0,
+            stop_at,
+        }
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Records a relation's layout (`None`: not captured).
+    pub fn set_relation(&mut self, oid: u32, info: Option<Arc<RelationInfo>>) {
+        self.relations.insert(oid, info);
+    }
+
+    fn reached(&self, here: &PgPosition) -> bool {
+        self.stop_at.as_ref().is_some_and(|stop| here >= stop)
+    }
+
+    /// The position of the change stream right now, inside or between transactions.
+    pub fn position_in_transaction(&self) -> Option<PgPosition> {
+        self.txn.as_ref().map(|t| PgPosition { lsn: Lsn(t.final_lsn), rows_done: t.records })
+    }
+
+    /// A keepalive: with no transaction open, everything before `wal_end` has been received.
+    pub fn keepalive(&mut self, wal_end: u64, out: &mut Vec<SourceEvent>) -> Step {
+        if self.txn.is_some() || wal_end == 0 {
+            return Step::Continue;
+        }
+        let here = PgPosition { lsn: Lsn(wal_end), rows_done: 0 };
+        let done = self.reached(&here);
+        out.push(SourceEvent::Progress(Position::Postgres(here)));
+        if done {
+            Step::Done
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// A schema-change record for a relation that got a new schema version. It does not count
+    /// as a change of its transaction: PostgreSQL sends Relation messages per session, so a
+    /// replay would not see it at the same place.
+    pub fn schema_change(&self, info: &RelationInfo, out: &mut Vec<SourceEvent>) {
+        let position = self.position_in_transaction().unwrap_or_default();
+        let ddl = format!(
+            "-- relation {} is now: {}",
+            info.schema.id,
+            info.schema
+                .columns
+                .iter()
+                .take(info.types.len())
+                .map(|c| format!("{} {}", c.name, c.sql_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out.push(SourceEvent::SchemaChange(SchemaChangeRecord {
+            database: self.database.to_string(),
+            table: Some(info.schema.id.clone()),
+            ddl,
+            source: self.source_info(Some(&info.schema), 0),
+            position: Position::Postgres(position),
+        }));
+    }
+
+    fn source_info(&self, schema: Option<&TableSchema>, lsn: u64) -> SourceInfo {
+        SourceInfo::Postgres(PgSourceInfo {
+            ts_ms: self.txn.as_ref().map_or(0, |t| t.commit_ts_ms),
+            snapshot: SnapshotMarker::False,
+            db: self.database.clone(),
+            schema: schema.map_or_else(|| Arc::from(""), |s| Arc::from(s.id.namespace.as_str())),
+            table: schema.map(|s| Arc::from(s.id.table.as_str())),
+            tx_id: self.txn.as_ref().map(|t| i64::from(t.xid)),
+            lsn: Some(lsn as i64),
+        })
+    }
+
+    pub fn handle(&mut self, message: Message<'_>, wal_start: u64, out: &mut Vec<SourceEvent>) -> Result<Step, ConnectorError> {
+        match message {
+            Message::Begin { final_lsn, commit_ts, xid } => {
+                self.skip_records = match &self.resume {
+                    Some(resume) if final_lsn < resume.lsn.0 => u64::MAX,
+                    Some(resume) if final_lsn == resume.lsn.0 => resume.rows_done,
+                    _ => 0,
+                };
+                if self.resume.as_ref().is_some_and(|r| final_lsn >= r.lsn.0) {
+                    self.resume = None;
+                }
+                self.txn = Some(Transaction {
+                    final_lsn,
+                    xid,
+                    commit_ts_ms: pg_ts_to_unix_ms(commit_ts),
+                    records: 0,
+                    per_table: HashMap::new(),
+                    id: Arc::from(format!("{xid}:{}", Lsn(final_lsn)).as_str()),
+                });
+            }
+            Message::Commit { end_lsn, .. } => {
+                self.txn = None;
+                self.skip_records = 0;
+                let here = PgPosition { lsn: Lsn(end_lsn), rows_done: 0 };
+                let done = self.reached(&here);
+                out.push(SourceEvent::Progress(Position::Postgres(here)));
+                if done {
+                    return Ok(Step::Done);
+                }
+            }
+            Message::Insert { relation, new } => self.change(relation, Op::Create, None, Some(&new), wal_start, out)?,
+            Message::Update { relation, old, new } => {
+                let old = old.as_ref().filter(|(full, _)| *full).map(|(_, t)| t.as_slice());
+                self.change(relation, Op::Update, old, Some(&new), wal_start, out)?
+            }
+            Message::Delete { relation, old: (_, old) } => self.change(relation, Op::Delete, Some(&old), None, wal_start, out)?,
+            Message::Truncate { relations, .. } => {
+                for relation in relations {
+                    self.change(relation, Op::Truncate, None, None, wal_start, out)?;
+                }
+            }
+            Message::Relation(_) | Message::Type { .. } | Message::Origin | Message::Message { .. } => {}
+        }
+        Ok(Step::Continue)
+    }
+
+    fn change(
+        &mut self,
+        relation: u32,
+        op: Op,
+        old: Option<&[TupleValue<'_>]>,
+        new: Option<&[TupleValue<'_>]>,
+        wal_start: u64,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), ConnectorError> {
+        let Some(info) = self.relations.get(&relation).cloned() else {
+            return Err(defect(format!("a change to relation {relation} before its Relation message")));
+        };
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(defect("a change outside a transaction"));
+        };
+        let Some(info) = info else {
+            return Ok(()); // not captured
+        };
+        txn.records += 1;
+        let table_order = txn.per_table.entry(relation).or_insert(0);
+        *table_order += 1;
+        let data_collection_order = *table_order;
+        if txn.records <= self.skip_records {
+            return Ok(());
+        }
+        let position = Position::Postgres(PgPosition { lsn: Lsn(txn.final_lsn), rows_done: txn.records });
+        let transaction = Some(TransactionInfo { id: txn.id.clone(), total_order: txn.records, data_collection_order });
+        let schema = &info.schema;
+        let before_values = old.map(|t| decode_tuple(&info, t, None)).transpose()?;
+        let after_values = new.map(|t| decode_tuple(&info, t, old)).transpose()?;
+        let encode = |values: &Option<Vec<Value<'_>>>| -> Result<Option<Vec<u8>>, ConnectorError> {
+            values
+                .as_ref()
+                .map(|v| {
+                    let mut buf = Vec::with_capacity(64 + v.len() * 8);
+                    RowEncoder::encode_row(schema, v, &mut buf).map(|_| buf)
+                })
+                .transpose()
+        };
+        let key_source = after_values.as_ref().or(before_values.as_ref());
+        let key = match key_source {
+            Some(values) if !schema.primary_key.is_empty() => {
+                let mut key = Vec::with_capacity(16);
+                RowEncoder::encode_key(schema, values, &mut key)?;
+                Some(key)
+            }
+            _ => None,
+        };
+        let before = encode(&before_values)?;
+        let after = encode(&after_values)?;
+        let source = self.source_info(Some(schema), wal_start);
+        out.push(SourceEvent::Change(ChangeRecord {
+            table: Arc::clone(schema),
+            op,
+            key,
+            before,
+            after,
+            source,
+            transaction,
+            position,
+        }));
+        Ok(())
+    }
+}
+
+/// One tuple as values for the table's columns plus the synthetic unchanged-TOAST column.
+/// An unchanged TOASTed value is taken from `old` (REPLICA IDENTITY FULL) when there, else it
+/// is null and its column is named in `__unchanged_toast`.
+fn decode_tuple<'t>(
+    info: &RelationInfo,
+    tuple: &[TupleValue<'t>],
+    old: Option<&[TupleValue<'t>]>,
+) -> Result<Vec<Value<'t>>, ConnectorError> {
+    let schema = &info.schema;
+    if tuple.len() != info.types.len() {
+        return Err(defect(format!(
+            "a tuple of {} columns for {} which has {}",
+            tuple.len(),
+            schema.id,
+            info.types.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(tuple.len() + 1);
+    let mut unchanged = Vec::new();
+    for (index, (value, pg_type)) in tuple.iter().zip(&info.types).enumerate() {
+        let value = match value {
+            TupleValue::UnchangedToast => match old.and_then(|o| o.get(index)) {
+                Some(old_value @ TupleValue::Text(_)) => *old_value,
+                _ => {
+                    unchanged.push(Value::Text(Cow::Owned(schema.columns[index].name.clone())));
+                    TupleValue::Null
+                }
+            },
+            other => *other,
+        };
+        values.push(match value {
+            TupleValue::Null | TupleValue::UnchangedToast => Value::Null,
+            TupleValue::Text(bytes) => {
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| defect(format!("column {}.{} is not UTF-8 text", schema.id, schema.columns[index].name)))?;
+                pg_type.parse(text).map_err(|e| {
+                    ConnectorError::definite(format!(
+                        "column {}.{}: {e}; report this with the column's type",
+                        schema.id, schema.columns[index].name
+                    ))
+                })?
+            }
+            TupleValue::Binary(_) => return Err(defect("a binary tuple value (Headwater asks for text)")),
+        });
+    }
+    values.push(if unchanged.is_empty() { Value::Null } else { Value::Array(unchanged) });
+    Ok(values)
+}
