@@ -93,6 +93,8 @@ start_postgres() {
   if ! psql -h "$data" -p "$postgres_port" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='headwater'" | grep -q 1; then
     psql -q -h "$data" -p "$postgres_port" -U postgres -f "$repo/docker/postgres/init.sql" >/dev/null
   fi
+  # tests connect as the superuser over TCP to create schemas and drop slots
+  psql -q -h "$data" -p "$postgres_port" -U postgres -c "ALTER ROLE postgres PASSWORD 'postgres'" >/dev/null
   log "postgres on 127.0.0.1:$postgres_port"
 }
 
@@ -126,7 +128,7 @@ export HEADWATER_MYSQL_ADMIN_URL=mysql://hwadmin:hwadmin@127.0.0.1:$mariadb_port
 export HEADWATER_MYSQL_SOCKET=$dir/mariadb/sock
 export HEADWATER_MYSQL_DATADIR=$dir/mariadb
 export HEADWATER_POSTGRES_URL=postgres://headwater:headwater@127.0.0.1:$postgres_port/postgres
-export HEADWATER_POSTGRES_ADMIN_URL=postgres://postgres@127.0.0.1:$postgres_port/postgres
+export HEADWATER_POSTGRES_ADMIN_URL=postgres://postgres:postgres@127.0.0.1:$postgres_port/postgres
 export HEADWATER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 ENV
 }

@@ -286,7 +286,9 @@ mod tests {
     #[test]
     fn a_good_config_parses_with_env_substitution() {
         let config = parse(GOOD).unwrap();
-        let SourceConfig::Mysql(mysql) = &config.source else { panic!("a mysql source") };
+        let SourceConfig::Mysql(mysql) = &config.source else {
+            panic!("a mysql source")
+        };
         assert_eq!(mysql.url, "mysql://headwater:s3cret@127.0.0.1:3306");
         assert!(
             !format!("{config:?}").contains("s3cret"),

@@ -5,8 +5,8 @@ use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, ConnectorKind, DurableWatch, EventSender, Position, Sink, SinkRecord, Source,
-    SourceEvent, StreamSchema, TableId,
+    Ack, AckSender, ConnectorError, ConnectorKind, DurableWatch, EventSender, Position, Sink,
+    SinkRecord, Source, SourceEvent, StreamSchema, TableId,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -137,7 +137,12 @@ async fn drive_source(
     loop {
         let started = Instant::now();
         match source
-            .stream(resume.clone(), stop_at.clone(), events.clone(), durable.clone())
+            .stream(
+                resume.clone(),
+                stop_at.clone(),
+                events.clone(),
+                durable.clone(),
+            )
             .await
         {
             Ok(()) => return Ok(()),
@@ -211,7 +216,13 @@ impl Pipeline {
 
         let (events, mut events_rx) = EventSender::channel(EVENT_BATCHES);
         let (durable_tx, durable_rx) = tokio::sync::watch::channel(resume.clone());
-        let mut source_task = tokio::spawn(drive_source(source, resume.clone(), stop_at, events, durable_rx));
+        let mut source_task = tokio::spawn(drive_source(
+            source,
+            resume.clone(),
+            stop_at,
+            events,
+            durable_rx,
+        ));
 
         let mut encoder = Encoder {
             server_name: settings.server_name.clone(),

@@ -8,7 +8,6 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct HistoryFile {
     version: u32,

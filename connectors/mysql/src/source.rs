@@ -2,14 +2,14 @@
 
 use crate::config::{MysqlConfig, StartFrom};
 use crate::error::classify;
-use headwater_contract::schema_history::SchemaHistory;
 use crate::stream::{BinlogReader, Step};
 use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    BinlogPosition, ConnectorError, DurableWatch, EventSender, GtidSet, MariadbGtidState, Position, Problem,
-    Source, SourceEvent, TableFilter,
+    BinlogPosition, ConnectorError, DurableWatch, EventSender, GtidSet, MariadbGtidState, Position,
+    Problem, Source, SourceEvent, TableFilter,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;

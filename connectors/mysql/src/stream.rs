@@ -4,10 +4,10 @@
 use crate::config::SYSTEM_DATABASES;
 use crate::decoder::ColumnDecoder;
 use crate::gtid::{parse_gtid, parse_gtid_list};
-use headwater_contract::schema_history::SchemaHistory;
 use crate::table::{describe, Collations, ColumnHints, TableInfo};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::position::format_uuid;
+use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::ServerUuid;
 use headwater_contract::{
     BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlGtidSet,

@@ -4,7 +4,9 @@
 use crate::config::{PostgresConfig, UnknownTypes};
 use crate::pgoutput::Relation;
 use crate::types::{PgType, TextKind};
-use headwater_contract::{redact_url, Column, ConnectorError, FieldType, Lsn, TableFilter, TableId, TableSchema};
+use headwater_contract::{
+    redact_url, Column, ConnectorError, FieldType, Lsn, TableFilter, TableId, TableSchema,
+};
 use tokio_postgres::{Client, NoTls};
 
 /// The synthetic last column of every PostgreSQL row: names of columns whose value was an
@@ -14,7 +16,11 @@ pub const UNCHANGED_TOAST_COLUMN: &str = "__unchanged_toast";
 /// Classifies an SQL-connection error.
 pub fn sql_error(what: &str, url: &str, err: tokio_postgres::Error) -> ConnectorError {
     let Some(db) = err.as_db_error() else {
-        return ConnectorError::retryable(format!("{what}: connection to {} failed: {err}", redact_url(url))).caused_by(err);
+        return ConnectorError::retryable(format!(
+            "{what}: connection to {} failed: {err}",
+            redact_url(url)
+        ))
+        .caused_by(err);
     };
     let code = db.code().code().to_string();
     let message = match code.as_str() {
@@ -33,8 +39,9 @@ pub fn sql_error(what: &str, url: &str, err: tokio_postgres::Error) -> Connector
 }
 
 pub async fn connect(url: &str) -> Result<Client, ConnectorError> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.map_err(|e| sql_error("connecting to the source", url, e))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| sql_error("connecting to the source", url, e))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "source SQL connection ended");
@@ -81,11 +88,15 @@ async fn resolve_type(
         ("e", _) => Some((PgType::Text(TextKind::Enum), name)),
         ("d", _) => {
             let typmod = if typmod >= 0 { typmod } else { base_typmod };
-            Box::pin(resolve_type(client, url, base as u32, typmod, depth + 1)).await?.map(|(t, _)| (t, name))
+            Box::pin(resolve_type(client, url, base as u32, typmod, depth + 1))
+                .await?
+                .map(|(t, _)| (t, name))
         }
-        (_, "A") if element != 0 => Box::pin(resolve_type(client, url, element as u32, typmod, depth + 1))
-            .await?
-            .map(|(t, _)| (PgType::Array(Box::new(t)), name)),
+        (_, "A") if element != 0 => {
+            Box::pin(resolve_type(client, url, element as u32, typmod, depth + 1))
+                .await?
+                .map(|(t, _)| (PgType::Array(Box::new(t)), name))
+        }
         _ => None,
     })
 }
@@ -97,7 +108,10 @@ pub async fn describe_relation(
     relation: &Relation,
     unknown: UnknownTypes,
 ) -> Result<(TableSchema, Vec<PgType>), ConnectorError> {
-    let id = TableId { namespace: relation.namespace.clone(), table: relation.name.clone() };
+    let id = TableId {
+        namespace: relation.namespace.clone(),
+        table: relation.name.clone(),
+    };
     let mut types = Vec::with_capacity(relation.columns.len());
     let mut columns = Vec::with_capacity(relation.columns.len() + 1);
     let primary: Vec<String> = client
@@ -125,7 +139,11 @@ pub async fn describe_relation(
                 ))
             }
         };
-        let sql_type = if type_name.is_empty() { format!("{pg_type:?}").to_ascii_lowercase() } else { type_name };
+        let sql_type = if type_name.is_empty() {
+            format!("{pg_type:?}").to_ascii_lowercase()
+        } else {
+            type_name
+        };
         columns.push(Column {
             name: column.name.clone(),
             field_type: pg_type.field_type(),
@@ -134,13 +152,21 @@ pub async fn describe_relation(
         });
         types.push(pg_type);
     }
-    let mut primary_key: Vec<usize> =
-        primary.iter().filter_map(|name| relation.columns.iter().position(|c| &c.name == name)).collect();
+    let mut primary_key: Vec<usize> = primary
+        .iter()
+        .filter_map(|name| relation.columns.iter().position(|c| &c.name == name))
+        .collect();
     if primary_key.len() != primary.len() {
         primary_key.clear();
     }
     if primary_key.is_empty() && relation.replica_identity == b'i' {
-        primary_key = relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        primary_key = relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect();
         for &i in &primary_key {
             columns[i].nullable = false;
         }
@@ -151,7 +177,15 @@ pub async fn describe_relation(
         nullable: true,
         sql_type: "names of unchanged TOAST columns not sent by PostgreSQL".into(),
     });
-    Ok((TableSchema { id, version: 0, columns, primary_key }, types))
+    Ok((
+        TableSchema {
+            id,
+            version: 0,
+            columns,
+            primary_key,
+        },
+        types,
+    ))
 }
 
 /// The slot as the server sees it.
@@ -162,7 +196,11 @@ pub struct SlotState {
     pub confirmed_flush: Option<String>,
 }
 
-pub async fn slot_state(client: &Client, url: &str, slot: &str) -> Result<Option<SlotState>, ConnectorError> {
+pub async fn slot_state(
+    client: &Client,
+    url: &str,
+    slot: &str,
+) -> Result<Option<SlotState>, ConnectorError> {
     let row = client
         .query_opt(
             "SELECT active_pid, wal_status, plugin::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -170,16 +208,26 @@ pub async fn slot_state(client: &Client, url: &str, slot: &str) -> Result<Option
         )
         .await
         .map_err(|e| sql_error("reading the replication slot", url, e))?;
-    Ok(row.map(|r| SlotState { active_pid: r.get(0), wal_status: r.get(1), plugin: r.get(2), confirmed_flush: r.get(3) }))
+    Ok(row.map(|r| SlotState {
+        active_pid: r.get(0),
+        wal_status: r.get(1),
+        plugin: r.get(2),
+        confirmed_flush: r.get(3),
+    }))
 }
 
 pub async fn create_slot(client: &Client, url: &str, slot: &str) -> Result<Lsn, ConnectorError> {
     let row = client
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
         .await
         .map_err(|e| sql_error("creating the replication slot", url, e))?;
     let text: String = row.get(0);
-    text.parse().map_err(|e| ConnectorError::definite(format!("the server returned an unreadable LSN: {e}")))
+    text.parse().map_err(|e| {
+        ConnectorError::definite(format!("the server returned an unreadable LSN: {e}"))
+    })
 }
 
 pub async fn current_wal_lsn(client: &Client, url: &str) -> Result<Lsn, ConnectorError> {
@@ -188,7 +236,9 @@ pub async fn current_wal_lsn(client: &Client, url: &str) -> Result<Lsn, Connecto
         .await
         .map_err(|e| sql_error("reading the WAL position", url, e))?;
     let text: String = row.get(0);
-    text.parse().map_err(|e| ConnectorError::definite(format!("the server returned an unreadable LSN: {e}")))
+    text.parse().map_err(|e| {
+        ConnectorError::definite(format!("the server returned an unreadable LSN: {e}"))
+    })
 }
 
 /// Tables (`schema`, `name`, replica identity, has primary key) the filter captures.
@@ -211,7 +261,14 @@ pub async fn captured_tables(
         .map_err(|e| sql_error("listing tables", url, e))?;
     Ok(rows
         .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, bool>(3)))
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, bool>(3),
+            )
+        })
         .filter(|(schema, table, _, _)| filter.captures(schema, table))
         .collect())
 }
@@ -221,10 +278,17 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// Creates the publication for the captured tables when it does not exist.
-pub async fn ensure_publication(client: &Client, config: &PostgresConfig, filter: &TableFilter) -> Result<(), ConnectorError> {
+pub async fn ensure_publication(
+    client: &Client,
+    config: &PostgresConfig,
+    filter: &TableFilter,
+) -> Result<(), ConnectorError> {
     let url = &config.url;
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&config.publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&config.publication],
+        )
         .await
         .map_err(|e| sql_error("reading publications", url, e))?
         .is_some();
@@ -244,7 +308,10 @@ pub async fn ensure_publication(client: &Client, config: &PostgresConfig, filter
             config.include
         )));
     }
-    let list: Vec<String> = tables.iter().map(|(s, t, _, _)| format!("{}.{}", quote_ident(s), quote_ident(t))).collect();
+    let list: Vec<String> = tables
+        .iter()
+        .map(|(s, t, _, _)| format!("{}.{}", quote_ident(s), quote_ident(t)))
+        .collect();
     let statement = format!(
         "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = {})",
         quote_ident(&config.publication),
@@ -252,7 +319,10 @@ pub async fn ensure_publication(client: &Client, config: &PostgresConfig, filter
         config.publish_via_partition_root
     );
     if let Err(err) = client.batch_execute(&statement).await {
-        if err.as_db_error().is_some_and(|db| db.code().code() == "42501") {
+        if err
+            .as_db_error()
+            .is_some_and(|db| db.code().code() == "42501")
+        {
             return Err(ConnectorError::definite(format!(
                 "creating publication {} was refused ({}); have the tables' owner (or a superuser) run: {statement}",
                 config.publication,

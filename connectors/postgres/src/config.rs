@@ -83,7 +83,9 @@ impl fmt::Debug for PostgresConfig {
 fn valid_identifier(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 63
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl PostgresConfig {
@@ -95,7 +97,10 @@ impl PostgresConfig {
                 redact_url(&self.url)
             ));
         }
-        for (key, value) in [("source.slot", &self.slot), ("source.publication", &self.publication)] {
+        for (key, value) in [
+            ("source.slot", &self.slot),
+            ("source.publication", &self.publication),
+        ] {
             if !valid_identifier(value) {
                 return Err(format!(
                     "{key} = {value:?} is not allowed: use lower-case letters, digits and `_`, at most 63 characters"

@@ -1,11 +1,11 @@
 //! The PostgreSQL source: a logical replication slot with the built-in `pgoutput` plugin.
 
-pub mod protocol;
-pub mod pgoutput;
-pub mod types;
 pub mod config;
+pub mod pgoutput;
+pub mod protocol;
+pub mod types;
 pub use config::PostgresConfig;
 pub mod catalog;
-pub mod stream;
 pub mod source;
+pub mod stream;
 pub use source::PostgresSource;

@@ -37,18 +37,49 @@ pub enum TupleValue<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {
-    Begin { final_lsn: u64, commit_ts: i64, xid: u32 },
-    Commit { commit_lsn: u64, end_lsn: u64, commit_ts: i64 },
+    Begin {
+        final_lsn: u64,
+        commit_ts: i64,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_ts: i64,
+    },
     Origin,
     Relation(Relation),
-    Type { oid: u32, namespace: String, name: String },
-    Insert { relation: u32, new: Vec<TupleValue<'a>> },
+    Type {
+        oid: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        relation: u32,
+        new: Vec<TupleValue<'a>>,
+    },
     /// `old` is the key (`K`) or the whole old row (`O`, REPLICA IDENTITY FULL), when sent.
-    Update { relation: u32, old: Option<(bool, Vec<TupleValue<'a>>)>, new: Vec<TupleValue<'a>> },
+    Update {
+        relation: u32,
+        old: Option<(bool, Vec<TupleValue<'a>>)>,
+        new: Vec<TupleValue<'a>>,
+    },
     /// `old.0` is true when `old` is the whole row rather than the key.
-    Delete { relation: u32, old: (bool, Vec<TupleValue<'a>>) },
-    Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
-    Message { transactional: bool, lsn: u64, prefix: &'a str, content: &'a [u8] },
+    Delete {
+        relation: u32,
+        old: (bool, Vec<TupleValue<'a>>),
+    },
+    Truncate {
+        relations: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
+    Message {
+        transactional: bool,
+        lsn: u64,
+        prefix: &'a str,
+        content: &'a [u8],
+    },
 }
 
 struct Reader<'a> {
@@ -95,7 +126,11 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn cstr(&mut self) -> Result<&'a str, Malformed> {
-        let end = self.data.iter().position(|&b| b == 0).ok_or(Malformed(self.what))?;
+        let end = self
+            .data
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(Malformed(self.what))?;
         let text = std::str::from_utf8(&self.data[..end]).map_err(|_| Malformed(self.what))?;
         self.data = &self.data[end + 1..];
         Ok(text)
@@ -142,10 +177,18 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
     };
     let mut r = Reader { data: rest, what };
     Ok(match tag {
-        b'B' => Message::Begin { final_lsn: r.u64()?, commit_ts: r.i64()?, xid: r.u32()? },
+        b'B' => Message::Begin {
+            final_lsn: r.u64()?,
+            commit_ts: r.i64()?,
+            xid: r.u32()?,
+        },
         b'C' => {
             let _flags = r.u8()?;
-            Message::Commit { commit_lsn: r.u64()?, end_lsn: r.u64()?, commit_ts: r.i64()? }
+            Message::Commit {
+                commit_lsn: r.u64()?,
+                end_lsn: r.u64()?,
+                commit_ts: r.i64()?,
+            }
         }
         b'O' => Message::Origin,
         b'R' => {
@@ -164,15 +207,28 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
                     type_modifier: r.i32()?,
                 });
             }
-            Message::Relation(Relation { oid, namespace, name, replica_identity, columns })
+            Message::Relation(Relation {
+                oid,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            })
         }
-        b'Y' => Message::Type { oid: r.u32()?, namespace: r.cstr()?.to_string(), name: r.cstr()?.to_string() },
+        b'Y' => Message::Type {
+            oid: r.u32()?,
+            namespace: r.cstr()?.to_string(),
+            name: r.cstr()?.to_string(),
+        },
         b'I' => {
             let relation = r.u32()?;
             if r.u8()? != b'N' {
                 return Err(Malformed(what));
             }
-            Message::Insert { relation, new: r.tuple()? }
+            Message::Insert {
+                relation,
+                new: r.tuple()?,
+            }
         }
         b'U' => {
             let relation = r.u32()?;
@@ -185,7 +241,11 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
             if kind != b'N' {
                 return Err(Malformed(what));
             }
-            Message::Update { relation, old, new: r.tuple()? }
+            Message::Update {
+                relation,
+                old,
+                new: r.tuple()?,
+            }
         }
         b'D' => {
             let relation = r.u32()?;
@@ -193,7 +253,10 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
             if kind != b'K' && kind != b'O' {
                 return Err(Malformed(what));
             }
-            Message::Delete { relation, old: (kind == b'O', r.tuple()?) }
+            Message::Delete {
+                relation,
+                old: (kind == b'O', r.tuple()?),
+            }
         }
         b'T' => {
             let count = r.u32()?;
@@ -202,14 +265,23 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
             for _ in 0..count {
                 relations.push(r.u32()?);
             }
-            Message::Truncate { relations, cascade: options & 1 != 0, restart_identity: options & 2 != 0 }
+            Message::Truncate {
+                relations,
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+            }
         }
         b'M' => {
             let transactional = r.u8()? & 1 != 0;
             let lsn = r.u64()?;
             let prefix = r.cstr()?;
             let len = r.u32()? as usize;
-            Message::Message { transactional, lsn, prefix, content: r.bytes(len)? }
+            Message::Message {
+                transactional,
+                lsn,
+                prefix,
+                content: r.bytes(len)?,
+            }
         }
         _ => return Err(Malformed(what)),
     })
@@ -233,7 +305,9 @@ mod tests {
         rel.extend_from_slice(b"note\0");
         rel.extend_from_slice(&25u32.to_be_bytes());
         rel.extend_from_slice(&(-1i32).to_be_bytes());
-        let Message::Relation(relation) = parse(&rel).unwrap() else { panic!() };
+        let Message::Relation(relation) = parse(&rel).unwrap() else {
+            panic!()
+        };
         assert_eq!(relation.name, "accounts");
         assert!(relation.columns[0].key && !relation.columns[1].key);
         assert_eq!(relation.replica_identity, b'f');
@@ -246,7 +320,14 @@ mod tests {
         update.push(b'N');
         update.extend_from_slice(&2i16.to_be_bytes());
         update.extend_from_slice(b"t\0\0\0\x017u");
-        let Message::Update { old: Some((true, old)), new, .. } = parse(&update).unwrap() else { panic!() };
+        let Message::Update {
+            old: Some((true, old)),
+            new,
+            ..
+        } = parse(&update).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(old, [TupleValue::Text(b"7"), TupleValue::Null]);
         assert_eq!(new, [TupleValue::Text(b"7"), TupleValue::UnchangedToast]);
     }

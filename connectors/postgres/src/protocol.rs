@@ -46,7 +46,11 @@ pub struct ConnectParams {
 #[derive(Debug)]
 pub enum StreamMessage {
     /// WAL data: a pgoutput message starting at `wal_start`.
-    XLogData { wal_start: u64, wal_end: u64, data: bytes::Bytes },
+    XLogData {
+        wal_start: u64,
+        wal_end: u64,
+        data: bytes::Bytes,
+    },
     /// The server's WAL end; `reply_requested` asks for a status update now.
     Keepalive { wal_end: u64, reply_requested: bool },
 }
@@ -65,7 +69,10 @@ pub struct ReplicationConnection {
 /// Microseconds since 2000-01-01, PostgreSQL's epoch.
 fn pg_now() -> i64 {
     const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-    let unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    let unix_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
     unix_us - PG_EPOCH_OFFSET_US
 }
 
@@ -83,7 +90,11 @@ fn server_error(body: &backend::ErrorResponseBody) -> ServerError {
             _ => {}
         }
     }
-    ServerError { code, message, detail }
+    ServerError {
+        code,
+        message,
+        detail,
+    }
 }
 
 impl ReplicationConnection {
@@ -110,8 +121,12 @@ impl ReplicationConnection {
         loop {
             match conn.read_message().await? {
                 backend::Message::ReadyForQuery(_) => return Ok(conn),
-                backend::Message::ParameterStatus(_) | backend::Message::BackendKeyData(_) | backend::Message::NoticeResponse(_) => {}
-                backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
+                backend::Message::ParameterStatus(_)
+                | backend::Message::BackendKeyData(_)
+                | backend::Message::NoticeResponse(_) => {}
+                backend::Message::ErrorResponse(body) => {
+                    return Err(ProtocolError::Server(server_error(&body)))
+                }
                 _ => return Err(ProtocolError::Unexpected("during startup".into())),
             }
         }
@@ -119,7 +134,9 @@ impl ReplicationConnection {
 
     async fn authenticate(&mut self, params: &ConnectParams) -> Result<(), ProtocolError> {
         let password = || {
-            params.password.clone().ok_or_else(|| ProtocolError::Auth("the server asks for a password and the URL has none".into()))
+            params.password.clone().ok_or_else(|| {
+                ProtocolError::Auth("the server asks for a password and the URL has none".into())
+            })
         };
         match self.read_message().await? {
             backend::Message::AuthenticationOk => Ok(()),
@@ -129,7 +146,11 @@ impl ReplicationConnection {
                 self.expect_auth_ok().await
             }
             backend::Message::AuthenticationMd5Password(body) => {
-                let hashed = postgres_protocol::authentication::md5_hash(params.user.as_bytes(), password()?.as_bytes(), body.salt());
+                let hashed = postgres_protocol::authentication::md5_hash(
+                    params.user.as_bytes(),
+                    password()?.as_bytes(),
+                    body.salt(),
+                );
                 frontend::password_message(hashed.as_bytes(), &mut self.write_buf)?;
                 self.flush().await?;
                 self.expect_auth_ok().await
@@ -137,42 +158,63 @@ impl ReplicationConnection {
             backend::Message::AuthenticationSasl(body) => {
                 let mut mechanisms = body.mechanisms();
                 let mut scram = false;
-                while let Some(mechanism) = mechanisms.next().map_err(|e| ProtocolError::Auth(e.to_string()))? {
+                while let Some(mechanism) = mechanisms
+                    .next()
+                    .map_err(|e| ProtocolError::Auth(e.to_string()))?
+                {
                     scram |= mechanism == SCRAM_SHA_256;
                 }
                 if !scram {
-                    return Err(ProtocolError::Auth("the server offers no SASL mechanism Headwater supports (SCRAM-SHA-256)".into()));
+                    return Err(ProtocolError::Auth(
+                        "the server offers no SASL mechanism Headwater supports (SCRAM-SHA-256)"
+                            .into(),
+                    ));
                 }
-                let mut scram = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut self.write_buf)?;
+                let mut scram =
+                    ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(
+                    SCRAM_SHA_256,
+                    scram.message(),
+                    &mut self.write_buf,
+                )?;
                 self.flush().await?;
                 match self.read_message().await? {
-                    backend::Message::AuthenticationSaslContinue(body) => {
-                        scram.update(body.data()).map_err(|e| ProtocolError::Auth(e.to_string()))?
+                    backend::Message::AuthenticationSaslContinue(body) => scram
+                        .update(body.data())
+                        .map_err(|e| ProtocolError::Auth(e.to_string()))?,
+                    backend::Message::ErrorResponse(body) => {
+                        return Err(ProtocolError::Server(server_error(&body)))
                     }
-                    backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
                     _ => return Err(ProtocolError::Unexpected("during SCRAM".into())),
                 }
                 frontend::sasl_response(scram.message(), &mut self.write_buf)?;
                 self.flush().await?;
                 match self.read_message().await? {
-                    backend::Message::AuthenticationSaslFinal(body) => {
-                        scram.finish(body.data()).map_err(|e| ProtocolError::Auth(e.to_string()))?
+                    backend::Message::AuthenticationSaslFinal(body) => scram
+                        .finish(body.data())
+                        .map_err(|e| ProtocolError::Auth(e.to_string()))?,
+                    backend::Message::ErrorResponse(body) => {
+                        return Err(ProtocolError::Server(server_error(&body)))
                     }
-                    backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
                     _ => return Err(ProtocolError::Unexpected("during SCRAM".into())),
                 }
                 self.expect_auth_ok().await
             }
-            backend::Message::ErrorResponse(body) => Err(ProtocolError::Server(server_error(&body))),
-            _ => Err(ProtocolError::Auth("the server asks for an authentication method Headwater does not support".into())),
+            backend::Message::ErrorResponse(body) => {
+                Err(ProtocolError::Server(server_error(&body)))
+            }
+            _ => Err(ProtocolError::Auth(
+                "the server asks for an authentication method Headwater does not support".into(),
+            )),
         }
     }
 
     async fn expect_auth_ok(&mut self) -> Result<(), ProtocolError> {
         match self.read_message().await? {
             backend::Message::AuthenticationOk => Ok(()),
-            backend::Message::ErrorResponse(body) => Err(ProtocolError::Server(server_error(&body))),
+            backend::Message::ErrorResponse(body) => {
+                Err(ProtocolError::Server(server_error(&body)))
+            }
             _ => Err(ProtocolError::Unexpected("after the password".into())),
         }
     }
@@ -186,7 +228,9 @@ impl ReplicationConnection {
     async fn read_message(&mut self) -> Result<backend::Message, ProtocolError> {
         match self.read_incoming().await? {
             Incoming::Message(message) => Ok(message),
-            Incoming::CopyBothResponse => Err(ProtocolError::Unexpected("CopyBothResponse outside START_REPLICATION".into())),
+            Incoming::CopyBothResponse => Err(ProtocolError::Unexpected(
+                "CopyBothResponse outside START_REPLICATION".into(),
+            )),
         }
     }
 
@@ -194,7 +238,12 @@ impl ReplicationConnection {
         loop {
             // postgres-protocol does not parse CopyBothResponse ('W'): take it off by hand.
             if self.read_buf.len() >= 5 && self.read_buf[0] == b'W' {
-                let len = u32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
+                let len = u32::from_be_bytes([
+                    self.read_buf[1],
+                    self.read_buf[2],
+                    self.read_buf[3],
+                    self.read_buf[4],
+                ]) as usize;
                 if self.read_buf.len() > len {
                     self.read_buf.advance(len + 1);
                     return Ok(Incoming::CopyBothResponse);
@@ -216,7 +265,10 @@ impl ReplicationConnection {
     }
 
     /// Runs a replication command that returns rows; returns them as text columns.
-    pub async fn simple_query(&mut self, query: &str) -> Result<Vec<Vec<Option<String>>>, ProtocolError> {
+    pub async fn simple_query(
+        &mut self,
+        query: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ProtocolError> {
         frontend::query(query, &mut self.write_buf)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -227,7 +279,10 @@ impl ReplicationConnection {
                     let buf = row.buffer();
                     let mut values = Vec::new();
                     let mut ranges = row.ranges();
-                    while let Some(range) = ranges.next().map_err(|e| ProtocolError::Unexpected(e.to_string()))? {
+                    while let Some(range) = ranges
+                        .next()
+                        .map_err(|e| ProtocolError::Unexpected(e.to_string()))?
+                    {
                         values.push(range.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
                     }
                     rows.push(values);
@@ -254,7 +309,11 @@ impl ReplicationConnection {
                     return Err(ProtocolError::Server(server_error(&body)))
                 }
                 Incoming::Message(backend::Message::NoticeResponse(_)) => {}
-                Incoming::Message(_) => return Err(ProtocolError::Unexpected("instead of CopyBothResponse".into())),
+                Incoming::Message(_) => {
+                    return Err(ProtocolError::Unexpected(
+                        "instead of CopyBothResponse".into(),
+                    ))
+                }
             }
         }
     }
@@ -274,18 +333,31 @@ impl ReplicationConnection {
                             let wal_start = data.get_u64();
                             let wal_end = data.get_u64();
                             let _send_time = data.get_i64();
-                            return Ok(StreamMessage::XLogData { wal_start, wal_end, data });
+                            return Ok(StreamMessage::XLogData {
+                                wal_start,
+                                wal_end,
+                                data,
+                            });
                         }
                         b'k' if data.len() >= 17 => {
                             let wal_end = data.get_u64();
                             let _send_time = data.get_i64();
                             let reply_requested = data.get_u8() == 1;
-                            return Ok(StreamMessage::Keepalive { wal_end, reply_requested });
+                            return Ok(StreamMessage::Keepalive {
+                                wal_end,
+                                reply_requested,
+                            });
                         }
-                        other => return Err(ProtocolError::Unexpected(format!("CopyData of kind {other}"))),
+                        other => {
+                            return Err(ProtocolError::Unexpected(format!(
+                                "CopyData of kind {other}"
+                            )))
+                        }
                     }
                 }
-                backend::Message::ErrorResponse(body) => return Err(ProtocolError::Server(server_error(&body))),
+                backend::Message::ErrorResponse(body) => {
+                    return Err(ProtocolError::Server(server_error(&body)))
+                }
                 backend::Message::CopyDone => {
                     return Err(ProtocolError::Io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -293,13 +365,22 @@ impl ReplicationConnection {
                     )))
                 }
                 backend::Message::NoticeResponse(_) => {}
-                _ => return Err(ProtocolError::Unexpected("in the replication stream".into())),
+                _ => {
+                    return Err(ProtocolError::Unexpected(
+                        "in the replication stream".into(),
+                    ))
+                }
             }
         }
     }
 
     /// Standby status update: `flushed` is the position the sink has made durable.
-    pub async fn send_status(&mut self, received: u64, flushed: u64, reply_requested: bool) -> Result<(), ProtocolError> {
+    pub async fn send_status(
+        &mut self,
+        received: u64,
+        flushed: u64,
+        reply_requested: bool,
+    ) -> Result<(), ProtocolError> {
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
         payload.put_u64(received);

@@ -4,13 +4,15 @@
 use crate::catalog;
 use crate::config::PostgresConfig;
 use crate::pgoutput::{self, Message};
-use crate::protocol::{ConnectParams, ProtocolError, ReplicationConnection, ServerError, StreamMessage};
+use crate::protocol::{
+    ConnectParams, ProtocolError, ReplicationConnection, ServerError, StreamMessage,
+};
 use crate::stream::{PgReader, RelationInfo, Step};
 use async_trait::async_trait;
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    redact_url, ConnectorError, DurableWatch, EventSender, Lsn, PgPosition, Position, Problem, Source, SourceEvent,
-    TableFilter,
+    redact_url, ConnectorError, DurableWatch, EventSender, Lsn, PgPosition, Position, Problem,
+    Source, SourceEvent, TableFilter,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +42,9 @@ fn connect_params(url: &str) -> Result<ConnectParams, ConnectorError> {
             redact_url(url)
         ))
     };
-    let parsed: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("is not a valid PostgreSQL URL ({e})")))?;
+    let parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| bad(format!("is not a valid PostgreSQL URL ({e})")))?;
     let host = match parsed.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         _ => return Err(bad("names no TCP host".into())),
@@ -48,9 +52,17 @@ fn connect_params(url: &str) -> Result<ConnectParams, ConnectorError> {
     Ok(ConnectParams {
         host,
         port: parsed.get_ports().first().copied().unwrap_or(5432),
-        user: parsed.get_user().ok_or_else(|| bad("names no user".into()))?.to_string(),
-        password: parsed.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
-        database: parsed.get_dbname().ok_or_else(|| bad("names no database".into()))?.to_string(),
+        user: parsed
+            .get_user()
+            .ok_or_else(|| bad("names no user".into()))?
+            .to_string(),
+        password: parsed
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        database: parsed
+            .get_dbname()
+            .ok_or_else(|| bad("names no database".into()))?
+            .to_string(),
     })
 }
 
@@ -58,15 +70,31 @@ impl PostgresSource {
     pub fn new(config: PostgresConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
         let filter = config.validate().map_err(ConnectorError::definite)?;
         let params = connect_params(&config.url)?;
-        Ok(PostgresSource { config, filter, params, state_dir: state_dir.to_path_buf(), slot_busy_since: None })
+        Ok(PostgresSource {
+            config,
+            filter,
+            params,
+            state_dir: state_dir.to_path_buf(),
+            slot_busy_since: None,
+        })
     }
 
     /// Classifies an error of the replication connection, naming the fix.
     fn replication_error(&mut self, err: ProtocolError, what: &str) -> ConnectorError {
         let slot = &self.config.slot;
         match err {
-            ProtocolError::Server(ServerError { code, message, detail }) => {
-                let full = format!("{message}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
+            ProtocolError::Server(ServerError {
+                code,
+                message,
+                detail,
+            }) => {
+                let full = format!(
+                    "{message}{}",
+                    detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                );
                 let recover = format!(
                     "To recover: SELECT pg_drop_replication_slot('{slot}') if it still exists, move state.path and the sink's data away (or keep them and backfill), and start again: a new slot starts from now, so changes in between must come from a snapshot/backfill"
                 );
@@ -99,7 +127,9 @@ impl PostgresSource {
                     _ => ConnectorError::definite(format!("{what}: {full} (SQLSTATE {code})")),
                 }
             }
-            ProtocolError::Auth(message) => ConnectorError::definite(format!("{what}: {message}; check source.url")),
+            ProtocolError::Auth(message) => {
+                ConnectorError::definite(format!("{what}: {message}; check source.url"))
+            }
             other => ConnectorError::retryable(format!("{what}: {other}")),
         }
     }
@@ -117,7 +147,13 @@ async fn heartbeats(url: String, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        if let Err(err) = client.execute("SELECT pg_logical_emit_message(true, $1, '')", &[&HEARTBEAT_PREFIX]).await {
+        if let Err(err) = client
+            .execute(
+                "SELECT pg_logical_emit_message(true, $1, '')",
+                &[&HEARTBEAT_PREFIX],
+            )
+            .await
+        {
             tracing::warn!(error = %err, "could not write a heartbeat message");
         }
     }
@@ -138,7 +174,10 @@ impl Source for PostgresSource {
         let client = match catalog::connect(&self.config.url).await {
             Ok(client) => client,
             Err(err) => {
-                problems.push(Problem::error(err.report(), "check source.url, that the server runs, and pg_hba.conf"));
+                problems.push(Problem::error(
+                    err.report(),
+                    "check source.url, that the server runs, and pg_hba.conf",
+                ));
                 return Ok(problems);
             }
         };
@@ -170,8 +209,21 @@ impl Source for PostgresSource {
             )
             .await
             .map_err(|e| catalog::sql_error("reading the role", url, e))?;
-        let (replication, slots, max_slots, senders, max_senders, slot_exists): (bool, i64, i64, i64, i64, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        let (replication, slots, max_slots, senders, max_senders, slot_exists): (
+            bool,
+            i64,
+            i64,
+            i64,
+            i64,
+            bool,
+        ) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
         if !replication {
             problems.push(Problem::error(
                 format!("role {} lacks the REPLICATION attribute", self.params.user),
@@ -199,7 +251,10 @@ impl Source for PostgresSource {
             }
             if slot.plugin.as_deref() != Some("pgoutput") {
                 problems.push(Problem::error(
-                    format!("replication slot {} does not use pgoutput ({:?})", self.config.slot, slot.plugin),
+                    format!(
+                        "replication slot {} does not use pgoutput ({:?})",
+                        self.config.slot, slot.plugin
+                    ),
                     "give source.slot a new name; Headwater creates it with pgoutput",
                 ));
             }
@@ -215,7 +270,10 @@ impl Source for PostgresSource {
         }
         for (schema, table, identity, has_key) in &tables {
             let allowed: bool = client
-                .query_one("SELECT has_table_privilege(format('%I.%I', $1::text, $2::text), 'SELECT')", &[schema, table])
+                .query_one(
+                    "SELECT has_table_privilege(format('%I.%I', $1::text, $2::text), 'SELECT')",
+                    &[schema, table],
+                )
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(false);
@@ -238,13 +296,19 @@ impl Source for PostgresSource {
             }
         }
         let publication = client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&self.config.publication])
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&self.config.publication],
+            )
             .await
             .map_err(|e| catalog::sql_error("reading publications", url, e))?;
         if publication.is_none() && !self.config.create_publication {
             problems.push(Problem::error(
                 format!("publication {} does not exist", self.config.publication),
-                format!("CREATE PUBLICATION {} FOR TABLE …, or set source.create_publication = true", self.config.publication),
+                format!(
+                    "CREATE PUBLICATION {} FOR TABLE …, or set source.create_publication = true",
+                    self.config.publication
+                ),
             ));
         } else if publication.is_some() {
             let published: Vec<(String, String)> = client
@@ -295,23 +359,45 @@ impl Source for PostgresSource {
         let url = self.config.url.clone();
         let client = catalog::connect(&url).await?;
         catalog::ensure_publication(&client, &self.config, &self.filter).await?;
-        let start = match (catalog::slot_state(&client, &url, &self.config.slot).await?, &resume) {
+        let start = match (
+            catalog::slot_state(&client, &url, &self.config.slot).await?,
+            &resume,
+        ) {
             (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
                 return Err(self.replication_error(
                     ProtocolError::Server(ServerError {
                         code: "55000".into(),
-                        message: format!("cannot read from logical replication slot \"{}\"", self.config.slot),
-                        detail: Some("its WAL status is lost: it exceeded the maximum reserved size".into()),
+                        message: format!(
+                            "cannot read from logical replication slot \"{}\"",
+                            self.config.slot
+                        ),
+                        detail: Some(
+                            "its WAL status is lost: it exceeded the maximum reserved size".into(),
+                        ),
                     }),
                     "checking the slot",
                 ))
             }
             (Some(_), Some(resume)) => resume.clone(),
             (Some(slot), None) => {
-                let confirmed: Lsn = slot.confirmed_flush.as_deref().unwrap_or("0/0").parse().unwrap_or_default();
+                let confirmed: Lsn = slot
+                    .confirmed_flush
+                    .as_deref()
+                    .unwrap_or("0/0")
+                    .parse()
+                    .unwrap_or_default();
                 tracing::info!(slot = %self.config.slot, %confirmed, "starting from the existing slot's confirmed position");
-                let start = PgPosition { lsn: confirmed, rows_done: 0 };
-                if events.send(vec![SourceEvent::Progress(Position::Postgres(start.clone()))]).await.is_err() {
+                let start = PgPosition {
+                    lsn: confirmed,
+                    rows_done: 0,
+                };
+                if events
+                    .send(vec![SourceEvent::Progress(Position::Postgres(
+                        start.clone(),
+                    ))])
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
                 start
@@ -320,7 +406,13 @@ impl Source for PostgresSource {
                 let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
                 tracing::info!(slot = %self.config.slot, %lsn, "created the replication slot");
                 let start = PgPosition { lsn, rows_done: 0 };
-                if events.send(vec![SourceEvent::Progress(Position::Postgres(start.clone()))]).await.is_err() {
+                if events
+                    .send(vec![SourceEvent::Progress(Position::Postgres(
+                        start.clone(),
+                    ))])
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
                 start
@@ -329,7 +421,10 @@ impl Source for PostgresSource {
                 return Err(self.replication_error(
                     ProtocolError::Server(ServerError {
                         code: "42704".into(),
-                        message: format!("replication slot \"{}\" does not exist", self.config.slot),
+                        message: format!(
+                            "replication slot \"{}\" does not exist",
+                            self.config.slot
+                        ),
                         detail: Some(format!("the checkpoint is at {resume}")),
                     }),
                     "checking the slot",
@@ -352,8 +447,12 @@ impl Source for PostgresSource {
         }
         self.slot_busy_since = None;
         tracing::info!(position = %start, slot = %self.config.slot, "streaming");
-        let _heartbeat = (!self.config.heartbeat_interval.is_zero())
-            .then(|| AbortOnDrop(tokio::spawn(heartbeats(url.clone(), self.config.heartbeat_interval))));
+        let _heartbeat = (!self.config.heartbeat_interval.is_zero()).then(|| {
+            AbortOnDrop(tokio::spawn(heartbeats(
+                url.clone(),
+                self.config.heartbeat_interval,
+            )))
+        });
 
         let mut reader = PgReader::new(&self.params.database, resume, stop_at);
         let mut received = start.lsn.0;
@@ -369,43 +468,70 @@ impl Source for PostgresSource {
                     };
                     // Between transactions, ask for a keepalive: its WAL end moves the position
                     // on while the published tables are quiet.
-                    if let Err(err) = conn.send_status(received, flushed, !reader.in_transaction()).await {
+                    if let Err(err) = conn
+                        .send_status(received, flushed, !reader.in_transaction())
+                        .await
+                    {
                         break Err(self.replication_error(err, "confirming the durable position"));
                     }
                     next_status = Instant::now() + self.config.status_interval;
                     continue;
                 }
-                Ok(Err(err)) => break Err(self.replication_error(err, "reading the replication stream")),
+                Ok(Err(err)) => {
+                    break Err(self.replication_error(err, "reading the replication stream"))
+                }
                 Ok(Ok(message)) => message,
             };
             let step = match message {
-                StreamMessage::Keepalive { wal_end, reply_requested } => {
+                StreamMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                } => {
                     received = received.max(wal_end);
                     if reply_requested {
                         next_status = Instant::now();
                     }
                     reader.keepalive(wal_end, &mut batch)
                 }
-                StreamMessage::XLogData { wal_start, wal_end, data } => {
+                StreamMessage::XLogData {
+                    wal_start,
+                    wal_end,
+                    data,
+                } => {
                     received = received.max(wal_end);
                     let message = match pgoutput::parse(&data) {
                         Ok(message) => message,
-                        Err(err) => break Err(ConnectorError::definite(format!("{err} at {}; report this", Lsn(wal_start)))),
+                        Err(err) => {
+                            break Err(ConnectorError::definite(format!(
+                                "{err} at {}; report this",
+                                Lsn(wal_start)
+                            )))
+                        }
                     };
                     let step = match message {
                         Message::Relation(relation) => {
-                            let info = if self.filter.captures(&relation.namespace, &relation.name) {
-                                let (mut schema, types) =
-                                    match catalog::describe_relation(&client, &url, &relation, self.config.unknown_types).await {
-                                        Ok(described) => described,
-                                        Err(err) => break Err(err),
-                                    };
+                            let info = if self.filter.captures(&relation.namespace, &relation.name)
+                            {
+                                let (mut schema, types) = match catalog::describe_relation(
+                                    &client,
+                                    &url,
+                                    &relation,
+                                    self.config.unknown_types,
+                                )
+                                .await
+                                {
+                                    Ok(described) => described,
+                                    Err(err) => break Err(err),
+                                };
                                 let known = history.known_versions(&schema.id.to_string());
                                 schema.version = match history.version_of(&schema) {
                                     Ok(version) => version,
                                     Err(err) => break Err(err),
                                 };
-                                let info = Arc::new(RelationInfo { schema: Arc::new(schema), types });
+                                let info = Arc::new(RelationInfo {
+                                    schema: Arc::new(schema),
+                                    types,
+                                });
                                 if info.schema.version > known && known > 0 {
                                     reader.schema_change(&info, &mut batch);
                                 }
@@ -429,7 +555,8 @@ impl Source for PostgresSource {
                 }
             };
             let flush = step == Step::Done || batch.len() >= BATCH || !reader.in_transaction();
-            if flush && !batch.is_empty() && events.send(std::mem::take(&mut batch)).await.is_err() {
+            if flush && !batch.is_empty() && events.send(std::mem::take(&mut batch)).await.is_err()
+            {
                 break Ok(());
             }
             if step == Step::Done {

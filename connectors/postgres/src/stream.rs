@@ -5,8 +5,8 @@ use crate::pgoutput::{Message, TupleValue};
 use crate::types::PgType;
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::{
-    ChangeRecord, ConnectorError, Lsn, Op, PgPosition, PgSourceInfo, Position, SchemaChangeRecord, SnapshotMarker,
-    SourceEvent, SourceInfo, TableSchema, TransactionInfo,
+    ChangeRecord, ConnectorError, Lsn, Op, PgPosition, PgSourceInfo, Position, SchemaChangeRecord,
+    SnapshotMarker, SourceEvent, SourceInfo, TableSchema, TransactionInfo,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -84,7 +84,10 @@ impl PgReader {
 
     /// The position of the change stream right now, inside or between transactions.
     pub fn position_in_transaction(&self) -> Option<PgPosition> {
-        self.txn.as_ref().map(|t| PgPosition { lsn: Lsn(t.final_lsn), rows_done: t.records })
+        self.txn.as_ref().map(|t| PgPosition {
+            lsn: Lsn(t.final_lsn),
+            rows_done: t.records,
+        })
     }
 
     /// A keepalive: with no transaction open, everything before `wal_end` has been received.
@@ -92,7 +95,10 @@ impl PgReader {
         if self.txn.is_some() || wal_end == 0 {
             return Step::Continue;
         }
-        let here = PgPosition { lsn: Lsn(wal_end), rows_done: 0 };
+        let here = PgPosition {
+            lsn: Lsn(wal_end),
+            rows_done: 0,
+        };
         let done = self.reached(&here);
         out.push(SourceEvent::Progress(Position::Postgres(here)));
         if done {
@@ -139,9 +145,18 @@ impl PgReader {
         })
     }
 
-    pub fn handle(&mut self, message: Message<'_>, wal_start: u64, out: &mut Vec<SourceEvent>) -> Result<Step, ConnectorError> {
+    pub fn handle(
+        &mut self,
+        message: Message<'_>,
+        wal_start: u64,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<Step, ConnectorError> {
         match message {
-            Message::Begin { final_lsn, commit_ts, xid } => {
+            Message::Begin {
+                final_lsn,
+                commit_ts,
+                xid,
+            } => {
                 self.skip_records = match &self.resume {
                     Some(resume) if final_lsn < resume.lsn.0 => u64::MAX,
                     Some(resume) if final_lsn == resume.lsn.0 => resume.rows_done,
@@ -162,25 +177,39 @@ impl PgReader {
             Message::Commit { end_lsn, .. } => {
                 self.txn = None;
                 self.skip_records = 0;
-                let here = PgPosition { lsn: Lsn(end_lsn), rows_done: 0 };
+                let here = PgPosition {
+                    lsn: Lsn(end_lsn),
+                    rows_done: 0,
+                };
                 let done = self.reached(&here);
                 out.push(SourceEvent::Progress(Position::Postgres(here)));
                 if done {
                     return Ok(Step::Done);
                 }
             }
-            Message::Insert { relation, new } => self.change(relation, Op::Create, None, Some(&new), wal_start, out)?,
+            Message::Insert { relation, new } => {
+                self.change(relation, Op::Create, None, Some(&new), wal_start, out)?
+            }
             Message::Update { relation, old, new } => {
-                let old = old.as_ref().filter(|(full, _)| *full).map(|(_, t)| t.as_slice());
+                let old = old
+                    .as_ref()
+                    .filter(|(full, _)| *full)
+                    .map(|(_, t)| t.as_slice());
                 self.change(relation, Op::Update, old, Some(&new), wal_start, out)?
             }
-            Message::Delete { relation, old: (_, old) } => self.change(relation, Op::Delete, Some(&old), None, wal_start, out)?,
+            Message::Delete {
+                relation,
+                old: (_, old),
+            } => self.change(relation, Op::Delete, Some(&old), None, wal_start, out)?,
             Message::Truncate { relations, .. } => {
                 for relation in relations {
                     self.change(relation, Op::Truncate, None, None, wal_start, out)?;
                 }
             }
-            Message::Relation(_) | Message::Type { .. } | Message::Origin | Message::Message { .. } => {}
+            Message::Relation(_)
+            | Message::Type { .. }
+            | Message::Origin
+            | Message::Message { .. } => {}
         }
         Ok(Step::Continue)
     }
@@ -195,7 +224,9 @@ impl PgReader {
         out: &mut Vec<SourceEvent>,
     ) -> Result<(), ConnectorError> {
         let Some(info) = self.relations.get(&relation).cloned() else {
-            return Err(defect(format!("a change to relation {relation} before its Relation message")));
+            return Err(defect(format!(
+                "a change to relation {relation} before its Relation message"
+            )));
         };
         let Some(txn) = self.txn.as_mut() else {
             return Err(defect("a change outside a transaction"));
@@ -210,8 +241,15 @@ impl PgReader {
         if txn.records <= self.skip_records {
             return Ok(());
         }
-        let position = Position::Postgres(PgPosition { lsn: Lsn(txn.final_lsn), rows_done: txn.records });
-        let transaction = Some(TransactionInfo { id: txn.id.clone(), total_order: txn.records, data_collection_order });
+        let position = Position::Postgres(PgPosition {
+            lsn: Lsn(txn.final_lsn),
+            rows_done: txn.records,
+        });
+        let transaction = Some(TransactionInfo {
+            id: txn.id.clone(),
+            total_order: txn.records,
+            data_collection_order,
+        });
         let schema = &info.schema;
         let before_values = old.map(|t| decode_tuple(&info, t, None)).transpose()?;
         let after_values = new.map(|t| decode_tuple(&info, t, old)).transpose()?;
@@ -283,8 +321,12 @@ fn decode_tuple<'t>(
         values.push(match value {
             TupleValue::Null | TupleValue::UnchangedToast => Value::Null,
             TupleValue::Text(bytes) => {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| defect(format!("column {}.{} is not UTF-8 text", schema.id, schema.columns[index].name)))?;
+                let text = std::str::from_utf8(bytes).map_err(|_| {
+                    defect(format!(
+                        "column {}.{} is not UTF-8 text",
+                        schema.id, schema.columns[index].name
+                    ))
+                })?;
                 pg_type.parse(text).map_err(|e| {
                     ConnectorError::definite(format!(
                         "column {}.{}: {e}; report this with the column's type",
@@ -292,9 +334,15 @@ fn decode_tuple<'t>(
                     ))
                 })?
             }
-            TupleValue::Binary(_) => return Err(defect("a binary tuple value (Headwater asks for text)")),
+            TupleValue::Binary(_) => {
+                return Err(defect("a binary tuple value (Headwater asks for text)"))
+            }
         });
     }
-    values.push(if unchanged.is_empty() { Value::Null } else { Value::Array(unchanged) });
+    values.push(if unchanged.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(unchanged)
+    });
     Ok(values)
 }

@@ -48,9 +48,8 @@ impl PgType {
             700 => T::Float4,
             701 => T::Float8,
             1700 => T::Numeric(numeric_modifier(typmod)),
-            18 | 19 | 25 | 142 | 650 | 774 | 790 | 829 | 869 | 1042 | 1043 | 1186 | 1266 | 1560 | 1562 => {
-                T::Text(TextKind::Plain)
-            }
+            18 | 19 | 25 | 142 | 650 | 774 | 790 | 829 | 869 | 1042 | 1043 | 1186 | 1266 | 1560
+            | 1562 => T::Text(TextKind::Plain),
             114 | 3802 => T::Text(TextKind::Json),
             2950 => T::Text(TextKind::Uuid),
             1082 => T::Date,
@@ -96,7 +95,10 @@ impl PgType {
             PgType::Int8 => FieldType::Long,
             PgType::Float4 => FieldType::Float,
             PgType::Float8 => FieldType::Double,
-            PgType::Numeric(Some((precision, scale))) => FieldType::Decimal { precision: *precision, scale: *scale },
+            PgType::Numeric(Some((precision, scale))) => FieldType::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
             PgType::Numeric(None) => FieldType::DecimalString,
             PgType::Text(TextKind::Plain) => FieldType::String,
             PgType::Text(TextKind::Json) => FieldType::Json,
@@ -115,7 +117,12 @@ impl PgType {
     /// documentation maps to null (infinite dates and timestamps, `NaN`/`Infinity` in a
     /// constrained `numeric`).
     pub fn parse<'a>(&self, text: &'a str) -> Result<Value<'a>, String> {
-        let bad = || format!("`{}` is not a valid {self:?} value", text.chars().take(80).collect::<String>());
+        let bad = || {
+            format!(
+                "`{}` is not a valid {self:?} value",
+                text.chars().take(80).collect::<String>()
+            )
+        };
         Ok(match self {
             PgType::Bool => match text {
                 "t" => Value::Boolean(true),
@@ -145,10 +152,12 @@ impl PgType {
                 None => Value::Null,
             },
             PgType::Time => Value::Micros(parse_time(text).ok_or_else(bad)?),
-            PgType::Timestamp | PgType::TimestampTz => match parse_timestamp(text).ok_or_else(bad)? {
-                Some(micros) => Value::Micros(micros),
-                None => Value::Null,
-            },
+            PgType::Timestamp | PgType::TimestampTz => {
+                match parse_timestamp(text).ok_or_else(bad)? {
+                    Some(micros) => Value::Micros(micros),
+                    None => Value::Null,
+                }
+            }
             PgType::Array(element) => {
                 let mut values = Vec::new();
                 for item in parse_array(text).ok_or_else(bad)? {
@@ -245,7 +254,11 @@ fn parse_time(text: &str) -> Option<i64> {
     if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let micros: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().ok()? };
+    let micros: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}").parse().ok()?
+    };
     Some(((hours * 60 + minutes) * 60 + whole) * 1_000_000 + micros)
 }
 
@@ -317,7 +330,11 @@ fn parse_array(text: &str) -> Option<Vec<Option<Cow<'_, str>>>> {
             }
             let end = inner[i..].find(',').map_or(inner.len(), |n| i + n);
             let item = &inner[i..end];
-            items.push(if item.eq_ignore_ascii_case("NULL") { None } else { Some(Cow::Borrowed(item)) });
+            items.push(if item.eq_ignore_ascii_case("NULL") {
+                None
+            } else {
+                Some(Cow::Borrowed(item))
+            });
             i = end;
         }
         match bytes.get(i) {
@@ -333,35 +350,62 @@ mod tests {
     use super::*;
 
     fn parse(oid: u32, typmod: i32, text: &str) -> Value<'static> {
-        owned(PgType::builtin(oid, typmod).expect("built-in").parse(text).expect("parses"))
+        owned(
+            PgType::builtin(oid, typmod)
+                .expect("built-in")
+                .parse(text)
+                .expect("parses"),
+        )
     }
 
     #[test]
     fn numerics_constrained_and_not() {
         let typmod = ((10 << 16) | 2) + 4;
-        assert_eq!(parse(1700, typmod, "-12.5"), Value::Decimal(Unscaled::parse("-12.50", 2).unwrap()));
+        assert_eq!(
+            parse(1700, typmod, "-12.5"),
+            Value::Decimal(Unscaled::parse("-12.50", 2).unwrap())
+        );
         assert_eq!(parse(1700, typmod, "NaN"), Value::Null);
         assert_eq!(parse(1700, -1, "NaN"), Value::Text("NaN".into()));
-        assert_eq!(PgType::builtin(1700, -1).unwrap().field_type(), FieldType::DecimalString);
+        assert_eq!(
+            PgType::builtin(1700, -1).unwrap().field_type(),
+            FieldType::DecimalString
+        );
     }
 
     #[test]
     fn dates_and_timestamps() {
         assert_eq!(parse(1082, -1, "1970-01-02"), Value::Date(1));
-        assert_eq!(parse(1082, -1, "0001-01-01 BC"), Value::Date(-719_528), "1 BC is year 0, a leap year");
+        assert_eq!(
+            parse(1082, -1, "0001-01-01 BC"),
+            Value::Date(-719_528),
+            "1 BC is year 0, a leap year"
+        );
         assert_eq!(parse(1082, -1, "infinity"), Value::Null);
-        assert_eq!(parse(1114, -1, "1970-01-01 00:00:01.5"), Value::Micros(1_500_000));
+        assert_eq!(
+            parse(1114, -1, "1970-01-01 00:00:01.5"),
+            Value::Micros(1_500_000)
+        );
         assert_eq!(parse(1184, -1, "1970-01-01 01:00:00+01"), Value::Micros(0));
-        assert_eq!(parse(1184, -1, "1970-01-01 00:00:00-05:30"), Value::Micros(19_800_000_000));
+        assert_eq!(
+            parse(1184, -1, "1970-01-01 00:00:00-05:30"),
+            Value::Micros(19_800_000_000)
+        );
         assert_eq!(parse(1184, -1, "-infinity"), Value::Null);
         assert_eq!(parse(1083, -1, "24:00:00"), Value::Micros(86_400_000_000));
-        assert_eq!(parse(1083, -1, "13:45:07.000123"), Value::Micros(49_507_000_123));
+        assert_eq!(
+            parse(1083, -1, "13:45:07.000123"),
+            Value::Micros(49_507_000_123)
+        );
     }
 
     #[test]
     fn bytea_floats_booleans() {
         assert_eq!(parse(17, -1, "\\x00ff"), Value::Bytes(vec![0, 255].into()));
-        assert_eq!(parse(701, -1, "-Infinity"), Value::Double(f64::NEG_INFINITY));
+        assert_eq!(
+            parse(701, -1, "-Infinity"),
+            Value::Double(f64::NEG_INFINITY)
+        );
         assert_eq!(parse(700, -1, "1.5"), Value::Float(1.5));
         assert_eq!(parse(16, -1, "t"), Value::Boolean(true));
         assert!(PgType::Bool.parse("yes").is_err());
@@ -370,7 +414,11 @@ mod tests {
     #[test]
     fn arrays_with_nulls_quotes_and_escapes() {
         assert_eq!(
-            parse(1009, -1, r#"{plain,"with space","a\"quote",NULL,"NULL",""}"#),
+            parse(
+                1009,
+                -1,
+                r#"{plain,"with space","a\"quote",NULL,"NULL",""}"#
+            ),
             Value::Array(vec![
                 Value::Text("plain".into()),
                 Value::Text("with space".into()),
@@ -380,8 +428,14 @@ mod tests {
                 Value::Text("".into()),
             ])
         );
-        assert_eq!(parse(1007, -1, "{1,-2}"), Value::Array(vec![Value::Int(1), Value::Int(-2)]));
+        assert_eq!(
+            parse(1007, -1, "{1,-2}"),
+            Value::Array(vec![Value::Int(1), Value::Int(-2)])
+        );
         assert_eq!(parse(1007, -1, "{}"), Value::Array(vec![]));
-        assert!(PgType::builtin(1007, -1).unwrap().parse("{{1,2},{3,4}}").is_err());
+        assert!(PgType::builtin(1007, -1)
+            .unwrap()
+            .parse("{{1,2},{3,4}}")
+            .is_err());
     }
 }
