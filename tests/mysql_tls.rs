@@ -4,73 +4,10 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .expect("openssl");
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// A CA and a server certificate for 127.0.0.1, made with the openssl command.
-fn make_certificates(dir: &Path) -> Vec<String> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=headwater test CA",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server-key.pem",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+/// Certificates from the test CA, and the server options that use them.
+fn tls_options(dir: &Path) -> Vec<String> {
+    make_certificates(dir);
     vec![
         format!("--ssl-ca={}", dir.join("ca.pem").display()),
         format!("--ssl-cert={}", dir.join("server.pem").display()),
@@ -80,7 +17,7 @@ fn make_certificates(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_server_that_requires_tls_is_read_over_tls() {
-    let server = PrivateMariadb::start_with(1, make_certificates);
+    let server = PrivateMariadb::start_with(1, tls_options);
     server.sql(
         "CREATE USER 'tls'@'%' IDENTIFIED BY 'tls' REQUIRE SSL; GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO 'tls'@'%';
          CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY)",

@@ -516,6 +516,16 @@ impl PrivatePostgres {
 
     /// `settings` are extra `postgresql.conf` lines.
     pub fn start(settings: &str) -> Self {
+        Self::start_with(
+            settings,
+            "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n",
+            |_| String::new(),
+        )
+    }
+
+    /// With `hba` as pg_hba.conf's TCP lines and `prepare` writing files into the data directory
+    /// (after initdb) and returning more settings.
+    pub fn start_with(settings: &str, hba: &str, prepare: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -552,8 +562,9 @@ impl PrivatePostgres {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/postgres/headwater.conf"),
         )
         .unwrap();
+        let prepared = prepare(&data);
         let extra = format!(
-            "{conf}\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n{settings}\n",
+            "{conf}\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n{settings}\n{prepared}\n",
             server.port,
             data.display()
         );
@@ -562,7 +573,11 @@ impl PrivatePostgres {
             .open(data.join("postgresql.conf"))
             .unwrap();
         std::io::Write::write_all(&mut file, extra.as_bytes()).unwrap();
-        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n").unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all trust\n{hba}"),
+        )
+        .unwrap();
         chown(&data);
         server.pg_ctl("start");
         server
@@ -610,4 +625,74 @@ impl Drop for PrivatePostgres {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 (`server.pem`, `server-key.pem`)
+/// in `dir`, made with the openssl command.
+pub fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=headwater test CA",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server-key.pem",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
 }

@@ -7,6 +7,7 @@ use crate::types::{PgType, TextKind};
 use headwater_contract::{
     redact_url, Column, ConnectorError, FieldType, Lsn, TableFilter, TableId, TableSchema,
 };
+use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
 
 /// The synthetic last column of every PostgreSQL row: names of columns whose value was an
@@ -38,15 +39,42 @@ pub fn sql_error(what: &str, url: &str, err: tokio_postgres::Error) -> Connector
     ConnectorError::definite(message).caused_by(err)
 }
 
-pub async fn connect(url: &str) -> Result<Client, ConnectorError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| sql_error("connecting to the source", url, e))?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "source SQL connection ended");
+/// Connects for SQL; with `tls`, the connection is encrypted and the server verified.
+pub async fn connect(
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Client, ConnectorError> {
+    let mut parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| sql_error("reading source.url", url, e))?;
+    let client = match tls {
+        Some(config) => {
+            parsed.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**config).clone());
+            let (client, connection) = parsed
+                .connect(connector)
+                .await
+                .map_err(|e| sql_error("connecting to the source", url, e))?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "source SQL connection ended");
+                }
+            });
+            client
         }
-    });
+        None => {
+            let (client, connection) = parsed
+                .connect(NoTls)
+                .await
+                .map_err(|e| sql_error("connecting to the source", url, e))?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "source SQL connection ended");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 

@@ -36,6 +36,11 @@ pub struct PostgresConfig {
     /// How often the durable position is confirmed to the server.
     #[serde(default = "default_status", with = "humantime_serde")]
     pub status_interval: Duration,
+    /// PEM file with the certificate authority that signed the server's certificate. Setting it
+    /// turns TLS on, with the certificate and host name verified, for both connections.
+    /// `?sslmode=require` in the URL turns TLS on against the public web roots instead.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// What to do with a column type Headwater does not know: `"error"` stops with the table,
     /// column and type named; `"text"` carries the value as PostgreSQL prints it.
     #[serde(default)]

@@ -9,3 +9,4 @@ pub mod catalog;
 pub mod source;
 pub mod stream;
 pub use source::PostgresSource;
+pub mod tls;

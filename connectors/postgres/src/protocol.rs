@@ -3,6 +3,7 @@
 //! XLogData (`w`) and keepalives (`k`), answered with standby status updates (`r`).
 //! Framing and SCRAM come from `postgres-protocol`; the rest is this file.
 
+use crate::tls::MaybeTls;
 use bytes::{Buf, BufMut, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -40,6 +41,8 @@ pub struct ConnectParams {
     pub user: String,
     pub password: Option<String>,
     pub database: String,
+    /// TLS configuration when the connection must be encrypted.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// One message of the replication stream.
@@ -61,7 +64,7 @@ enum Incoming {
 }
 
 pub struct ReplicationConnection {
-    stream: TcpStream,
+    stream: MaybeTls,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
@@ -101,8 +104,12 @@ impl ReplicationConnection {
     /// Connects, authenticates and waits until the server is ready. `options` become the
     /// session's settings (`-c name=value` pairs).
     pub async fn connect(params: &ConnectParams, options: &str) -> Result<Self, ProtocolError> {
-        let stream = TcpStream::connect((params.host.as_str(), params.port)).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect((params.host.as_str(), params.port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &params.tls {
+            Some(config) => MaybeTls::upgrade(tcp, &params.host, config.clone()).await?,
+            None => MaybeTls::Plain(tcp),
+        };
         let mut conn = ReplicationConnection {
             stream,
             read_buf: BytesMut::with_capacity(64 * 1024),

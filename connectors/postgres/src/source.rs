@@ -35,7 +35,7 @@ pub struct PostgresSource {
     slot_busy_since: Option<Instant>,
 }
 
-fn connect_params(url: &str) -> Result<ConnectParams, ConnectorError> {
+fn connect_params(url: &str, tls_ca_file: Option<&Path>) -> Result<ConnectParams, ConnectorError> {
     let bad = |why: String| {
         ConnectorError::definite(format!(
             "source.url {} {why}; the form is postgres://user:password@host:port/database",
@@ -63,13 +63,20 @@ fn connect_params(url: &str) -> Result<ConnectParams, ConnectorError> {
             .get_dbname()
             .ok_or_else(|| bad("names no database".into()))?
             .to_string(),
+        tls: if tls_ca_file.is_some()
+            || parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require
+        {
+            Some(crate::tls::client_config(tls_ca_file)?)
+        } else {
+            None
+        },
     })
 }
 
 impl PostgresSource {
     pub fn new(config: PostgresConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
         let filter = config.validate().map_err(ConnectorError::definite)?;
-        let params = connect_params(&config.url)?;
+        let params = connect_params(&config.url, config.tls_ca_file.as_deref())?;
         Ok(PostgresSource {
             config,
             filter,
@@ -136,8 +143,8 @@ impl PostgresSource {
 }
 
 /// Emits a transactional logical message now and then, so the slot advances on a quiet database.
-async fn heartbeats(url: String, every: Duration) {
-    let client = match catalog::connect(&url).await {
+async fn heartbeats(url: String, tls: Option<Arc<rustls::ClientConfig>>, every: Duration) {
+    let client = match catalog::connect(&url, tls.as_ref()).await {
         Ok(client) => client,
         Err(err) => {
             tracing::warn!(error = %err.report(), "heartbeats disabled: cannot connect");
@@ -171,7 +178,7 @@ impl Drop for AbortOnDrop {
 impl Source for PostgresSource {
     async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
         let mut problems = Vec::new();
-        let client = match catalog::connect(&self.config.url).await {
+        let client = match catalog::connect(&self.config.url, self.params.tls.as_ref()).await {
             Ok(client) => client,
             Err(err) => {
                 problems.push(Problem::error(
@@ -331,7 +338,7 @@ impl Source for PostgresSource {
     }
 
     async fn log_end(&mut self) -> Result<Position, ConnectorError> {
-        let client = catalog::connect(&self.config.url).await?;
+        let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
         let lsn = catalog::current_wal_lsn(&client, &self.config.url).await?;
         Ok(Position::Postgres(PgPosition { lsn, rows_done: 0 }))
     }
@@ -357,7 +364,7 @@ impl Source for PostgresSource {
             _ => None,
         };
         let url = self.config.url.clone();
-        let client = catalog::connect(&url).await?;
+        let client = catalog::connect(&url, self.params.tls.as_ref()).await?;
         catalog::ensure_publication(&client, &self.config, &self.filter).await?;
         let start = match (
             catalog::slot_state(&client, &url, &self.config.slot).await?,
@@ -450,6 +457,7 @@ impl Source for PostgresSource {
         let _heartbeat = (!self.config.heartbeat_interval.is_zero()).then(|| {
             AbortOnDrop(tokio::spawn(heartbeats(
                 url.clone(),
+                self.params.tls.clone(),
                 self.config.heartbeat_interval,
             )))
         });
