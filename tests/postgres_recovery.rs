@@ -230,3 +230,63 @@ async fn wal_retained_by_the_slot_stays_bounded_while_unpublished_tables_are_wri
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_in_use_by_another_reader_is_reported_as_such() {
+    let schema = unique("hw_pgbusy");
+    let admin = postgres_admin().await;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater; CREATE TABLE {schema}.t (id int PRIMARY KEY); ALTER TABLE {schema}.t OWNER TO headwater"))
+        .await
+        .unwrap();
+    let first = Workdir::new();
+    first.postgres_config("pgbusy", &schema, "");
+    first.catch_up();
+    let mut running = first.spawn();
+    let slot = first.slot();
+    wait_until(Duration::from_secs(30), "the first reader to hold the slot", || {
+        let out = Command::new("psql")
+            .arg(endpoint("HEADWATER_POSTGRES_ADMIN_URL"))
+            .args(["-tAc", &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "t"
+    });
+    // A second pipeline (its own state) pointed at the same slot.
+    let second = Workdir::new();
+    let config = std::fs::read_to_string(first.config()).unwrap().replace(
+        &first.path().display().to_string(),
+        &second.path().display().to_string(),
+    );
+    std::fs::write(second.config(), config).unwrap();
+    let output = second.headwater(&["run", "--catch-up"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is in use by another process") && stderr.contains("its own source.slot"), "{stderr}");
+    Command::new("kill").arg("-TERM").arg(running.id().to_string()).status().unwrap();
+    assert!(running.wait().unwrap().success());
+    let _ = admin.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await;
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_tables_whose_changes_would_lack_keys() {
+    let schema = unique("hw_pgcheck");
+    let admin = postgres_admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema} AUTHORIZATION headwater; CREATE TABLE {schema}.keyless (x int); CREATE TABLE {schema}.keyed (id int PRIMARY KEY);
+             ALTER TABLE {schema}.keyless OWNER TO headwater; ALTER TABLE {schema}.keyed OWNER TO headwater"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config("pgcheck", &schema, "");
+    let output = work.headwater(&["check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "warnings do not fail the check: {stdout}");
+    assert!(stdout.contains(&format!("{schema}.keyless has no primary key")), "{stdout}");
+    assert!(stdout.contains("REPLICA IDENTITY FULL"), "names the fix: {stdout}");
+    assert!(!stdout.contains("keyed has no primary key"), "{stdout}");
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}

@@ -25,7 +25,7 @@ const HEARTBEAT_PREFIX: &str = "headwater.heartbeat";
 /// Events gathered before they are handed on, inside a large transaction.
 const BATCH: usize = 1024;
 /// How long a slot may stay busy (e.g. the walsender of a killed predecessor) before giving up.
-const SLOT_BUSY_LIMIT: Duration = Duration::from_secs(60);
+const SLOT_BUSY_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct PostgresSource {
     config: PostgresConfig,
