@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Headwater end to end on the embedded default (the lake sink): starts a throwaway MariaDB,
-# writes changes while Headwater streams them into ./quickstart/lake, stops it cleanly, and
-# prints what landed. Pass --keep to leave the server running afterwards.
+# Headwater end to end on the embedded default (the lake sink): starts a throwaway MariaDB and
+# PostgreSQL, writes changes to each while a Headwater pipeline per database streams them into
+# ./quickstart/lake/{mariadb,postgres}, stops them cleanly, and prints what landed.
+# Pass --keep to leave the servers running afterwards.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -18,13 +19,17 @@ say "building headwater (release)"
 cargo build --release --locked --quiet
 bin=$repo/target/release/headwater
 
-say "starting a throwaway MariaDB on 127.0.0.1:$HEADWATER_MARIADB_PORT"
-rm -rf "$work/lake" "$work/state"
+say "starting a throwaway MariaDB on 127.0.0.1:$HEADWATER_MARIADB_PORT and PostgreSQL on 127.0.0.1:$HEADWATER_POSTGRES_PORT"
+scripts/services.sh stop >/dev/null 2>&1 || true
+rm -rf "$work"
 mkdir -p "$work"
-scripts/services.sh start mariadb >/dev/null
+scripts/services.sh start mariadb postgres >/dev/null
 sql() { mariadb --no-defaults -uroot --socket="$HEADWATER_SERVICES_DIR/mariadb/sock" --default-character-set=utf8mb4 "$@"; }
+export PGPASSWORD=postgres
+pg() { psql -q -h 127.0.0.1 -p "$HEADWATER_POSTGRES_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  [ -n "${pg_pid:-}" ] && kill "$pg_pid" 2>/dev/null || true
   if [ "$keep" != "--keep" ]; then scripts/services.sh stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -39,6 +44,35 @@ INSERT INTO shop.customers (name, email, joined) VALUES ('Ada', 'ada@example.com
 INSERT INTO shop.orders (customer_id, total) VALUES (1, 19.99), (2, 250.00), (1, 5.25);
 SQL
 
+pg <<'SQL'
+DROP SCHEMA IF EXISTS shop CASCADE;
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'quickstart';
+DROP PUBLICATION IF EXISTS quickstart;
+CREATE SCHEMA shop AUTHORIZATION headwater;
+SET ROLE headwater;
+CREATE TABLE shop.accounts (id bigserial PRIMARY KEY, owner text NOT NULL, balance numeric(12,2) NOT NULL,
+  tags text[], opened timestamptz NOT NULL DEFAULT now());
+INSERT INTO shop.accounts (owner, balance, tags) VALUES ('Ada', 100.00, '{vip}'), ('Grace', 42.50, NULL);
+SQL
+
+cat >"$work/postgres.toml" <<TOML
+[source]
+kind = "postgres"
+url = "postgres://headwater:headwater@127.0.0.1:$HEADWATER_POSTGRES_PORT/postgres"
+name = "quickstart_pg"
+slot = "quickstart"
+publication = "quickstart"
+include = ["shop.*"]
+
+[sink]
+kind = "lake"
+path = "$work/lake/postgres"
+commit_interval = "1s"
+
+[state]
+path = "$work/state/postgres"
+TOML
+
 cat >"$work/headwater.toml" <<TOML
 [source]
 kind = "mysql"
@@ -50,19 +84,36 @@ start = "earliest"   # a throwaway server: read its whole binlog
 
 [sink]
 kind = "lake"
-path = "$work/lake"
+path = "$work/lake/mariadb"
 commit_interval = "1s"
 
 [state]
-path = "$work/state"
+path = "$work/state/mariadb"
 TOML
 
-say "headwater check"
+say "headwater check (MariaDB, then PostgreSQL)"
 "$bin" check --config "$work/headwater.toml"
+"$bin" check --config "$work/postgres.toml"
 
-say "streaming: headwater run (in the background) while changes are written"
+say "streaming: two headwater pipelines run (in the background) while changes are written"
+# The PostgreSQL pipeline creates its slot on the first start: catch up once so the rows below
+# are written after the slot exists.
+HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --catch-up --config "$work/postgres.toml"
 HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --config "$work/headwater.toml" &
 pid=$!
+HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --config "$work/postgres.toml" &
+pg_pid=$!
+pg <<'SQL'
+SET ROLE headwater;
+INSERT INTO shop.accounts (owner, balance, tags) VALUES ('Linus', 7.00, '{new,"trial user"}');
+BEGIN;
+UPDATE shop.accounts SET balance = balance - 10 WHERE owner = 'Ada';
+UPDATE shop.accounts SET balance = balance + 10 WHERE owner = 'Grace';
+COMMIT;
+ALTER TABLE shop.accounts ADD COLUMN frozen boolean NOT NULL DEFAULT false;
+UPDATE shop.accounts SET frozen = true WHERE owner = 'Linus';
+DELETE FROM shop.accounts WHERE owner = 'Grace';
+SQL
 sql <<'SQL'
 UPDATE shop.orders SET status = 'paid' WHERE id = 1;
 START TRANSACTION;
@@ -81,11 +132,22 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-say "stopping headwater with SIGTERM (it flushes and commits first)"
-kill -TERM "$pid"
-wait "$pid"
-pid=
+pg_target=$(pg -tAc "SELECT pg_current_wal_lsn()")
+for _ in $(seq 1 300); do
+  confirmed=$(pg -tAc "SELECT confirmed_flush_lsn >= '$pg_target' FROM pg_replication_slots WHERE slot_name = 'quickstart'")
+  [ "$confirmed" = "t" ] && break
+  sleep 0.1
+done
 
-say "what landed"
+say "stopping both pipelines with SIGTERM (they flush and commit first)"
+kill -TERM "$pid" "$pg_pid"
+wait "$pid"
+wait "$pg_pid"
+pid=
+pg_pid=
+
+say "what landed from MariaDB"
 "$bin" inspect --config "$work/headwater.toml"
-say "done: the lake is in $work/lake (Avro object container files, one directory per table)"
+say "what landed from PostgreSQL"
+"$bin" inspect --config "$work/postgres.toml"
+say "done: the lakes are in $work/lake (Avro object container files, one directory per table)"
