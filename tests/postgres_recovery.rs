@@ -244,14 +244,21 @@ async fn a_slot_in_use_by_another_reader_is_reported_as_such() {
     first.catch_up();
     let mut running = first.spawn();
     let slot = first.slot();
-    wait_until(Duration::from_secs(30), "the first reader to hold the slot", || {
-        let out = Command::new("psql")
-            .arg(endpoint("HEADWATER_POSTGRES_ADMIN_URL"))
-            .args(["-tAc", &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "t"
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the first reader to hold the slot",
+        || {
+            let out = Command::new("psql")
+                .arg(endpoint("HEADWATER_POSTGRES_ADMIN_URL"))
+                .args([
+                    "-tAc",
+                    &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "t"
+        },
+    );
     // A second pipeline (its own state) pointed at the same slot.
     let second = Workdir::new();
     let config = std::fs::read_to_string(first.config()).unwrap().replace(
@@ -262,11 +269,25 @@ async fn a_slot_in_use_by_another_reader_is_reported_as_such() {
     let output = second.headwater(&["run", "--catch-up"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("is in use by another process") && stderr.contains("its own source.slot"), "{stderr}");
-    Command::new("kill").arg("-TERM").arg(running.id().to_string()).status().unwrap();
+    assert!(
+        stderr.contains("is in use by another process") && stderr.contains("its own source.slot"),
+        "{stderr}"
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(running.id().to_string())
+        .status()
+        .unwrap();
     assert!(running.wait().unwrap().success());
-    let _ = admin.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await;
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}")).await.unwrap();
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
+        ))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,9 +305,21 @@ async fn check_names_tables_whose_changes_would_lack_keys() {
     work.postgres_config("pgcheck", &schema, "");
     let output = work.headwater(&["check"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "warnings do not fail the check: {stdout}");
-    assert!(stdout.contains(&format!("{schema}.keyless has no primary key")), "{stdout}");
-    assert!(stdout.contains("REPLICA IDENTITY FULL"), "names the fix: {stdout}");
+    assert!(
+        output.status.success(),
+        "warnings do not fail the check: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{schema}.keyless has no primary key")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("REPLICA IDENTITY FULL"),
+        "names the fix: {stdout}"
+    );
     assert!(!stdout.contains("keyed has no primary key"), "{stdout}");
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }

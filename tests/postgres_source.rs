@@ -398,3 +398,49 @@ async fn ddl_truncate_partitions_and_aborted_transactions() {
     assert_eq!(partitioned.len(), 2, "partitions publish under their root");
     drop_schema(&schema, &work).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pipeline_captures_several_schemas() {
+    let (first, client) = new_schema("hw_pgmulti_a").await;
+    let second = unique("hw_pgmulti_b");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {second} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {first}.t (id int PRIMARY KEY); CREATE TABLE {second}.t (id int PRIMARY KEY, note text)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config("pgmulti", &first, "");
+    let text = std::fs::read_to_string(work.config()).unwrap().replace(
+        &format!("include = [\"{first}.*\"]"),
+        &format!("include = [\"{first}.*\", \"{second}.*\"]"),
+    );
+    std::fs::write(work.config(), text).unwrap();
+    work.catch_up();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {first}.t VALUES (1); INSERT INTO {second}.t VALUES (1, 'x'), (2, 'y')"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    assert_eq!(
+        read_stream(&work.lake(), &format!("pgmulti.{first}.t")).len(),
+        1
+    );
+    assert_eq!(
+        read_stream(&work.lake(), &format!("pgmulti.{second}.t")).len(),
+        2
+    );
+    drop_schema(&first, &work).await;
+    postgres_admin()
+        .await
+        .batch_execute(&format!("DROP SCHEMA {second} CASCADE"))
+        .await
+        .unwrap();
+}
