@@ -2,7 +2,7 @@
 # Starts (and stops) the real servers Headwater's tests and quickstart use, each on a loopback
 # port and in a directory of its own, installing what is missing.
 #
-#   scripts/services.sh start [mariadb] [postgres] [kafka]   (default: mariadb postgres)
+#   scripts/services.sh start [mariadb] [postgres] [kafka] [registry]   (default: all four)
 #   scripts/services.sh stop
 #   scripts/services.sh env        prints the endpoints as `export` lines
 #
@@ -15,6 +15,7 @@ dir=${HEADWATER_SERVICES_DIR:-$repo/.services}
 mariadb_port=${HEADWATER_MARIADB_PORT:-33061}
 postgres_port=${HEADWATER_POSTGRES_PORT:-54321}
 kafka_port=${HEADWATER_KAFKA_PORT:-19092}
+registry_port=${HEADWATER_REGISTRY_PORT:-18081}
 pg_bin=/usr/lib/postgresql/15/bin
 tansu_cache=${HEADWATER_TANSU_CACHE:-$HOME/.cache/headwater/tansu}
 
@@ -98,6 +99,11 @@ start_postgres() {
   log "postgres on 127.0.0.1:$postgres_port"
 }
 
+# Where the broker binary is (or will be, once built); builds nothing.
+tansu_path() {
+  if [ -x "$repo/../shared/bin/tansu" ]; then echo "$repo/../shared/bin/tansu"; else echo "$tansu_cache/bin/tansu"; fi
+}
+
 tansu_binary() {
   if [ -x "$repo/../shared/bin/tansu" ]; then echo "$repo/../shared/bin/tansu"; return; fi
   if [ ! -x "$tansu_cache/bin/tansu" ]; then
@@ -121,6 +127,18 @@ start_kafka() {
   log "kafka (tansu) on 127.0.0.1:$kafka_port"
 }
 
+start_registry() {
+  local data=$dir/registry
+  mkdir -p "$data"
+  if [ -f "$data/pid" ] && kill -0 "$(cat "$data/pid")" 2>/dev/null; then
+    log "schema registry (test double) already running on $registry_port"; return
+  fi
+  python3 "$repo/tests/registry_double.py" "$registry_port" >"$data/registry.log" 2>&1 &
+  echo $! >"$data/pid"
+  wait_for 30 "schema registry" bash -c "exec 3<>/dev/tcp/127.0.0.1/$registry_port"
+  log "schema registry (test double) on 127.0.0.1:$registry_port"
+}
+
 print_env() {
   cat <<ENV
 export HEADWATER_MYSQL_URL=mysql://headwater:headwater@127.0.0.1:$mariadb_port
@@ -130,6 +148,8 @@ export HEADWATER_MYSQL_DATADIR=$dir/mariadb
 export HEADWATER_POSTGRES_URL=postgres://headwater:headwater@127.0.0.1:$postgres_port/postgres
 export HEADWATER_POSTGRES_ADMIN_URL=postgres://postgres:postgres@127.0.0.1:$postgres_port/postgres
 export HEADWATER_KAFKA_BROKERS=127.0.0.1:$kafka_port
+export HEADWATER_SCHEMA_REGISTRY=http://127.0.0.1:$registry_port
+export HEADWATER_TANSU=$(tansu_path)
 ENV
 }
 
@@ -148,6 +168,11 @@ stop_all() {
     rm -f "$dir/kafka/pid"
     log "kafka stopped"
   fi
+  if [ -f "$dir/registry/pid" ]; then
+    kill "$(cat "$dir/registry/pid")" 2>/dev/null || true
+    rm -f "$dir/registry/pid"
+    log "schema registry stopped"
+  fi
 }
 
 command=${1:-start}
@@ -156,13 +181,14 @@ case $command in
   start)
     mkdir -p "$dir"
     services=("$@")
-    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres)
+    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres kafka registry)
     for service in "${services[@]}"; do
       case $service in
         mariadb) start_mariadb ;;
         postgres) start_postgres ;;
         kafka) start_kafka ;;
-        *) log "unknown service $service (use mariadb, postgres, kafka)"; exit 2 ;;
+        registry) start_registry ;;
+        *) log "unknown service $service (use mariadb, postgres, kafka, registry)"; exit 2 ;;
       esac
     done
     print_env >"$dir/env.sh"
@@ -171,5 +197,5 @@ case $command in
     ;;
   stop) stop_all ;;
   env) print_env ;;
-  *) log "usage: $0 start [mariadb] [postgres] [kafka] | stop | env"; exit 2 ;;
+  *) log "usage: $0 start [mariadb] [postgres] [kafka] [registry] | stop | env"; exit 2 ;;
 esac

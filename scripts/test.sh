@@ -6,12 +6,12 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-scripts/services.sh start mariadb postgres >/dev/null
+scripts/services.sh start mariadb postgres kafka registry >/dev/null
 # shellcheck disable=SC1091
 source .services/env.sh
 
-if ! python3 -c 'import fastavro' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check fastavro
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check fastavro "confluent-kafka[avro,schemaregistry]"
 fi
 
 cargo fmt --all -- --check

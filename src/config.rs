@@ -2,6 +2,7 @@
 //! `[pipeline]`. Every section is closed (`deny_unknown_fields`); sources and sinks are tagged
 //! by `kind`. `${VAR}` anywhere in the file is replaced by the environment variable VAR.
 
+use headwater_kafka::KafkaConfig;
 use headwater_lake::LakeConfig;
 use headwater_mysql::MysqlConfig;
 use headwater_postgres::PostgresConfig;
@@ -33,6 +34,8 @@ pub enum SourceConfig {
 pub enum SinkConfig {
     /// `kind = "lake"`: Avro files in a local directory, exactly-once.
     Lake(LakeConfig),
+    /// `kind = "kafka"`: a topic per table, at-least-once.
+    Kafka(KafkaConfig),
 }
 
 /// Splits a `kind`-tagged section into its kind and the remaining keys.
@@ -88,9 +91,10 @@ impl<'de> Deserialize<'de> for SourceConfig {
 
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, table) = tagged_section(deserializer, "sink", &["lake"])?;
+        let (kind, table) = tagged_section(deserializer, "sink", &["lake", "kafka"])?;
         match kind.as_str() {
             "lake" => section_body("sink", table).map(SinkConfig::Lake),
+            "kafka" => section_body("sink", table).map(SinkConfig::Kafka),
             other => Err(serde::de::Error::custom(format!(
                 "sink.kind = {other:?} is not known"
             ))),
@@ -231,6 +235,7 @@ impl Config {
         }
         match &self.sink {
             SinkConfig::Lake(c) => c.validate()?,
+            SinkConfig::Kafka(c) => c.validate()?,
         }
         let name = self.source.server_name();
         if name.is_empty()
@@ -294,7 +299,9 @@ mod tests {
             !format!("{config:?}").contains("s3cret"),
             "secrets must never be printed"
         );
-        let SinkConfig::Lake(lake) = &config.sink;
+        let SinkConfig::Lake(lake) = &config.sink else {
+            panic!("a lake sink")
+        };
         assert_eq!(lake.commit_interval, Duration::from_secs(2));
         assert_eq!(config.pipeline.max_in_flight, 250_000);
     }

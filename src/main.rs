@@ -84,6 +84,9 @@ fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
         SinkConfig::Lake(c) => Box::new(
             headwater_lake::LakeSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
         ),
+        SinkConfig::Kafka(c) => Box::new(
+            headwater_kafka::KafkaSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
+        ),
     })
 }
 
@@ -224,6 +227,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             let sink_position = match &config.sink {
                 SinkConfig::Lake(lake) => headwater_lake::sink::committed_position(&lake.path)
                     .map_err(|e| anyhow::anyhow!(e.report()))?,
+                // Kafka stores no position of Headwater's: the checkpoint file is the position.
+                SinkConfig::Kafka(_) => None,
             };
             let checkpoint = store.load()?;
             let out = serde_json::json!({
@@ -237,7 +242,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Inspect { config } => {
             let config = Config::load(&config)?;
-            let SinkConfig::Lake(lake) = &config.sink;
+            let SinkConfig::Lake(lake) = &config.sink else {
+                anyhow::bail!(
+                    "inspect reads lake sinks; read Kafka topics with any Kafka consumer"
+                );
+            };
             let summary = headwater_lake::inspect::summarize(&lake.path)
                 .map_err(|e| anyhow::anyhow!(e.report()))?;
             match &summary.manifest {

@@ -2,6 +2,7 @@
 //! record model, the Avro envelope encoding, error classification, and the `Source`/`Sink` traits.
 
 pub mod avro;
+pub mod avro_json;
 pub mod connector;
 pub mod error;
 pub mod filter;

@@ -1,0 +1,123 @@
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `[sink] kind = "kafka"`: one topic per table, the primary key as message key, values in the
+/// Confluent wire format (Avro with a registry schema id) or as JSON.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// First part of every topic name.
+    pub topic_prefix: String,
+    /// Topic of a table: `{prefix}`, `{namespace}` (MySQL database / PostgreSQL schema) and
+    /// `{table}` are replaced.
+    #[serde(default = "default_template")]
+    pub topic_template: String,
+    /// Topic of schema-change (DDL) records.
+    #[serde(default = "default_schema_changes")]
+    pub schema_change_topic: String,
+    /// Confluent-compatible schema registry URL; required with `format = "avro"`.
+    #[serde(default)]
+    pub schema_registry: Option<String>,
+    /// `"avro"` (Confluent wire format) or `"json"` (the envelope as JSON, no registry).
+    #[serde(default)]
+    pub format: Format,
+    /// Partitions of topics Headwater creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics Headwater creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Topic configs for created topics, e.g. `"cleanup.policy" = "compact"`.
+    #[serde(default)]
+    pub topic_config: BTreeMap<String, String>,
+    /// Follow each delete with a tombstone (same key, null value) so compacted topics forget the row.
+    #[serde(default = "yes")]
+    pub tombstones: bool,
+    /// Any librdkafka producer setting, passed through (`security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `ssl.ca.location`, `compression.type`, `linger.ms`, …).
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Avro,
+    Json,
+}
+
+fn default_template() -> String {
+    "{prefix}.{namespace}.{table}".into()
+}
+
+fn default_schema_changes() -> String {
+    "{prefix}.schema-changes".into()
+}
+
+fn default_partitions() -> i32 {
+    6
+}
+
+fn default_replication() -> i32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Settings Headwater's delivery guarantee rests on; the config may not weaken them.
+pub const FIXED_PRODUCER_SETTINGS: &[(&str, &str)] =
+    &[("enable.idempotence", "true"), ("acks", "all")];
+
+impl KafkaConfig {
+    /// Checks the values alone, before anything connects.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("sink.brokers is empty: give host:port of at least one broker".into());
+        }
+        if self.topic_prefix.is_empty() {
+            return Err(
+                "sink.topic_prefix is empty: it names every topic, e.g. topic_prefix = \"shop\""
+                    .into(),
+            );
+        }
+        if !self.topic_template.contains("{table}") {
+            return Err(format!(
+                "sink.topic_template = {:?} lacks {{table}}: every table needs its own topic",
+                self.topic_template
+            ));
+        }
+        if self.format == Format::Avro && self.schema_registry.is_none() {
+            return Err("sink.format = \"avro\" needs sink.schema_registry (its URL), or use format = \"json\"".into());
+        }
+        if self.partitions < 1 || self.replication_factor < 1 {
+            return Err("sink.partitions and sink.replication_factor must be at least 1".into());
+        }
+        for (key, value) in FIXED_PRODUCER_SETTINGS {
+            if let Some(given) = self.producer.get(*key) {
+                if given != value {
+                    return Err(format!(
+                        "sink.producer.\"{key}\" = {given:?} would break delivery guarantees; Headwater always uses {value:?}: remove it"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn topic_for(&self, namespace: &str, table: &str) -> String {
+        self.topic_template
+            .replace("{prefix}", &self.topic_prefix)
+            .replace("{namespace}", namespace)
+            .replace("{table}", table)
+    }
+
+    pub fn schema_change_topic(&self) -> String {
+        self.schema_change_topic
+            .replace("{prefix}", &self.topic_prefix)
+    }
+}

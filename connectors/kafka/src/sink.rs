@@ -1,0 +1,448 @@
+//! The Kafka sink. Records are produced asynchronously with an idempotent, `acks=all` producer;
+//! each record is acknowledged to the runtime from its delivery report, so the checkpoint only
+//! covers what the brokers have. A full producer queue (brokers away) makes `write` wait: that
+//! pauses the source, with a warning saying for how long.
+
+use crate::config::{Format, KafkaConfig, FIXED_PRODUCER_SETTINGS};
+use crate::registry::Registry;
+use apache_avro::schema::{ResolvedSchema, Schema};
+use async_trait::async_trait;
+use headwater_contract::avro_json::to_json;
+use headwater_contract::{
+    Ack, AckSender, ConnectorError, Op, Position, Sink, SinkRecord, StreamSchema,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Receives delivery reports on librdkafka's thread.
+struct Deliveries {
+    acks: Mutex<Option<AckSender>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    /// The record's sequence number, or 0 for messages that acknowledge nothing themselves
+    /// (a delete followed by its tombstone is acknowledged by the tombstone).
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        match result {
+            Ok(_) => {
+                if seq != 0 {
+                    if let Ok(acks) = self.acks.lock() {
+                        if let Some(acks) = acks.as_ref() {
+                            acks.ack(Ack::One(seq as u64));
+                        }
+                    }
+                }
+            }
+            Err((err, _)) => {
+                if let Ok(mut failure) = self.failure.lock() {
+                    failure.get_or_insert_with(|| err.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// What a stream needs to be produced: its topic and registry ids (Avro) or parsed schemas (JSON).
+struct Prepared {
+    topic: String,
+    key_id: Option<u32>,
+    value_id: Option<u32>,
+    schemas: Option<(Option<Schema>, Schema)>,
+}
+
+pub struct KafkaSink {
+    config: KafkaConfig,
+    producer: Option<ThreadedProducer<Deliveries>>,
+    admin: Option<AdminClient<DefaultClientContext>>,
+    registry: Option<Registry>,
+    streams: HashMap<usize, (Arc<StreamSchema>, Arc<Prepared>)>,
+    topics: HashSet<String>,
+}
+
+fn kafka_error(what: &str, err: KafkaError) -> ConnectorError {
+    ConnectorError::retryable(format!("kafka: {what}: {err}"))
+}
+
+impl KafkaSink {
+    pub fn new(config: KafkaConfig) -> Result<Self, ConnectorError> {
+        config.validate().map_err(ConnectorError::definite)?;
+        let registry = match config.format {
+            Format::Avro => config.schema_registry.as_deref().map(Registry::new),
+            Format::Json => None,
+        };
+        Ok(KafkaSink {
+            config,
+            producer: None,
+            admin: None,
+            registry,
+            streams: HashMap::new(),
+            topics: HashSet::new(),
+        })
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.config.brokers)
+            // lz4: built into librdkafka, cheap on CPU, and every Kafka client reads it
+            .set("compression.type", "lz4")
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "10000")
+            // never expire a message while the brokers are away: the queue bound pauses the source
+            .set("message.timeout.ms", "0")
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", "65536")
+            // as Java clients hash keys, so consumers co-partition with Headwater's topics
+            .set("partitioner", "murmur2_random");
+        for (key, value) in &self.config.producer {
+            config.set(key, value);
+        }
+        for (key, value) in FIXED_PRODUCER_SETTINGS {
+            config.set(*key, *value);
+        }
+        config
+    }
+
+    fn check_failures(&self) -> Result<(), ConnectorError> {
+        let failure = self
+            .producer
+            .as_ref()
+            .and_then(|p| p.context().failure.lock().ok().and_then(|f| f.clone()));
+        match failure {
+            Some(failure) => Err(ConnectorError::definite(format!(
+                "kafka: a record could not be delivered ({failure}); nothing after the last checkpoint is lost — fix the cause (topic permissions, message size: message.max.bytes) and restart"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), ConnectorError> {
+        if self.topics.contains(topic) {
+            return Ok(());
+        }
+        let Some(admin) = &self.admin else {
+            return Err(ConnectorError::definite("kafka: the sink was not opened"));
+        };
+        let mut new_topic = NewTopic::new(
+            topic,
+            self.config.partitions,
+            TopicReplication::Fixed(self.config.replication_factor),
+        );
+        for (key, value) in &self.config.topic_config {
+            new_topic = new_topic.set(key, value);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&new_topic], &options)
+            .await
+            .map_err(|e| kafka_error("creating topics", e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(ConnectorError::retryable(format!(
+                        "kafka: creating topic {name} failed: {code}"
+                    )))
+                }
+            }
+        }
+        self.topics.insert(topic.to_string());
+        Ok(())
+    }
+
+    async fn prepare(
+        &mut self,
+        stream: &Arc<StreamSchema>,
+    ) -> Result<Arc<Prepared>, ConnectorError> {
+        let ptr = Arc::as_ptr(stream) as usize;
+        if let Some((_, prepared)) = self.streams.get(&ptr) {
+            return Ok(Arc::clone(prepared));
+        }
+        let topic = match &stream.table {
+            Some(table) => self.config.topic_for(&table.namespace, &table.table),
+            None => self.config.schema_change_topic(),
+        };
+        self.ensure_topic(&topic).await?;
+        let prepared = match (&self.registry, self.config.format) {
+            (Some(registry), Format::Avro) => {
+                let registry = registry.clone();
+                let key_schema = stream.key_schema.clone();
+                let value_schema = stream.value_schema.clone();
+                let subject = topic.clone();
+                let (key_id, value_id) = tokio::task::spawn_blocking(move || {
+                    let key_id = key_schema
+                        .map(|k| register_patiently(&registry, &format!("{subject}-key"), &k))
+                        .transpose()?;
+                    let value_id =
+                        register_patiently(&registry, &format!("{subject}-value"), &value_schema)?;
+                    Ok::<_, ConnectorError>((key_id, value_id))
+                })
+                .await
+                .map_err(|e| {
+                    ConnectorError::definite(format!("schema registration task failed: {e}"))
+                })??;
+                Prepared {
+                    topic,
+                    key_id,
+                    value_id: Some(value_id),
+                    schemas: None,
+                }
+            }
+            _ => {
+                let parse = |text: &str| {
+                    Schema::parse_str(text).map_err(|e| {
+                        ConnectorError::definite(format!(
+                            "kafka: a generated schema does not parse ({e}); report this"
+                        ))
+                    })
+                };
+                let key = stream.key_schema.as_deref().map(parse).transpose()?;
+                let value = parse(&stream.value_schema)?;
+                Prepared {
+                    topic,
+                    key_id: None,
+                    value_id: None,
+                    schemas: Some((key, value)),
+                }
+            }
+        };
+        let prepared = Arc::new(prepared);
+        self.streams
+            .insert(ptr, (Arc::clone(stream), Arc::clone(&prepared)));
+        Ok(prepared)
+    }
+
+    /// Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
+    fn wire(id: u32, avro: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(avro.len() + 5);
+        out.push(0);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(avro);
+        out
+    }
+
+    fn json(schema: &Schema, avro: &[u8]) -> Result<Vec<u8>, ConnectorError> {
+        let value = apache_avro::from_avro_datum(schema, &mut &avro[..], None).map_err(|e| {
+            ConnectorError::definite(format!(
+                "kafka: re-reading a record as JSON failed ({e}); report this"
+            ))
+        })?;
+        let names = ResolvedSchema::try_from(schema)
+            .map_err(|e| ConnectorError::definite(format!("kafka: schema names: {e}")))?;
+        serde_json::to_vec(&to_json(&value, schema, names.get_names()))
+            .map_err(|e| ConnectorError::definite(format!("kafka: JSON encoding failed: {e}")))
+    }
+
+    /// Hands one message to the producer, waiting while its queue is full.
+    async fn produce(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+        seq: usize,
+    ) -> Result<(), ConnectorError> {
+        let Some(producer) = &self.producer else {
+            return Err(ConnectorError::definite("kafka: the sink was not opened"));
+        };
+        let mut record = BaseRecord::with_opaque_to(topic, seq).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        let mut blocked_since: Option<Instant> = None;
+        let mut last_warning = Instant::now();
+        loop {
+            match producer.send(record) {
+                Ok(()) => {
+                    if let Some(since) = blocked_since {
+                        tracing::info!(after = ?since.elapsed(), "kafka: producing again");
+                    }
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if last_warning.elapsed() >= Duration::from_secs(10) {
+                        tracing::warn!(blocked_for = ?since.elapsed(), brokers = %self.config.brokers,
+                            "kafka: the producer queue is full (brokers slow or unreachable); the source is paused until deliveries resume");
+                        last_warning = Instant::now();
+                    }
+                    self.check_failures()?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((err, _)) => {
+                    return Err(ConnectorError::definite(format!(
+                        "kafka: producing to {topic} failed: {err}; check sink.producer settings (message.max.bytes for large rows)"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Registers a schema, riding out a registry that is briefly away (up to about a minute).
+fn register_patiently(
+    registry: &Registry,
+    subject: &str,
+    schema: &str,
+) -> Result<u32, ConnectorError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match registry.register(subject, schema) {
+            Err(err) if err.is_retryable() && started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!(error = %err.report(), retry_in = ?delay, "schema registry unavailable; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn headers(record: &SinkRecord, position: &Position) -> OwnedHeaders {
+    let position = serde_json::to_string(position).unwrap_or_default();
+    let table = record
+        .stream
+        .table
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let op = record.op.map(Op::code).unwrap_or("ddl");
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "headwater.position",
+            value: Some(position.as_bytes()),
+        })
+        .insert(Header {
+            key: "headwater.table",
+            value: Some(table.as_bytes()),
+        })
+        .insert(Header {
+            key: "headwater.op",
+            value: Some(op.as_bytes()),
+        })
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
+        let config = self.client_config();
+        let producer = config
+            .create_with_context(Deliveries {
+                acks: Mutex::new(Some(acks)),
+                failure: Mutex::new(None),
+            })
+            .map_err(|e| {
+                ConnectorError::definite(format!(
+                    "kafka: the producer settings are invalid ({e}); check sink.producer"
+                ))
+            })?;
+        self.producer = Some(producer);
+        let mut admin_config = ClientConfig::new();
+        admin_config.set("bootstrap.servers", &self.config.brokers);
+        for (key, value) in &self.config.producer {
+            if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+                admin_config.set(key, value);
+            }
+        }
+        self.admin = Some(admin_config.create().map_err(|e| {
+            ConnectorError::definite(format!(
+                "kafka: the admin client settings are invalid ({e})"
+            ))
+        })?);
+        // Kafka keeps no Headwater position: the runtime resumes from its checkpoint file.
+        Ok(None)
+    }
+
+    async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
+        self.check_failures()?;
+        let prepared = self.prepare(&record.stream).await?;
+        let seq = record.seq as usize;
+        let headers_for = |r: &SinkRecord| headers(r, &r.position);
+        let (key, value) = match (&prepared.schemas, prepared.value_id) {
+            (Some((key_schema, value_schema)), _) => (
+                match (key_schema, &record.key) {
+                    (Some(schema), Some(key)) => Some(Self::json(schema, key)?),
+                    _ => None,
+                },
+                Self::json(value_schema, &record.value)?,
+            ),
+            (None, Some(value_id)) => (
+                match (prepared.key_id, &record.key) {
+                    (Some(key_id), Some(key)) => Some(Self::wire(key_id, key)),
+                    _ => None,
+                },
+                Self::wire(value_id, &record.value),
+            ),
+            (None, None) => {
+                return Err(ConnectorError::definite(
+                    "kafka: a stream without schemas; report this",
+                ))
+            }
+        };
+        let tombstone = record.op == Some(Op::Delete) && self.config.tombstones && key.is_some();
+        let first_seq = if tombstone { 0 } else { seq };
+        self.produce(
+            &prepared.topic,
+            key.as_deref(),
+            Some(&value),
+            headers_for(&record),
+            first_seq,
+        )
+        .await?;
+        if tombstone {
+            self.produce(
+                &prepared.topic,
+                key.as_deref(),
+                None,
+                headers_for(&record),
+                seq,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self, _through: &Position) -> Result<(), ConnectorError> {
+        self.check_failures()
+    }
+
+    async fn flush(&mut self, _through: &Position) -> Result<(), ConnectorError> {
+        let Some(producer) = &self.producer else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        loop {
+            self.check_failures()?;
+            let flushed = tokio::task::block_in_place(|| {
+                producer.flush(Timeout::After(Duration::from_secs(5)))
+            });
+            match flushed {
+                Ok(()) => return self.check_failures(),
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+                    tracing::warn!(waiting = ?started.elapsed(), in_flight = producer.in_flight_count(),
+                        "kafka: waiting for deliveries (brokers slow or unreachable)");
+                }
+                Err(err) => return Err(kafka_error("flushing", err)),
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+"""An independent consumer for the Kafka tests: reads every message of the given topics from
+the beginning with confluent-kafka and its AvroDeserializer (schemas fetched from the registry
+by the id in each message), and prints one JSON line per message:
+{"topic", "partition", "offset", "key", "value", "headers"}.
+
+Usage: kafka_consume.py BROKERS REGISTRY_URL|json IDLE_SECONDS TOPIC [TOPIC ...]
+"""
+import base64
+import datetime
+import decimal
+import json
+import sys
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+brokers, registry, idle, topics = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+
+if registry != "json":
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+else:
+    deserializer = None
+
+
+def plain(value):
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def decode(data, topic, field):
+    if data is None:
+        return None
+    if deserializer is None:
+        return json.loads(data)
+    return plain(deserializer(data, SerializationContext(topic, field)))
+
+
+consumer = Consumer({"bootstrap.servers": brokers, "group.id": "headwater-tests", "enable.auto.commit": False})
+assignment = []
+for topic in topics:
+    metadata = consumer.list_topics(topic, timeout=10)
+    for partition in metadata.topics[topic].partitions:
+        assignment.append(TopicPartition(topic, partition, 0))
+consumer.assign(assignment)
+while True:
+    message = consumer.poll(idle)
+    if message is None:
+        break
+    if message.error():
+        continue
+    headers = {k: v.decode() for k, v in (message.headers() or [])}
+    print(json.dumps({
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "key": decode(message.key(), message.topic(), MessageField.KEY),
+        "value": decode(message.value(), message.topic(), MessageField.VALUE),
+        "headers": headers,
+    }, sort_keys=True))
+consumer.close()

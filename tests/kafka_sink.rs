@@ -1,0 +1,291 @@
+//! The Kafka sink against the real broker (tansu) and the schema-registry test double, read
+//! back with an independent consumer (confluent-kafka with its AvroDeserializer).
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+fn id_of(message: &Consumed) -> i64 {
+    message.key["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("a key with an id: {:?}", message.key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_changes_arrive_keyed_in_order_and_readable_by_a_standard_consumer() {
+    let db = unique("hw_kafka");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!("CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(20))"))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("kafka", &db, "", "");
+    let prefix = unique("hwk");
+    let brokers = endpoint("HEADWATER_KAFKA_BROKERS");
+    work.use_kafka_sink(&brokers, &prefix, "avro");
+    work.catch_up();
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db}`.t SELECT seq, 0, 'n' FROM `{db}`.seq_1_to_20"
+        ))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        admin
+            .query_drop(format!("UPDATE `{db}`.t SET v = v + 1"))
+            .await
+            .unwrap();
+    }
+    admin
+        .query_drop(format!("DELETE FROM `{db}`.t WHERE id <= 5"))
+        .await
+        .unwrap();
+    work.catch_up();
+
+    let topic = format!("{prefix}.{db}.t");
+    let messages = consume(&brokers, "avro", &[&topic]);
+    assert_eq!(
+        messages.len(),
+        20 + 60 + 5 + 5,
+        "inserts, updates, deletes and their tombstones"
+    );
+    let mut by_id: HashMap<i64, Vec<&Consumed>> = HashMap::new();
+    for message in &messages {
+        by_id.entry(id_of(message)).or_default().push(message);
+    }
+    for (id, mut changes) in by_id {
+        changes.sort_by_key(|m| m.offset);
+        let partitions: HashSet<i32> = changes.iter().map(|m| m.partition).collect();
+        assert_eq!(
+            partitions.len(),
+            1,
+            "row {id}'s changes are in one partition"
+        );
+        let versions: Vec<i64> = changes
+            .iter()
+            .filter_map(|m| m.value["after"]["v"].as_i64())
+            .collect();
+        assert_eq!(versions, [0, 1, 2, 3], "row {id}'s changes in order");
+        assert_eq!(changes[0].value["op"], "c");
+        assert_eq!(changes[0].headers["headwater.op"], "c");
+        assert!(changes[0].headers["headwater.position"].contains("\"kind\":\"mysql\""));
+        if id <= 5 {
+            assert_eq!(changes[4].value["op"], "d");
+            assert!(changes[5].value.is_null(), "a tombstone follows the delete");
+        }
+    }
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_arrive_as_json_without_a_registry() {
+    let schema = unique("hw_pgkafka");
+    let admin = postgres_admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema} AUTHORIZATION headwater; CREATE TABLE {schema}.t (id int PRIMARY KEY, amount numeric(8,2));
+             ALTER TABLE {schema}.t OWNER TO headwater"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config("pgkafka", &schema, "");
+    let prefix = unique("hwk");
+    let brokers = endpoint("HEADWATER_KAFKA_BROKERS");
+    work.use_kafka_sink(&brokers, &prefix, "json");
+    work.catch_up();
+    admin
+        .batch_execute(&format!("INSERT INTO {schema}.t VALUES (1, 1.50), (2, -3.25); UPDATE {schema}.t SET amount = 0 WHERE id = 1"))
+        .await
+        .unwrap();
+    work.catch_up();
+    let messages = consume(&brokers, "json", &[&format!("{prefix}.{schema}.t")]);
+    assert_eq!(messages.len(), 3);
+    let amounts: HashSet<String> = messages
+        .iter()
+        .map(|m| {
+            m.value["after"]["amount"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        HashSet::from(["1.50".to_string(), "-3.25".to_string(), "0.00".to_string()])
+    );
+    assert!(messages
+        .iter()
+        .all(|m| m.value["source"]["connector"] == "postgresql"));
+    let slot = work.slot();
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn write_rows(admin: &mut mysql_async::Conn, db: &str, next: &mut i32, n: i32) {
+    let sql = format!(
+        "INSERT INTO `{db}`.t SELECT seq, REPEAT('x', 200) FROM `{db}`.seq_{}_to_{}",
+        *next,
+        *next + n - 1
+    );
+    *next += n;
+    admin.query_drop(sql).await.unwrap();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stopped_for_30_seconds_pauses_the_source_and_loses_nothing() {
+    let db = unique("hw_kdown");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, pad VARCHAR(200))"
+        ))
+        .await
+        .unwrap();
+    let broker = PrivateBroker::start();
+    let work = Workdir::new();
+    work.mysql_config("kdown", &db, "", "");
+    let prefix = unique("hwk");
+    work.use_kafka_sink(&broker.brokers(), &prefix, "avro");
+    work.catch_up();
+    let mut headwater = work.spawn();
+    let mut next = 1;
+    write_rows(&mut admin, &db, &mut next, 2000).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.pause();
+    let mut peak = 0;
+    for _ in 0..30 {
+        write_rows(&mut admin, &db, &mut next, 2000).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(rss_kib(headwater.id()));
+        if let Some(status) = headwater.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            headwater
+                .stderr
+                .take()
+                .map(|mut e| e.read_to_string(&mut stderr));
+            panic!("headwater must wait for the broker, but exited with {status}: {stderr}");
+        }
+    }
+    broker.resume();
+    write_rows(&mut admin, &db, &mut next, 2000).await;
+    let total = (next - 1) as usize;
+    let topic = format!("{prefix}.{db}.t");
+    let mut ids = HashSet::new();
+    wait_until(
+        Duration::from_secs(120),
+        "every row to reach Kafka after the broker returned",
+        || {
+            match try_consume(&broker.brokers(), "avro", &[&topic]) {
+                Ok(messages) => ids = messages.iter().map(id_of).collect(),
+                Err(err) => eprintln!("not yet: {}", err.lines().last().unwrap_or_default()),
+            }
+            ids.len() >= total
+        },
+    );
+    assert_eq!(ids.len(), total, "nothing lost");
+    assert!(
+        peak < 300 * 1024,
+        "RSS stayed bounded while the broker was away: peak {} MiB",
+        peak / 1024
+    );
+    eprintln!(
+        "{total} rows; peak RSS while the broker was away {} MiB",
+        peak / 1024
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(headwater.id().to_string())
+        .status()
+        .unwrap();
+    assert!(headwater.wait().unwrap().success());
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_delivers_every_change_at_least_once() {
+    let db = unique("hw_kkill");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT NOT NULL)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("kkill", &db, "", "");
+    let prefix = unique("hwk");
+    let brokers = endpoint("HEADWATER_KAFKA_BROKERS");
+    work.use_kafka_sink(&brokers, &prefix, "avro");
+    work.catch_up();
+    let mut next = 1;
+    for _ in 0..5 {
+        let mut child = work.spawn();
+        for _ in 0..10 {
+            admin
+                .query_drop(format!(
+                    "INSERT INTO `{db}`.t SELECT seq, 0 FROM `{db}`.seq_{next}_to_{}",
+                    next + 99
+                ))
+                .await
+                .unwrap();
+            next += 100;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    }
+    work.catch_up();
+    let messages = consume(&brokers, "avro", &[&format!("{prefix}.{db}.t")]);
+    let ids: HashSet<i64> = messages.iter().map(id_of).collect();
+    assert_eq!(ids.len() as i64, next - 1, "every change is present");
+    let positions: HashSet<&String> = messages
+        .iter()
+        .map(|m| &m.headers["headwater.position"])
+        .collect();
+    assert_eq!(
+        positions.len(),
+        ids.len(),
+        "redelivered duplicates carry the same position header, so consumers can drop them"
+    );
+    eprintln!(
+        "{} messages for {} changes ({} redelivered)",
+        messages.len(),
+        ids.len(),
+        messages.len() - ids.len()
+    );
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
