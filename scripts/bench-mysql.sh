@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Benchmark: 1,000,000 row changes from a MariaDB binlog into the lake, against
 # `mariadb-binlog --verbose` decoding the same binlog files to /dev/null, in the same run.
-# Prints rows/s for both, the ratio, and Headwater's peak RSS.
+# Prints rows/s for both, the ratio, and Headwater's peak RSS. With --kafka, also the same
+# changes into Kafka (tansu, schema-registry wire format) against a plain rdkafka producer
+# sending as many messages of the same average size (the broker's ceiling).
 #
-#   scripts/bench-mysql.sh [ROWS]        (default 1000000)
+#   scripts/bench-mysql.sh [ROWS] [--kafka]        (default 1000000)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-rows=${1:-1000000}
+rows=1000000
+kafka=
+for arg in "$@"; do
+  case $arg in
+    --kafka) kafka=1 ;;
+    *) rows=$arg ;;
+  esac
+done
 per_txn=1000
 
 work=$repo/.bench/mysql
 export HEADWATER_SERVICES_DIR=$work/services
 export HEADWATER_MARIADB_PORT=${HEADWATER_MARIADB_PORT:-33081}
+export HEADWATER_KAFKA_PORT=${HEADWATER_KAFKA_PORT:-19192}
+export HEADWATER_REGISTRY_PORT=${HEADWATER_REGISTRY_PORT:-18181}
 scripts/services.sh stop >/dev/null 2>&1 || true
 rm -rf "$work"
 mkdir -p "$work"
@@ -77,4 +88,23 @@ awk -v rows="$rows" -v ref="$ref_s" -v hw="$hw_s" -v refkb="$ref_kb" -v hwkb="$h
   printf "mariadb-binlog --verbose : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", ref, rows / ref, refkb / 1024
   printf "headwater -> lake        : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", hw, rows / hw, hwkb / 1024
   printf "ratio headwater/mariadb-binlog (rows/s): %.2f\n", ref / hw
+}'
+[ -n "$kafka" ] || exit 0
+
+scripts/services.sh start kafka registry >/dev/null
+brokers=127.0.0.1:$HEADWATER_KAFKA_PORT
+cargo build --release --locked --quiet -p headwater-kafka --example produce_ceiling
+# the average size of one change record, from the lake files of the same changes
+avro_bytes=$(du -cb "$work"/lake/bench.bench.items/*.avro | tail -1 | cut -f1)
+record_bytes=$((avro_bytes / rows + 5))
+sed -e 's/^kind = "lake"/kind = "kafka"/' -e "s#^path = \"$work/lake\"#brokers = \"$brokers\"\ntopic_prefix = \"bench\"\nschema_registry = \"http://127.0.0.1:$HEADWATER_REGISTRY_PORT\"#" \
+  -e '/^commit_interval/d' -e "s#$work/state#$work/state-kafka#" "$work/headwater.toml" >"$work/kafka.toml"
+HEADWATER_LOG=warn timed "$work/kafka.time" "$bin" run --catch-up --config "$work/kafka.toml"
+timed "$work/ceiling.time" sh -c "'$repo/target/release/examples/produce_ceiling' $brokers ceiling $rows $record_bytes >'$work/ceiling.out'"
+read -r kafka_s kafka_kb <"$work/kafka.time"
+read -r ceiling_s _ <"$work/ceiling.time"
+awk -v rows="$rows" -v k="$kafka_s" -v c="$ceiling_s" -v l="$hw_s" -v kb="$kafka_kb" -v size="$record_bytes" 'BEGIN {
+  printf "plain rdkafka producer   : %8.2f s  %10.0f msg/s   %6.1f MB/s (%d-byte messages: the ceiling)\n", c, rows / c, rows * size / c / 1e6, size
+  printf "headwater -> kafka       : %8.2f s  %10.0f rows/s  %6.1f MB/s  peak RSS %6.1f MiB\n", k, rows / k, rows * size / k / 1e6, kb / 1024
+  printf "ratio headwater-kafka/ceiling: %.2f   lake/kafka rate: %.2f\n", c / k, k / l
 }'

@@ -1,6 +1,8 @@
 //! The Kafka sink. Records are produced asynchronously with an idempotent, `acks=all` producer;
 //! each record is acknowledged to the runtime from its delivery report, so the checkpoint only
-//! covers what the brokers have. A full producer queue (brokers away) makes `write` wait: that
+//! covers what the brokers have. Delivery reports are polled on the pipeline's own thread (not a
+//! producer thread): librdkafka allocates with the C allocator, and freeing on another thread
+//! made its arena lock the bottleneck. A full producer queue (brokers away) makes `write` wait: that
 //! pauses the source, with a warning saying for how long.
 
 use crate::config::{Format, KafkaConfig, FIXED_PRODUCER_SETTINGS};
@@ -16,10 +18,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,11 +69,15 @@ struct Prepared {
 
 pub struct KafkaSink {
     config: KafkaConfig,
-    producer: Option<ThreadedProducer<Deliveries>>,
+    producer: Option<BaseProducer<Deliveries>>,
     admin: Option<AdminClient<DefaultClientContext>>,
     registry: Option<Registry>,
     streams: HashMap<usize, (Arc<StreamSchema>, Arc<Prepared>)>,
     topics: HashSet<String>,
+    /// Reused per record: librdkafka copies what it is given, so these never need to grow again.
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    position_buf: String,
 }
 
 fn kafka_error(what: &str, err: KafkaError) -> ConnectorError {
@@ -91,6 +98,9 @@ impl KafkaSink {
             registry,
             streams: HashMap::new(),
             topics: HashSet::new(),
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+            position_buf: String::new(),
         })
     }
 
@@ -226,13 +236,12 @@ impl KafkaSink {
         Ok(prepared)
     }
 
-    /// Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
-    fn wire(id: u32, avro: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(avro.len() + 5);
+    /// Confluent wire format into `out`: magic byte 0, 4-byte big-endian schema id, Avro binary.
+    fn wire(out: &mut Vec<u8>, id: u32, avro: &[u8]) {
+        out.clear();
         out.push(0);
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(avro);
-        out
     }
 
     fn json(schema: &Schema, avro: &[u8]) -> Result<Vec<u8>, ConnectorError> {
@@ -271,6 +280,10 @@ impl KafkaSink {
         loop {
             match producer.send(record) {
                 Ok(()) => {
+                    // serve delivery reports now and then, not per message
+                    if seq.is_multiple_of(64) {
+                        producer.poll(Duration::ZERO);
+                    }
                     if let Some(since) = blocked_since {
                         tracing::info!(after = ?since.elapsed(), "kafka: producing again");
                     }
@@ -285,7 +298,8 @@ impl KafkaSink {
                         last_warning = Instant::now();
                     }
                     self.check_failures()?;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    producer.poll(Duration::ZERO);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((err, _)) => {
                     return Err(ConnectorError::definite(format!(
@@ -317,28 +331,31 @@ fn register_patiently(
     }
 }
 
-fn headers(record: &SinkRecord, position: &Position) -> OwnedHeaders {
-    let position = serde_json::to_string(position).unwrap_or_default();
-    let table = record
-        .stream
-        .table
-        .as_ref()
-        .map(|t| t.to_string())
-        .unwrap_or_default();
+/// Lineage on every message: the source position (unique per change, so a consumer can drop
+/// at-least-once redeliveries), the op, and the table.
+fn headers(record: &SinkRecord, position: &str) -> OwnedHeaders {
     let op = record.op.map(Op::code).unwrap_or("ddl");
-    OwnedHeaders::new()
+    let headers = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
             key: "headwater.position",
             value: Some(position.as_bytes()),
         })
         .insert(Header {
-            key: "headwater.table",
-            value: Some(table.as_bytes()),
-        })
-        .insert(Header {
             key: "headwater.op",
             value: Some(op.as_bytes()),
-        })
+        });
+    match &record.stream.table {
+        Some(table) => headers
+            .insert(Header {
+                key: "headwater.namespace",
+                value: Some(table.namespace.as_bytes()),
+            })
+            .insert(Header {
+                key: "headwater.table",
+                value: Some(table.table.as_bytes()),
+            }),
+        None => headers,
+    }
 }
 
 #[async_trait]
@@ -376,52 +393,71 @@ impl Sink for KafkaSink {
         self.check_failures()?;
         let prepared = self.prepare(&record.stream).await?;
         let seq = record.seq as usize;
-        let headers_for = |r: &SinkRecord| headers(r, &r.position);
-        let (key, value) = match (&prepared.schemas, prepared.value_id) {
-            (Some((key_schema, value_schema)), _) => (
+        let mut key_buf = std::mem::take(&mut self.key_buf);
+        let mut value_buf = std::mem::take(&mut self.value_buf);
+        let has_key = match (&prepared.schemas, prepared.value_id) {
+            (Some((key_schema, value_schema)), _) => {
+                value_buf = Self::json(value_schema, &record.value)?;
                 match (key_schema, &record.key) {
-                    (Some(schema), Some(key)) => Some(Self::json(schema, key)?),
-                    _ => None,
-                },
-                Self::json(value_schema, &record.value)?,
-            ),
-            (None, Some(value_id)) => (
+                    (Some(schema), Some(key)) => {
+                        key_buf = Self::json(schema, key)?;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            (None, Some(value_id)) => {
+                Self::wire(&mut value_buf, value_id, &record.value);
                 match (prepared.key_id, &record.key) {
-                    (Some(key_id), Some(key)) => Some(Self::wire(key_id, key)),
-                    _ => None,
-                },
-                Self::wire(value_id, &record.value),
-            ),
+                    (Some(key_id), Some(key)) => {
+                        Self::wire(&mut key_buf, key_id, key);
+                        true
+                    }
+                    _ => false,
+                }
+            }
             (None, None) => {
                 return Err(ConnectorError::definite(
                     "kafka: a stream without schemas; report this",
                 ))
             }
         };
+        self.position_buf.clear();
+        let _ = write!(self.position_buf, "{}", record.position);
+        let key = has_key.then_some(key_buf.as_slice());
         let tombstone = record.op == Some(Op::Delete) && self.config.tombstones && key.is_some();
         let first_seq = if tombstone { 0 } else { seq };
-        self.produce(
-            &prepared.topic,
-            key.as_deref(),
-            Some(&value),
-            headers_for(&record),
-            first_seq,
-        )
-        .await?;
-        if tombstone {
+        let result = async {
             self.produce(
                 &prepared.topic,
-                key.as_deref(),
-                None,
-                headers_for(&record),
-                seq,
+                key,
+                Some(&value_buf),
+                headers(&record, &self.position_buf),
+                first_seq,
             )
             .await?;
+            if tombstone {
+                self.produce(
+                    &prepared.topic,
+                    key,
+                    None,
+                    headers(&record, &self.position_buf),
+                    seq,
+                )
+                .await?;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.key_buf = key_buf;
+        self.value_buf = value_buf;
+        result
     }
 
     async fn tick(&mut self, _through: &Position) -> Result<(), ConnectorError> {
+        if let Some(producer) = &self.producer {
+            producer.poll(Duration::ZERO);
+        }
         self.check_failures()
     }
 
