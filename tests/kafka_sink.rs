@@ -78,7 +78,7 @@ async fn mysql_changes_arrive_keyed_in_order_and_readable_by_a_standard_consumer
             "{:?}",
             changes[0].headers
         );
-        assert_eq!(changes[0].headers["headwater.table"], "t");
+        assert_eq!(changes[0].headers["headwater.table"], format!("{db}.t"));
         if id <= 5 {
             assert_eq!(changes[4].value["op"], "d");
             assert!(changes[5].value.is_null(), "a tombstone follows the delete");

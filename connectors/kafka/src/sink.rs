@@ -62,6 +62,8 @@ impl ProducerContext for Deliveries {
 /// What a stream needs to be produced: its topic and registry ids (Avro) or parsed schemas (JSON).
 struct Prepared {
     topic: String,
+    /// `namespace.table`, or empty for the schema-change stream.
+    table: String,
     key_id: Option<u32>,
     value_id: Option<u32>,
     schemas: Option<(Option<Schema>, Schema)>,
@@ -187,6 +189,11 @@ impl KafkaSink {
             None => self.config.schema_change_topic(),
         };
         self.ensure_topic(&topic).await?;
+        let table = stream
+            .table
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         let prepared = match (&self.registry, self.config.format) {
             (Some(registry), Format::Avro) => {
                 let registry = registry.clone();
@@ -207,6 +214,7 @@ impl KafkaSink {
                 })??;
                 Prepared {
                     topic,
+                    table,
                     key_id,
                     value_id: Some(value_id),
                     schemas: None,
@@ -224,6 +232,7 @@ impl KafkaSink {
                 let value = parse(&stream.value_schema)?;
                 Prepared {
                     topic,
+                    table,
                     key_id: None,
                     value_id: None,
                     schemas: Some((key, value)),
@@ -332,30 +341,22 @@ fn register_patiently(
 }
 
 /// Lineage on every message: the source position (unique per change, so a consumer can drop
-/// at-least-once redeliveries), the op, and the table.
-fn headers(record: &SinkRecord, position: &str) -> OwnedHeaders {
+/// at-least-once redeliveries), the table (`namespace.table`) and the op.
+fn headers(record: &SinkRecord, position: &str, table: &str) -> OwnedHeaders {
     let op = record.op.map(Op::code).unwrap_or("ddl");
-    let headers = OwnedHeaders::new_with_capacity(4)
+    OwnedHeaders::new_with_capacity(3)
         .insert(Header {
             key: "headwater.position",
             value: Some(position.as_bytes()),
         })
         .insert(Header {
+            key: "headwater.table",
+            value: Some(table.as_bytes()),
+        })
+        .insert(Header {
             key: "headwater.op",
             value: Some(op.as_bytes()),
-        });
-    match &record.stream.table {
-        Some(table) => headers
-            .insert(Header {
-                key: "headwater.namespace",
-                value: Some(table.namespace.as_bytes()),
-            })
-            .insert(Header {
-                key: "headwater.table",
-                value: Some(table.table.as_bytes()),
-            }),
-        None => headers,
-    }
+        })
 }
 
 #[async_trait]
@@ -432,7 +433,7 @@ impl Sink for KafkaSink {
                 &prepared.topic,
                 key,
                 Some(&value_buf),
-                headers(&record, &self.position_buf),
+                headers(&record, &self.position_buf, &prepared.table),
                 first_seq,
             )
             .await?;
@@ -441,7 +442,7 @@ impl Sink for KafkaSink {
                     &prepared.topic,
                     key,
                     None,
-                    headers(&record, &self.position_buf),
+                    headers(&record, &self.position_buf, &prepared.table),
                     seq,
                 )
                 .await?;
