@@ -299,24 +299,43 @@ async fn sigkill_under_load_delivers_every_change_at_least_once() {
 async fn an_incompatible_schema_change_is_refused_with_the_registry_message() {
     let db = unique("hw_kcompat");
     let mut admin = mysql_admin().await;
-    admin.query_drop(format!("CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY)")).await.unwrap();
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY)"
+        ))
+        .await
+        .unwrap();
     let work = Workdir::new();
     work.mysql_config("kcompat", &db, "", "");
     let prefix = unique("hwk");
     let brokers = endpoint("HEADWATER_KAFKA_BROKERS");
     work.use_kafka_sink(&brokers, &prefix, "avro");
     work.catch_up();
-    admin.query_drop(format!("INSERT INTO `{db}`.t VALUES (1)")).await.unwrap();
+    admin
+        .query_drop(format!("INSERT INTO `{db}`.t VALUES (1)"))
+        .await
+        .unwrap();
     work.catch_up();
     // A NOT NULL column without a default: readers of the old schema cannot fill it (BACKWARD).
     admin
-        .query_drop(format!("ALTER TABLE `{db}`.t ADD COLUMN v INT NOT NULL; INSERT INTO `{db}`.t VALUES (2, 2)"))
+        .query_drop(format!(
+            "ALTER TABLE `{db}`.t ADD COLUMN v INT NOT NULL; INSERT INTO `{db}`.t VALUES (2, 2)"
+        ))
         .await
         .unwrap();
     let output = work.headwater(&["run", "--catch-up"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("rejected the new schema") && stderr.contains("incompatible"), "{stderr}");
-    assert!(stderr.contains(&format!("{prefix}.{db}.t-value")), "names the subject: {stderr}");
-    admin.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
+    assert!(
+        stderr.contains("rejected the new schema") && stderr.contains("incompatible"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{prefix}.{db}.t-value")),
+        "names the subject: {stderr}"
+    );
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
 }
