@@ -260,17 +260,7 @@ const COLUMNS: &[TypedColumn] = &[
 
 fn decimal_text(decimal: &apache_avro::Decimal, scale: usize) -> String {
     let bytes: Vec<u8> = decimal.try_into().expect("decimal bytes");
-    let n = num_bigint::BigInt::from_signed_bytes_be(&bytes);
-    let negative = n.sign() == num_bigint::Sign::Minus;
-    let digits = n.magnitude().to_string();
-    let digits = format!("{digits:0>width$}", width = scale + 1);
-    let (int, frac) = digits.split_at(digits.len() - scale);
-    let sign = if negative { "-" } else { "" };
-    if scale == 0 {
-        format!("{sign}{int}")
-    } else {
-        format!("{sign}{int}.{frac}")
-    }
+    headwater_contract::avro_json::decimal_text(&bytes, scale)
 }
 
 /// Renders a decoded Avro value the way the column's `canonical_sql` renders it.

@@ -46,19 +46,7 @@ const COLUMNS: &[TypedColumn] = &[
 
 fn decimal_text(decimal: &apache_avro::Decimal, scale: usize) -> String {
     let bytes: Vec<u8> = decimal.try_into().expect("decimal bytes");
-    let n = num_bigint::BigInt::from_signed_bytes_be(&bytes);
-    let sign = if n.sign() == num_bigint::Sign::Minus {
-        "-"
-    } else {
-        ""
-    };
-    let digits = format!("{:0>width$}", n.magnitude().to_string(), width = scale + 1);
-    let (int, frac) = digits.split_at(digits.len() - scale);
-    if scale == 0 {
-        format!("{sign}{int}")
-    } else {
-        format!("{sign}{int}.{frac}")
-    }
+    headwater_contract::avro_json::decimal_text(&bytes, scale)
 }
 
 fn float_text(x: f64) -> String {

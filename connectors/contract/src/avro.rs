@@ -206,6 +206,24 @@ pub enum Value<'a> {
 }
 
 impl Value<'_> {
+    /// The same value, independent of the buffer it borrowed from.
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Text(t) => Value::Text(Cow::Owned(t.into_owned())),
+            Value::Bytes(b) => Value::Bytes(Cow::Owned(b.into_owned())),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+            Value::Null => Value::Null,
+            Value::Boolean(b) => Value::Boolean(b),
+            Value::Int(n) => Value::Int(n),
+            Value::Long(n) => Value::Long(n),
+            Value::Float(x) => Value::Float(x),
+            Value::Double(x) => Value::Double(x),
+            Value::Decimal(d) => Value::Decimal(d),
+            Value::Date(d) => Value::Date(d),
+            Value::Micros(m) => Value::Micros(m),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Value::Null => "NULL",
@@ -222,6 +240,17 @@ impl Value<'_> {
             Value::Array(_) => "array",
         }
     }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Appends one value of a column whose type is `field_type`; `false` when they do not match.

@@ -1,6 +1,7 @@
 //! Row image decoding: MySQL/MariaDB binary row format → typed values, straight from the event
 //! buffer (no per-value allocation except latin1 text outside ASCII and SET labels).
 
+pub use headwater_contract::avro::days_from_civil;
 use headwater_contract::avro::{Unscaled, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -111,17 +112,7 @@ impl AddressKind {
 
     fn format(self, bytes: &[u8; 16]) -> String {
         match self {
-            AddressKind::Uuid => {
-                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &hex[..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..]
-                )
-            }
+            AddressKind::Uuid => headwater_contract::position::format_uuid(bytes),
             AddressKind::Inet6 => std::net::Ipv6Addr::from(*bytes).to_string(),
             AddressKind::Inet4 => {
                 std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string()
@@ -159,17 +150,6 @@ fn le_uint(bytes: &[u8]) -> u64 {
 #[inline]
 fn be_uint(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A calendar date-time as MySQL stores it; invalid and zero dates are representable.
@@ -577,26 +557,13 @@ mod tests {
 
     fn decode(decoder: ColumnDecoder, bytes: &[u8]) -> Value<'static> {
         let mut at = 0;
-        let value = decoder.decode(bytes, &mut at).unwrap();
+        let value = decoder.decode(bytes, &mut at).unwrap().into_owned();
         assert_eq!(
             at,
             bytes.len(),
             "the decoder must consume exactly the value"
         );
-        match value {
-            Value::Text(t) => Value::Text(Cow::Owned(t.into_owned())),
-            Value::Bytes(b) => Value::Bytes(Cow::Owned(b.into_owned())),
-            Value::Null => Value::Null,
-            Value::Boolean(b) => Value::Boolean(b),
-            Value::Int(n) => Value::Int(n),
-            Value::Long(n) => Value::Long(n),
-            Value::Float(x) => Value::Float(x),
-            Value::Double(x) => Value::Double(x),
-            Value::Decimal(d) => Value::Decimal(d),
-            Value::Date(d) => Value::Date(d),
-            Value::Micros(m) => Value::Micros(m),
-            Value::Array(_) => panic!("MySQL has no array columns"),
-        }
+        value
     }
 
     fn dec(text: &str, scale: u32) -> Value<'static> {

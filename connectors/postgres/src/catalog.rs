@@ -47,35 +47,36 @@ pub async fn connect(
     let mut parsed: tokio_postgres::Config = url
         .parse()
         .map_err(|e| sql_error("reading source.url", url, e))?;
-    let client = match tls {
+    let failed = |e| sql_error("connecting to the source", url, e);
+    match tls {
         Some(config) => {
             parsed.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**config).clone());
             let (client, connection) = parsed
-                .connect(connector)
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (**config).clone(),
+                ))
                 .await
-                .map_err(|e| sql_error("connecting to the source", url, e))?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "source SQL connection ended");
-                }
-            });
-            client
+                .map_err(failed)?;
+            tokio::spawn(drive(connection));
+            Ok(client)
         }
         None => {
-            let (client, connection) = parsed
-                .connect(NoTls)
-                .await
-                .map_err(|e| sql_error("connecting to the source", url, e))?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "source SQL connection ended");
-                }
-            });
-            client
+            let (client, connection) = parsed.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(drive(connection));
+            Ok(client)
         }
-    };
-    Ok(client)
+    }
+}
+
+/// Runs a connection's I/O until it ends.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "source SQL connection ended");
+    }
 }
 
 fn definite(table: &TableId, message: String) -> ConnectorError {

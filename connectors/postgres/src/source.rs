@@ -166,6 +166,14 @@ async fn heartbeats(url: String, tls: Option<Arc<rustls::ClientConfig>>, every: 
     }
 }
 
+/// The LSN the sink has made durable, as the standby status update's flush position.
+fn durable_lsn(durable: &DurableWatch) -> u64 {
+    match &*durable.borrow() {
+        Some(Position::Postgres(p)) => p.lsn.0,
+        _ => 0,
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -470,10 +478,7 @@ impl Source for PostgresSource {
             let deadline = tokio::time::Instant::from_std(next_status);
             let message = match tokio::time::timeout_at(deadline, conn.next()).await {
                 Err(_) => {
-                    let flushed = match &*durable.borrow() {
-                        Some(Position::Postgres(p)) => p.lsn.0,
-                        _ => 0,
-                    };
+                    let flushed = durable_lsn(&durable);
                     // Between transactions, ask for a keepalive: its WAL end moves the position
                     // on while the published tables are quiet.
                     if let Err(err) = conn
@@ -571,11 +576,9 @@ impl Source for PostgresSource {
                 break Ok(());
             }
         };
-        let flushed = match &*durable.borrow() {
-            Some(Position::Postgres(p)) => p.lsn.0,
-            _ => 0,
-        };
-        let _ = conn.send_status(received, flushed, false).await;
+        let _ = conn
+            .send_status(received, durable_lsn(&durable), false)
+            .await;
         conn.finish().await;
         result
     }

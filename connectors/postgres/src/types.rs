@@ -2,7 +2,7 @@
 //! (with the session pinned to UTC, ISO dates, hex bytea, full float precision, ISO 8601
 //! intervals) turns into a value.
 
-use headwater_contract::avro::{Unscaled, Value};
+use headwater_contract::avro::{days_from_civil, Unscaled, Value};
 use headwater_contract::FieldType;
 use std::borrow::Cow;
 
@@ -165,30 +165,12 @@ impl PgType {
                         None => Value::Null,
                         Some(Cow::Borrowed(item)) => element.parse(item)?,
                         // quoted items with escapes are owned: parse, then own the result
-                        Some(Cow::Owned(item)) => owned(element.parse(&item)?),
+                        Some(Cow::Owned(item)) => element.parse(&item)?.into_owned(),
                     });
                 }
                 Value::Array(values)
             }
         })
-    }
-}
-
-/// A value that borrows from a temporary, made independent of it.
-fn owned(value: Value<'_>) -> Value<'static> {
-    match value {
-        Value::Text(t) => Value::Text(Cow::Owned(t.into_owned())),
-        Value::Bytes(b) => Value::Bytes(Cow::Owned(b.into_owned())),
-        Value::Array(items) => Value::Array(items.into_iter().map(owned).collect()),
-        Value::Null => Value::Null,
-        Value::Boolean(b) => Value::Boolean(b),
-        Value::Int(n) => Value::Int(n),
-        Value::Long(n) => Value::Long(n),
-        Value::Float(x) => Value::Float(x),
-        Value::Double(x) => Value::Double(x),
-        Value::Decimal(d) => Value::Decimal(d),
-        Value::Date(d) => Value::Date(d),
-        Value::Micros(m) => Value::Micros(m),
     }
 }
 
@@ -207,17 +189,6 @@ fn parse_float(text: &str) -> Option<f64> {
         "-Infinity" => Some(f64::NEG_INFINITY),
         _ => text.parse().ok(),
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// `YYYY-MM-DD[ BC]`; `Some(None)` for ±infinity.
@@ -350,12 +321,11 @@ mod tests {
     use super::*;
 
     fn parse(oid: u32, typmod: i32, text: &str) -> Value<'static> {
-        owned(
-            PgType::builtin(oid, typmod)
-                .expect("built-in")
-                .parse(text)
-                .expect("parses"),
-        )
+        PgType::builtin(oid, typmod)
+            .expect("built-in")
+            .parse(text)
+            .expect("parses")
+            .into_owned()
     }
 
     #[test]
