@@ -16,6 +16,9 @@ pub struct LakeConfig {
     /// A file reaching this size is committed and a new one started.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// Block compression: `"deflate"` (every Avro reader supports it) or `"null"`.
+    #[serde(default)]
+    pub codec: crate::ocf::Codec,
 }
 
 fn default_commit_interval() -> Duration {

@@ -169,8 +169,9 @@ impl<S: LakeStore> LakeSink<S> {
             .create(&temp)
             .map_err(|e| lake_io("creating a data file", e))?;
         let sync_marker: [u8; 16] = rand::random();
-        let writer = ContainerWriter::new(out, &stream.value_schema, sync_marker)
-            .map_err(|e| lake_io("writing a file header", e))?;
+        let writer =
+            ContainerWriter::with_codec(out, &stream.value_schema, sync_marker, self.config.codec)
+                .map_err(|e| lake_io("writing a file header", e))?;
         Ok(OpenFile {
             stream: Arc::clone(stream),
             writer,
@@ -378,6 +379,7 @@ mod tests {
             path: path.to_path_buf(),
             commit_interval: Duration::from_secs(3600),
             max_file_bytes: 1 << 30,
+            codec: crate::ocf::Codec::default(),
         }
     }
 
