@@ -14,6 +14,7 @@ use headwater_contract::{ConnectorKind, Severity, Sink, Source};
 use pipeline::{Pipeline, RunMode, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 // A third of the binlog hot path was glibc malloc/free; mimalloc measured faster here.
 #[global_allocator]
@@ -133,7 +134,7 @@ async fn check(config: &Config) -> anyhow::Result<bool> {
 
 async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
     let server_name = config.source.server_name().to_string();
-    let (mut source, connector) = build_source(&config.source, &config.state.path)?;
+    let (mut source, _) = build_source(&config.source, &config.state.path)?;
     let problems = source
         .check()
         .await
@@ -153,28 +154,65 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
             "preflight failed; fix the errors above (`headwater check --config FILE` lists them)"
         );
     }
-    let sink = build_sink(&config.sink)?;
-    let checkpoints = CheckpointStore::open(&config.state.path, &server_name)?;
-    let pipeline = Pipeline {
-        settings: Settings {
-            server_name,
-            connector,
-            max_in_flight: config.pipeline.max_in_flight,
-            checkpoint_interval: config.pipeline.checkpoint_interval,
-        },
-        source,
-        sink,
-        checkpoints,
-    };
-    let summary = pipeline
-        .run(mode, shutdown_signal())
-        .await
-        .map_err(|e| match e {
-            pipeline::PipelineError::Connector(c) => anyhow::anyhow!(c.report()),
-            other => anyhow::anyhow!(other),
-        })?;
-    tracing::info!(records = summary.records, durable = ?summary.durable.map(|p| p.to_string()), "stopped");
-    Ok(())
+    drop(source);
+    let stop = stop_requested();
+    let mut delays = backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times(),
+    );
+    loop {
+        let (source, connector) = build_source(&config.source, &config.state.path)?;
+        let sink = build_sink(&config.sink)?;
+        let checkpoints = CheckpointStore::open(&config.state.path, &server_name)?;
+        let pipeline = Pipeline {
+            settings: Settings {
+                server_name: server_name.clone(),
+                connector,
+                max_in_flight: config.pipeline.max_in_flight,
+                checkpoint_interval: config.pipeline.checkpoint_interval,
+            },
+            source,
+            sink,
+            checkpoints,
+        };
+        let mut stop_rx = stop.clone();
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        match pipeline.run(mode, stopped).await {
+            Ok(summary) => {
+                tracing::info!(records = summary.records, durable = ?summary.durable.map(|p| p.to_string()), "stopped");
+                return Ok(());
+            }
+            // A transient sink failure (brokers or registry away at the wrong moment): start the
+            // whole pipeline again from the durable position, as a restart would.
+            Err(pipeline::PipelineError::Connector(err)) if err.is_retryable() => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                tracing::warn!(error = %err.report(), retry_in = ?delay,
+                    "the pipeline stopped on a transient error; restarting it from the last durable position");
+                let mut stop_rx = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
+                }
+            }
+            Err(pipeline::PipelineError::Connector(err)) => bail!(err.report()),
+            Err(other) => return Err(other.into()),
+        }
+    }
+}
+
+/// Becomes true on SIGINT or SIGTERM.
+fn stop_requested() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 fn main() -> ExitCode {

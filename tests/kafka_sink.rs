@@ -339,3 +339,49 @@ async fn an_incompatible_schema_change_is_refused_with_the_registry_message() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_at_start_is_waited_for() {
+    let db = unique("hw_klate");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, pad VARCHAR(200))"
+        ))
+        .await
+        .unwrap();
+    let mut broker = PrivateBroker::not_started();
+    let work = Workdir::new();
+    work.mysql_config("klate", &db, "", "");
+    let prefix = unique("hwk");
+    work.use_kafka_sink(&broker.brokers(), &prefix, "avro");
+    work.catch_up(); // records the starting point; nothing to produce yet
+    let mut headwater = work.spawn();
+    let mut next = 1;
+    write_rows(&mut admin, &db, &mut next, 500).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        headwater.try_wait().unwrap().is_none(),
+        "headwater waits for the broker instead of exiting"
+    );
+    broker.launch();
+    let topic = format!("{prefix}.{db}.t");
+    wait_until(
+        Duration::from_secs(120),
+        "the rows to arrive once the broker is up",
+        || {
+            try_consume(&broker.brokers(), "avro", &[&topic])
+                .is_ok_and(|m| m.iter().map(id_of).collect::<HashSet<_>>().len() == 500)
+        },
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(headwater.id().to_string())
+        .status()
+        .unwrap();
+    assert!(headwater.wait().unwrap().success());
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}

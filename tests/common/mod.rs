@@ -775,13 +775,18 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub fn start() -> Self {
-        let mut broker = PrivateBroker {
+        let mut broker = Self::not_started();
+        broker.launch();
+        broker
+    }
+
+    /// A broker whose port is chosen but which does not run until `launch`.
+    pub fn not_started() -> Self {
+        PrivateBroker {
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             process: None,
-        };
-        broker.launch();
-        broker
+        }
     }
 
     pub fn brokers(&self) -> String {

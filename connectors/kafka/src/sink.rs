@@ -26,13 +26,24 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Receives delivery reports on librdkafka's thread.
+/// Receives delivery reports and client errors.
 struct Deliveries {
     acks: Mutex<Option<AckSender>>,
     failure: Mutex<Option<String>>,
+    /// When a client error was last logged: brokers that are down report it on every poll.
+    last_error_log: Mutex<Option<Instant>>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut last) = self.last_error_log.lock() {
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(%error, reason, "kafka: client error (repeats are logged every 10 s)");
+            }
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     /// The record's sequence number, or 0 for messages that acknowledge nothing themselves
@@ -367,6 +378,7 @@ impl Sink for KafkaSink {
             .create_with_context(Deliveries {
                 acks: Mutex::new(Some(acks)),
                 failure: Mutex::new(None),
+                last_error_log: Mutex::new(None),
             })
             .map_err(|e| {
                 ConnectorError::definite(format!(
