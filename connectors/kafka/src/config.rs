@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 /// `[sink] kind = "kafka"`: one topic per table, the primary key as message key, values in the
 /// Confluent wire format (Avro with a registry schema id) or as JSON.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
@@ -39,6 +39,29 @@ pub struct KafkaConfig {
     /// `sasl.username`, `ssl.ca.location`, `compression.type`, `linger.ms`, …).
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Producer settings that hold secrets (`sasl.password`, `ssl.key.password`, …) are hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let producer: BTreeMap<&str, &str> = self
+            .producer
+            .iter()
+            .map(|(k, v)| {
+                let secret =
+                    k.contains("password") || k.contains("secret") || k.contains("sasl.jaas");
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("topic_template", &self.topic_template)
+            .field("schema_registry", &self.schema_registry)
+            .field("format", &self.format)
+            .field("producer", &producer)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -119,5 +142,50 @@ impl KafkaConfig {
     pub fn schema_change_topic(&self) -> String {
         self.schema_change_topic
             .replace("{prefix}", &self.topic_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> KafkaConfig {
+        KafkaConfig {
+            brokers: "b:9092".into(),
+            topic_prefix: "shop".into(),
+            topic_template: default_template(),
+            schema_change_topic: default_schema_changes(),
+            schema_registry: Some("http://r".into()),
+            format: Format::Avro,
+            partitions: 6,
+            replication_factor: 1,
+            topic_config: BTreeMap::new(),
+            tombstones: true,
+            producer: BTreeMap::from([("sasl.password".to_string(), "hunter2".to_string())]),
+        }
+    }
+
+    #[test]
+    fn secrets_in_producer_settings_are_never_printed() {
+        assert!(!format!("{:?}", config()).contains("hunter2"));
+    }
+
+    #[test]
+    fn settings_that_would_weaken_delivery_are_refused() {
+        let mut weak = config();
+        weak.producer.insert("acks".into(), "1".into());
+        let err = weak.validate().unwrap_err();
+        assert!(
+            err.contains("sink.producer.\"acks\"") && err.contains("remove it"),
+            "{err}"
+        );
+        let mut no_registry = config();
+        no_registry.schema_registry = None;
+        assert!(no_registry
+            .validate()
+            .unwrap_err()
+            .contains("format = \"json\""));
+        assert_eq!(config().topic_for("db", "t"), "shop.db.t");
+        assert_eq!(config().schema_change_topic(), "shop.schema-changes");
     }
 }
