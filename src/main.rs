@@ -115,10 +115,16 @@ async fn shutdown_signal() {
 
 async fn check(config: &Config) -> anyhow::Result<bool> {
     let (mut source, _) = build_source(&config.source, &config.state.path)?;
-    let problems = source
+    let mut problems = source
         .check()
         .await
         .map_err(|e| anyhow::anyhow!(e.report()))?;
+    let mut sink = build_sink(&config.sink)?;
+    problems.extend(
+        sink.check()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.report()))?,
+    );
     for problem in &problems {
         println!("{problem}");
     }
@@ -127,7 +133,7 @@ async fn check(config: &Config) -> anyhow::Result<bool> {
         .filter(|p| p.severity == Severity::Error)
         .count();
     if problems.is_empty() {
-        println!("ok: config valid, source ready");
+        println!("ok: config valid, source and sink ready");
     }
     Ok(errors == 0)
 }

@@ -385,3 +385,27 @@ async fn a_broker_that_is_down_at_start_is_waited_for() {
         .await
         .unwrap();
 }
+
+#[test]
+fn check_reports_unreachable_brokers_and_registry() {
+    let work = Workdir::new();
+    work.mysql_config("kcheck", "nothing", "", "");
+    let closed = PrivateBroker::not_started();
+    work.use_kafka_sink(&closed.brokers(), "kcheck", "avro");
+    let text = std::fs::read_to_string(work.config()).unwrap().replace(
+        &endpoint("HEADWATER_SCHEMA_REGISTRY"),
+        &format!("http://{}", closed.brokers()),
+    );
+    std::fs::write(work.config(), text).unwrap();
+    let output = work.headwater(&["check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("cannot be reached") && stdout.contains("sink.brokers"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("does not answer") && stdout.contains("sink.schema_registry"),
+        "{stdout}"
+    );
+}

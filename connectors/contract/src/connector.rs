@@ -124,6 +124,12 @@ impl AckSender {
 /// that makes delivery exactly-once.
 #[async_trait]
 pub trait Sink: Send {
+    /// Preflight (`headwater check`): can the destination be reached and written, each problem
+    /// with its fix. Changes nothing a pipeline relies on.
+    async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
+        Ok(Vec::new())
+    }
+
     /// Connects, recovers from an earlier crash, and returns the position stored with the sink's
     /// data, if the sink stores one.
     async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError>;

@@ -26,6 +26,22 @@ impl Registry {
         }
     }
 
+    /// Asks for the subject list: the registry answers and speaks the API.
+    pub fn ping(&self) -> Result<(), ConnectorError> {
+        let url = format!("{}/subjects", self.base);
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| ConnectorError::retryable(format!("schema registry {url}: {e}")))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            status => Err(ConnectorError::definite(format!(
+                "schema registry {url}: HTTP {status}"
+            ))),
+        }
+    }
+
     /// The id of `schema` under `subject`, registering it when new (blocking: run off the runtime).
     pub fn register(&self, subject: &str, schema: &str) -> Result<u32, ConnectorError> {
         let key = (subject.to_string(), schema.to_string());

@@ -372,6 +372,46 @@ fn headers(record: &SinkRecord, position: &str, table: &str) -> OwnedHeaders {
 
 #[async_trait]
 impl Sink for KafkaSink {
+    async fn check(&mut self) -> Result<Vec<headwater_contract::Problem>, ConnectorError> {
+        let mut problems = Vec::new();
+        let config = self.client_config();
+        let brokers = self.config.brokers.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            let producer: BaseProducer = config.create().map_err(|e| e.to_string())?;
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(10)))
+                .map(|m| m.brokers().len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| ConnectorError::definite(format!("kafka check task failed: {e}")))?;
+        if let Err(err) = reachable {
+            problems.push(headwater_contract::Problem::error(
+                format!("the Kafka brokers {brokers} cannot be reached ({err})"),
+                "check sink.brokers, that the brokers run, and the security settings in [sink.producer]",
+            ));
+        }
+        if let Some(registry) = self.registry.clone() {
+            let url = self.config.schema_registry.clone().unwrap_or_default();
+            let answer = tokio::task::spawn_blocking(move || registry.ping())
+                .await
+                .map_err(|e| {
+                    ConnectorError::definite(format!("registry check task failed: {e}"))
+                })?;
+            if let Err(err) = answer {
+                problems.push(headwater_contract::Problem::error(
+                    format!(
+                        "the schema registry {url} does not answer ({})",
+                        err.report()
+                    ),
+                    "check sink.schema_registry, or use format = \"json\"",
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
     async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
         let config = self.client_config();
         let producer = config

@@ -249,6 +249,28 @@ impl<S: LakeStore> LakeSink<S> {
 
 #[async_trait]
 impl<S: LakeStore + 'static> Sink for LakeSink<S> {
+    async fn check(&mut self) -> Result<Vec<headwater_contract::Problem>, ConnectorError> {
+        let probe = "_headwater/.check.tmp";
+        let writable = self
+            .store
+            .create(probe)
+            .and_then(|mut w| {
+                std::io::Write::write_all(&mut w, b"headwater")?;
+                self.store.sync(w)
+            })
+            .and_then(|_| self.store.remove(probe));
+        Ok(match writable {
+            Ok(()) => Vec::new(),
+            Err(err) => vec![headwater_contract::Problem::error(
+                format!(
+                    "the lake at {} is not writable ({err})",
+                    self.config.path.display()
+                ),
+                "point sink.path at a directory this user can create and write",
+            )],
+        })
+    }
+
     async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
         self.recover()?;
         self.acks = Some(acks);
