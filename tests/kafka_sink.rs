@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use mysql_async::prelude::Queryable;
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
 fn id_of(message: &Consumed) -> i64 {
@@ -225,12 +224,7 @@ async fn a_broker_stopped_for_30_seconds_pauses_the_source_and_loses_nothing() {
         "{total} rows; peak RSS while the broker was away {} MiB",
         peak / 1024
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(headwater.id().to_string())
-        .status()
-        .unwrap();
-    assert!(headwater.wait().unwrap().success());
+    stop_gracefully(headwater);
     admin
         .query_drop(format!("DROP DATABASE `{db}`"))
         .await
@@ -374,12 +368,7 @@ async fn a_broker_that_is_down_at_start_is_waited_for() {
                 .is_ok_and(|m| m.iter().map(id_of).collect::<HashSet<_>>().len() == 500)
         },
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(headwater.id().to_string())
-        .status()
-        .unwrap();
-    assert!(headwater.wait().unwrap().success());
+    stop_gracefully(headwater);
     admin
         .query_drop(format!("DROP DATABASE `{db}`"))
         .await

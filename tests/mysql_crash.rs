@@ -3,7 +3,6 @@
 
 mod common;
 
-use apache_avro::types::Value as AvroValue;
 use common::*;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
@@ -11,14 +10,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn int(value: &AvroValue) -> i64 {
-    match value {
-        AvroValue::Int(n) => i64::from(*n),
-        AvroValue::Long(n) => *n,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
 
 /// Inserts rows and bumps counters in transactions of varied size (one of them large enough to
 /// span lake commits), until `stop` is set. Every row's `v` counts its updates.
@@ -109,8 +100,8 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let mut last_v: HashMap<i64, i64> = HashMap::new();
     for record in &records {
         let after = image(record, "after").expect("inserts and updates have an after-image");
-        let id = int(&after["id"]);
-        let v = int(&after["v"]);
+        let id = avro_int(&after["id"]);
+        let v = avro_int(&after["v"]);
         match op(record).as_str() {
             "c" => {
                 assert_eq!(v, 0);

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::Queryable;
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_transaction_streams_with_bounded_memory() {
@@ -28,22 +27,7 @@ async fn a_million_row_transaction_streams_with_bounded_memory() {
         .await
         .unwrap();
 
-    let time_file = work.path().join("time");
-    let status = Command::new("/usr/bin/time")
-        .args(["-f", "%M", "-o"])
-        .arg(&time_file)
-        .arg(env!("CARGO_BIN_EXE_headwater"))
-        .args(["run", "--catch-up", "--config"])
-        .arg(work.config())
-        .env("HEADWATER_LOG", "warn")
-        .status()
-        .expect("run headwater under /usr/bin/time (apt-get install time)");
-    assert!(status.success());
-    let peak_kib: u64 = std::fs::read_to_string(&time_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("peak RSS");
+    let peak_kib = work.catch_up_measuring_peak_rss();
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(work.lake().join("_headwater/manifest.json")).unwrap(),
     )

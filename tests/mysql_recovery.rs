@@ -5,7 +5,6 @@ mod common;
 
 use apache_avro::types::Value as AvroValue;
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
 fn ids_in_lake(work: &Workdir, stream: &str) -> Vec<i64> {
@@ -84,7 +83,7 @@ fn a_server_restart_mid_stream_loses_and_repeats_nothing() {
         "",
     );
     work.catch_up();
-    let mut headwater = work.spawn();
+    let headwater = work.spawn();
     insert_range(&server, "shop", 1, 500);
     wait_until(Duration::from_secs(60), "the first rows to land", || {
         ids_in_lake(&work, "restart.shop.t").len() == 500
@@ -98,16 +97,7 @@ fn a_server_restart_mid_stream_loses_and_repeats_nothing() {
         "the rows written after the restart to land",
         || ids_in_lake(&work, "restart.shop.t").len() >= 1000,
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(headwater.id().to_string())
-        .status()
-        .unwrap();
-    let status = headwater.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM ends headwater with exit 0, got {status}"
-    );
+    stop_gracefully(headwater);
     assert_eq!(
         ids_in_lake(&work, "restart.shop.t"),
         (1..=1000).collect::<Vec<_>>()

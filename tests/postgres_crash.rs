@@ -4,22 +4,12 @@
 
 mod common;
 
-use apache_avro::types::Value as AvroValue;
 use common::*;
 use rand::Rng;
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn int(value: &AvroValue) -> i64 {
-    match value {
-        AvroValue::Int(n) => i64::from(*n),
-        AvroValue::Long(n) => *n,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
 
 async fn write_load(schema: String, stop: Arc<AtomicBool>) -> u64 {
     let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
@@ -119,7 +109,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let mut last_v: HashMap<i64, i64> = HashMap::new();
     for record in &records {
         let after = image(record, "after").expect("after image");
-        let (id, v) = (int(&after["id"]), int(&after["v"]));
+        let (id, v) = (avro_int(&after["id"]), avro_int(&after["v"]));
         match op(record).as_str() {
             "c" => assert!(last_v.insert(id, v).is_none(), "row {id} inserted twice"),
             "u" => {
@@ -168,22 +158,7 @@ async fn a_million_row_transaction_streams_with_bounded_memory() {
         ))
         .await
         .unwrap();
-    let time_file = work.path().join("time");
-    let status = Command::new("/usr/bin/time")
-        .args(["-f", "%M", "-o"])
-        .arg(&time_file)
-        .arg(env!("CARGO_BIN_EXE_headwater"))
-        .args(["run", "--catch-up", "--config"])
-        .arg(work.config())
-        .env("HEADWATER_LOG", "warn")
-        .status()
-        .expect("run headwater under /usr/bin/time");
-    assert!(status.success());
-    let peak_kib: u64 = std::fs::read_to_string(&time_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("peak RSS");
+    let peak_kib = work.catch_up_measuring_peak_rss();
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(work.lake().join("_headwater/manifest.json")).unwrap(),
     )

@@ -116,7 +116,7 @@ async fn a_server_restart_mid_stream_loses_and_repeats_nothing() {
     let work = Workdir::new();
     work.postgres_config_for(&server.admin_url(), "pgrestart", "public", "");
     work.catch_up();
-    let mut headwater = work.spawn();
+    let headwater = work.spawn();
     admin
         .batch_execute("INSERT INTO t SELECT generate_series(1, 500)")
         .await
@@ -137,12 +137,7 @@ async fn a_server_restart_mid_stream_loses_and_repeats_nothing() {
         "the rows after the restart",
         || ids(&work, "pgrestart.public.t").len() >= 1000,
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(headwater.id().to_string())
-        .status()
-        .unwrap();
-    assert!(headwater.wait().unwrap().success());
+    stop_gracefully(headwater);
     assert_eq!(
         ids(&work, "pgrestart.public.t"),
         (1..=1000).collect::<Vec<_>>()
@@ -163,7 +158,7 @@ async fn wal_retained_by_the_slot_stays_bounded_while_unpublished_tables_are_wri
     let work = Workdir::new();
     work.postgres_config("pgwal", &schema, "heartbeat_interval = \"1s\"");
     work.catch_up();
-    let mut headwater = work.spawn();
+    let headwater = work.spawn();
     let slot = work.slot();
     let retained = || async {
         admin
@@ -216,12 +211,7 @@ async fn wal_retained_by_the_slot_stays_bounded_while_unpublished_tables_are_wri
         last <= 1_000_000,
         "the slot still holds {last} bytes of WAL behind the current position"
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(headwater.id().to_string())
-        .status()
-        .unwrap();
-    assert!(headwater.wait().unwrap().success());
+    stop_gracefully(headwater);
     let _ = admin
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await;
@@ -242,7 +232,7 @@ async fn a_slot_in_use_by_another_reader_is_reported_as_such() {
     let first = Workdir::new();
     first.postgres_config("pgbusy", &schema, "");
     first.catch_up();
-    let mut running = first.spawn();
+    let running = first.spawn();
     let slot = first.slot();
     wait_until(
         Duration::from_secs(30),
@@ -273,12 +263,7 @@ async fn a_slot_in_use_by_another_reader_is_reported_as_such() {
         stderr.contains("is in use by another process") && stderr.contains("its own source.slot"),
         "{stderr}"
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(running.id().to_string())
-        .status()
-        .unwrap();
-    assert!(running.wait().unwrap().success());
+    stop_gracefully(running);
     let _ = admin
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await;

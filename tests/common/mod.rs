@@ -844,3 +844,48 @@ impl Drop for PrivateBroker {
         }
     }
 }
+
+impl Workdir {
+    /// `headwater run --catch-up` under `/usr/bin/time`, asserting success; the peak RSS in KiB.
+    pub fn catch_up_measuring_peak_rss(&self) -> u64 {
+        let time_file = self.path().join("time");
+        let status = Command::new("/usr/bin/time")
+            .args(["-f", "%M", "-o"])
+            .arg(&time_file)
+            .arg(env!("CARGO_BIN_EXE_headwater"))
+            .args(["run", "--catch-up", "--config"])
+            .arg(self.config())
+            .env("HEADWATER_LOG", "warn")
+            .status()
+            .expect("run headwater under /usr/bin/time (apt-get install time)");
+        assert!(status.success());
+        std::fs::read_to_string(&time_file)
+            .expect("time output")
+            .trim()
+            .parse()
+            .expect("peak RSS")
+    }
+}
+
+/// Stops a running headwater with SIGTERM and asserts it flushed and exited 0.
+pub fn stop_gracefully(mut headwater: Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(headwater.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    let status = headwater.wait().expect("reap headwater");
+    assert!(
+        status.success(),
+        "SIGTERM ends headwater with exit 0, got {status}"
+    );
+}
+
+/// An Avro integer of either width.
+pub fn avro_int(value: &AvroValue) -> i64 {
+    match value {
+        AvroValue::Int(n) => i64::from(*n),
+        AvroValue::Long(n) => *n,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
