@@ -1,6 +1,5 @@
 """Decodes Avro object container files with fastavro, an independent Avro implementation, and
 prints their schema and records as JSON (decimals as strings, bytes as hex, times as ISO text)."""
-import base64
 import datetime
 import decimal
 import json
@@ -29,9 +28,14 @@ def plain(value):
     return value
 
 
-out = []
-for path in sys.argv[1:]:
-    with open(path, "rb") as handle:
-        reader = fastavro.reader(handle)
-        out.append({"schema": reader.writer_schema, "records": [plain(r) for r in reader]})
-json.dump(out, sys.stdout, indent=2, sort_keys=True)
+def main(paths):
+    out = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            reader = fastavro.reader(handle)
+            out.append({"schema": reader.writer_schema, "records": [plain(r) for r in reader]})
+    json.dump(out, sys.stdout, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -5,15 +5,13 @@ by the id in each message), and prints one JSON line per message:
 
 Usage: kafka_consume.py BROKERS REGISTRY_URL|json IDLE_SECONDS TOPIC [TOPIC ...]
 """
-import base64
-import datetime
-import decimal
 import json
 import sys
-import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from avro_decode import plain  # the same JSON rendering as the lake tests
 
 brokers, registry, idle, topics = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
 
@@ -24,22 +22,6 @@ if registry != "json":
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry}))
 else:
     deserializer = None
-
-
-def plain(value):
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
 
 
 def decode(data, topic, field):

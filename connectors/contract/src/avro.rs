@@ -322,6 +322,29 @@ impl RowEncoder {
         Ok(())
     }
 
+    /// The row record as a new buffer.
+    pub fn row_bytes(
+        schema: &TableSchema,
+        values: &[Value<'_>],
+    ) -> Result<Vec<u8>, ConnectorError> {
+        let mut buf = Vec::with_capacity(64 + values.len() * 8);
+        Self::encode_row(schema, values, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// The key record as a new buffer, `None` when the table has no primary key.
+    pub fn key_bytes(
+        schema: &TableSchema,
+        values: &[Value<'_>],
+    ) -> Result<Option<Vec<u8>>, ConnectorError> {
+        if schema.primary_key.is_empty() {
+            return Ok(None);
+        }
+        let mut key = Vec::with_capacity(16);
+        Self::encode_key(schema, values, &mut key)?;
+        Ok(Some(key))
+    }
+
     /// Appends the key record built from the primary-key columns of `values`.
     pub fn encode_key(
         schema: &TableSchema,

@@ -585,26 +585,18 @@ impl<'a> BinlogReader<'a> {
                 read_image(&info.decoders, data, &mut at, &mut after_values)
                     .map_err(|e| row_error(schema, e))?;
             }
-            let before = encode_image(schema, has_before, &before_values)?;
-            let after = encode_image(schema, has_after, &after_values)?;
-            let key_of = |values: &[Value<'_>]| -> Result<Option<Vec<u8>>, ConnectorError> {
-                if schema.primary_key.is_empty() {
-                    return Ok(None);
-                }
-                let mut key = Vec::with_capacity(16);
-                RowEncoder::encode_key(schema, values, &mut key)?;
-                Ok(Some(key))
+            let image = |present: bool, values: &[Value<'_>]| -> Result<_, ConnectorError> {
+                Ok(if present {
+                    (
+                        Some(RowEncoder::row_bytes(schema, values)?),
+                        RowEncoder::key_bytes(schema, values)?,
+                    )
+                } else {
+                    (None, None)
+                })
             };
-            let before_key = if has_before {
-                key_of(&before_values)?
-            } else {
-                None
-            };
-            let after_key = if has_after {
-                key_of(&after_values)?
-            } else {
-                None
-            };
+            let (before, before_key) = image(has_before, &before_values)?;
+            let (after, after_key) = image(has_after, &after_values)?;
             // A key change is a delete of the old row and a create of the new one, so keyed
             // consumers (Kafka compaction) forget the old key.
             let changes = if op == Op::Update && before_key != after_key {
@@ -736,19 +728,6 @@ fn row_error(
         "row of {} (schema version {}): {err}",
         schema.id, schema.version
     ))
-}
-
-fn encode_image(
-    schema: &headwater_contract::TableSchema,
-    present: bool,
-    values: &[Value<'_>],
-) -> Result<Option<Vec<u8>>, ConnectorError> {
-    if !present {
-        return Ok(None);
-    }
-    let mut buf = Vec::with_capacity(64 + values.len() * 8);
-    RowEncoder::encode_row(schema, values, &mut buf)?;
-    Ok(Some(buf))
 }
 
 /// Reads one full row image: a null bitmap, then each non-null column's value.

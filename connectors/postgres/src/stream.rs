@@ -253,26 +253,18 @@ impl PgReader {
         let schema = &info.schema;
         let before_values = old.map(|t| decode_tuple(&info, t, None)).transpose()?;
         let after_values = new.map(|t| decode_tuple(&info, t, old)).transpose()?;
-        let encode = |values: &Option<Vec<Value<'_>>>| -> Result<Option<Vec<u8>>, ConnectorError> {
-            values
-                .as_ref()
-                .map(|v| {
-                    let mut buf = Vec::with_capacity(64 + v.len() * 8);
-                    RowEncoder::encode_row(schema, v, &mut buf).map(|_| buf)
-                })
-                .transpose()
+        let key = match after_values.as_ref().or(before_values.as_ref()) {
+            Some(values) => RowEncoder::key_bytes(schema, values)?,
+            None => None,
         };
-        let key_source = after_values.as_ref().or(before_values.as_ref());
-        let key = match key_source {
-            Some(values) if !schema.primary_key.is_empty() => {
-                let mut key = Vec::with_capacity(16);
-                RowEncoder::encode_key(schema, values, &mut key)?;
-                Some(key)
-            }
-            _ => None,
-        };
-        let before = encode(&before_values)?;
-        let after = encode(&after_values)?;
+        let before = before_values
+            .as_deref()
+            .map(|v| RowEncoder::row_bytes(schema, v))
+            .transpose()?;
+        let after = after_values
+            .as_deref()
+            .map(|v| RowEncoder::row_bytes(schema, v))
+            .transpose()?;
         let source = self.source_info(Some(schema), wal_start);
         out.push(SourceEvent::Change(ChangeRecord {
             table: Arc::clone(schema),
