@@ -64,6 +64,7 @@ name = "bench"
 server_id = 9001
 include = ["bench.*"]
 start = "earliest"
+snapshot = "never"
 [sink]
 kind = "lake"
 path = "$work/lake"

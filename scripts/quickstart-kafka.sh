@@ -35,7 +35,7 @@ url = "mysql://headwater:headwater@127.0.0.1:$HEADWATER_MARIADB_PORT"
 name = "shop"
 server_id = 5403
 include = ["shop.*"]
-start = "earliest"
+snapshot = "initial"
 
 [sink]
 kind = "kafka"

@@ -80,7 +80,7 @@ url = "mysql://headwater:headwater@127.0.0.1:$HEADWATER_MARIADB_PORT"
 name = "quickstart"
 server_id = 5401
 include = ["shop.*"]
-start = "earliest"   # a throwaway server: read its whole binlog
+snapshot = "initial"   # copy every table, then stream
 
 [sink]
 kind = "lake"

@@ -91,10 +91,7 @@ mod tests {
     use headwater_contract::{Lsn, PgPosition};
 
     fn pos(n: u64) -> Position {
-        Position::Postgres(PgPosition {
-            lsn: Lsn(n),
-            rows_done: 0,
-        })
+        Position::Postgres(PgPosition::at(Lsn(n), 0))
     }
 
     fn tracker_with(n: u64) -> AckTracker {

@@ -182,10 +182,7 @@ mod tests {
     use headwater_contract::{Lsn, PgPosition};
 
     fn pg(lsn: u64) -> Position {
-        Position::Postgres(PgPosition {
-            lsn: Lsn(lsn),
-            rows_done: 0,
-        })
+        Position::Postgres(PgPosition::at(Lsn(lsn), 0))
     }
 
     #[test]

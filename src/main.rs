@@ -5,6 +5,7 @@ mod ack;
 mod checkpoint;
 mod config;
 mod pipeline;
+mod requests;
 
 use anyhow::{bail, Context};
 use checkpoint::CheckpointStore;
@@ -55,6 +56,18 @@ enum Command {
     Inspect {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Copy a table (or the rows matching a condition) again while streaming goes on: the
+    /// running pipeline picks the request up within a second; a stopped one when it starts.
+    Backfill {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `database.table` (MySQL) or `schema.table` (PostgreSQL).
+        #[arg(long)]
+        table: String,
+        /// Only rows matching this SQL condition, e.g. "created_at > '2026-01-01'".
+        #[arg(long = "where")]
+        condition: Option<String>,
     },
 }
 
@@ -179,6 +192,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
                 connector,
                 max_in_flight: config.pipeline.max_in_flight,
                 checkpoint_interval: config.pipeline.checkpoint_interval,
+                requests: requests::RequestDir::new(&config.state.path),
             },
             source,
             sink,
@@ -275,13 +289,66 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 SinkConfig::Kafka(_) => None,
             };
             let checkpoint = store.load()?;
+            let durable = sink_position
+                .as_ref()
+                .or(checkpoint.as_ref().map(|c| &c.position));
+            let backfill = durable.and_then(|p| p.backfill()).map(|state| {
+                let now = headwater_contract::backfill::now_ms();
+                serde_json::json!({
+                    "current": state.current.as_ref().map(|c| c.describe(now)),
+                    "queued": state.queued.iter().map(|r| r.table.to_string()).collect::<Vec<_>>(),
+                    "rows_copied": state.rows_emitted,
+                })
+            });
+            let waiting: Vec<String> = requests::RequestDir::new(&config.state.path)
+                .pending()
+                .iter()
+                .map(|r| r.table.to_string())
+                .collect();
             let out = serde_json::json!({
                 "server_name": config.source.server_name(),
                 "checkpoint": checkpoint.as_ref().map(|c| &c.position),
                 "checkpoint_updated_at_ms": checkpoint.as_ref().map(|c| c.updated_at_ms),
                 "sink_position": sink_position,
+                "backfill": backfill,
+                "backfill_requests_waiting": waiting,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(true)
+        }
+        Command::Backfill {
+            config,
+            table,
+            condition,
+        } => {
+            let config = Config::load(&config)?;
+            let Some((namespace, name)) = table.split_once('.') else {
+                bail!("--table {table:?} needs the form database.table (MySQL) or schema.table (PostgreSQL)");
+            };
+            let table = headwater_contract::TableId {
+                namespace: namespace.to_string(),
+                table: name.to_string(),
+            };
+            let (mut source, _) = build_source(&config.source, &config.state.path)?;
+            source
+                .check_backfill(&table, condition.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.report()))?;
+            let request = requests::RequestDir::new(&config.state.path)
+                .submit(table.clone(), condition)
+                .with_context(|| {
+                    format!(
+                        "writing the request into {}; check that state.path is writable",
+                        config.state.path.display()
+                    )
+                })?;
+            let running = CheckpointStore::open(&config.state.path, config.source.server_name())
+                .is_err();
+            if running {
+                println!("backfill of {table} requested (id {}): the running pipeline starts it within a second; follow it with `headwater offsets`", request.id);
+            } else {
+                println!("backfill of {table} requested (id {}): no pipeline is running; it starts when you run `headwater run`", request.id);
+            }
             Ok(true)
         }
         Command::Inspect { config } => {

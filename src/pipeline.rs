@@ -4,9 +4,10 @@
 use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use headwater_contract::record::{encode_envelope, encode_schema_change};
+use crate::requests::RequestDir;
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, ConnectorKind, DurableWatch, EventSender, Position, Sink,
-    SinkRecord, Source, SourceEvent, StreamSchema, TableId,
+    Ack, AckSender, BackfillInbox, ConnectorError, ConnectorKind, EventSender, Position, Sink,
+    SinkRecord, Source, SourceEvent, StreamContext, StreamSchema, TableId,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub connector: ConnectorKind,
     pub max_in_flight: usize,
     pub checkpoint_interval: Duration,
+    /// Where `headwater backfill` leaves its requests.
+    pub requests: RequestDir,
 }
 
 /// Batches buffered between the source task and the runtime (each batch is one log event's rows).
@@ -124,7 +127,7 @@ async fn drive_source(
     resume: Option<Position>,
     stop_at: Option<Position>,
     events: EventSender,
-    durable: DurableWatch,
+    context: StreamContext,
 ) -> Result<(), ConnectorError> {
     let mut delays = backon::BackoffBuilder::build(
         backon::ExponentialBuilder::default()
@@ -141,7 +144,7 @@ async fn drive_source(
                 resume.clone(),
                 stop_at.clone(),
                 events.clone(),
-                durable.clone(),
+                context.clone(),
             )
             .await
         {
@@ -216,12 +219,17 @@ impl Pipeline {
 
         let (events, mut events_rx) = EventSender::channel(EVENT_BATCHES);
         let (durable_tx, durable_rx) = tokio::sync::watch::channel(resume.clone());
+        let backfills = BackfillInbox::default();
+        offer_requests(&settings.requests, &backfills, resume.as_ref());
         let mut source_task = tokio::spawn(drive_source(
             source,
             resume.clone(),
             stop_at,
             events,
-            durable_rx,
+            StreamContext {
+                durable: durable_rx,
+                backfills: backfills.clone(),
+            },
         ));
 
         let mut encoder = Encoder {
@@ -306,6 +314,7 @@ impl Pipeline {
                         if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {
                             break Err(err);
                         }
+                        offer_requests(&settings.requests, &backfills, committed.as_ref());
                         durable_tx.send_if_modified(|current| {
                             let changed = *current != committed;
                             if changed {
@@ -339,6 +348,22 @@ impl Pipeline {
         flushed?;
         committed_now?;
         Ok(summary)
+    }
+}
+
+/// Hands waiting backfill requests to the source, and deletes those `committed` shows accepted.
+fn offer_requests(requests: &RequestDir, inbox: &BackfillInbox, committed: Option<&Position>) {
+    let accepted = committed
+        .and_then(Position::backfill)
+        .map_or(0, |state| state.last_request_id);
+    if accepted > 0 {
+        requests.forget_through(accepted);
+        inbox.forget_through(accepted);
+    }
+    for request in requests.pending() {
+        if request.id > accepted {
+            inbox.offer(request);
+        }
     }
 }
 

@@ -124,6 +124,7 @@ fn position(rows_done: u64) -> Position {
         pos: 1234,
         gtid_set: Arc::default(),
         rows_done,
+        backfill: None,
     })
 }
 
@@ -282,10 +283,7 @@ fn postgres_source_block_matches_the_golden_record() {
             total_order: 1,
             data_collection_order: 1,
         }),
-        position: Position::Postgres(PgPosition {
-            lsn: Lsn(0x16_B374_D848),
-            rows_done: 1,
-        }),
+        position: Position::Postgres(PgPosition::at(Lsn(0x16_B374_D848), 1)),
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pg.avro");

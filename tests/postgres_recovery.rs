@@ -42,7 +42,7 @@ async fn a_dropped_slot_stops_with_how_to_recover() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("no longer exists") && stderr.contains("snapshot/backfill"),
+        stderr.contains("no longer exists") && stderr.contains("when_needed"),
         "{stderr}"
     );
     admin

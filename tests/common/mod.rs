@@ -38,6 +38,15 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Tests of the change stream start without a snapshot unless they ask for one.
+fn default_snapshot(extra_source: &str) -> &'static str {
+    if extra_source.contains("snapshot =") {
+        ""
+    } else {
+        "snapshot = \"never\""
+    }
+}
+
 /// A server_id no other running test uses.
 pub fn unique_server_id() -> u32 {
     10_000 + (std::process::id() % 50_000) * 8 + COUNTER.fetch_add(1, Ordering::SeqCst) % 8
@@ -95,6 +104,7 @@ url = "{url}"
 name = "{server_name}"
 server_id = {server_id}
 include = ["{db}.*"]
+{snapshot}
 {extra_source}
 
 [sink]
@@ -107,6 +117,7 @@ commit_interval = "200ms"
 path = "{state}"
 "#,
             server_id = unique_server_id(),
+            snapshot = default_snapshot(extra_source),
             lake = self.lake().display(),
             state = self.dir.path().join("state").display(),
         );
@@ -460,6 +471,7 @@ impl Workdir {
         extra_source: &str,
     ) {
         let slot = unique("hw_slot");
+        let snapshot = default_snapshot(extra_source);
         let text = format!(
             r#"
 [source]
@@ -470,6 +482,7 @@ slot = "{slot}"
 publication = "{slot}"
 include = ["{schema}.*"]
 status_interval = "200ms"
+{snapshot}
 {extra_source}
 
 [sink]

@@ -1,8 +1,10 @@
 //! The two traits every connector implements, with their durability contracts.
 
+use crate::backfill::BackfillInbox;
 use crate::error::{ConnectorError, Problem};
 use crate::position::Position;
 use crate::record::{SinkRecord, SourceEvent};
+use crate::schema::TableId;
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -11,6 +13,15 @@ use tokio::sync::mpsc;
 /// it. Sources whose server keeps the log until told (PostgreSQL's slot) confirm from this, and
 /// only from this: a position that was merely received is never confirmed.
 pub type DurableWatch = tokio::sync::watch::Receiver<Option<Position>>;
+
+/// What the runtime hands a running stream besides its event channel.
+#[derive(Clone, Debug)]
+pub struct StreamContext {
+    /// The committed position (see [`DurableWatch`]).
+    pub durable: DurableWatch,
+    /// Backfills asked for while the pipeline runs (`headwater backfill`).
+    pub backfills: BackfillInbox,
+}
 
 /// Receives batches of events from a source, in log order.
 pub type EventReceiver = mpsc::Receiver<Vec<SourceEvent>>;
@@ -76,14 +87,24 @@ pub trait Source: Send {
     async fn log_end(&mut self) -> Result<Position, ConnectorError>;
 
     /// Streams from `resume` (`None`: where the config says a new pipeline starts) until `stop_at`
-    /// is reached (then returns `Ok`) or the receiver is dropped. `durable` follows the committed
-    /// position. Errors are classified: the runtime calls `stream` again after a retryable one.
+    /// is reached and no snapshot is pending (then returns `Ok`) or the receiver is dropped.
+    /// Snapshot progress travels in the positions (see [`crate::backfill`]): a resumed stream
+    /// continues the backfill its position carries. Errors are classified: the runtime calls
+    /// `stream` again after a retryable one.
     async fn stream(
         &mut self,
         resume: Option<Position>,
         stop_at: Option<Position>,
         events: EventSender,
-        durable: DurableWatch,
+        context: StreamContext,
+    ) -> Result<(), ConnectorError>;
+
+    /// Whether `table` can be backfilled (it exists, is captured, has a key) and `condition`
+    /// is valid SQL for it; an error says what to change.
+    async fn check_backfill(
+        &mut self,
+        table: &TableId,
+        condition: Option<&str>,
     ) -> Result<(), ConnectorError>;
 }
 

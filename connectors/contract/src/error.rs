@@ -20,6 +20,9 @@ pub struct ConnectorError {
     pub message: String,
     #[source]
     pub cause: Option<Box<dyn StdError + Send + Sync>>,
+    /// The source no longer has the log position needed (binlog purged, slot lost): definite,
+    /// unless the source may recover by copying the tables again (`snapshot = "when_needed"`).
+    pub position_lost: bool,
 }
 
 impl ConnectorError {
@@ -29,6 +32,7 @@ impl ConnectorError {
             retry: Retry::Retryable,
             message: message.into(),
             cause: None,
+            position_lost: false,
         }
     }
 
@@ -38,6 +42,15 @@ impl ConnectorError {
             retry: Retry::Definite,
             message: message.into(),
             cause: None,
+            position_lost: false,
+        }
+    }
+
+    /// The log position needed is gone from the source; `message` says how to recover.
+    pub fn position_lost(message: impl Into<String>) -> Self {
+        ConnectorError {
+            position_lost: true,
+            ..ConnectorError::definite(message)
         }
     }
 

@@ -2,6 +2,7 @@
 //! record model, the Avro envelope encoding, error classification, and the `Source`/`Sink` traits.
 
 pub mod avro;
+pub mod backfill;
 pub mod avro_json;
 pub mod connector;
 pub mod error;
@@ -11,7 +12,8 @@ pub mod record;
 pub mod schema;
 pub mod schema_history;
 
-pub use connector::{Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source};
+pub use backfill::{BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, SnapshotMode};
+pub use connector::{Ack, AckSender, DurableWatch, StreamContext, EventReceiver, EventSender, Sink, Source};
 pub use error::{ConnectorError, Problem, Retry, Severity};
 pub use filter::{redact_url, TableFilter};
 pub use position::{

@@ -11,6 +11,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+pub use crate::backfill::BackfillState;
+
 /// A position in one source's log. Positions of different kinds are not comparable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -26,6 +28,30 @@ impl PartialOrd for Position {
             (Position::Postgres(a), Position::Postgres(b)) => Some(a.cmp(b)),
             _ => None,
         }
+    }
+}
+
+impl Position {
+    /// The snapshot or backfill state carried by this position.
+    pub fn backfill(&self) -> Option<&Arc<BackfillState>> {
+        match self {
+            Position::Mysql(p) => p.backfill.as_ref(),
+            Position::Postgres(p) => p.backfill.as_ref(),
+        }
+    }
+
+    pub fn set_backfill(&mut self, backfill: Option<Arc<BackfillState>>) {
+        match self {
+            Position::Mysql(p) => p.backfill = backfill,
+            Position::Postgres(p) => p.backfill = backfill,
+        }
+    }
+
+    /// The log position alone, without snapshot progress.
+    pub fn without_backfill(&self) -> Position {
+        let mut plain = self.clone();
+        plain.set_backfill(None);
+        plain
     }
 }
 
@@ -338,6 +364,9 @@ pub struct BinlogPosition {
     pub gtid_set: Arc<GtidSet>,
     #[serde(default)]
     pub rows_done: u64,
+    /// The snapshot or backfill in progress at this point of the stream, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Arc<BackfillState>>,
 }
 
 impl BinlogPosition {
@@ -355,6 +384,7 @@ impl Ord for BinlogPosition {
             .then_with(|| self.file.cmp(&other.file))
             .then(self.pos.cmp(&other.pos))
             .then(self.rows_done.cmp(&other.rows_done))
+            .then(backfill_rows(&self.backfill).cmp(&backfill_rows(&other.backfill)))
     }
 }
 
@@ -372,6 +402,9 @@ impl fmt::Display for BinlogPosition {
         }
         if !self.gtid_set.is_empty() {
             write!(f, " (gtid {})", self.gtid_set)?;
+        }
+        if let Some(backfill) = &self.backfill {
+            write!(f, "{backfill}")?;
         }
         Ok(())
     }
@@ -422,11 +455,44 @@ impl TryFrom<String> for Lsn {
 ///
 /// Meaning: every transaction whose commit record lies before `lsn` is processed, plus the first
 /// `rows_done` changes of the transaction whose commit record is at `lsn`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgPosition {
     pub lsn: Lsn,
     #[serde(default)]
     pub rows_done: u64,
+    /// The snapshot or backfill in progress at this point of the stream, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Arc<BackfillState>>,
+}
+
+impl PgPosition {
+    pub fn at(lsn: Lsn, rows_done: u64) -> Self {
+        PgPosition {
+            lsn,
+            rows_done,
+            backfill: None,
+        }
+    }
+}
+
+impl Ord for PgPosition {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.lsn
+            .cmp(&other.lsn)
+            .then(self.rows_done.cmp(&other.rows_done))
+            .then(backfill_rows(&self.backfill).cmp(&backfill_rows(&other.backfill)))
+    }
+}
+
+impl PartialOrd for PgPosition {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Snapshot rows are emitted at one log position; their count orders them.
+fn backfill_rows(backfill: &Option<Arc<BackfillState>>) -> u64 {
+    backfill.as_ref().map_or(0, |b| b.rows_emitted)
 }
 
 impl fmt::Display for PgPosition {
@@ -434,6 +500,9 @@ impl fmt::Display for PgPosition {
         write!(f, "{}", self.lsn)?;
         if self.rows_done > 0 {
             write!(f, "+{} rows", self.rows_done)?;
+        }
+        if let Some(backfill) = &self.backfill {
+            write!(f, "{backfill}")?;
         }
         Ok(())
     }
@@ -449,6 +518,7 @@ mod tests {
             pos,
             gtid_set: Arc::default(),
             rows_done,
+            backfill: None,
         }
     }
 
@@ -481,33 +551,18 @@ mod tests {
     #[test]
     fn positions_of_different_sources_do_not_compare() {
         let mysql = Position::Mysql(binlog("b.000001", 4, 0));
-        let pg = Position::Postgres(PgPosition {
-            lsn: Lsn(1),
-            rows_done: 0,
-        });
+        let pg = Position::Postgres(PgPosition::at(Lsn(1), 0));
         assert_eq!(mysql.partial_cmp(&pg), None);
         assert!(
-            Position::Postgres(PgPosition {
-                lsn: Lsn(5),
-                rows_done: 9
-            }) > pg
+            Position::Postgres(PgPosition::at(Lsn(5), 9)) > pg
         );
     }
 
     #[test]
     fn pg_positions_order_by_lsn_then_rows() {
-        let a = PgPosition {
-            lsn: Lsn(0x1_0000_0000),
-            rows_done: 0,
-        };
-        let b = PgPosition {
-            lsn: Lsn(0x1_0000_0000),
-            rows_done: 1,
-        };
-        let c = PgPosition {
-            lsn: Lsn(0x1_0000_0001),
-            rows_done: 0,
-        };
+        let a = PgPosition::at(Lsn(0x1_0000_0000), 0);
+        let b = PgPosition::at(Lsn(0x1_0000_0000), 1);
+        let c = PgPosition::at(Lsn(0x1_0000_0001), 0);
         assert!(a < b && b < c);
     }
 
@@ -561,6 +616,7 @@ mod tests {
             pos: 385,
             gtid_set: Arc::new("0-1-5".parse().unwrap()),
             rows_done: 2,
+            backfill: None,
         });
         let json = serde_json::to_value(&pos).unwrap();
         assert_eq!(json["kind"], "mysql");

@@ -174,6 +174,14 @@ impl SourceEvent {
             SourceEvent::Progress(p) => p,
         }
     }
+
+    pub fn position_mut(&mut self) -> &mut Position {
+        match self {
+            SourceEvent::Change(c) => &mut c.position,
+            SourceEvent::SchemaChange(s) => &mut s.position,
+            SourceEvent::Progress(p) => p,
+        }
+    }
 }
 
 /// Appends the envelope (`before`, `after`, `source`, `op`, `ts_ms`, `transaction`) of `record`.

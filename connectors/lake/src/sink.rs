@@ -376,10 +376,7 @@ mod tests {
     }
 
     fn position(n: u64) -> Position {
-        Position::Postgres(PgPosition {
-            lsn: Lsn(n),
-            rows_done: 0,
-        })
+        Position::Postgres(PgPosition::at(Lsn(n), 0))
     }
 
     fn record(seq: u64, stream: &Arc<StreamSchema>) -> SinkRecord {

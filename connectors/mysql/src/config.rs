@@ -1,4 +1,4 @@
-use headwater_contract::{redact_url, TableFilter};
+use headwater_contract::{redact_url, SnapshotMode, TableFilter};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -34,6 +34,18 @@ pub struct MysqlConfig {
     /// A stream silent for three heartbeats is treated as a lost connection.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// When tables are copied: `"initial"` (every included table on the first start, then
+    /// stream), `"never"` (stream only; `headwater backfill` still works), `"when_needed"`
+    /// (`initial`, and a new copy instead of an error when the stored binlog position was purged).
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Rows per snapshot chunk (one `SELECT … ORDER BY key LIMIT n`). Memory holds one chunk.
+    #[serde(default = "default_chunk_size")]
+    pub snapshot_chunk_size: usize,
+}
+
+fn default_chunk_size() -> usize {
+    10_000
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -66,6 +78,8 @@ impl fmt::Debug for MysqlConfig {
             .field("start", &self.start)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("snapshot", &self.snapshot)
+            .field("snapshot_chunk_size", &self.snapshot_chunk_size)
             .finish()
     }
 }
@@ -89,6 +103,15 @@ impl MysqlConfig {
                 "source.heartbeat_interval = {:?} is out of range: use between \"100ms\" and a few minutes",
                 self.heartbeat_interval
             ));
+        }
+        if self.snapshot_chunk_size == 0 || self.snapshot_chunk_size > 1_000_000 {
+            return Err(format!(
+                "source.snapshot_chunk_size = {} is out of range: use between 1 and 1000000 (default 10000)",
+                self.snapshot_chunk_size
+            ));
+        }
+        if self.snapshot != SnapshotMode::Never && self.start == StartFrom::Earliest {
+            return Err("source.start = \"earliest\" replays the old binlog, which a snapshot makes pointless: with source.snapshot = \"initial\" or \"when_needed\" leave start out (the copy starts at the current binlog end), or set snapshot = \"never\"".into());
         }
         if let Some(ca) = &self.tls_ca_file {
             if !ca.is_file() {

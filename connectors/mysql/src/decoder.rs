@@ -153,20 +153,20 @@ fn be_uint(bytes: &[u8]) -> u64 {
 }
 
 /// A calendar date-time as MySQL stores it; invalid and zero dates are representable.
-struct CivilTime {
-    year: u32,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    micros: u32,
+pub(crate) struct CivilTime {
+    pub(crate) year: u32,
+    pub(crate) month: u32,
+    pub(crate) day: u32,
+    pub(crate) hour: u32,
+    pub(crate) minute: u32,
+    pub(crate) second: u32,
+    pub(crate) micros: u32,
 }
 
 impl CivilTime {
     /// Microseconds since the epoch, or `None` for zero or partially-zero dates (documented:
     /// they become NULL, or the epoch in a NOT NULL column).
-    fn epoch_micros(&self) -> Option<i64> {
+    pub(crate) fn epoch_micros(&self) -> Option<i64> {
         if self.month == 0 || self.day == 0 || self.month > 12 || self.day > 31 {
             return None;
         }
@@ -216,7 +216,7 @@ pub fn latin1_to_str(bytes: &[u8]) -> Cow<'_, str> {
     )
 }
 
-fn text_value(bytes: &[u8], text: Text) -> Result<Value<'_>, DecodeError> {
+pub(crate) fn text_value(bytes: &[u8], text: Text) -> Result<Value<'_>, DecodeError> {
     Ok(match text {
         Text::Binary => Value::Bytes(Cow::Borrowed(bytes)),
         Text::Latin1 => Value::Text(latin1_to_str(bytes)),
@@ -229,7 +229,7 @@ fn text_value(bytes: &[u8], text: Text) -> Result<Value<'_>, DecodeError> {
 }
 
 /// A u64 as an unscaled decimal (cannot overflow 256 bits).
-fn unsigned_decimal(v: u64) -> Unscaled {
+pub(crate) fn unsigned_decimal(v: u64) -> Unscaled {
     let mut d = Unscaled::zero();
     // Multipliers must fit in u32: shift the high half in by two steps of 2^16.
     for (multiplier, addend) in [(1, (v >> 32) as u32), (1 << 16, 0), (1 << 16, v as u32)] {

@@ -21,10 +21,13 @@ pub fn classify(err: MyError, what: &str, url: &str, server_id: u32) -> Connecto
                     "{what}: the server says another replica uses server_id {server_id} ({}); give this pipeline a unique source.server_id",
                     server.message
                 ),
-                ER_MASTER_FATAL_ERROR_READING_BINLOG => format!(
-                    "{what}: the server no longer has the binlog position Headwater needs ({}). Changes after the last checkpoint were purged before Headwater read them, so continuing would silently lose them. To recover, take a new copy of the captured tables (a snapshot), or — accepting the gap — move state.path and the sink's data away and start again with start = \"latest\". Raise binlog_expire_logs_seconds on the server so it does not recur.",
-                    server.message
-                ),
+                ER_MASTER_FATAL_ERROR_READING_BINLOG => {
+                    return ConnectorError::position_lost(format!(
+                        "{what}: the server no longer has the binlog position Headwater needs ({}). Changes after the last checkpoint were purged before Headwater read them, so continuing would silently lose them. To recover, set source.snapshot = \"when_needed\" and restart (the tables are copied again), or — accepting the gap — move state.path and the sink's data away and start again. Raise binlog_expire_logs_seconds on the server so it does not recur.",
+                        server.message
+                    ))
+                    .caused_by(err)
+                }
                 ER_SLAVE_SAME_ID => format!(
                     "{what}: another replica connected with server_id {server_id} and the server dropped this one ({}); give each pipeline and replica a unique source.server_id",
                     server.message

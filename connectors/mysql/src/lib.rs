@@ -8,3 +8,4 @@ pub mod stream;
 pub mod table;
 pub use source::MysqlSource;
 pub mod request;
+pub mod snapshot;

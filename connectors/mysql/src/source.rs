@@ -7,9 +7,12 @@ use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use headwater_contract::schema_history::SchemaHistory;
+use crate::snapshot::{ChunkOutcome, ChunkReader};
+use headwater_contract::backfill::Chunk;
 use headwater_contract::{
-    BinlogPosition, ConnectorError, DurableWatch, EventSender, GtidSet, MariadbGtidState, Position,
-    Problem, Source, SourceEvent, TableFilter,
+    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, ConnectorError, EventSender,
+    GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMode, Source,
+    SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -134,6 +137,7 @@ impl MysqlSource {
             pos,
             gtid_set: Arc::new(gtid_set),
             rows_done: 0,
+            backfill: None,
         })
     }
 
@@ -165,6 +169,7 @@ impl MysqlSource {
             pos: 4,
             gtid_set: Arc::default(),
             rows_done: 0,
+            backfill: None,
         })
     }
 }
@@ -205,8 +210,8 @@ impl MysqlSource {
         if missing.is_empty() {
             return Ok(());
         }
-        Err(ConnectorError::definite(format!(
-            "the server has transactions in GTID domain(s) that Headwater's position does not know ({}), and the binlogs with their beginning are purged (the oldest binlog, {oldest}, starts after them). Streaming on would silently skip them. Take a new copy of the captured tables (a snapshot), or — accepting the gap — move state.path and the sink's data away and start again with start = \"latest\".",
+        Err(ConnectorError::position_lost(format!(
+            "the server has transactions in GTID domain(s) that Headwater's position does not know ({}), and the binlogs with their beginning are purged (the oldest binlog, {oldest}, starts after them). Streaming on would silently skip them. Set source.snapshot = \"when_needed\" and restart to copy the tables again, or — accepting the gap — move state.path and the sink's data away and start again.",
             missing.join(", ")
         )))
     }
@@ -301,10 +306,12 @@ impl MysqlSource {
             }
             Err(_) => "(could not ask)".to_string(),
         };
-        ConnectorError::definite(format!(
+        let mut explained = classified;
+        explained.message = format!(
             "{} Headwater needs {wanted}; the server has {has}.",
-            classified.message
-        ))
+            explained.message
+        );
+        explained
     }
 }
 
@@ -436,6 +443,22 @@ impl Source for MysqlSource {
         Ok(problems)
     }
 
+    async fn check_backfill(
+        &mut self,
+        table: &TableId,
+        condition: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        if !self.filter.captures(&table.namespace, &table.table) {
+            return Err(ConnectorError::definite(format!(
+                "table {table} is not captured by this pipeline (source.include / source.exclude); add it there first"
+            )));
+        }
+        let mut reader = self.chunk_reader().await?;
+        let checked = reader.check(table, condition).await;
+        reader.disconnect().await;
+        checked
+    }
+
     async fn log_end(&mut self) -> Result<Position, ConnectorError> {
         let mut conn = self.connect().await?;
         let end = self.master_status(&mut conn).await?;
@@ -448,7 +471,7 @@ impl Source for MysqlSource {
         resume: Option<Position>,
         stop_at: Option<Position>,
         events: EventSender,
-        _durable: DurableWatch,
+        context: StreamContext,
     ) -> Result<(), ConnectorError> {
         let resume = match resume {
             None => None,
@@ -466,8 +489,21 @@ impl Source for MysqlSource {
         let mut conn = self.connect().await?;
         let server = self.server_info(&mut conn).await?;
         let fresh = resume.is_none();
+        let mut backfill = Backfiller::new(
+            resume.as_ref().and_then(|p| p.backfill.clone()),
+            self.config.snapshot_chunk_size,
+        );
         let (start, gtid_mode) = match resume {
-            Some(p) => {
+            Some(mut p) => {
+                p.backfill = None;
+                let gtid = !p.gtid_set.is_empty();
+                (p, gtid)
+            }
+            None if self.config.snapshot != SnapshotMode::Never => {
+                let p = self.master_status(&mut conn).await?;
+                let tables = self.chunk_reader().await?.tables(&self.filter).await?;
+                tracing::info!(tables = tables.len(), "initial snapshot: copying every included table while streaming from the current binlog end");
+                backfill.enqueue(requests(tables, BackfillKind::Initial));
                 let gtid = !p.gtid_set.is_empty();
                 (p, gtid)
             }
@@ -481,7 +517,9 @@ impl Source for MysqlSource {
             },
         };
         if let (true, GtidSet::Mariadb(state)) = (gtid_mode, &*start.gtid_set) {
-            self.check_unknown_domains(&mut conn, state).await?;
+            if let Err(err) = self.check_unknown_domains(&mut conn, state).await {
+                return self.recover_or_fail(err, &events, &backfill).await;
+            }
         }
         let mut history = SchemaHistory::open(&self.state_dir, "mysql-schema-history.json")?;
         let mut reader = BinlogReader::new(
@@ -499,15 +537,13 @@ impl Source for MysqlSource {
         if fresh {
             // Record where a new pipeline starts, so a restart before the first change
             // continues from here instead of from a later "latest".
-            if events
-                .send(vec![SourceEvent::Progress(Position::Mysql(start.clone()))])
-                .await
-                .is_err()
-            {
+            let mut first = vec![SourceEvent::Progress(Position::Mysql(start.clone()))];
+            backfill.observe(&mut first);
+            if events.send(first).await.is_err() {
                 return Ok(());
             }
         }
-        if reader.starts_past_stop() {
+        if reader.starts_past_stop() && !backfill.is_active() {
             return Ok(());
         }
         let heartbeat_ns = self.config.heartbeat_interval.as_nanos();
@@ -546,14 +582,25 @@ impl Source for MysqlSource {
         let binlog = match conn.get_binlog_stream(request).await {
             Ok(binlog) => binlog,
             Err(err) => {
-                return Err(self
+                let err = self
                     .explain_stream_error(err, "requesting the binlog", &start, gtid_mode)
-                    .await)
+                    .await;
+                return self.recover_or_fail(err, &events, &backfill).await;
             }
         };
+        let mut stream = Stream {
+            reader,
+            backfill,
+            events: &events,
+            context: &context,
+        };
         let result = self
-            .pump(binlog, &mut reader, &mut meta, &events, &start, gtid_mode)
+            .pump(binlog, &mut stream, &mut meta, &start, gtid_mode)
             .await;
+        let result = match result {
+            Err(err) => self.recover_or_fail(err, &events, &stream.backfill).await,
+            ok => ok,
+        };
         let _ = meta
             .query_drop(format!("KILL CONNECTION {dump_thread}"))
             .await;
@@ -562,57 +609,206 @@ impl Source for MysqlSource {
     }
 }
 
+/// A running stream: the binlog state machine, the snapshot in progress, and where events go.
+struct Stream<'r, 'a> {
+    reader: BinlogReader<'a>,
+    backfill: Backfiller,
+    events: &'r EventSender,
+    context: &'r StreamContext,
+}
+
+/// A chunk read and waiting for the stream to pass its high watermark.
+struct ReadyChunk {
+    chunk: Chunk,
+    high_watermark: BinlogPosition,
+}
+
+type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
+
+fn requests(tables: Vec<TableId>, kind: BackfillKind) -> Vec<BackfillRequest> {
+    tables
+        .into_iter()
+        .map(|table| BackfillRequest {
+            id: 0,
+            table,
+            condition: None,
+            kind,
+        })
+        .collect()
+}
+
 impl MysqlSource {
-    /// Reads events until the catch-up target, the pipeline's end, or an error.
+    async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
+        ChunkReader::connect(self.opts.clone(), &self.config.url, self.config.server_id).await
+    }
+
+    /// With `snapshot = "when_needed"`, a purged position becomes a fresh start at the binlog
+    /// end with every table copied again; otherwise the error stands.
+    async fn recover_or_fail(
+        &self,
+        err: ConnectorError,
+        events: &EventSender,
+        backfill: &Backfiller,
+    ) -> Result<(), ConnectorError> {
+        if self.config.snapshot != SnapshotMode::WhenNeeded || !err.position_lost {
+            return Err(err);
+        }
+        tracing::error!(error = %err.report(), "THE STORED BINLOG POSITION IS GONE. source.snapshot = \"when_needed\": continuing from the current binlog end and copying every included table again. Rows deleted while the position was lost stay in the destination until their table is cleaned up by hand");
+        let mut conn = self.connect().await?;
+        let start = self.master_status(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        let mut reader = self.chunk_reader().await?;
+        let tables = reader.tables(&self.filter).await?;
+        reader.disconnect().await;
+        let mut recovery = Backfiller::new(backfill.state().cloned(), self.config.snapshot_chunk_size);
+        recovery.abandon_window();
+        recovery.enqueue(requests(tables, BackfillKind::Recovery));
+        let mut first = vec![SourceEvent::Progress(Position::Mysql(start))];
+        recovery.observe(&mut first);
+        if events.send(first).await.is_err() {
+            return Ok(());
+        }
+        Err(ConnectorError::retryable(
+            "restarting from the current binlog end after the lost position",
+        ))
+    }
+
+    /// Reads events until the catch-up target (with no snapshot pending), the pipeline's end,
+    /// or an error. Snapshot chunks are read on another connection meanwhile.
     async fn pump(
         &self,
         mut binlog: mysql_async::BinlogStream,
-        reader: &mut BinlogReader<'_>,
+        stream: &mut Stream<'_, '_>,
         meta: &mut Conn,
-        events: &EventSender,
         start: &BinlogPosition,
         gtid_mode: bool,
     ) -> Result<(), ConnectorError> {
         let silence = self.config.heartbeat_interval * 3;
         let mut batch = Vec::new();
+        let mut idle_reader: Option<ChunkReader> = None;
+        let mut task: Option<AbortOnDrop> = None;
+        let mut ready: Option<ReadyChunk> = None;
+        let mut inbox_timer = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut reached_stop = false;
+        stream.backfill.accept(&stream.context.backfills);
         loop {
-            let next = match tokio::time::timeout(silence, binlog.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    return Err(ConnectorError::retryable(format!(
-                        "no event or heartbeat from the server for {silence:?}; reconnecting"
-                    )))
+            if task.is_none() && ready.is_none() {
+                if let Some(request) = stream.backfill.next_chunk() {
+                    let mut reader = match idle_reader.take() {
+                        Some(reader) => reader,
+                        None => self.chunk_reader().await?,
+                    };
+                    task = Some(AbortOnDrop(tokio::spawn(async move {
+                        let outcome = reader.read(&request).await;
+                        (reader, outcome)
+                    })));
                 }
-            };
-            let event: Event = match next {
-                Some(Ok(event)) => event,
-                Some(Err(err)) => {
-                    return Err(self
-                        .explain_stream_error(err, "reading the binlog", start, gtid_mode)
-                        .await)
+            }
+            tokio::select! {
+                next = tokio::time::timeout(silence, binlog.next()) => {
+                    let event: Event = match next {
+                        Err(_) => {
+                            return Err(ConnectorError::retryable(format!(
+                                "no event or heartbeat from the server for {silence:?}; reconnecting"
+                            )))
+                        }
+                        Ok(Some(Ok(event))) => event,
+                        Ok(Some(Err(err))) => {
+                            return Err(self
+                                .explain_stream_error(err, "reading the binlog", start, gtid_mode)
+                                .await)
+                        }
+                        Ok(None) => {
+                            return Err(ConnectorError::retryable(
+                                "the server closed the binlog stream",
+                            ))
+                        }
+                    };
+                    let step = stream.reader.handle(&event, &mut batch)?;
+                    if step == Step::Done {
+                        reached_stop = true;
+                    }
+                    if batch
+                        .iter()
+                        .any(|e| matches!(e, SourceEvent::SchemaChange(_)))
+                    {
+                        stream.reader.set_hints(self.column_hints(meta).await?);
+                    }
+                    stream.backfill.observe(&mut batch);
                 }
-                None => {
-                    return Err(ConnectorError::retryable(
-                        "the server closed the binlog stream",
-                    ))
+                joined = async { (&mut task.as_mut().expect("guarded by the condition").0).await }, if task.is_some() => {
+                    task = None;
+                    let (reader, outcome) = joined.map_err(|e| ConnectorError::retryable(format!("the snapshot chunk task failed: {e}")))?;
+                    idle_reader = Some(reader);
+                    match outcome? {
+                        ChunkOutcome::Rows(raw) => {
+                            let mut schema = raw.schema;
+                            schema.version = stream.reader.schema_version(&schema)?;
+                            ready = Some(ReadyChunk {
+                                chunk: Chunk {
+                                    schema: Arc::new(schema),
+                                    rows: raw.rows,
+                                    exhausted: raw.exhausted,
+                                    rows_estimate: raw.rows_estimate,
+                                },
+                                high_watermark: raw.high_watermark,
+                            });
+                        }
+                        ChunkOutcome::Skip(why) => {
+                            stream.backfill.skip_current(&why);
+                            if let Some(here) = stream.reader.boundary() {
+                                let mut progress = vec![SourceEvent::Progress(Position::Mysql(here))];
+                                stream.backfill.observe(&mut progress);
+                                batch.append(&mut progress);
+                            }
+                        }
+                    }
                 }
-            };
-            let step = reader.handle(&event, &mut batch)?;
-            if batch
-                .iter()
-                .any(|e| matches!(e, SourceEvent::SchemaChange(_)))
-            {
-                reader.set_hints(self.column_hints(meta).await?);
+                _ = inbox_timer.tick() => {
+                    stream.backfill.accept(&stream.context.backfills);
+                }
+            }
+            if let (Some(waiting), Some(here)) = (&ready, stream.reader.boundary()) {
+                if here >= waiting.high_watermark {
+                    if let Some(waiting) = ready.take() {
+                        let at = Position::Mysql(here.clone());
+                        let server_id = self.config.server_id;
+                        let rows = stream.backfill.complete(waiting.chunk, &at, |schema, marker| {
+                            SourceInfo::Mysql(MysqlSourceInfo {
+                                ts_ms: headwater_contract::backfill::now_ms(),
+                                snapshot: marker,
+                                db: Arc::from(schema.id.namespace.as_str()),
+                                table: Some(Arc::from(schema.id.table.as_str())),
+                                server_id,
+                                gtid: None,
+                                file: here.file.clone(),
+                                pos: here.pos,
+                                row: 0,
+                            })
+                        });
+                        batch.extend(rows);
+                    }
+                }
             }
             if !batch.is_empty() {
                 let full = std::mem::take(&mut batch);
-                if events.send(full).await.is_err() {
+                if stream.events.send(full).await.is_err() {
                     return Ok(());
                 }
             }
-            if step == Step::Done {
+            if reached_stop && !stream.backfill.is_active() {
                 return Ok(());
             }
         }
     }
 }
+
+/// Aborts the chunk task when the stream ends.
+struct AbortOnDrop(ChunkTask);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+

@@ -180,6 +180,14 @@ impl<'a> BinlogReader<'a> {
         self.tables.clear();
     }
 
+    /// The schema version of a table layout read outside the binlog (snapshot chunks).
+    pub fn schema_version(
+        &mut self,
+        schema: &headwater_contract::TableSchema,
+    ) -> Result<u32, ConnectorError> {
+        self.history.version_of(schema)
+    }
+
     /// The position after everything handled so far, when no transaction is open.
     pub fn boundary(&self) -> Option<BinlogPosition> {
         if self.txn.is_some() {
@@ -190,6 +198,7 @@ impl<'a> BinlogReader<'a> {
             pos: self.next_pos,
             gtid_set: self.gtid_state.clone(),
             rows_done: 0,
+            backfill: None,
         })
     }
 
@@ -483,6 +492,7 @@ impl<'a> BinlogReader<'a> {
             pos: txn.start_pos,
             gtid_set: txn.state_before.clone(),
             rows_done: txn.records,
+            backfill: None,
         });
         let db: Arc<str> = Arc::from(database.as_str());
         let Some(txn) = self.txn.as_ref() else { return };
@@ -652,6 +662,7 @@ impl<'a> BinlogReader<'a> {
                     pos: txn.start_pos,
                     gtid_set: txn.state_before.clone(),
                     rows_done: txn.records,
+                    backfill: None,
                 });
                 let transaction = txn.gtid_text.clone().map(|id| TransactionInfo {
                     id,
@@ -865,6 +876,7 @@ mod mysql8_tests {
             pos: 4,
             gtid_set: Arc::default(),
             rows_done: 0,
+            backfill: None,
         };
         let mut binlog = BinlogReader::new(
             &filter,

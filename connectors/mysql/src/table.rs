@@ -23,13 +23,20 @@ impl Collations {
         if collation == 63 {
             return Ok(Text::Binary);
         }
-        match self.charset_by_id.get(&collation).map(String::as_str) {
-            Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => Ok(Text::Utf8),
-            Some("latin1") => Ok(Text::Latin1),
-            Some("binary") => Ok(Text::Binary),
-            Some(other) => Err(other.to_string()),
+        match self.charset_by_id.get(&collation) {
+            Some(charset) => text_kind_of_charset(Some(charset)),
             None => Err(format!("collation id {collation}")),
         }
+    }
+}
+
+/// How values of a character set are decoded (`None`: a binary column).
+pub(crate) fn text_kind_of_charset(charset: Option<&str>) -> Result<Text, String> {
+    match charset {
+        None | Some("binary") => Ok(Text::Binary),
+        Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => Ok(Text::Utf8),
+        Some("latin1") => Ok(Text::Latin1),
+        Some(other) => Err(other.to_string()),
     }
 }
 
@@ -120,7 +127,6 @@ pub fn describe(
             .map_err(|e| definite(&id, format!("column {name}: {e}")))?
             .ok_or_else(|| definite(&id, format!("column {name}: no type in TABLE_MAP")))?;
         let meta = tme.get_column_metadata(index).unwrap_or(&[]);
-        let meta_byte = |i: usize| meta.get(i).copied().unwrap_or(0);
         let is_unsigned = if column_type.is_numeric_type() {
             unsigned.next().unwrap_or(false)
         } else {
@@ -135,108 +141,22 @@ pub fn describe(
                 )
             })
         };
-        use ColumnType as T;
-        let u = |s: &str| {
-            if is_unsigned {
-                format!("{s} unsigned")
-            } else {
-                s.to_string()
-            }
-        };
-        let (decoder, field_type, sql_type) = match column_type {
-            T::MYSQL_TYPE_TINY => (ColumnDecoder::Tiny { unsigned: is_unsigned }, FieldType::Int, u("tinyint")),
-            T::MYSQL_TYPE_SHORT => (ColumnDecoder::Short { unsigned: is_unsigned }, FieldType::Int, u("smallint")),
-            T::MYSQL_TYPE_INT24 => (ColumnDecoder::Int24 { unsigned: is_unsigned }, FieldType::Int, u("mediumint")),
-            T::MYSQL_TYPE_LONG => (
-                ColumnDecoder::Long { unsigned: is_unsigned },
-                if is_unsigned { FieldType::Long } else { FieldType::Int },
-                u("int"),
-            ),
-            T::MYSQL_TYPE_LONGLONG => (
-                ColumnDecoder::LongLong { unsigned: is_unsigned },
-                if is_unsigned { FieldType::Decimal { precision: 20, scale: 0 } } else { FieldType::Long },
-                u("bigint"),
-            ),
-            T::MYSQL_TYPE_FLOAT => (ColumnDecoder::Float, FieldType::Float, "float".into()),
-            T::MYSQL_TYPE_DOUBLE => (ColumnDecoder::Double, FieldType::Double, "double".into()),
-            T::MYSQL_TYPE_NEWDECIMAL => {
-                let (precision, scale) = (meta_byte(0), meta_byte(1));
-                (
-                    ColumnDecoder::NewDecimal { precision, scale },
-                    FieldType::Decimal { precision: u32::from(precision), scale: u32::from(scale) },
-                    format!("decimal({precision},{scale})"),
-                )
-            }
-            T::MYSQL_TYPE_YEAR => (ColumnDecoder::Year, FieldType::Int, "year".into()),
-            T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => (ColumnDecoder::Date, FieldType::Date, "date".into()),
-            T::MYSQL_TYPE_TIME2 => {
-                let fsp = meta_byte(0);
-                (ColumnDecoder::Time2 { fsp }, FieldType::TimeMicros, format!("time({fsp})"))
-            }
-            T::MYSQL_TYPE_DATETIME2 => {
-                let fsp = meta_byte(0);
-                (ColumnDecoder::Datetime2 { fsp }, FieldType::LocalTimestampMicros, format!("datetime({fsp})"))
-            }
-            T::MYSQL_TYPE_TIMESTAMP2 => {
-                let fsp = meta_byte(0);
-                (ColumnDecoder::Timestamp2 { fsp }, FieldType::TimestampMicros, format!("timestamp({fsp})"))
-            }
-            T::MYSQL_TYPE_TIME => (ColumnDecoder::TimeOld, FieldType::TimeMicros, "time".into()),
-            T::MYSQL_TYPE_DATETIME => (ColumnDecoder::DatetimeOld, FieldType::LocalTimestampMicros, "datetime".into()),
-            T::MYSQL_TYPE_TIMESTAMP => (ColumnDecoder::TimestampOld, FieldType::TimestampMicros, "timestamp".into()),
-            T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
-                let max_len = u16::from_le_bytes([meta_byte(0), meta_byte(1)]);
-                let text = text("varchar")?;
-                let prefix = if max_len > 255 { 2 } else { 1 };
-                let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "varbinary") } else { (FieldType::String, "varchar") };
-                (ColumnDecoder::VarString { prefix, text }, field_type, format!("{sql}({max_len} bytes)"))
-            }
-            T::MYSQL_TYPE_STRING => {
-                // CHAR/BINARY: the real type and length share the two metadata bytes.
-                let (byte0, byte1) = (meta_byte(0), meta_byte(1));
-                let max_len = ((u16::from(byte0 & 0x30) ^ 0x30) << 4) | u16::from(byte1);
-                let text = text("char")?;
-                let prefix = if max_len > 255 { 2 } else { 1 };
-                let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "binary") } else { (FieldType::String, "char") };
-                (ColumnDecoder::Char { prefix, max_len, text }, field_type, format!("{sql}({max_len} bytes)"))
-            }
-            T::MYSQL_TYPE_ENUM => {
-                let _ = enum_charsets.next();
-                let labels = enum_labels.next().ok_or_else(|| definite(&id, format!("column {name}: ENUM labels missing from the binlog; set binlog_row_metadata=FULL")))?;
-                (ColumnDecoder::Enum { size: meta_byte(1), labels: labels.into() }, FieldType::Enum, "enum".into())
-            }
-            T::MYSQL_TYPE_SET => {
-                let _ = enum_charsets.next();
-                let labels = set_labels.next().ok_or_else(|| definite(&id, format!("column {name}: SET labels missing from the binlog; set binlog_row_metadata=FULL")))?;
-                (ColumnDecoder::Set { size: meta_byte(1), labels: labels.into() }, FieldType::Set, "set".into())
-            }
-            T::MYSQL_TYPE_BLOB | T::MYSQL_TYPE_TINY_BLOB | T::MYSQL_TYPE_MEDIUM_BLOB | T::MYSQL_TYPE_LONG_BLOB => {
-                let prefix = meta_byte(0);
-                let text = text("blob")?;
-                let kind = match prefix { 1 => "tiny", 2 => "", 3 => "medium", _ => "long" };
-                let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "blob") } else { (FieldType::String, "text") };
-                (ColumnDecoder::Blob { prefix, text }, field_type, format!("{kind}{sql}"))
-            }
-            T::MYSQL_TYPE_GEOMETRY => {
-                (ColumnDecoder::Blob { prefix: meta_byte(0), text: Text::Binary }, FieldType::Bytes, "geometry".into())
-            }
-            T::MYSQL_TYPE_BIT => {
-                let bits = u16::from(meta_byte(1)) * 8 + u16::from(meta_byte(0));
-                let bytes = u8::try_from(bits.div_ceil(8)).unwrap_or(8);
-                let boolean = bits == 1;
-                (
-                    ColumnDecoder::Bit { bytes, boolean },
-                    if boolean { FieldType::Boolean } else { FieldType::Bytes },
-                    format!("bit({bits})"),
-                )
-            }
-            other => {
-                return Err(definite(
-                    &id,
-                    format!("column {name} has type {other:?}, which Headwater cannot decode yet; exclude the table with source.exclude"),
-                ))
-            }
-        };
+        if matches!(
+            column_type,
+            ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET
+        ) {
+            let _ = enum_charsets.next();
+        }
+        let (decoder, field_type, sql_type) = column_layout(
+            &id,
+            &name,
+            column_type,
+            meta,
+            is_unsigned,
+            &mut text,
+            &mut enum_labels,
+            &mut set_labels,
+        )?;
         let (decoder, field_type, sql_type) = match hints.get(&id, &name) {
             Some(hint) => apply_hint(hint, decoder, field_type, sql_type),
             None => (decoder, field_type, sql_type),
@@ -284,7 +204,7 @@ impl ColumnHints {
         );
     }
 
-    fn get(&self, table: &TableId, column: &str) -> Option<TypeHint> {
+    pub(crate) fn get(&self, table: &TableId, column: &str) -> Option<TypeHint> {
         self.by_column
             .get(&(
                 table.namespace.clone(),
@@ -297,7 +217,7 @@ impl ColumnHints {
 
 /// Applies a hint when the binlog's own layout agrees with it: `information_schema` describes
 /// the table as it is now, which may differ from an old event being read.
-fn apply_hint(
+pub(crate) fn apply_hint(
     hint: TypeHint,
     decoder: ColumnDecoder,
     field_type: FieldType,
@@ -353,7 +273,7 @@ fn apply_hint(
 
 /// Zero dates ('0000-00-00') have no Avro value: such columns are nullable so they can be NULL
 /// (documented in docs/types.md).
-fn may_be_zero_date(decoder: &ColumnDecoder) -> bool {
+pub(crate) fn may_be_zero_date(decoder: &ColumnDecoder) -> bool {
     matches!(
         decoder,
         ColumnDecoder::Date
@@ -362,4 +282,121 @@ fn may_be_zero_date(decoder: &ColumnDecoder) -> bool {
             | ColumnDecoder::DatetimeOld
             | ColumnDecoder::TimestampOld
     )
+}
+
+/// The decoder, Avro type and SQL spelling of one column, from its binlog type and metadata
+/// bytes. The snapshot reader builds the same inputs from `information_schema`, so both paths
+/// give identical schemas.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn column_layout(
+    id: &TableId,
+    name: &str,
+    column_type: ColumnType,
+    meta: &[u8],
+    is_unsigned: bool,
+    text: &mut dyn FnMut(&str) -> Result<Text, ConnectorError>,
+    enum_labels: &mut dyn Iterator<Item = Vec<String>>,
+    set_labels: &mut dyn Iterator<Item = Vec<String>>,
+) -> Result<(ColumnDecoder, FieldType, String), ConnectorError> {
+    let meta_byte = |i: usize| meta.get(i).copied().unwrap_or(0);
+        use ColumnType as T;
+    let u = |s: &str| {
+        if is_unsigned {
+            format!("{s} unsigned")
+        } else {
+            s.to_string()
+        }
+    };
+    Ok(match column_type {
+        T::MYSQL_TYPE_TINY => (ColumnDecoder::Tiny { unsigned: is_unsigned }, FieldType::Int, u("tinyint")),
+        T::MYSQL_TYPE_SHORT => (ColumnDecoder::Short { unsigned: is_unsigned }, FieldType::Int, u("smallint")),
+        T::MYSQL_TYPE_INT24 => (ColumnDecoder::Int24 { unsigned: is_unsigned }, FieldType::Int, u("mediumint")),
+        T::MYSQL_TYPE_LONG => (
+            ColumnDecoder::Long { unsigned: is_unsigned },
+            if is_unsigned { FieldType::Long } else { FieldType::Int },
+            u("int"),
+        ),
+        T::MYSQL_TYPE_LONGLONG => (
+            ColumnDecoder::LongLong { unsigned: is_unsigned },
+            if is_unsigned { FieldType::Decimal { precision: 20, scale: 0 } } else { FieldType::Long },
+            u("bigint"),
+        ),
+        T::MYSQL_TYPE_FLOAT => (ColumnDecoder::Float, FieldType::Float, "float".into()),
+        T::MYSQL_TYPE_DOUBLE => (ColumnDecoder::Double, FieldType::Double, "double".into()),
+        T::MYSQL_TYPE_NEWDECIMAL => {
+            let (precision, scale) = (meta_byte(0), meta_byte(1));
+            (
+                ColumnDecoder::NewDecimal { precision, scale },
+                FieldType::Decimal { precision: u32::from(precision), scale: u32::from(scale) },
+                format!("decimal({precision},{scale})"),
+            )
+        }
+        T::MYSQL_TYPE_YEAR => (ColumnDecoder::Year, FieldType::Int, "year".into()),
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => (ColumnDecoder::Date, FieldType::Date, "date".into()),
+        T::MYSQL_TYPE_TIME2 => {
+            let fsp = meta_byte(0);
+            (ColumnDecoder::Time2 { fsp }, FieldType::TimeMicros, format!("time({fsp})"))
+        }
+        T::MYSQL_TYPE_DATETIME2 => {
+            let fsp = meta_byte(0);
+            (ColumnDecoder::Datetime2 { fsp }, FieldType::LocalTimestampMicros, format!("datetime({fsp})"))
+        }
+        T::MYSQL_TYPE_TIMESTAMP2 => {
+            let fsp = meta_byte(0);
+            (ColumnDecoder::Timestamp2 { fsp }, FieldType::TimestampMicros, format!("timestamp({fsp})"))
+        }
+        T::MYSQL_TYPE_TIME => (ColumnDecoder::TimeOld, FieldType::TimeMicros, "time".into()),
+        T::MYSQL_TYPE_DATETIME => (ColumnDecoder::DatetimeOld, FieldType::LocalTimestampMicros, "datetime".into()),
+        T::MYSQL_TYPE_TIMESTAMP => (ColumnDecoder::TimestampOld, FieldType::TimestampMicros, "timestamp".into()),
+        T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
+            let max_len = u16::from_le_bytes([meta_byte(0), meta_byte(1)]);
+            let text = text("varchar")?;
+            let prefix = if max_len > 255 { 2 } else { 1 };
+            let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "varbinary") } else { (FieldType::String, "varchar") };
+            (ColumnDecoder::VarString { prefix, text }, field_type, format!("{sql}({max_len} bytes)"))
+        }
+        T::MYSQL_TYPE_STRING => {
+            // CHAR/BINARY: the real type and length share the two metadata bytes.
+            let (byte0, byte1) = (meta_byte(0), meta_byte(1));
+            let max_len = ((u16::from(byte0 & 0x30) ^ 0x30) << 4) | u16::from(byte1);
+            let text = text("char")?;
+            let prefix = if max_len > 255 { 2 } else { 1 };
+            let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "binary") } else { (FieldType::String, "char") };
+            (ColumnDecoder::Char { prefix, max_len, text }, field_type, format!("{sql}({max_len} bytes)"))
+        }
+        T::MYSQL_TYPE_ENUM => {
+            let labels = enum_labels.next().ok_or_else(|| definite(id, format!("column {name}: ENUM labels missing from the binlog; set binlog_row_metadata=FULL")))?;
+            (ColumnDecoder::Enum { size: meta_byte(1), labels: labels.into() }, FieldType::Enum, "enum".into())
+        }
+        T::MYSQL_TYPE_SET => {
+            let labels = set_labels.next().ok_or_else(|| definite(id, format!("column {name}: SET labels missing from the binlog; set binlog_row_metadata=FULL")))?;
+            (ColumnDecoder::Set { size: meta_byte(1), labels: labels.into() }, FieldType::Set, "set".into())
+        }
+        T::MYSQL_TYPE_BLOB | T::MYSQL_TYPE_TINY_BLOB | T::MYSQL_TYPE_MEDIUM_BLOB | T::MYSQL_TYPE_LONG_BLOB => {
+            let prefix = meta_byte(0);
+            let text = text("blob")?;
+            let kind = match prefix { 1 => "tiny", 2 => "", 3 => "medium", _ => "long" };
+            let (field_type, sql) = if text == Text::Binary { (FieldType::Bytes, "blob") } else { (FieldType::String, "text") };
+            (ColumnDecoder::Blob { prefix, text }, field_type, format!("{kind}{sql}"))
+        }
+        T::MYSQL_TYPE_GEOMETRY => {
+            (ColumnDecoder::Blob { prefix: meta_byte(0), text: Text::Binary }, FieldType::Bytes, "geometry".into())
+        }
+        T::MYSQL_TYPE_BIT => {
+            let bits = u16::from(meta_byte(1)) * 8 + u16::from(meta_byte(0));
+            let bytes = u8::try_from(bits.div_ceil(8)).unwrap_or(8);
+            let boolean = bits == 1;
+            (
+                ColumnDecoder::Bit { bytes, boolean },
+                if boolean { FieldType::Boolean } else { FieldType::Bytes },
+                format!("bit({bits})"),
+            )
+        }
+        other => {
+            return Err(definite(
+                id,
+                format!("column {name} has type {other:?}, which Headwater cannot decode yet; exclude the table with source.exclude"),
+            ))
+        }
+    })
 }

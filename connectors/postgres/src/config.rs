@@ -1,4 +1,4 @@
-use headwater_contract::{redact_url, TableFilter};
+use headwater_contract::{redact_url, SnapshotMode, TableFilter};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -45,6 +45,19 @@ pub struct PostgresConfig {
     /// column and type named; `"text"` carries the value as PostgreSQL prints it.
     #[serde(default)]
     pub unknown_types: UnknownTypes,
+    /// When tables are copied: `"initial"` (every captured table on the first start, then
+    /// stream), `"never"` (stream only; `headwater backfill` still works), `"when_needed"`
+    /// (`initial`, and a new slot and copy instead of an error when the slot was invalidated or
+    /// dropped).
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Rows per snapshot chunk (one `SELECT … ORDER BY key LIMIT n`). Memory holds one chunk.
+    #[serde(default = "default_chunk_size")]
+    pub snapshot_chunk_size: usize,
+}
+
+fn default_chunk_size() -> usize {
+    10_000
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -100,6 +113,12 @@ impl PostgresConfig {
             return Err(format!(
                 "source.url `{}` must start with postgres:// (e.g. postgres://headwater:${{PGPASSWORD}}@127.0.0.1:5432/shop)",
                 redact_url(&self.url)
+            ));
+        }
+        if self.snapshot_chunk_size == 0 || self.snapshot_chunk_size > 1_000_000 {
+            return Err(format!(
+                "source.snapshot_chunk_size = {} is out of range: use between 1 and 1000000 (default 10000)",
+                self.snapshot_chunk_size
             ));
         }
         for (key, value) in [

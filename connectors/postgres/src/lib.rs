@@ -10,3 +10,4 @@ pub mod source;
 pub mod stream;
 pub use source::PostgresSource;
 pub mod tls;
+pub mod snapshot;

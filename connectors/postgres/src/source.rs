@@ -10,9 +10,12 @@ use crate::protocol::{
 use crate::stream::{PgReader, RelationInfo, Step};
 use async_trait::async_trait;
 use headwater_contract::schema_history::SchemaHistory;
+use crate::snapshot::{ChunkOutcome, ChunkReader, WATERMARK_PREFIX};
+use headwater_contract::backfill::Chunk;
 use headwater_contract::{
-    redact_url, ConnectorError, DurableWatch, EventSender, Lsn, PgPosition, Position, Problem,
-    Source, SourceEvent, TableFilter,
+    redact_url, BackfillKind, BackfillRequest, BackfillState, Backfiller, ConnectorError,
+    DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem, SnapshotMode,
+    Source, SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,18 +106,18 @@ impl PostgresSource {
                         .unwrap_or_default()
                 );
                 let recover = format!(
-                    "To recover: SELECT pg_drop_replication_slot('{slot}') if it still exists, move state.path and the sink's data away (or keep them and backfill), and start again: a new slot starts from now, so changes in between must come from a snapshot/backfill"
+                    "To recover: set source.snapshot = \"when_needed\" and restart (a new slot is made and every table copied again), or SELECT pg_drop_replication_slot('{slot}') if it still exists, move state.path and the sink's data away and start again"
                 );
                 match code.as_str() {
                     "55000" if message.contains("cannot read from logical replication slot") || detail.as_deref().is_some_and(|d| d.contains("exceeded")) => {
-                        ConnectorError::definite(format!(
+                        ConnectorError::position_lost(format!(
                             "{what}: replication slot {slot} was invalidated: the server dropped the WAL it held because it exceeded max_slot_wal_keep_size ({full}). {recover}. Raise max_slot_wal_keep_size or keep Headwater running so it does not recur."
                         ))
                     }
                     "42704" if message.contains("publication") => ConnectorError::definite(format!(
                         "{what}: {full}; create the publication (or set source.create_publication = true). Recreating it does not repair the slot: {recover}"
                     )),
-                    "42704" => ConnectorError::definite(format!("{what}: replication slot {slot} no longer exists ({full}). {recover}.")),
+                    "42704" => ConnectorError::position_lost(format!("{what}: replication slot {slot} no longer exists ({full}). {recover}.")),
                     "55006" => {
                         let since = *self.slot_busy_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > SLOT_BUSY_LIMIT {
@@ -348,7 +351,20 @@ impl Source for PostgresSource {
     async fn log_end(&mut self) -> Result<Position, ConnectorError> {
         let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
         let lsn = catalog::current_wal_lsn(&client, &self.config.url).await?;
-        Ok(Position::Postgres(PgPosition { lsn, rows_done: 0 }))
+        Ok(Position::Postgres(PgPosition::at(lsn, 0)))
+    }
+
+    async fn check_backfill(
+        &mut self,
+        table: &TableId,
+        condition: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        if !self.filter.captures(&table.namespace, &table.table) {
+            return Err(ConnectorError::definite(format!(
+                "table {table} is not captured by this pipeline (source.include / source.exclude); add it there (and to the publication) first"
+            )));
+        }
+        self.chunk_reader().await?.check(table, condition).await
     }
 
     async fn stream(
@@ -356,11 +372,115 @@ impl Source for PostgresSource {
         resume: Option<Position>,
         stop_at: Option<Position>,
         events: EventSender,
-        durable: DurableWatch,
+        context: StreamContext,
     ) -> Result<(), ConnectorError> {
+        let previous = resume.as_ref().and_then(|p| p.backfill().cloned());
+        match self.run(resume, stop_at, &events, &context).await {
+            Err(err) if err.position_lost && self.config.snapshot == SnapshotMode::WhenNeeded => {
+                self.recover(err, previous, &events).await
+            }
+            other => other,
+        }
+    }
+}
+
+type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
+
+/// Aborts the chunk task when the stream ends.
+struct ChunkTaskGuard(ChunkTask);
+
+impl Drop for ChunkTaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A chunk read and waiting for the stream to reach its watermark.
+struct ReadyChunk {
+    chunk: Chunk,
+    watermark: String,
+}
+
+/// What woke the replication loop.
+enum Wake {
+    Stream(Result<Result<StreamMessage, ProtocolError>, tokio::time::error::Elapsed>),
+    Other,
+}
+
+fn requests(tables: Vec<TableId>, kind: BackfillKind) -> Vec<BackfillRequest> {
+    tables
+        .into_iter()
+        .map(|table| BackfillRequest {
+            id: 0,
+            table,
+            condition: None,
+            kind,
+        })
+        .collect()
+}
+
+impl PostgresSource {
+    async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
+        ChunkReader::connect(
+            &self.config.url,
+            self.params.tls.as_ref(),
+            &self.config.slot,
+            self.config.unknown_types,
+        )
+        .await
+    }
+
+    /// `snapshot = "when_needed"`: the slot is gone or invalidated, so start over with a new
+    /// slot and copy every captured table again.
+    async fn recover(
+        &mut self,
+        err: ConnectorError,
+        previous: Option<Arc<BackfillState>>,
+        events: &EventSender,
+    ) -> Result<(), ConnectorError> {
+        tracing::error!(error = %err.report(), "THE REPLICATION SLOT'S POSITION IS LOST. source.snapshot = \"when_needed\": creating the slot again and copying every captured table. Rows deleted while the position was lost stay in the destination until cleaned up by hand");
+        let url = self.config.url.clone();
+        let client = catalog::connect(&url, self.params.tls.as_ref()).await?;
+        if catalog::slot_state(&client, &url, &self.config.slot)
+            .await?
+            .is_some()
+        {
+            client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&self.config.slot])
+                .await
+                .map_err(|e| catalog::sql_error("dropping the lost replication slot", &url, e))?;
+        }
+        let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
+        let tables = self.chunk_reader().await?.tables(&self.filter).await?;
+        let mut backfill = Backfiller::new(previous, self.config.snapshot_chunk_size);
+        backfill.enqueue(requests(tables, BackfillKind::Recovery));
+        let mut first = vec![SourceEvent::Progress(Position::Postgres(PgPosition::at(lsn, 0)))];
+        backfill.observe(&mut first);
+        if events.send(first).await.is_err() {
+            return Ok(());
+        }
+        Err(ConnectorError::retryable(
+            "restarting from the new replication slot after the lost one",
+        ))
+    }
+
+    async fn run(
+        &mut self,
+        resume: Option<Position>,
+        stop_at: Option<Position>,
+        events: &EventSender,
+        context: &StreamContext,
+    ) -> Result<(), ConnectorError> {
+        let mut backfill = Backfiller::new(
+            resume.as_ref().and_then(|p| p.backfill().cloned()),
+            self.config.snapshot_chunk_size,
+        );
         let resume = match resume {
             None => None,
-            Some(Position::Postgres(p)) => Some(p),
+            Some(Position::Postgres(mut p)) => {
+                p.backfill = None;
+                Some(p)
+            }
             Some(other) => {
                 return Err(ConnectorError::definite(format!(
                     "the stored position {other} is not a PostgreSQL position; this state directory belongs to another kind of source — use a separate state.path"
@@ -374,10 +494,13 @@ impl Source for PostgresSource {
         let url = self.config.url.clone();
         let client = catalog::connect(&url, self.params.tls.as_ref()).await?;
         catalog::ensure_publication(&client, &self.config, &self.filter).await?;
-        let start = match (
-            catalog::slot_state(&client, &url, &self.config.slot).await?,
-            &resume,
-        ) {
+        let slot = catalog::slot_state(&client, &url, &self.config.slot).await?;
+        if resume.is_none() && self.config.snapshot != SnapshotMode::Never {
+            let tables = self.chunk_reader().await?.tables(&self.filter).await?;
+            tracing::info!(tables = tables.len(), "initial snapshot: copying every captured table while streaming");
+            backfill.enqueue(requests(tables, BackfillKind::Initial));
+        }
+        let start = match (slot, &resume) {
             (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
                 return Err(self.replication_error(
                     ProtocolError::Server(ServerError {
@@ -402,17 +525,10 @@ impl Source for PostgresSource {
                     .parse()
                     .unwrap_or_default();
                 tracing::info!(slot = %self.config.slot, %confirmed, "starting from the existing slot's confirmed position");
-                let start = PgPosition {
-                    lsn: confirmed,
-                    rows_done: 0,
-                };
-                if events
-                    .send(vec![SourceEvent::Progress(Position::Postgres(
-                        start.clone(),
-                    ))])
-                    .await
-                    .is_err()
-                {
+                let start = PgPosition::at(confirmed, 0);
+                let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
+                backfill.observe(&mut first);
+                if events.send(first).await.is_err() {
                     return Ok(());
                 }
                 start
@@ -420,14 +536,10 @@ impl Source for PostgresSource {
             (None, None) => {
                 let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
                 tracing::info!(slot = %self.config.slot, %lsn, "created the replication slot");
-                let start = PgPosition { lsn, rows_done: 0 };
-                if events
-                    .send(vec![SourceEvent::Progress(Position::Postgres(
-                        start.clone(),
-                    ))])
-                    .await
-                    .is_err()
-                {
+                let start = PgPosition::at(lsn, 0);
+                let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
+                backfill.observe(&mut first);
+                if events.send(first).await.is_err() {
                     return Ok(());
                 }
                 start
@@ -446,7 +558,10 @@ impl Source for PostgresSource {
                 ))
             }
         };
-        if stop_at.as_ref().is_some_and(|stop| start >= *stop) && start.rows_done == 0 {
+        if stop_at.as_ref().is_some_and(|stop| start >= *stop)
+            && start.rows_done == 0
+            && !backfill.is_active()
+        {
             return Ok(());
         }
         let mut history = SchemaHistory::open(&self.state_dir, "postgres-schema-history.json")?;
@@ -470,15 +585,83 @@ impl Source for PostgresSource {
             )))
         });
 
-        let mut reader = PgReader::new(&self.params.database, resume, stop_at);
+        let durable = &context.durable;
+        let mut reader = PgReader::new(&self.params.database, start.clone(), resume, stop_at);
         let mut received = start.lsn.0;
         let mut batch = Vec::new();
         let mut next_status = Instant::now();
+        let mut idle_reader: Option<ChunkReader> = None;
+        let mut task: Option<ChunkTaskGuard> = None;
+        let mut ready: Option<ReadyChunk> = None;
+        let mut watermark_seen: Option<String> = None;
+        let mut reached_stop = false;
+        let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
+        backfill.accept(&context.backfills);
         let result = loop {
+            if task.is_none() && ready.is_none() {
+                if let Some(request) = backfill.next_chunk() {
+                    let mut chunk_reader = match idle_reader.take() {
+                        Some(r) => r,
+                        None => match self.chunk_reader().await {
+                            Ok(r) => r,
+                            Err(err) => break Err(err),
+                        },
+                    };
+                    task = Some(ChunkTaskGuard(tokio::spawn(async move {
+                        let outcome = chunk_reader.read(&request).await;
+                        (chunk_reader, outcome)
+                    })));
+                }
+            }
             let deadline = tokio::time::Instant::from_std(next_status);
-            let message = match tokio::time::timeout_at(deadline, conn.next()).await {
-                Err(_) => {
-                    let flushed = durable_lsn(&durable);
+            let wake = tokio::select! {
+                message = tokio::time::timeout_at(deadline, conn.next()) => Wake::Stream(message),
+                joined = async { match task.as_mut() { Some(t) => (&mut t.0).await, None => std::future::pending().await } }, if task.is_some() => {
+                    task = None;
+                    let (chunk_reader, outcome) = match joined {
+                        Ok(done) => done,
+                        Err(e) => break Err(ConnectorError::retryable(format!("the snapshot chunk task failed: {e}"))),
+                    };
+                    idle_reader = Some(chunk_reader);
+                    match outcome {
+                        Err(err) => break Err(err),
+                        Ok(ChunkOutcome::Rows(raw)) => {
+                            let mut schema = raw.schema;
+                            schema.version = match history.version_of(&schema) {
+                                Ok(version) => version,
+                                Err(err) => break Err(err),
+                            };
+                            ready = Some(ReadyChunk {
+                                chunk: Chunk {
+                                    schema: Arc::new(schema),
+                                    rows: raw.rows,
+                                    exhausted: raw.exhausted,
+                                    rows_estimate: raw.rows_estimate,
+                                },
+                                watermark: raw.watermark,
+                            });
+                        }
+                        Ok(ChunkOutcome::Skip(why)) => {
+                            backfill.skip_current(&why);
+                            if let Some(here) = reader.boundary() {
+                                let mut progress = vec![SourceEvent::Progress(Position::Postgres(here.clone()))];
+                                backfill.observe(&mut progress);
+                                batch.append(&mut progress);
+                            }
+                        }
+                    }
+                    Wake::Other
+                }
+                _ = inbox_timer.tick() => {
+                    backfill.accept(&context.backfills);
+                    Wake::Other
+                }
+            };
+            let observed_from = batch.len();
+            let step = match wake {
+                Wake::Other => Step::Continue,
+                Wake::Stream(Err(_)) => {
+                    let flushed = durable_lsn(durable);
                     // Between transactions, ask for a keepalive: its WAL end moves the position
                     // on while the published tables are quiet.
                     if let Err(err) = conn
@@ -488,29 +671,26 @@ impl Source for PostgresSource {
                         break Err(self.replication_error(err, "confirming the durable position"));
                     }
                     next_status = Instant::now() + self.config.status_interval;
-                    continue;
+                    Step::Continue
                 }
-                Ok(Err(err)) => {
+                Wake::Stream(Ok(Err(err))) => {
                     break Err(self.replication_error(err, "reading the replication stream"))
                 }
-                Ok(Ok(message)) => message,
-            };
-            let step = match message {
-                StreamMessage::Keepalive {
+                Wake::Stream(Ok(Ok(StreamMessage::Keepalive {
                     wal_end,
                     reply_requested,
-                } => {
+                }))) => {
                     received = received.max(wal_end);
                     if reply_requested {
                         next_status = Instant::now();
                     }
                     reader.keepalive(wal_end, &mut batch)
                 }
-                StreamMessage::XLogData {
+                Wake::Stream(Ok(Ok(StreamMessage::XLogData {
                     wal_start,
                     wal_end,
                     data,
-                } => {
+                }))) => {
                     received = received.max(wal_end);
                     let message = match pgoutput::parse(&data) {
                         Ok(message) => message,
@@ -555,6 +735,12 @@ impl Source for PostgresSource {
                             reader.set_relation(relation.oid, info);
                             Ok(Step::Continue)
                         }
+                        Message::Message {
+                            prefix, content, ..
+                        } if prefix == WATERMARK_PREFIX => {
+                            watermark_seen = Some(String::from_utf8_lossy(content).into_owned());
+                            Ok(Step::Continue)
+                        }
                         Message::Message { prefix, .. } if prefix != HEARTBEAT_PREFIX => {
                             tracing::debug!(prefix, "ignoring a logical decoding message");
                             Ok(Step::Continue)
@@ -567,17 +753,43 @@ impl Source for PostgresSource {
                     }
                 }
             };
-            let flush = step == Step::Done || batch.len() >= BATCH || !reader.in_transaction();
+            backfill.observe(&mut batch[observed_from..]);
+            if step == Step::Done {
+                reached_stop = true;
+            }
+            if let (Some(waiting), Some(here)) = (&ready, reader.boundary()) {
+                if watermark_seen.as_deref() == Some(waiting.watermark.as_str()) {
+                    let at = Position::Postgres(here.clone());
+                    let lsn = here.lsn.0 as i64;
+                    let database: Arc<str> = Arc::from(self.params.database.as_str());
+                    if let Some(waiting) = ready.take() {
+                        let rows = backfill.complete(waiting.chunk, &at, |schema, marker| {
+                            SourceInfo::Postgres(PgSourceInfo {
+                                ts_ms: headwater_contract::backfill::now_ms(),
+                                snapshot: marker,
+                                db: database.clone(),
+                                schema: Arc::from(schema.id.namespace.as_str()),
+                                table: Some(Arc::from(schema.id.table.as_str())),
+                                tx_id: None,
+                                lsn: Some(lsn),
+                            })
+                        });
+                        batch.extend(rows);
+                    }
+                }
+            }
+            let finished = reached_stop && !backfill.is_active();
+            let flush = finished || batch.len() >= BATCH || !reader.in_transaction();
             if flush && !batch.is_empty() && events.send(std::mem::take(&mut batch)).await.is_err()
             {
                 break Ok(());
             }
-            if step == Step::Done {
+            if finished {
                 break Ok(());
             }
         };
         let _ = conn
-            .send_status(received, durable_lsn(&durable), false)
+            .send_status(received, durable_lsn(durable), false)
             .await;
         conn.finish().await;
         result

@@ -44,6 +44,8 @@ pub struct PgReader {
     resume: Option<PgPosition>,
     skip_records: u64,
     stop_at: Option<PgPosition>,
+    /// The position after the last commit or quiet keepalive, while no transaction is open.
+    boundary: Option<PgPosition>,
 }
 
 /// PostgreSQL timestamps count microseconds from 2000-01-01.
@@ -58,7 +60,12 @@ fn defect(what: impl std::fmt::Display) -> ConnectorError {
 }
 
 impl PgReader {
-    pub fn new(database: &str, resume: Option<PgPosition>, stop_at: Option<PgPosition>) -> Self {
+    pub fn new(
+        database: &str,
+        start: PgPosition,
+        resume: Option<PgPosition>,
+        stop_at: Option<PgPosition>,
+    ) -> Self {
         PgReader {
             database: Arc::from(database),
             relations: HashMap::new(),
@@ -66,7 +73,16 @@ impl PgReader {
             resume,
             skip_records: 0,
             stop_at,
+            boundary: Some(PgPosition::at(start.lsn, 0)).filter(|_| start.rows_done == 0),
         }
+    }
+
+    /// Where the stream is between transactions; `None` inside one.
+    pub fn boundary(&self) -> Option<&PgPosition> {
+        if self.txn.is_some() {
+            return None;
+        }
+        self.boundary.as_ref()
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -84,10 +100,7 @@ impl PgReader {
 
     /// The position of the change stream right now, inside or between transactions.
     pub fn position_in_transaction(&self) -> Option<PgPosition> {
-        self.txn.as_ref().map(|t| PgPosition {
-            lsn: Lsn(t.final_lsn),
-            rows_done: t.records,
-        })
+        self.txn.as_ref().map(|t| PgPosition::at(Lsn(t.final_lsn), t.records))
     }
 
     /// A keepalive: with no transaction open, everything before `wal_end` has been received.
@@ -95,11 +108,11 @@ impl PgReader {
         if self.txn.is_some() || wal_end == 0 {
             return Step::Continue;
         }
-        let here = PgPosition {
-            lsn: Lsn(wal_end),
-            rows_done: 0,
-        };
+        let here = PgPosition::at(Lsn(wal_end), 0);
         let done = self.reached(&here);
+        if self.boundary.as_ref().is_none_or(|b| b.lsn < here.lsn) {
+            self.boundary = Some(here.clone());
+        }
         out.push(SourceEvent::Progress(Position::Postgres(here)));
         if done {
             Step::Done
@@ -177,11 +190,9 @@ impl PgReader {
             Message::Commit { end_lsn, .. } => {
                 self.txn = None;
                 self.skip_records = 0;
-                let here = PgPosition {
-                    lsn: Lsn(end_lsn),
-                    rows_done: 0,
-                };
+                let here = PgPosition::at(Lsn(end_lsn), 0);
                 let done = self.reached(&here);
+                self.boundary = Some(here.clone());
                 out.push(SourceEvent::Progress(Position::Postgres(here)));
                 if done {
                     return Ok(Step::Done);
@@ -191,6 +202,15 @@ impl PgReader {
                 self.change(relation, Op::Create, None, Some(&new), wal_start, out)?
             }
             Message::Update { relation, old, new } => {
+                // A key change is a delete of the old key and a create of the new one (as on
+                // MySQL), so keyed consumers and snapshot windows see the old key go.
+                if let Some((_, old_tuple)) = &old {
+                    if self.key_changed(relation, old_tuple, &new)? {
+                        self.change(relation, Op::Delete, Some(old_tuple), None, wal_start, out)?;
+                        self.change(relation, Op::Create, None, Some(&new), wal_start, out)?;
+                        return Ok(Step::Continue);
+                    }
+                }
                 let old = old
                     .as_ref()
                     .filter(|(full, _)| *full)
@@ -212,6 +232,23 @@ impl PgReader {
             | Message::Message { .. } => {}
         }
         Ok(Step::Continue)
+    }
+
+    fn key_changed(
+        &self,
+        relation: u32,
+        old: &[TupleValue<'_>],
+        new: &[TupleValue<'_>],
+    ) -> Result<bool, ConnectorError> {
+        let Some(Some(info)) = self.relations.get(&relation) else {
+            return Ok(false);
+        };
+        if info.schema.primary_key.is_empty() {
+            return Ok(false);
+        }
+        let old_key = RowEncoder::key_bytes(&info.schema, &decode_tuple(info, old, None)?)?;
+        let new_key = RowEncoder::key_bytes(&info.schema, &decode_tuple(info, new, Some(old))?)?;
+        Ok(old_key != new_key)
     }
 
     fn change(
@@ -241,10 +278,7 @@ impl PgReader {
         if txn.records <= self.skip_records {
             return Ok(());
         }
-        let position = Position::Postgres(PgPosition {
-            lsn: Lsn(txn.final_lsn),
-            rows_done: txn.records,
-        });
+        let position = Position::Postgres(PgPosition::at(Lsn(txn.final_lsn), txn.records));
         let transaction = Some(TransactionInfo {
             id: txn.id.clone(),
             total_order: txn.records,

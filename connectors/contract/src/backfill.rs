@@ -1,0 +1,703 @@
+//! Snapshots and backfills: tables copied in primary-key chunks while the change stream goes on
+//! (the DBLog approach), with their progress carried in every position.
+//!
+//! How a chunk stays consistent with the stream: the stream side opens a *window* for the table
+//! when it asks for the chunk, and from then on notes the key of every change to that table it
+//! passes. The chunk is read (one plain `SELECT … ORDER BY key LIMIT n`, no locks), then a high
+//! watermark is taken in the source's log. When the stream reaches the watermark, the chunk rows
+//! whose keys changed inside the window are dropped (the stream already carries a newer image of
+//! them) and the rest are emitted right there, as `op = "r"`. Every row's final image is
+//! therefore the newest one, whatever order the stream and the chunk read ran in.
+//!
+//! The window opens when the chunk is *requested* rather than at a low watermark written into
+//! the log: that is earlier than any low watermark could be, so it also covers transactions that
+//! were already in the log but not yet visible to the chunk's read (commit order and visibility
+//! order differ by microseconds on both servers). Dropping more keys than needed is harmless.
+
+use crate::position::Position;
+use crate::record::{ChangeRecord, Op, SnapshotMarker, SourceEvent, SourceInfo};
+use crate::schema::{TableId, TableSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// `source.snapshot`: when tables are copied.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Copy every included table when the pipeline first starts, then stream.
+    #[default]
+    Initial,
+    /// Stream only; tables are copied only when asked (`headwater backfill`).
+    Never,
+    /// Like `initial`, and also copy everything again when the stored log position is gone
+    /// (binlog purged, slot invalidated or dropped) instead of stopping.
+    WhenNeeded,
+}
+
+/// Why a table is being copied; decides `source.snapshot` in its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillKind {
+    /// The first copy of a new pipeline.
+    Initial,
+    /// Asked for with `headwater backfill`.
+    Incremental,
+    /// The stored log position was lost and everything is copied again.
+    Recovery,
+}
+
+impl BackfillKind {
+    fn marker(self) -> SnapshotMarker {
+        match self {
+            BackfillKind::Initial | BackfillKind::Recovery => SnapshotMarker::True,
+            BackfillKind::Incremental => SnapshotMarker::Incremental,
+        }
+    }
+}
+
+/// One table to copy, optionally only the rows matching an SQL condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillRequest {
+    /// Increasing; a source accepts each id once.
+    pub id: u64,
+    pub table: TableId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    pub kind: BackfillKind,
+}
+
+/// One primary-key column's value as the source printed it, kept to continue after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeyPart {
+    Text(String),
+    Bytes { hex: String },
+}
+
+impl KeyPart {
+    pub fn from_bytes(bytes: &[u8]) -> KeyPart {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => KeyPart::Text(text.to_string()),
+            Err(_) => KeyPart::Bytes {
+                hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            },
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            KeyPart::Text(text) => text.as_bytes().to_vec(),
+            KeyPart::Bytes { hex } => (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::Text(text) => f.write_str(text),
+            KeyPart::Bytes { hex } => write!(f, "0x{hex}"),
+        }
+    }
+}
+
+/// The table being copied and how far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableProgress {
+    pub request: Arc<BackfillRequest>,
+    /// The key of the last row copied; `None` before the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<KeyPart>>,
+    pub rows_done: u64,
+    /// The server's estimate of the table's rows, read when its copy starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_estimate: Option<u64>,
+    pub started_at_ms: i64,
+}
+
+impl TableProgress {
+    fn start(request: Arc<BackfillRequest>) -> Self {
+        TableProgress {
+            request,
+            after: None,
+            rows_done: 0,
+            rows_estimate: None,
+            started_at_ms: now_ms(),
+        }
+    }
+
+    /// `db.table: 1234 of ~5000 rows (24%), 812 rows/s, ETA 5s` as of `now_ms`.
+    pub fn describe(&self, now_ms: i64) -> String {
+        let mut text = format!("{}: {} rows", self.request.table, self.rows_done);
+        if let Some(estimate) = self.rows_estimate.filter(|e| *e > 0) {
+            let percent = (self.rows_done as f64 * 100.0 / estimate as f64).min(100.0);
+            text = format!(
+                "{}: {} of ~{} rows ({percent:.0}%)",
+                self.request.table, self.rows_done, estimate
+            );
+            let seconds = (now_ms - self.started_at_ms) as f64 / 1000.0;
+            if seconds > 0.0 && self.rows_done > 0 {
+                let rate = self.rows_done as f64 / seconds;
+                let left = estimate.saturating_sub(self.rows_done) as f64 / rate;
+                text.push_str(&format!(", {rate:.0} rows/s, ETA {left:.0}s"));
+            }
+        }
+        if let Some(condition) = &self.request.condition {
+            text.push_str(&format!(" where {condition}"));
+        }
+        text
+    }
+}
+
+/// Snapshot progress, carried in positions so it is committed with them (and, in the lake,
+/// with the data).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillState {
+    /// The table being copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<TableProgress>,
+    /// Tables waiting, in order.
+    #[serde(default, skip_serializing_if = "queue_is_empty")]
+    pub queued: Arc<Vec<Arc<BackfillRequest>>>,
+    /// The highest request id accepted: requests up to it are never run twice.
+    #[serde(default)]
+    pub last_request_id: u64,
+    /// Rows emitted so far: orders the snapshot rows emitted at one log position.
+    #[serde(default)]
+    pub rows_emitted: u64,
+}
+
+fn queue_is_empty(queue: &Arc<Vec<Arc<BackfillRequest>>>) -> bool {
+    queue.is_empty()
+}
+
+impl BackfillState {
+    pub fn is_active(&self) -> bool {
+        self.current.is_some()
+    }
+}
+
+impl fmt::Display for BackfillState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(current) = &self.current {
+            write!(f, " [backfill {}", current.describe(now_ms()))?;
+            if !self.queued.is_empty() {
+                write!(f, "; {} more table(s) queued", self.queued.len())?;
+            }
+            f.write_str("]")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Backfill requests handed from the runtime to the running source. Shared, so a source that
+/// restarts after an error finds them again; the runtime forgets a request once a committed
+/// position shows it accepted.
+#[derive(Clone, Debug, Default)]
+pub struct BackfillInbox(Arc<Mutex<Vec<BackfillRequest>>>);
+
+impl BackfillInbox {
+    pub fn offer(&self, request: BackfillRequest) {
+        if let Ok(mut pending) = self.0.lock() {
+            if !pending.iter().any(|r| r.id == request.id) {
+                pending.push(request);
+                pending.sort_by_key(|r| r.id);
+            }
+        }
+    }
+
+    /// Requests not yet accepted by a state whose last accepted id is `accepted`.
+    pub fn after(&self, accepted: u64) -> Vec<BackfillRequest> {
+        self.0
+            .lock()
+            .map(|pending| pending.iter().filter(|r| r.id > accepted).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn forget_through(&self, accepted: u64) {
+        if let Ok(mut pending) = self.0.lock() {
+            pending.retain(|r| r.id > accepted);
+        }
+    }
+}
+
+/// What the source must read next.
+#[derive(Clone, Debug)]
+pub struct ChunkRequest {
+    pub table: TableId,
+    /// Read rows whose key sorts after this (`None`: from the first row).
+    pub after: Option<Vec<KeyPart>>,
+    pub condition: Option<String>,
+    pub limit: usize,
+    /// The table's copy is starting: also estimate its row count.
+    pub estimate_rows: bool,
+}
+
+/// One row of a chunk, encoded against the chunk's schema.
+#[derive(Clone, Debug)]
+pub struct ChunkRow {
+    pub key: Vec<u8>,
+    pub after: Vec<u8>,
+    pub resume_key: Vec<KeyPart>,
+}
+
+/// Rows read by one chunk query, in key order.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub schema: Arc<TableSchema>,
+    pub rows: Vec<ChunkRow>,
+    /// Fewer rows than asked for came back: the table is done.
+    pub exhausted: bool,
+    pub rows_estimate: Option<u64>,
+}
+
+struct Window {
+    table: TableId,
+    changed: HashSet<Vec<u8>>,
+    aborted: Option<String>,
+}
+
+/// The stream side of snapshots: the queue, the open chunk window, and the rows to emit.
+pub struct Backfiller {
+    state: Option<Arc<BackfillState>>,
+    window: Option<Window>,
+    chunk_size: usize,
+    last_log: Instant,
+    rows_at_last_log: u64,
+}
+
+const PROGRESS_LOG: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Backfiller {
+    /// Continues the backfill state of the position a stream resumes from.
+    pub fn new(resumed: Option<Arc<BackfillState>>, chunk_size: usize) -> Self {
+        let rows = resumed.as_ref().map_or(0, |s| s.rows_emitted);
+        Backfiller {
+            state: resumed,
+            window: None,
+            chunk_size: chunk_size.max(1),
+            last_log: Instant::now(),
+            rows_at_last_log: rows,
+        }
+    }
+
+    pub fn state(&self) -> Option<&Arc<BackfillState>> {
+        self.state.as_ref()
+    }
+
+    /// A table is being copied (or waits to be).
+    pub fn is_active(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.is_active())
+    }
+
+    pub fn window_open(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// The table whose chunk is being read, if any.
+    pub fn window_table(&self) -> Option<&TableId> {
+        self.window.as_ref().map(|w| &w.table)
+    }
+
+    fn edit(&mut self) -> &mut BackfillState {
+        Arc::make_mut(self.state.get_or_insert_with(Default::default))
+    }
+
+    /// Queues tables to copy after those already queued.
+    pub fn enqueue(&mut self, requests: Vec<BackfillRequest>) {
+        if requests.is_empty() {
+            return;
+        }
+        let state = self.edit();
+        let mut queued: Vec<Arc<BackfillRequest>> = state.queued.as_ref().clone();
+        for request in requests {
+            state.last_request_id = state.last_request_id.max(request.id);
+            tracing::info!(table = %request.table, condition = ?request.condition, kind = ?request.kind, "backfill queued");
+            queued.push(Arc::new(request));
+        }
+        state.queued = Arc::new(queued);
+        if state.current.is_none() {
+            Self::advance(state);
+        }
+    }
+
+    /// Takes the requests from `inbox` not accepted yet; true when there were any.
+    pub fn accept(&mut self, inbox: &BackfillInbox) -> bool {
+        let accepted = self.state.as_ref().map_or(0, |s| s.last_request_id);
+        let new = inbox.after(accepted);
+        let any = !new.is_empty();
+        self.enqueue(new);
+        any
+    }
+
+    /// Moves to the next queued table.
+    fn advance(state: &mut BackfillState) {
+        let mut queued: Vec<Arc<BackfillRequest>> = state.queued.as_ref().clone();
+        state.current = if queued.is_empty() {
+            None
+        } else {
+            Some(TableProgress::start(queued.remove(0)))
+        };
+        state.queued = Arc::new(queued);
+    }
+
+    /// Drops the table being copied (it has no key, or it is gone), saying why.
+    pub fn skip_current(&mut self, why: &str) {
+        self.window = None;
+        let state = self.edit();
+        if let Some(current) = &state.current {
+            tracing::warn!(table = %current.request.table, "backfill skipped: {why}");
+        }
+        Self::advance(state);
+    }
+
+    /// Opens the window for the next chunk, when a table is pending and no chunk is open.
+    pub fn next_chunk(&mut self) -> Option<ChunkRequest> {
+        if self.window.is_some() {
+            return None;
+        }
+        let current = self.state.as_ref()?.current.as_ref()?;
+        let request = ChunkRequest {
+            table: current.request.table.clone(),
+            after: current.after.clone(),
+            condition: current.request.condition.clone(),
+            limit: self.chunk_size,
+            estimate_rows: current.rows_done == 0 && current.rows_estimate.is_none(),
+        };
+        self.window = Some(Window {
+            table: request.table.clone(),
+            changed: HashSet::new(),
+            aborted: None,
+        });
+        Some(request)
+    }
+
+    /// Passes the stream's events: notes keys of the window's table that changed, abandons the
+    /// chunk on a schema change or truncation of it, and stamps positions with the state.
+    pub fn observe(&mut self, events: &mut [SourceEvent]) {
+        if let Some(window) = &mut self.window {
+            for event in events.iter() {
+                match event {
+                    SourceEvent::Change(change) if change.table.id == window.table => {
+                        match (&change.key, change.op) {
+                            (_, Op::Truncate) => {
+                                window.aborted = Some("the table was truncated".into())
+                            }
+                            (Some(key), _) => {
+                                window.changed.insert(key.clone());
+                            }
+                            (None, _) => {}
+                        }
+                    }
+                    SourceEvent::SchemaChange(ddl)
+                        if ddl.table.as_ref().map_or(
+                            ddl.database == window.table.namespace,
+                            |t| *t == window.table,
+                        ) =>
+                    {
+                        window.aborted = Some("its schema changed".into());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(state) = &self.state {
+            for event in events.iter_mut() {
+                event.position_mut().set_backfill(Some(Arc::clone(state)));
+            }
+        }
+    }
+
+    /// The chunk has been read and the stream has reached its high watermark at `at`: returns
+    /// the rows to emit there (and a progress event with the new state), and closes the window.
+    pub fn complete(
+        &mut self,
+        chunk: Chunk,
+        at: &Position,
+        source: impl Fn(&TableSchema, SnapshotMarker) -> SourceInfo,
+    ) -> Vec<SourceEvent> {
+        let Some(window) = self.window.take() else {
+            return Vec::new();
+        };
+        if let Some(why) = window.aborted {
+            tracing::info!(table = %window.table, "chunk discarded and read again: {why}");
+            return Vec::new();
+        }
+        let Some(mut state) = self.state.take() else {
+            return Vec::new();
+        };
+        let valid = {
+            let edit = Arc::make_mut(&mut state);
+            let last_table = edit.queued.is_empty();
+            match edit.current.as_mut() {
+                Some(current)
+                    if current.request.table == window.table && chunk.schema.id == window.table =>
+                {
+                    if chunk.rows_estimate.is_some() {
+                        current.rows_estimate = chunk.rows_estimate;
+                    }
+                    Some((current.request.kind, last_table))
+                }
+                _ => None,
+            }
+        };
+        let Some((kind, last_table)) = valid else {
+            self.state = Some(state);
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(chunk.rows.len() + 1);
+        let total = chunk.rows.len();
+        for (index, row) in chunk.rows.into_iter().enumerate() {
+            let keep = !window.changed.contains(&row.key);
+            let edit = Arc::make_mut(&mut state);
+            if let Some(current) = edit.current.as_mut() {
+                current.after = Some(row.resume_key);
+                if keep {
+                    current.rows_done += 1;
+                }
+            }
+            if !keep {
+                continue;
+            }
+            edit.rows_emitted += 1;
+            let marker = if chunk.exhausted && last_table && index + 1 == total {
+                match kind.marker() {
+                    SnapshotMarker::True => SnapshotMarker::Last,
+                    other => other,
+                }
+            } else {
+                kind.marker()
+            };
+            let mut position = at.clone();
+            position.set_backfill(Some(Arc::clone(&state)));
+            out.push(SourceEvent::Change(ChangeRecord {
+                table: Arc::clone(&chunk.schema),
+                op: Op::Read,
+                key: Some(row.key),
+                before: None,
+                after: Some(row.after),
+                source: source(&chunk.schema, marker),
+                transaction: None,
+                position,
+            }));
+        }
+        if chunk.exhausted {
+            let edit = Arc::make_mut(&mut state);
+            if let Some(done) = &edit.current {
+                let seconds = (now_ms() - done.started_at_ms) as f64 / 1000.0;
+                tracing::info!(table = %done.request.table, rows = done.rows_done, seconds, "backfill of the table done");
+            }
+            Self::advance(edit);
+            if edit.current.is_none() {
+                tracing::info!(rows = edit.rows_emitted, "every queued backfill is done");
+            }
+        }
+        let mut position = at.clone();
+        position.set_backfill(Some(Arc::clone(&state)));
+        out.push(SourceEvent::Progress(position));
+        self.state = Some(state);
+        self.log_progress();
+        out
+    }
+
+    /// Abandons an open chunk (the source reconnects or stops); it is read again later.
+    pub fn abandon_window(&mut self) {
+        self.window = None;
+    }
+
+    fn log_progress(&mut self) {
+        if self.last_log.elapsed() < PROGRESS_LOG {
+            return;
+        }
+        let Some(state) = &self.state else { return };
+        if let Some(current) = &state.current {
+            let rate = (state.rows_emitted - self.rows_at_last_log) as f64
+                / self.last_log.elapsed().as_secs_f64();
+            tracing::info!(rate_per_s = rate as u64, queued = state.queued.len(), "backfill {}", current.describe(now_ms()));
+        }
+        self.rows_at_last_log = state.rows_emitted;
+        self.last_log = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::PgPosition;
+    use crate::record::PgSourceInfo;
+    use crate::schema::{Column, FieldType};
+    use crate::Lsn;
+
+    fn table() -> TableId {
+        TableId {
+            namespace: "public".into(),
+            table: "t".into(),
+        }
+    }
+
+    fn schema() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: table(),
+            version: 1,
+            columns: vec![Column {
+                name: "id".into(),
+                field_type: FieldType::Long,
+                nullable: false,
+                sql_type: "int8".into(),
+            }],
+            primary_key: vec![0],
+        })
+    }
+
+    fn source(_: &TableSchema, marker: SnapshotMarker) -> SourceInfo {
+        SourceInfo::Postgres(PgSourceInfo {
+            ts_ms: 0,
+            snapshot: marker,
+            db: "db".into(),
+            schema: "public".into(),
+            table: Some("t".into()),
+            tx_id: None,
+            lsn: None,
+        })
+    }
+
+    fn row(key: u8) -> ChunkRow {
+        ChunkRow {
+            key: vec![key],
+            after: vec![key],
+            resume_key: vec![KeyPart::Text(key.to_string())],
+        }
+    }
+
+    fn change(key: u8) -> SourceEvent {
+        SourceEvent::Change(ChangeRecord {
+            table: schema(),
+            op: Op::Update,
+            key: Some(vec![key]),
+            before: None,
+            after: Some(vec![key]),
+            source: source(&schema(), SnapshotMarker::False),
+            transaction: None,
+            position: Position::Postgres(PgPosition::at(Lsn(10), 1)),
+        })
+    }
+
+    fn request(id: u64) -> BackfillRequest {
+        BackfillRequest {
+            id,
+            table: table(),
+            condition: None,
+            kind: BackfillKind::Initial,
+        }
+    }
+
+    #[test]
+    fn rows_changed_inside_the_window_are_left_to_the_stream() {
+        let mut backfill = Backfiller::new(None, 3);
+        backfill.enqueue(vec![request(1)]);
+        let ask = backfill.next_chunk().expect("a chunk to read");
+        assert!(ask.after.is_none() && ask.limit == 3 && ask.estimate_rows);
+        assert!(backfill.next_chunk().is_none(), "one chunk at a time");
+        let mut events = vec![change(2)];
+        backfill.observe(&mut events);
+        assert!(
+            events[0].position().backfill().is_some(),
+            "positions carry the state"
+        );
+        let chunk = Chunk {
+            schema: schema(),
+            rows: vec![row(1), row(2), row(3)],
+            exhausted: false,
+            rows_estimate: Some(5),
+        };
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        let out = backfill.complete(chunk, &at, source);
+        let keys: Vec<u8> = out
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::Change(c) => c.key.as_ref().map(|k| k[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [1, 3], "row 2 changed in the window");
+        let last = out.last().unwrap().position().backfill().unwrap();
+        let current = last.current.as_ref().unwrap();
+        assert_eq!(current.after, Some(vec![KeyPart::Text("3".into())]));
+        assert_eq!(current.rows_done, 2);
+        assert_eq!(current.rows_estimate, Some(5));
+        assert!(out[0].position() < out[1].position() && out[1].position() <= out[2].position());
+
+        let ask = backfill.next_chunk().unwrap();
+        assert_eq!(ask.after, Some(vec![KeyPart::Text("3".into())]));
+        let chunk = Chunk {
+            schema: schema(),
+            rows: vec![row(4)],
+            exhausted: true,
+            rows_estimate: None,
+        };
+        let out = backfill.complete(chunk, &at, source);
+        let SourceEvent::Change(last_row) = &out[0] else {
+            panic!()
+        };
+        let SourceInfo::Postgres(info) = &last_row.source else {
+            panic!()
+        };
+        assert_eq!(info.snapshot, SnapshotMarker::Last);
+        assert!(!backfill.is_active(), "done");
+        assert_eq!(backfill.state().unwrap().last_request_id, 1);
+    }
+
+    #[test]
+    fn a_truncate_or_schema_change_in_the_window_discards_the_chunk() {
+        let mut backfill = Backfiller::new(None, 10);
+        backfill.enqueue(vec![request(1)]);
+        backfill.next_chunk().unwrap();
+        let SourceEvent::Change(mut truncate) = change(0) else {
+            panic!()
+        };
+        truncate.op = Op::Truncate;
+        truncate.key = None;
+        backfill.observe(&mut [SourceEvent::Change(truncate)]);
+        let chunk = Chunk {
+            schema: schema(),
+            rows: vec![row(1)],
+            exhausted: true,
+            rows_estimate: None,
+        };
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        assert!(backfill.complete(chunk, &at, source).is_empty());
+        assert!(backfill.is_active(), "the table is read again");
+        let again = backfill.next_chunk().unwrap();
+        assert!(again.after.is_none());
+    }
+
+    #[test]
+    fn requests_are_accepted_once_and_state_round_trips() {
+        let inbox = BackfillInbox::default();
+        inbox.offer(request(7));
+        inbox.offer(request(7));
+        let mut backfill = Backfiller::new(None, 10);
+        assert!(backfill.accept(&inbox));
+        assert!(!backfill.accept(&inbox), "id 7 was accepted already");
+        let state = backfill.state().unwrap().clone();
+        let json = serde_json::to_string(&state).unwrap();
+        let back: BackfillState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, *state);
+        assert_eq!(
+            KeyPart::from_bytes(&[0xff, 0x00]).to_bytes(),
+            vec![0xff, 0x00]
+        );
+    }
+}

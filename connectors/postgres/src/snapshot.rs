@@ -1,0 +1,324 @@
+//! Reads snapshot chunks over an ordinary SQL connection: the table described the way its
+//! pgoutput Relation message would be (so both paths give one schema), rows in key order after
+//! the last key copied, as text in the walsender's formats, then a logical message as the
+//! chunk's high watermark.
+
+use crate::catalog::{self, sql_error};
+use crate::config::UnknownTypes;
+use crate::pgoutput::{Relation, RelationColumn};
+use crate::types::PgType;
+use headwater_contract::avro::{RowEncoder, Value};
+use headwater_contract::backfill::{ChunkRequest, ChunkRow, KeyPart};
+use headwater_contract::{ConnectorError, TableFilter, TableId, TableSchema};
+use std::sync::Arc;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// The prefix of watermark messages; their content names the slot and the chunk.
+pub const WATERMARK_PREFIX: &str = "headwater.watermark";
+
+/// Text formats pinned like the walsender's (see `SESSION_OPTIONS` in source.rs).
+const SESSION: &str = "SET timezone = 'UTC'; SET datestyle = 'ISO'; SET intervalstyle = 'iso_8601'; \
+     SET extra_float_digits = 3; SET bytea_output = 'hex'; SET standard_conforming_strings = on";
+
+/// A chunk as read, before the stream gives its schema a version.
+pub struct RawChunk {
+    pub schema: TableSchema,
+    pub rows: Vec<ChunkRow>,
+    pub exhausted: bool,
+    pub rows_estimate: Option<u64>,
+    /// The content of the watermark message written after the read.
+    pub watermark: String,
+}
+
+pub enum ChunkOutcome {
+    Rows(RawChunk),
+    /// The table cannot be copied (no key, gone): the reason.
+    Skip(String),
+}
+
+/// The connection snapshot chunks are read on. Moved into a task per chunk and handed back.
+pub struct ChunkReader {
+    client: Client,
+    url: String,
+    slot: String,
+    unknown: UnknownTypes,
+    chunks: u64,
+}
+
+struct Described {
+    schema: TableSchema,
+    types: Vec<PgType>,
+    /// `format_type` of each column, for casting saved key values back.
+    type_names: Vec<String>,
+    oid: u32,
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl ChunkReader {
+    pub async fn connect(
+        url: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        slot: &str,
+        unknown: UnknownTypes,
+    ) -> Result<Self, ConnectorError> {
+        let client = catalog::connect(url, tls).await?;
+        client
+            .batch_execute(SESSION)
+            .await
+            .map_err(|e| sql_error("preparing the snapshot connection", url, e))?;
+        Ok(ChunkReader {
+            client,
+            url: url.to_string(),
+            slot: slot.to_string(),
+            unknown,
+            chunks: 0,
+        })
+    }
+
+    /// Every captured table (for an initial copy).
+    pub async fn tables(&self, filter: &TableFilter) -> Result<Vec<TableId>, ConnectorError> {
+        Ok(catalog::captured_tables(&self.client, &self.url, filter)
+            .await?
+            .into_iter()
+            .map(|(namespace, table, _, _)| TableId { namespace, table })
+            .collect())
+    }
+
+    async fn describe(&self, table: &TableId) -> Result<Option<Described>, ConnectorError> {
+        let found = self
+            .client
+            .query_opt(
+                "SELECT c.oid::int8, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&table.namespace, &table.table],
+            )
+            .await
+            .map_err(|e| sql_error("finding the table", &self.url, e))?;
+        let Some(found) = found else { return Ok(None) };
+        let oid: i64 = found.get(0);
+        let identity: String = found.get(1);
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, a.atttypid::int8, a.atttypmod,
+                        COALESCE(CASE c.relreplident WHEN 'f' THEN true
+                                                     WHEN 'i' THEN a.attnum = ANY(ri.indkey)
+                                                     WHEN 'd' THEN a.attnum = ANY(pk.indkey) END, false),
+                        format_type(a.atttypid, a.atttypmod)
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                 LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
+                 LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+                 WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                 ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| sql_error("reading the table's columns", &self.url, e))?;
+        let mut type_names = Vec::with_capacity(rows.len());
+        let relation = Relation {
+            oid: oid as u32,
+            namespace: table.namespace.clone(),
+            name: table.table.clone(),
+            replica_identity: identity.bytes().next().unwrap_or(b'd'),
+            columns: rows
+                .iter()
+                .map(|r| {
+                    type_names.push(r.get::<_, String>(4));
+                    RelationColumn {
+                        key: r.get(3),
+                        name: r.get(0),
+                        type_oid: r.get::<_, i64>(1) as u32,
+                        type_modifier: r.get(2),
+                    }
+                })
+                .collect(),
+        };
+        let (schema, types) =
+            catalog::describe_relation(&self.client, &self.url, &relation, self.unknown).await?;
+        Ok(Some(Described {
+            schema,
+            types,
+            type_names,
+            oid: oid as u32,
+        }))
+    }
+
+    /// Checks that `table` can be copied and `condition` is valid for it.
+    pub async fn check(
+        &self,
+        table: &TableId,
+        condition: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        let described = self.describe(table).await?.ok_or_else(|| {
+            ConnectorError::definite(format!(
+                "table {table} does not exist (or the role cannot see it); check the name (schema.table)"
+            ))
+        })?;
+        if described.schema.primary_key.is_empty() {
+            return Err(ConnectorError::definite(format!(
+                "table {table} has no primary key or replica identity index, so it cannot be copied in chunks next to the stream; add a primary key"
+            )));
+        }
+        if let Some(condition) = condition {
+            let sql = format!(
+                "SELECT 1 FROM {}.{} WHERE ({condition}) LIMIT 0",
+                quote_ident(&table.namespace),
+                quote_ident(&table.table)
+            );
+            self.client.simple_query(&sql).await.map_err(|e| {
+                ConnectorError::definite(format!(
+                    "the condition `{condition}` does not work on {table}: {}; give an SQL expression over its columns",
+                    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the chunk `request` asks for, then writes its high watermark into the WAL.
+    pub async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
+        let table = &request.table;
+        let Some(described) = self.describe(table).await? else {
+            return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
+        };
+        let Described {
+            schema,
+            types,
+            type_names,
+            oid,
+        } = described;
+        if schema.primary_key.is_empty() {
+            return Ok(ChunkOutcome::Skip(
+                "it has no primary key or replica identity index, so it cannot be copied in chunks next to the stream (add a primary key)".into(),
+            ));
+        }
+        let rows_estimate = if request.estimate_rows {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT reltuples::int8 FROM pg_class WHERE oid = $1::int8::oid",
+                    &[&i64::from(oid)],
+                )
+                .await
+                .map_err(|e| sql_error("estimating the table's rows", &self.url, e))?;
+            u64::try_from(row.get::<_, i64>(0)).ok()
+        } else {
+            None
+        };
+        let data_columns = types.len();
+        let keys: Vec<usize> = schema.primary_key.clone();
+        let key_names: Vec<String> = keys
+            .iter()
+            .map(|&i| quote_ident(&schema.columns[i].name))
+            .collect();
+        let mut conditions = Vec::new();
+        if let Some(after) = &request.after {
+            if after.len() != keys.len() {
+                return Err(ConnectorError::definite(format!(
+                    "table {table}: the saved backfill key has {} columns but the key now has {}; start the backfill again (headwater backfill)",
+                    after.len(),
+                    keys.len()
+                )));
+            }
+            let values: Vec<String> = keys
+                .iter()
+                .zip(after)
+                .map(|(&i, part)| {
+                    format!(
+                        "{}::{}",
+                        quote_literal(&String::from_utf8_lossy(&part.to_bytes())),
+                        type_names[i]
+                    )
+                })
+                .collect();
+            conditions.push(format!(
+                "({}) > ({})",
+                key_names.join(", "),
+                values.join(", ")
+            ));
+        }
+        if let Some(condition) = &request.condition {
+            conditions.push(format!("({condition})"));
+        }
+        let select_list: Vec<String> = schema
+            .columns
+            .iter()
+            .take(data_columns)
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {}.{}{} ORDER BY {} LIMIT {}",
+            select_list.join(", "),
+            quote_ident(&table.namespace),
+            quote_ident(&table.table),
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conditions.join(" AND "))
+            },
+            key_names.join(", "),
+            request.limit
+        );
+        let messages = self
+            .client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| sql_error("reading a snapshot chunk", &self.url, e))?;
+        let mut rows = Vec::with_capacity(request.limit.min(100_000));
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(data_columns + 1);
+        for message in &messages {
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
+            values.clear();
+            for (index, pg_type) in types.iter().enumerate() {
+                values.push(match row.get(index) {
+                    None => Value::Null,
+                    Some(text) => pg_type.parse(text).map_err(|e| {
+                        ConnectorError::definite(format!(
+                            "table {table}, column {}: {e}; report this with the column's type",
+                            schema.columns[index].name
+                        ))
+                    })?,
+                });
+            }
+            // the synthetic unchanged-TOAST column: a copy has every value
+            values.push(Value::Null);
+            let resume_key = keys
+                .iter()
+                .map(|&i| KeyPart::Text(row.get(i).unwrap_or_default().to_string()))
+                .collect();
+            let key = RowEncoder::key_bytes(&schema, &values)?.unwrap_or_default();
+            let after = RowEncoder::row_bytes(&schema, &values)?;
+            rows.push(ChunkRow {
+                key,
+                after,
+                resume_key,
+            });
+        }
+        let exhausted = rows.len() < request.limit;
+        self.chunks += 1;
+        let watermark = format!("{}:{}:{}", self.slot, std::process::id(), self.chunks);
+        self.client
+            .execute(
+                "SELECT pg_logical_emit_message(true, $1, $2)",
+                &[&WATERMARK_PREFIX, &watermark],
+            )
+            .await
+            .map_err(|e| sql_error("writing a snapshot watermark", &self.url, e))?;
+        Ok(ChunkOutcome::Rows(RawChunk {
+            schema,
+            rows,
+            exhausted,
+            rows_estimate,
+            watermark,
+        }))
+    }
+}

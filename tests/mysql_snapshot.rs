@@ -1,0 +1,381 @@
+//! Snapshots and backfills from MariaDB: chunked copies next to the stream, under a write
+//! load, resumed after SIGKILL, on demand, and as the way back from a purged binlog. The final
+//! state per key is computed from the lake's records and compared with `SELECT`.
+
+mod common;
+
+use apache_avro::types::Value as AvroValue;
+use common::*;
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A table of the test: its name, key columns, and the columns compared.
+struct Table {
+    name: &'static str,
+    key: &'static [&'static str],
+    columns: &'static [&'static str],
+}
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "t_int",
+        key: &["id"],
+        columns: &["id", "v", "s"],
+    },
+    Table {
+        name: "t_str",
+        key: &["code"],
+        columns: &["code", "v", "s"],
+    },
+    Table {
+        name: "t_uuid",
+        key: &["id"],
+        columns: &["id", "v", "s"],
+    },
+    Table {
+        name: "t_comp",
+        key: &["a", "b"],
+        columns: &["a", "b", "v", "s"],
+    },
+];
+
+fn render(value: &AvroValue) -> String {
+    match value {
+        AvroValue::Null => "NULL".into(),
+        AvroValue::Int(n) => n.to_string(),
+        AvroValue::Long(n) => n.to_string(),
+        AvroValue::String(s) => s.clone(),
+        AvroValue::Uuid(u) => u.to_string(),
+        AvroValue::Union(_, inner) => render(inner),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Key → row, replaying the stream's records in order (what a consumer of the lake computes).
+fn lake_state(work: &Workdir, stream: &str, table: &Table) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for record in read_stream(&work.lake(), stream) {
+        let op = op(&record);
+        let image = match op.as_str() {
+            "d" => image(&record, "before").expect("a delete has its before image"),
+            _ => image(&record, "after").expect("an after image"),
+        };
+        let key: Vec<String> = table.key.iter().map(|k| render(&image[*k])).collect();
+        let key = key.join("|");
+        if op == "d" {
+            state.remove(&key);
+        } else {
+            let row: Vec<String> = table.columns.iter().map(|c| render(&image[*c])).collect();
+            state.insert(key, row.join("|"));
+        }
+    }
+    state
+}
+
+async fn table_state(
+    conn: &mut mysql_async::Conn,
+    db: &str,
+    table: &Table,
+) -> BTreeMap<String, String> {
+    let sql = format!(
+        "SELECT CONCAT_WS('|', {}), CONCAT_WS('|', {}) FROM `{db}`.`{}`",
+        table.key.join(", "),
+        table
+            .columns
+            .iter()
+            .map(|c| format!("IFNULL({c}, 'NULL')"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        table.name
+    );
+    conn.query::<(String, String), _>(sql)
+        .await
+        .expect("select")
+        .into_iter()
+        .collect()
+}
+
+async fn assert_lake_equals_tables(work: &Workdir, server: &str, db: &str, tables: &[&Table]) {
+    let mut conn = mysql_admin().await;
+    for table in tables {
+        let expected = table_state(&mut conn, db, table).await;
+        let found = lake_state(work, &format!("{server}.{db}.{}", table.name), table);
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| found.get(*k) != Some(*v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = found
+            .keys()
+            .filter(|k| !expected.contains_key(*k))
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{}: {} rows in the table, {} in the lake; differing: {missing:?}, not in the table: {extra:?}",
+            table.name,
+            expected.len(),
+            found.len()
+        );
+    }
+}
+
+async fn create_tables(db: &str, rows: usize) {
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`;
+             CREATE TABLE `{db}`.t_int (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40));
+             CREATE TABLE `{db}`.t_str (code VARCHAR(40) PRIMARY KEY, v INT NOT NULL, s VARCHAR(40));
+             CREATE TABLE `{db}`.t_uuid (id UUID PRIMARY KEY, v INT NOT NULL, s VARCHAR(40));
+             CREATE TABLE `{db}`.t_comp (a INT, b VARCHAR(20), v INT NOT NULL, s VARCHAR(40), PRIMARY KEY (a, b));
+             INSERT INTO `{db}`.t_int SELECT seq, 0, CONCAT('row ', seq) FROM `{db}`.seq_1_to_{rows};
+             INSERT INTO `{db}`.t_str SELECT CONCAT('k', LPAD(seq, 6, '0')), 0, 'x' FROM `{db}`.seq_1_to_{rows};
+             INSERT INTO `{db}`.t_uuid SELECT UUID(), 0, 'x' FROM `{db}`.seq_1_to_{rows};
+             INSERT INTO `{db}`.t_comp SELECT seq DIV 10, CONCAT('b', seq MOD 10), 0, 'x' FROM `{db}`.seq_1_to_{rows};"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Random inserts, updates (including key changes) and deletes over the four tables.
+async fn write_load(db: String, stop: Arc<AtomicBool>) -> u64 {
+    let mut conn = mysql_admin().await;
+    let mut statements = 0u64;
+    let mut next = 1_000_000i64;
+    while !stop.load(Ordering::SeqCst) {
+        let table = TABLES[rand::rng().random_range(0..TABLES.len())].name;
+        let choice = rand::rng().random_range(0..10);
+        next += 1;
+        let sql = match (table, choice) {
+            (_, 0..=4) => format!("UPDATE `{db}`.{table} SET v = v + 1, s = 'updated' ORDER BY RAND() LIMIT 3"),
+            (_, 5) => format!("DELETE FROM `{db}`.{table} ORDER BY RAND() LIMIT 1"),
+            ("t_int", 6) => format!("UPDATE `{db}`.t_int SET id = id + 5000000 WHERE id < 5000000 ORDER BY RAND() LIMIT 1"),
+            ("t_int", _) => format!("INSERT INTO `{db}`.t_int VALUES ({}, 1, 'new')", rand::rng().random_range(1..3000) * 1000 + next % 1000),
+            ("t_str", _) => format!("INSERT IGNORE INTO `{db}`.t_str VALUES ('k{:06}x{next}', 1, 'new')", rand::rng().random_range(1..3000)),
+            ("t_uuid", _) => format!("INSERT INTO `{db}`.t_uuid VALUES (UUID(), 1, 'new')"),
+            _ => format!("INSERT IGNORE INTO `{db}`.t_comp VALUES ({}, 'n{next}', 1, 'new')", rand::rng().random_range(0..300)),
+        };
+        conn.query_drop(sql).await.expect("write");
+        statements += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    statements
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_snapshot_under_load_equals_the_tables() {
+    let db = unique("hw_snap");
+    create_tables(&db, 2000).await;
+    let work = Workdir::new();
+    work.mysql_config(
+        "snap",
+        &db,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 150",
+        "",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_load(db.clone(), stop.clone()));
+    let headwater = work.spawn();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let statements = writer.await.unwrap();
+    assert!(statements > 100, "the load ran ({statements} statements)");
+    stop_gracefully(headwater);
+    work.catch_up();
+
+    let tables: Vec<&Table> = TABLES.iter().collect();
+    assert_lake_equals_tables(&work, "snap", &db, &tables).await;
+    let records = read_stream(&work.lake(), &format!("snap.{db}.t_int"));
+    let copied = records.iter().filter(|r| op(r) == "r").count();
+    assert!(copied > 1000, "most rows came from the copy ({copied})");
+    let snapshot_field = |r: &AvroValue| render(field(field(r, "source"), "snapshot"));
+    assert!(records
+        .iter()
+        .filter(|r| op(r) == "r")
+        .all(|r| snapshot_field(r) != "false"));
+    assert!(records
+        .iter()
+        .filter(|r| op(r) != "r")
+        .all(|r| snapshot_field(r) == "false"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
+    let db = unique("hw_snapkill");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t_int (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40));
+             INSERT INTO `{db}`.t_int SELECT seq, 0, REPEAT('p', 30) FROM `{db}`.seq_1_to_60000"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config(
+        "snapkill",
+        &db,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 100",
+        "",
+    );
+    let stream = format!("snapkill.{db}.t_int");
+    let mut headwater = work.spawn();
+    wait_until(Duration::from_secs(60), "part of the copy in the lake", || {
+        read_stream(&work.lake(), &stream).len() >= 5000
+    });
+    headwater.kill().unwrap();
+    headwater.wait().unwrap();
+    let before_restart = read_stream(&work.lake(), &stream).len();
+    assert!(before_restart < 60000, "killed before the copy ended");
+    let offsets = work.headwater(&["offsets"]);
+    let offsets = String::from_utf8_lossy(&offsets.stdout);
+    assert!(
+        offsets.contains("\"backfill\"") && offsets.contains("t_int"),
+        "the checkpoint carries the copy's progress: {offsets}"
+    );
+    admin
+        .query_drop(format!(
+            "UPDATE `{db}`.t_int SET v = 7 WHERE id IN (1, 59999); DELETE FROM `{db}`.t_int WHERE id = 60000"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    let records = read_stream(&work.lake(), &stream);
+    let copied = records.iter().filter(|r| op(r) == "r").count();
+    assert!(
+        (59_999..=60_000).contains(&copied),
+        "each row copied exactly once across the crash (the lake is exactly-once): {copied}"
+    );
+    assert_lake_equals_tables(&work, "snapkill", &db, &[&TABLES[0]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_asked_for_while_streaming_equals_the_table() {
+    let db = unique("hw_backfill");
+    create_tables(&db, 1500).await;
+    let work = Workdir::new();
+    work.mysql_config("bf", &db, "snapshot_chunk_size = 200", "");
+    let headwater = work.spawn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_load(db.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Only part of a table first, with a condition.
+    let asked = work.headwater(&[
+        "backfill",
+        "--table",
+        &format!("{db}.t_comp"),
+        "--where",
+        "a < 10",
+    ]);
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&asked.stdout).contains("running pipeline"));
+    let comp = format!("bf.{db}.t_comp");
+    wait_until(Duration::from_secs(30), "the partial backfill", || {
+        read_stream(&work.lake(), &comp)
+            .iter()
+            .any(|r| op(r) == "r")
+    });
+    let asked = work.headwater(&["backfill", "--table", &format!("{db}.t_int")]);
+    assert!(asked.status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    stop_gracefully(headwater);
+    work.catch_up();
+
+    assert_lake_equals_tables(&work, "bf", &db, &[&TABLES[0]]).await;
+    let copied_comp: Vec<i64> = read_stream(&work.lake(), &comp)
+        .iter()
+        .filter(|r| op(r) == "r")
+        .map(|r| avro_int(&image(r, "after").unwrap()["a"]))
+        .collect();
+    assert!(!copied_comp.is_empty());
+    assert!(
+        copied_comp.iter().all(|a| *a < 10),
+        "only rows matching the condition were copied"
+    );
+    let marker = render(field(
+        field(
+            read_stream(&work.lake(), &format!("bf.{db}.t_int"))
+                .iter()
+                .find(|r| op(r) == "r")
+                .unwrap(),
+            "source",
+        ),
+        "snapshot",
+    ));
+    assert_eq!(marker, "incremental");
+    let offsets = String::from_utf8_lossy(&work.headwater(&["offsets"]).stdout).to_string();
+    assert!(
+        offsets.contains("\"backfill_requests_waiting\": []"),
+        "accepted requests are forgotten: {offsets}"
+    );
+
+    // Bad requests are refused with the fix.
+    let bad = work.headwater(&["backfill", "--table", &format!("{db}.nope")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not exist"));
+    let bad = work.headwater(&[
+        "backfill",
+        "--table",
+        &format!("{db}.t_int"),
+        "--where",
+        "no_such_column = 1",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not work"));
+}
+
+#[test]
+fn a_purged_binlog_with_when_needed_recovers_by_copying_the_tables() {
+    let server = PrivateMariadb::start(1);
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id BIGINT PRIMARY KEY, v INT NOT NULL DEFAULT 0)");
+    let work = Workdir::new();
+    work.mysql_config_for(
+        &server.url(),
+        "heal",
+        "shop",
+        "snapshot = \"when_needed\"",
+        "",
+    );
+    server.sql("INSERT INTO shop.t (id) SELECT seq FROM shop.seq_1_to_10");
+    work.catch_up();
+    assert_eq!(read_stream(&work.lake(), "heal.shop.t").len(), 10);
+    // Stopped; changes happen and their binlogs are purged before Headwater returns.
+    server.sql("INSERT INTO shop.t (id) SELECT seq FROM shop.seq_11_to_30");
+    server.sql("UPDATE shop.t SET v = 5 WHERE id <= 3; DELETE FROM shop.t WHERE id = 30");
+    server.sql("FLUSH BINARY LOGS");
+    server.sql("INSERT INTO shop.t (id) SELECT seq FROM shop.seq_31_to_40");
+    server.sql("FLUSH BINARY LOGS");
+    server.purge_binlogs();
+
+    let output = work.catch_up();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("THE STORED BINLOG POSITION IS GONE"), "{stderr}");
+    let mut state = BTreeMap::new();
+    for record in read_stream(&work.lake(), "heal.shop.t") {
+        match op(&record).as_str() {
+            "d" => {
+                state.remove(&avro_int(&image(&record, "before").unwrap()["id"]));
+            }
+            _ => {
+                let after = image(&record, "after").unwrap();
+                state.insert(avro_int(&after["id"]), avro_int(&after["v"]));
+            }
+        }
+    }
+    let expected: BTreeMap<i64, i64> = (1..=40)
+        .filter(|id| *id != 30)
+        .map(|id| (id, if id <= 3 { 5 } else { 0 }))
+        .collect();
+    assert_eq!(state, expected);
+}
