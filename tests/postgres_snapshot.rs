@@ -1,0 +1,349 @@
+//! Snapshots and backfills from PostgreSQL: chunked copies next to the stream, under a write
+//! load, resumed after SIGKILL, on demand, and as the way back from a lost slot. The final
+//! state per key is computed from the lake's records and compared with `SELECT`.
+
+mod common;
+
+use apache_avro::types::Value as AvroValue;
+use common::*;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Table {
+    name: &'static str,
+    key: &'static [&'static str],
+    columns: &'static [&'static str],
+}
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "t_int",
+        key: &["id"],
+        columns: &["id", "v", "s"],
+    },
+    Table {
+        name: "t_text",
+        key: &["code"],
+        columns: &["code", "v", "s"],
+    },
+    Table {
+        name: "t_uuid",
+        key: &["id"],
+        columns: &["id", "v", "s"],
+    },
+    Table {
+        name: "t_comp",
+        key: &["a", "b"],
+        columns: &["a", "b", "v", "s"],
+    },
+];
+
+fn render(value: &AvroValue) -> String {
+    match value {
+        AvroValue::Null => "NULL".into(),
+        AvroValue::Int(n) => n.to_string(),
+        AvroValue::Long(n) => n.to_string(),
+        AvroValue::String(s) => s.clone(),
+        AvroValue::Uuid(u) => u.to_string(),
+        AvroValue::Union(_, inner) => render(inner),
+        other => format!("{other:?}"),
+    }
+}
+
+fn lake_state(work: &Workdir, stream: &str, table: &Table) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for record in read_stream(&work.lake(), stream) {
+        let op = op(&record);
+        let image = match op.as_str() {
+            "d" => image(&record, "before").expect("a delete has its before image"),
+            _ => image(&record, "after").expect("an after image"),
+        };
+        let key: Vec<String> = table.key.iter().map(|k| render(&image[*k])).collect();
+        let key = key.join("|");
+        if op == "d" {
+            state.remove(&key);
+        } else {
+            let row: Vec<String> = table.columns.iter().map(|c| render(&image[*c])).collect();
+            state.insert(key, row.join("|"));
+        }
+    }
+    state
+}
+
+async fn table_state(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    table: &Table,
+) -> BTreeMap<String, String> {
+    let sql = format!(
+        "SELECT concat_ws('|', {}), concat_ws('|', {}) FROM {schema}.{}",
+        table.key.join(", "),
+        table
+            .columns
+            .iter()
+            .map(|c| format!("coalesce({c}::text, 'NULL')"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        table.name
+    );
+    client
+        .query(&sql, &[])
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn assert_lake_equals_tables(work: &Workdir, server: &str, schema: &str, tables: &[&Table]) {
+    let client = postgres_admin().await;
+    for table in tables {
+        let expected = table_state(&client, schema, table).await;
+        let found = lake_state(work, &format!("{server}.{schema}.{}", table.name), table);
+        let differing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| found.get(*k) != Some(*v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = found
+            .keys()
+            .filter(|k| !expected.contains_key(*k))
+            .take(5)
+            .collect();
+        assert!(
+            differing.is_empty() && extra.is_empty(),
+            "{}: {} rows in the table, {} in the lake; differing: {differing:?}, not in the table: {extra:?}",
+            table.name,
+            expected.len(),
+            found.len()
+        );
+    }
+}
+
+async fn create_tables(prefix: &str, rows: usize) -> String {
+    let schema = unique(prefix);
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t_int (id int PRIMARY KEY, v int NOT NULL, s text);
+             CREATE TABLE {schema}.t_text (code text PRIMARY KEY, v int NOT NULL, s text);
+             CREATE TABLE {schema}.t_uuid (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), v int NOT NULL, s text);
+             CREATE TABLE {schema}.t_comp (a int, b text, v int NOT NULL, s text, PRIMARY KEY (a, b));
+             INSERT INTO {schema}.t_int SELECT g, 0, 'row ' || g FROM generate_series(1, {rows}) g;
+             INSERT INTO {schema}.t_text SELECT 'k' || lpad(g::text, 6, '0'), 0, 'x' FROM generate_series(1, {rows}) g;
+             INSERT INTO {schema}.t_uuid (v, s) SELECT 0, 'x' FROM generate_series(1, {rows}) g;
+             INSERT INTO {schema}.t_comp SELECT g / 10, 'b' || (g % 10), 0, 'x' FROM generate_series(1, {rows}) g;"
+        ))
+        .await
+        .unwrap();
+    schema
+}
+
+async fn cleanup(schema: &str, work: &Workdir) {
+    let admin = postgres_admin().await;
+    let slot = work.slot();
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
+    let _ = admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
+        ))
+        .await;
+}
+
+/// Random inserts, updates (including key changes) and deletes over the four tables.
+async fn write_load(schema: String, stop: Arc<AtomicBool>) -> u64 {
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    let mut statements = 0u64;
+    let mut next = 1_000_000i64;
+    while !stop.load(Ordering::SeqCst) {
+        let table = TABLES[rand::rng().random_range(0..TABLES.len())].name;
+        let choice = rand::rng().random_range(0..10);
+        next += 1;
+        let pick = |n: u32| format!("ctid IN (SELECT ctid FROM {schema}.{table} ORDER BY random() LIMIT {n})");
+        let sql = match (table, choice) {
+            (_, 0..=4) => format!("UPDATE {schema}.{table} SET v = v + 1, s = 'updated' WHERE {}", pick(3)),
+            (_, 5) => format!("DELETE FROM {schema}.{table} WHERE {}", pick(1)),
+            ("t_int", 6) => format!("UPDATE {schema}.t_int SET id = id + 5000000 WHERE id < 5000000 AND {}", pick(1)),
+            ("t_int", _) => format!("INSERT INTO {schema}.t_int VALUES ({}, 1, 'new') ON CONFLICT DO NOTHING", rand::rng().random_range(1..3000) * 1000 + next % 1000),
+            ("t_text", _) => format!("INSERT INTO {schema}.t_text VALUES ('k{:06}x{next}', 1, 'new') ON CONFLICT DO NOTHING", rand::rng().random_range(1..3000)),
+            ("t_uuid", _) => format!("INSERT INTO {schema}.t_uuid (v, s) VALUES (1, 'new')"),
+            _ => format!("INSERT INTO {schema}.t_comp VALUES ({}, 'n{next}', 1, 'new') ON CONFLICT DO NOTHING", rand::rng().random_range(0..300)),
+        };
+        client.batch_execute(&sql).await.expect("write");
+        statements += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    statements
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_snapshot_under_load_equals_the_tables() {
+    let schema = create_tables("hw_psnap", 2000).await;
+    let work = Workdir::new();
+    work.postgres_config(
+        "psnap",
+        &schema,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 150",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_load(schema.clone(), stop.clone()));
+    let headwater = work.spawn();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let statements = writer.await.unwrap();
+    assert!(statements > 100, "the load ran ({statements} statements)");
+    stop_gracefully(headwater);
+    work.catch_up();
+
+    let tables: Vec<&Table> = TABLES.iter().collect();
+    assert_lake_equals_tables(&work, "psnap", &schema, &tables).await;
+    let records = read_stream(&work.lake(), &format!("psnap.{schema}.t_int"));
+    let copied = records.iter().filter(|r| op(r) == "r").count();
+    assert!(copied > 1000, "most rows came from the copy ({copied})");
+    assert!(records
+        .iter()
+        .filter(|r| op(r) == "r")
+        .all(|r| render(field(field(r, "source"), "snapshot")) != "false"));
+    cleanup(&schema, &work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
+    let schema = unique("hw_psnapkill");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t_int (id int PRIMARY KEY, v int NOT NULL, s text);
+             INSERT INTO {schema}.t_int SELECT g, 0, repeat('p', 30) FROM generate_series(1, 60000) g"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config(
+        "psnapkill",
+        &schema,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 100",
+    );
+    let stream = format!("psnapkill.{schema}.t_int");
+    let mut headwater = work.spawn();
+    wait_until(Duration::from_secs(60), "part of the copy in the lake", || {
+        read_stream(&work.lake(), &stream).len() >= 5000
+    });
+    headwater.kill().unwrap();
+    headwater.wait().unwrap();
+    assert!(read_stream(&work.lake(), &stream).len() < 60000);
+    let offsets = String::from_utf8_lossy(&work.headwater(&["offsets"]).stdout).to_string();
+    assert!(
+        offsets.contains("\"backfill\"") && offsets.contains("t_int"),
+        "{offsets}"
+    );
+    client
+        .batch_execute(&format!(
+            "UPDATE {schema}.t_int SET v = 7 WHERE id IN (1, 59999); DELETE FROM {schema}.t_int WHERE id = 60000"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    let copied = read_stream(&work.lake(), &stream)
+        .iter()
+        .filter(|r| op(r) == "r")
+        .count();
+    assert!(
+        (59_999..=60_000).contains(&copied),
+        "each row copied exactly once across the crash: {copied}"
+    );
+    assert_lake_equals_tables(&work, "psnapkill", &schema, &[&TABLES[0]]).await;
+    cleanup(&schema, &work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_asked_for_while_streaming_equals_the_table() {
+    let schema = create_tables("hw_pbf", 1500).await;
+    let work = Workdir::new();
+    work.postgres_config("pbf", &schema, "snapshot_chunk_size = 200");
+    // the first start creates the slot; rows before it are not in the stream
+    work.catch_up();
+    let headwater = work.spawn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_load(schema.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = work.headwater(&[
+        "backfill",
+        "--table",
+        &format!("{schema}.t_comp"),
+        "--where",
+        "a < 10",
+    ]);
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let asked = work.headwater(&["backfill", "--table", &format!("{schema}.t_int")]);
+    assert!(asked.status.success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    stop_gracefully(headwater);
+    work.catch_up();
+
+    assert_lake_equals_tables(&work, "pbf", &schema, &[&TABLES[0]]).await;
+    let copied_comp: Vec<i64> = read_stream(&work.lake(), &format!("pbf.{schema}.t_comp"))
+        .iter()
+        .filter(|r| op(r) == "r")
+        .map(|r| avro_int(&image(r, "after").unwrap()["a"]))
+        .collect();
+    assert!(!copied_comp.is_empty());
+    assert!(copied_comp.iter().all(|a| *a < 10));
+    let bad = work.headwater(&[
+        "backfill",
+        "--table",
+        &format!("{schema}.t_int"),
+        "--where",
+        "no_such_column = 1",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not work"));
+    cleanup(&schema, &work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_with_when_needed_recovers_by_copying_the_tables() {
+    let schema = create_tables("hw_pheal", 300).await;
+    let work = Workdir::new();
+    work.postgres_config("pheal", &schema, "snapshot = \"when_needed\"");
+    work.catch_up();
+    let admin = postgres_admin().await;
+    admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&work.slot()])
+        .await
+        .unwrap();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    client
+        .batch_execute(&format!(
+            "UPDATE {schema}.t_int SET v = 9 WHERE id <= 5; INSERT INTO {schema}.t_int VALUES (7777, 1, 'gap')"
+        ))
+        .await
+        .unwrap();
+    let output = work.catch_up();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("POSITION IS LOST"), "{stderr}");
+    let tables: Vec<&Table> = TABLES.iter().collect();
+    assert_lake_equals_tables(&work, "pheal", &schema, &tables).await;
+    cleanup(&schema, &work).await;
+}
