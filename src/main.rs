@@ -342,8 +342,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                         config.state.path.display()
                     )
                 })?;
-            let running = CheckpointStore::open(&config.state.path, config.source.server_name())
-                .is_err();
+            let running =
+                CheckpointStore::open(&config.state.path, config.source.server_name()).is_err();
             if running {
                 println!("backfill of {table} requested (id {}): the running pipeline starts it within a second; follow it with `headwater offsets`", request.id);
             } else {

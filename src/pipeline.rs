@@ -3,8 +3,8 @@
 
 use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use headwater_contract::record::{encode_envelope, encode_schema_change};
 use crate::requests::RequestDir;
+use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
     Ack, AckSender, BackfillInbox, ConnectorError, ConnectorKind, EventSender, Position, Sink,
     SinkRecord, Source, SourceEvent, StreamContext, StreamSchema, TableId,

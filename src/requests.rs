@@ -114,9 +114,7 @@ mod tests {
             table: "orders".into(),
         };
         let first = requests.submit(table.clone(), None).unwrap();
-        let second = requests
-            .submit(table, Some("id > 10".into()))
-            .unwrap();
+        let second = requests.submit(table, Some("id > 10".into())).unwrap();
         assert!(second.id > first.id);
         let pending = requests.pending();
         assert_eq!(pending, vec![first.clone(), second.clone()]);

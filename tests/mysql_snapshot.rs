@@ -224,9 +224,11 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
     );
     let stream = format!("snapkill.{db}.t_int");
     let mut headwater = work.spawn();
-    wait_until(Duration::from_secs(60), "part of the copy in the lake", || {
-        read_stream(&work.lake(), &stream).len() >= 5000
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "part of the copy in the lake",
+        || read_stream(&work.lake(), &stream).len() >= 5000,
+    );
     headwater.kill().unwrap();
     headwater.wait().unwrap();
     let before_restart = read_stream(&work.lake(), &stream).len();
@@ -360,7 +362,10 @@ fn a_purged_binlog_with_when_needed_recovers_by_copying_the_tables() {
 
     let output = work.catch_up();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("THE STORED BINLOG POSITION IS GONE"), "{stderr}");
+    assert!(
+        stderr.contains("THE STORED BINLOG POSITION IS GONE"),
+        "{stderr}"
+    );
     let mut state = BTreeMap::new();
     for record in read_stream(&work.lake(), "heal.shop.t") {
         match op(&record).as_str() {

@@ -609,3 +609,77 @@ async fn zero_dates_become_null_and_a_blob_larger_than_a_packet_arrives_whole() 
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_column_type_copied_by_a_snapshot_equals_its_streamed_image() {
+    let db = unique("hw_snaptypes");
+    let mut admin = mysql_admin().await;
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.sql_type))
+        .collect();
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.typed (id BIGINT PRIMARY KEY, {}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            columns.join(", ")
+        ))
+        .await
+        .unwrap();
+    let names: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
+    let insert = |id: usize, row: usize| {
+        let values: Vec<&str> = COLUMNS.iter().map(|c| c.values[row]).collect();
+        format!(
+            "INSERT INTO `{db}`.typed (id, {}) VALUES ({id}, {})",
+            names.join(", "),
+            values.join(", ")
+        )
+    };
+    for row in 0..3 {
+        admin.query_drop(insert(row, row)).await.unwrap();
+    }
+    admin
+        .query_drop(format!("INSERT INTO `{db}`.typed (id) VALUES (3)"))
+        .await
+        .unwrap();
+
+    let work = Workdir::new();
+    work.mysql_config("snaptypes", &db, "snapshot = \"initial\"", "");
+    work.catch_up(); // copies rows 0..=3
+    for row in 0..3 {
+        admin.query_drop(insert(10 + row, row)).await.unwrap();
+    }
+    admin
+        .query_drop(format!("INSERT INTO `{db}`.typed (id) VALUES (13)"))
+        .await
+        .unwrap();
+    work.catch_up(); // streams rows 10..=13
+
+    let records = read_stream(&work.lake(), &format!("snaptypes.{db}.typed"));
+    let ops: Vec<String> = records.iter().map(op).collect();
+    assert_eq!(ops, ["r", "r", "r", "r", "c", "c", "c", "c"]);
+    for row in 0..4 {
+        let copied = image(&records[row], "after").unwrap();
+        let streamed = image(&records[4 + row], "after").unwrap();
+        for column in COLUMNS {
+            assert_eq!(
+                copied[column.name], streamed[column.name],
+                "row {row}, column {} ({}): the copy and the stream disagree",
+                column.name, column.sql_type
+            );
+        }
+    }
+    let history = std::fs::read_to_string(work.path().join("state/mysql-schema-history.json"))
+        .expect("schema history");
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(
+        history["tables"][format!("{db}.typed")]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "the catalog and the binlog describe the table as one schema version: {history}"
+    );
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}

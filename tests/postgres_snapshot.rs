@@ -169,7 +169,9 @@ async fn write_load(schema: String, stop: Arc<AtomicBool>) -> u64 {
         let table = TABLES[rand::rng().random_range(0..TABLES.len())].name;
         let choice = rand::rng().random_range(0..10);
         next += 1;
-        let pick = |n: u32| format!("ctid IN (SELECT ctid FROM {schema}.{table} ORDER BY random() LIMIT {n})");
+        let pick = |n: u32| {
+            format!("ctid IN (SELECT ctid FROM {schema}.{table} ORDER BY random() LIMIT {n})")
+        };
         let sql = match (table, choice) {
             (_, 0..=4) => format!("UPDATE {schema}.{table} SET v = v + 1, s = 'updated' WHERE {}", pick(3)),
             (_, 5) => format!("DELETE FROM {schema}.{table} WHERE {}", pick(1)),
@@ -241,9 +243,11 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
     );
     let stream = format!("psnapkill.{schema}.t_int");
     let mut headwater = work.spawn();
-    wait_until(Duration::from_secs(60), "part of the copy in the lake", || {
-        read_stream(&work.lake(), &stream).len() >= 5000
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "part of the copy in the lake",
+        || read_stream(&work.lake(), &stream).len() >= 5000,
+    );
     headwater.kill().unwrap();
     headwater.wait().unwrap();
     assert!(read_stream(&work.lake(), &stream).len() < 60000);

@@ -222,7 +222,13 @@ impl BackfillInbox {
     pub fn after(&self, accepted: u64) -> Vec<BackfillRequest> {
         self.0
             .lock()
-            .map(|pending| pending.iter().filter(|r| r.id > accepted).cloned().collect())
+            .map(|pending| {
+                pending
+                    .iter()
+                    .filter(|r| r.id > accepted)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -402,10 +408,12 @@ impl Backfiller {
                         }
                     }
                     SourceEvent::SchemaChange(ddl)
-                        if ddl.table.as_ref().map_or(
-                            ddl.database == window.table.namespace,
-                            |t| *t == window.table,
-                        ) =>
+                        if ddl
+                            .table
+                            .as_ref()
+                            .map_or(ddl.database == window.table.namespace, |t| {
+                                *t == window.table
+                            }) =>
                     {
                         window.aborted = Some("its schema changed".into());
                     }
@@ -525,7 +533,12 @@ impl Backfiller {
         if let Some(current) = &state.current {
             let rate = (state.rows_emitted - self.rows_at_last_log) as f64
                 / self.last_log.elapsed().as_secs_f64();
-            tracing::info!(rate_per_s = rate as u64, queued = state.queued.len(), "backfill {}", current.describe(now_ms()));
+            tracing::info!(
+                rate_per_s = rate as u64,
+                queued = state.queued.len(),
+                "backfill {}",
+                current.describe(now_ms())
+            );
         }
         self.rows_at_last_log = state.rows_emitted;
         self.last_log = Instant::now();

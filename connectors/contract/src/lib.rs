@@ -2,8 +2,8 @@
 //! record model, the Avro envelope encoding, error classification, and the `Source`/`Sink` traits.
 
 pub mod avro;
-pub mod backfill;
 pub mod avro_json;
+pub mod backfill;
 pub mod connector;
 pub mod error;
 pub mod filter;
@@ -12,8 +12,12 @@ pub mod record;
 pub mod schema;
 pub mod schema_history;
 
-pub use backfill::{BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, SnapshotMode};
-pub use connector::{Ack, AckSender, DurableWatch, StreamContext, EventReceiver, EventSender, Sink, Source};
+pub use backfill::{
+    BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, SnapshotMode,
+};
+pub use connector::{
+    Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source, StreamContext,
+};
 pub use error::{ConnectorError, Problem, Retry, Severity};
 pub use filter::{redact_url, TableFilter};
 pub use position::{

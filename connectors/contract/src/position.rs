@@ -553,9 +553,7 @@ mod tests {
         let mysql = Position::Mysql(binlog("b.000001", 4, 0));
         let pg = Position::Postgres(PgPosition::at(Lsn(1), 0));
         assert_eq!(mysql.partial_cmp(&pg), None);
-        assert!(
-            Position::Postgres(PgPosition::at(Lsn(5), 9)) > pg
-        );
+        assert!(Position::Postgres(PgPosition::at(Lsn(5), 9)) > pg);
     }
 
     #[test]

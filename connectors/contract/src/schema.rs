@@ -93,7 +93,9 @@ pub struct Column {
 }
 
 /// A table's identity: `namespace` is the MySQL database or the PostgreSQL schema.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TableId {
     pub namespace: String,
     pub table: String,

@@ -73,11 +73,9 @@ impl ChunkReader {
             .map_err(|e| sql_error("connecting for the snapshot", url, server_id, e))?;
         // Timestamps in UTC like the binlog's epoch seconds; text in each column's own character
         // set so it is decoded exactly as row images are.
-        conn.query_drop(
-            "SET time_zone = '+00:00', character_set_results = binary",
-        )
-        .await
-        .map_err(|e| sql_error("preparing the snapshot connection", url, server_id, e))?;
+        conn.query_drop("SET time_zone = '+00:00', character_set_results = binary")
+            .await
+            .map_err(|e| sql_error("preparing the snapshot connection", url, server_id, e))?;
         Ok(ChunkReader {
             conn,
             url: url.to_string(),
@@ -169,8 +167,7 @@ impl ChunkReader {
         let mut columns = Vec::with_capacity(rows.len());
         let mut decoders = Vec::with_capacity(rows.len());
         let mut names = Vec::with_capacity(rows.len());
-        for (name, data_type, column_type, nullable, octets, precision, scale, fsp, charset) in
-            rows
+        for (name, data_type, column_type, nullable, octets, precision, scale, fsp, charset) in rows
         {
             let name = String::from_utf8_lossy(&name).into_owned();
             let data_type = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
@@ -427,9 +424,10 @@ impl ChunkReader {
         let pos = match row.as_ref(1) {
             Some(mysql_async::Value::Int(n)) => *n as u64,
             Some(mysql_async::Value::UInt(n)) => *n,
-            Some(mysql_async::Value::Bytes(b)) => {
-                std::str::from_utf8(b).ok().and_then(|t| t.parse().ok()).unwrap_or(4)
-            }
+            Some(mysql_async::Value::Bytes(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(4),
             _ => 4,
         };
         Ok(BinlogPosition {
@@ -491,7 +489,10 @@ impl BinlogSpec {
             "inet4" => (T::MYSQL_TYPE_STRING, fixed(4)),
             "enum" => {
                 let count = parse_labels(column_type).len();
-                (T::MYSQL_TYPE_ENUM, vec![0xF7, if count > 255 { 2 } else { 1 }])
+                (
+                    T::MYSQL_TYPE_ENUM,
+                    vec![0xF7, if count > 255 { 2 } else { 1 }],
+                )
             }
             "set" => {
                 let count = parse_labels(column_type).len();
@@ -510,7 +511,10 @@ impl BinlogSpec {
             "longblob" | "longtext" | "json" => (T::MYSQL_TYPE_BLOB, vec![4]),
             "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
             | "multipolygon" | "geometrycollection" => (T::MYSQL_TYPE_GEOMETRY, vec![4]),
-            "bit" => (T::MYSQL_TYPE_BIT, vec![(precision % 8) as u8, (precision / 8) as u8]),
+            "bit" => (
+                T::MYSQL_TYPE_BIT,
+                vec![(precision % 8) as u8, (precision / 8) as u8],
+            ),
             _ => return None,
         };
         Some(BinlogSpec {
@@ -582,12 +586,14 @@ fn param(kind: KeyParam, part: &KeyPart) -> mysql_async::Value {
     let bytes = part.to_bytes();
     let text = std::str::from_utf8(&bytes).unwrap_or("");
     match kind {
-        KeyParam::Signed => text
-            .parse::<i64>()
-            .map_or(mysql_async::Value::Bytes(bytes.clone()), mysql_async::Value::Int),
-        KeyParam::Unsigned => text
-            .parse::<u64>()
-            .map_or(mysql_async::Value::Bytes(bytes.clone()), mysql_async::Value::UInt),
+        KeyParam::Signed => text.parse::<i64>().map_or(
+            mysql_async::Value::Bytes(bytes.clone()),
+            mysql_async::Value::Int,
+        ),
+        KeyParam::Unsigned => text.parse::<u64>().map_or(
+            mysql_async::Value::Bytes(bytes.clone()),
+            mysql_async::Value::UInt,
+        ),
         _ => mysql_async::Value::Bytes(bytes),
     }
 }
@@ -705,7 +711,10 @@ fn convert(decoder: &ColumnDecoder, value: &mysql_async::Value) -> Result<Value<
             };
             Value::Text(Cow::Owned(String::from_utf8_lossy(bytes).into_owned()))
         }
-        D::Bit { boolean, bytes: width } => {
+        D::Bit {
+            boolean,
+            bytes: width,
+        } => {
             let raw: Vec<u8> = match value {
                 V::Bytes(b) => b.clone(),
                 V::Int(n) => n.to_be_bytes()[8 - usize::from(*width).min(8)..].to_vec(),
@@ -796,7 +805,11 @@ mod tests {
             Value::Micros(-((838 * 3600 + 59 * 60 + 59) * 1_000_000))
         );
         assert_eq!(
-            convert(&ColumnDecoder::Long { unsigned: true }, &V::UInt(4_000_000_000)).unwrap(),
+            convert(
+                &ColumnDecoder::Long { unsigned: true },
+                &V::UInt(4_000_000_000)
+            )
+            .unwrap(),
             Value::Long(4_000_000_000)
         );
         assert_eq!(

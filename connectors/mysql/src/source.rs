@@ -2,13 +2,13 @@
 
 use crate::config::{MysqlConfig, StartFrom};
 use crate::error::classify;
+use crate::snapshot::{ChunkOutcome, ChunkReader};
 use crate::stream::{BinlogReader, Step};
 use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use headwater_contract::schema_history::SchemaHistory;
-use crate::snapshot::{ChunkOutcome, ChunkReader};
 use headwater_contract::backfill::Chunk;
+use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
     BackfillKind, BackfillRequest, Backfiller, BinlogPosition, ConnectorError, EventSender,
     GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMode, Source,
@@ -660,7 +660,8 @@ impl MysqlSource {
         let mut reader = self.chunk_reader().await?;
         let tables = reader.tables(&self.filter).await?;
         reader.disconnect().await;
-        let mut recovery = Backfiller::new(backfill.state().cloned(), self.config.snapshot_chunk_size);
+        let mut recovery =
+            Backfiller::new(backfill.state().cloned(), self.config.snapshot_chunk_size);
         recovery.abandon_window();
         recovery.enqueue(requests(tables, BackfillKind::Recovery));
         let mut first = vec![SourceEvent::Progress(Position::Mysql(start))];
@@ -773,19 +774,22 @@ impl MysqlSource {
                     if let Some(waiting) = ready.take() {
                         let at = Position::Mysql(here.clone());
                         let server_id = self.config.server_id;
-                        let rows = stream.backfill.complete(waiting.chunk, &at, |schema, marker| {
-                            SourceInfo::Mysql(MysqlSourceInfo {
-                                ts_ms: headwater_contract::backfill::now_ms(),
-                                snapshot: marker,
-                                db: Arc::from(schema.id.namespace.as_str()),
-                                table: Some(Arc::from(schema.id.table.as_str())),
-                                server_id,
-                                gtid: None,
-                                file: here.file.clone(),
-                                pos: here.pos,
-                                row: 0,
-                            })
-                        });
+                        let rows =
+                            stream
+                                .backfill
+                                .complete(waiting.chunk, &at, |schema, marker| {
+                                    SourceInfo::Mysql(MysqlSourceInfo {
+                                        ts_ms: headwater_contract::backfill::now_ms(),
+                                        snapshot: marker,
+                                        db: Arc::from(schema.id.namespace.as_str()),
+                                        table: Some(Arc::from(schema.id.table.as_str())),
+                                        server_id,
+                                        gtid: None,
+                                        file: here.file.clone(),
+                                        pos: here.pos,
+                                        row: 0,
+                                    })
+                                });
                         batch.extend(rows);
                     }
                 }
@@ -811,4 +815,3 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
-

@@ -299,7 +299,7 @@ pub(crate) fn column_layout(
     set_labels: &mut dyn Iterator<Item = Vec<String>>,
 ) -> Result<(ColumnDecoder, FieldType, String), ConnectorError> {
     let meta_byte = |i: usize| meta.get(i).copied().unwrap_or(0);
-        use ColumnType as T;
+    use ColumnType as T;
     let u = |s: &str| {
         if is_unsigned {
             format!("{s} unsigned")

@@ -9,5 +9,5 @@ pub mod catalog;
 pub mod source;
 pub mod stream;
 pub use source::PostgresSource;
-pub mod tls;
 pub mod snapshot;
+pub mod tls;

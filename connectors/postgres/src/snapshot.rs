@@ -17,7 +17,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 pub const WATERMARK_PREFIX: &str = "headwater.watermark";
 
 /// Text formats pinned like the walsender's (see `SESSION_OPTIONS` in source.rs).
-const SESSION: &str = "SET timezone = 'UTC'; SET datestyle = 'ISO'; SET intervalstyle = 'iso_8601'; \
+const SESSION: &str =
+    "SET timezone = 'UTC'; SET datestyle = 'ISO'; SET intervalstyle = 'iso_8601'; \
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET standard_conforming_strings = on";
 
 /// A chunk as read, before the stream gives its schema a version.

@@ -7,11 +7,11 @@ use crate::pgoutput::{self, Message};
 use crate::protocol::{
     ConnectParams, ProtocolError, ReplicationConnection, ServerError, StreamMessage,
 };
+use crate::snapshot::{ChunkOutcome, ChunkReader, WATERMARK_PREFIX};
 use crate::stream::{PgReader, RelationInfo, Step};
 use async_trait::async_trait;
-use headwater_contract::schema_history::SchemaHistory;
-use crate::snapshot::{ChunkOutcome, ChunkReader, WATERMARK_PREFIX};
 use headwater_contract::backfill::Chunk;
+use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
     redact_url, BackfillKind, BackfillRequest, BackfillState, Backfiller, ConnectorError,
     DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem, SnapshotMode,
@@ -454,7 +454,9 @@ impl PostgresSource {
         let tables = self.chunk_reader().await?.tables(&self.filter).await?;
         let mut backfill = Backfiller::new(previous, self.config.snapshot_chunk_size);
         backfill.enqueue(requests(tables, BackfillKind::Recovery));
-        let mut first = vec![SourceEvent::Progress(Position::Postgres(PgPosition::at(lsn, 0)))];
+        let mut first = vec![SourceEvent::Progress(Position::Postgres(PgPosition::at(
+            lsn, 0,
+        )))];
         backfill.observe(&mut first);
         if events.send(first).await.is_err() {
             return Ok(());
@@ -497,7 +499,10 @@ impl PostgresSource {
         let slot = catalog::slot_state(&client, &url, &self.config.slot).await?;
         if resume.is_none() && self.config.snapshot != SnapshotMode::Never {
             let tables = self.chunk_reader().await?.tables(&self.filter).await?;
-            tracing::info!(tables = tables.len(), "initial snapshot: copying every captured table while streaming");
+            tracing::info!(
+                tables = tables.len(),
+                "initial snapshot: copying every captured table while streaming"
+            );
             backfill.enqueue(requests(tables, BackfillKind::Initial));
         }
         let start = match (slot, &resume) {

@@ -100,7 +100,9 @@ impl PgReader {
 
     /// The position of the change stream right now, inside or between transactions.
     pub fn position_in_transaction(&self) -> Option<PgPosition> {
-        self.txn.as_ref().map(|t| PgPosition::at(Lsn(t.final_lsn), t.records))
+        self.txn
+            .as_ref()
+            .map(|t| PgPosition::at(Lsn(t.final_lsn), t.records))
     }
 
     /// A keepalive: with no transaction open, everything before `wal_end` has been received.
