@@ -33,16 +33,19 @@ bin=$repo/target/release/headwater
 
 timed() { # timed OUTFILE COMMAND... : wall seconds and peak RSS (KiB) of the command
   local out=$1; shift
-  /usr/bin/time -f '%e %M' -o "$out" "$@"
+  if [ -n "${HEADWATER_BENCH_PERF:-}" ] && [ "$1" = "$bin" ]; then
+    set -- perf record -g -o "$out.perf" "$@"  # a CPU profile instead of a clean timing
+  fi
+  /usr/bin/time -f '%e %M %P' -o "$out" "$@"
 }
 
 report() { # report NAME NATIVE_LABEL NATIVE_TIMEFILE HEADWATER_TIMEFILE
-  local ref_s ref_kb hw_s hw_kb
-  read -r ref_s ref_kb <"$3"
-  read -r hw_s hw_kb <"$4"
-  awk -v rows="$rows" -v ref="$ref_s" -v hw="$hw_s" -v hwkb="$hw_kb" -v name="$1" -v label="$2" 'BEGIN {
+  local ref_s ref_kb ref_cpu hw_s hw_kb hw_cpu
+  read -r ref_s ref_kb ref_cpu <"$3"
+  read -r hw_s hw_kb hw_cpu <"$4"
+  awk -v rows="$rows" -v ref="$ref_s" -v hw="$hw_s" -v hwkb="$hw_kb" -v hwcpu="$hw_cpu" -v name="$1" -v label="$2" 'BEGIN {
     printf "%-10s %-28s: %8.2f s  %10.0f rows/s\n", name, label, ref, rows / ref
-    printf "%-10s %-28s: %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", name, "headwater snapshot -> lake", hw, rows / hw, hwkb / 1024
+    printf "%-10s %-28s: %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB  CPU %s\n", name, "headwater snapshot -> lake", hw, rows / hw, hwkb / 1024, hwcpu
     printf "%-10s ratio headwater/native (rows/s): %.2f\n", name, ref / hw
   }'
 }
@@ -89,7 +92,7 @@ commit_interval = "10s"
 [state]
 path = "$work/state-mariadb"
 TOML
-  HEADWATER_LOG=warn timed "$work/mariadb-hw.time" "$bin" run --catch-up --config "$work/mariadb.toml"
+  HEADWATER_LOG=${HEADWATER_BENCH_LOG:-warn} timed "$work/mariadb-hw.time" "$bin" run --catch-up --config "$work/mariadb.toml"
   kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; load_pid=
   landed=$(copied "$work/lake-mariadb")
   [ "$landed" -ge "$rows" ] || { echo "only $landed of $rows records landed" >&2; exit 1; }
@@ -106,8 +109,8 @@ bench_postgres() {
     GRANT SELECT ON items TO headwater;
     INSERT INTO items SELECT g, 'SKU-' || g, 'item number ' || g, (g % 100000) / 100.0, g % 1000, g / 7.0,
       timestamp '2024-01-01' + g * interval '1 second', timestamptz '2024-06-01 00:00:00+00' + g * interval '1 microsecond',
-      g % 2 = 0, CASE WHEN g % 10 = 0 THEN NULL ELSE 'a short note' END FROM generate_series(1, $rows) g;
-    VACUUM ANALYZE items;" >/dev/null
+      g % 2 = 0, CASE WHEN g % 10 = 0 THEN NULL ELSE 'a short note' END FROM generate_series(1, $rows) g;" >/dev/null
+  sql -c "VACUUM ANALYZE items" >/dev/null
   ( while true; do
       sql -c "$(for _ in $(seq 50); do echo "UPDATE items SET qty = qty + 1 WHERE id = $((RANDOM * 32768 % rows + 1));"; done)" >/dev/null || true
     done ) &
@@ -130,7 +133,7 @@ commit_interval = "10s"
 [state]
 path = "$work/state-postgres"
 TOML
-  HEADWATER_LOG=warn timed "$work/postgres-hw.time" "$bin" run --catch-up --config "$work/postgres.toml"
+  HEADWATER_LOG=${HEADWATER_BENCH_LOG:-warn} timed "$work/postgres-hw.time" "$bin" run --catch-up --config "$work/postgres.toml"
   kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; load_pid=
   landed=$(copied "$work/lake-postgres")
   [ "$landed" -ge "$rows" ] || { echo "only $landed of $rows records landed" >&2; exit 1; }

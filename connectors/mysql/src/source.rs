@@ -693,18 +693,6 @@ impl MysqlSource {
         let mut reached_stop = false;
         stream.backfill.accept(&stream.context.backfills);
         loop {
-            if task.is_none() && ready.is_none() {
-                if let Some(request) = stream.backfill.next_chunk() {
-                    let mut reader = match idle_reader.take() {
-                        Some(reader) => reader,
-                        None => self.chunk_reader().await?,
-                    };
-                    task = Some(AbortOnDrop(tokio::spawn(async move {
-                        let outcome = reader.read(&request).await;
-                        (reader, outcome)
-                    })));
-                }
-            }
             tokio::select! {
                 next = tokio::time::timeout(silence, binlog.next()) => {
                     let event: Event = match next {
@@ -774,12 +762,13 @@ impl MysqlSource {
                     if let Some(waiting) = ready.take() {
                         let at = Position::Mysql(here.clone());
                         let server_id = self.config.server_id;
+                        let copied_at = headwater_contract::backfill::now_ms();
                         let rows =
                             stream
                                 .backfill
                                 .complete(waiting.chunk, &at, |schema, marker| {
                                     SourceInfo::Mysql(MysqlSourceInfo {
-                                        ts_ms: headwater_contract::backfill::now_ms(),
+                                        ts_ms: copied_at,
                                         snapshot: marker,
                                         db: Arc::from(schema.id.namespace.as_str()),
                                         table: Some(Arc::from(schema.id.table.as_str())),
@@ -792,6 +781,19 @@ impl MysqlSource {
                                 });
                         batch.extend(rows);
                     }
+                }
+            }
+            // The next chunk is read while this batch goes down the pipeline.
+            if task.is_none() && ready.is_none() {
+                if let Some(request) = stream.backfill.next_chunk() {
+                    let mut reader = match idle_reader.take() {
+                        Some(reader) => reader,
+                        None => self.chunk_reader().await?,
+                    };
+                    task = Some(AbortOnDrop(tokio::spawn(async move {
+                        let outcome = reader.read(&request).await;
+                        (reader, outcome)
+                    })));
                 }
             }
             if !batch.is_empty() {

@@ -7,11 +7,13 @@ use crate::catalog::{self, sql_error};
 use crate::config::UnknownTypes;
 use crate::pgoutput::{Relation, RelationColumn};
 use crate::types::PgType;
+use futures_util::StreamExt;
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::backfill::{ChunkRequest, ChunkRow, KeyPart};
 use headwater_contract::{ConnectorError, TableFilter, TableId, TableSchema};
+use std::borrow::Cow;
 use std::sync::Arc;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// The prefix of watermark messages; their content names the slot and the chunk.
 pub const WATERMARK_PREFIX: &str = "headwater.watermark";
@@ -44,14 +46,103 @@ pub struct ChunkReader {
     slot: String,
     unknown: UnknownTypes,
     chunks: u64,
+    /// The last table described, with the catalog fingerprint it was described at.
+    described: Option<(TableId, String, Described)>,
 }
 
+#[derive(Clone)]
 struct Described {
     schema: TableSchema,
     types: Vec<PgType>,
     /// `format_type` of each column, for casting saved key values back.
     type_names: Vec<String>,
     oid: u32,
+}
+
+/// Turns one line of COPY text output into an encoded chunk row.
+struct RowConverter<'a> {
+    table: &'a TableId,
+    schema: &'a TableSchema,
+    types: &'a [PgType],
+    keys: &'a [usize],
+}
+
+impl RowConverter<'_> {
+    fn convert(&self, line: &[u8]) -> Result<ChunkRow, ConnectorError> {
+        let bad = |what: String| {
+            ConnectorError::definite(format!(
+                "table {}: {what} in the COPY output; report this",
+                self.table
+            ))
+        };
+        let mut fields = Vec::with_capacity(self.types.len());
+        for field in line.split(|b| *b == b'\t') {
+            fields.push(copy_field(field).map_err(|e| bad(e.to_string()))?);
+        }
+        if fields.len() != self.types.len() {
+            return Err(bad(format!(
+                "a row of {} columns where the table has {}",
+                fields.len(),
+                self.types.len()
+            )));
+        }
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(fields.len() + 1);
+        for (index, (field, pg_type)) in fields.iter().zip(self.types).enumerate() {
+            values.push(match field {
+                None => Value::Null,
+                Some(text) => pg_type.parse(text).map_err(|e| {
+                    ConnectorError::definite(format!(
+                        "table {}, column {}: {e}; report this with the column's type",
+                        self.table, self.schema.columns[index].name
+                    ))
+                })?,
+            });
+        }
+        // the synthetic unchanged-TOAST column: a copy has every value
+        values.push(Value::Null);
+        let resume_key = self
+            .keys
+            .iter()
+            .map(|&i| KeyPart::Text(fields[i].as_deref().unwrap_or_default().to_string()))
+            .collect();
+        Ok(ChunkRow {
+            key: RowEncoder::key_bytes(self.schema, &values)?.unwrap_or_default(),
+            after: RowEncoder::row_bytes(self.schema, &values)?,
+            resume_key,
+        })
+    }
+}
+
+/// One field of COPY's text format: `\N` is NULL; backslash escapes are undone.
+fn copy_field(raw: &[u8]) -> Result<Option<Cow<'_, str>>, std::str::Utf8Error> {
+    if raw == b"\\N" {
+        return Ok(None);
+    }
+    if !raw.contains(&b'\\') {
+        return Ok(Some(Cow::Borrowed(std::str::from_utf8(raw)?)));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'b') => out.push(0x08),
+            Some(b'f') => out.push(0x0c),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'v') => out.push(0x0b),
+            Some(&other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(text) => Ok(Some(Cow::Owned(text))),
+        Err(err) => Err(err.utf8_error()),
+    }
 }
 
 fn quote_ident(name: &str) -> String {
@@ -80,6 +171,7 @@ impl ChunkReader {
             slot: slot.to_string(),
             unknown,
             chunks: 0,
+            described: None,
         })
     }
 
@@ -90,6 +182,40 @@ impl ChunkReader {
             .into_iter()
             .map(|(namespace, table, _, _)| TableId { namespace, table })
             .collect())
+    }
+
+    /// The table's description, read again only when its columns or keys changed (one query
+    /// per chunk instead of several).
+    async fn describe_cached(
+        &mut self,
+        table: &TableId,
+    ) -> Result<Option<Described>, ConnectorError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT concat_ws('/', c.oid, c.relreplident::text,
+                        (SELECT string_agg(a.attname || ' ' || a.atttypid || ' ' || a.atttypmod || ' ' || a.attgenerated::text, ',' ORDER BY a.attnum)
+                         FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                        (SELECT string_agg(i.indkey::text || ' ' || i.indisprimary || ' ' || i.indisreplident, ';' ORDER BY i.indexrelid)
+                         FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)))
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[&table.namespace, &table.table],
+            )
+            .await
+            .map_err(|e| sql_error("checking the table's columns", &self.url, e))?;
+        let Some(row) = row else {
+            self.described = None;
+            return Ok(None);
+        };
+        let fingerprint: String = row.get(0);
+        if let Some((cached_table, cached_fingerprint, described)) = &self.described {
+            if cached_table == table && *cached_fingerprint == fingerprint {
+                return Ok(Some(described.clone()));
+            }
+        }
+        let described = self.describe(table).await?;
+        self.described = described.clone().map(|d| (table.clone(), fingerprint, d));
+        Ok(described)
     }
 
     async fn describe(&self, table: &TableId) -> Result<Option<Described>, ConnectorError> {
@@ -186,7 +312,7 @@ impl ChunkReader {
     /// Reads the chunk `request` asks for, then writes its high watermark into the WAL.
     pub async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
         let table = &request.table;
-        let Some(described) = self.describe(table).await? else {
+        let Some(described) = self.describe_cached(table).await? else {
             return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
         };
         let Described {
@@ -267,42 +393,38 @@ impl ChunkReader {
             key_names.join(", "),
             request.limit
         );
-        let messages = self
+        // COPY streams the rows as the server produces them, so they are parsed while the
+        // server is still reading; the text is the same output functions' as pgoutput's.
+        let copy = format!("COPY ({sql}) TO STDOUT");
+        let stream = self
             .client
-            .simple_query(&sql)
+            .copy_out(&copy)
             .await
             .map_err(|e| sql_error("reading a snapshot chunk", &self.url, e))?;
+        let mut stream = std::pin::pin!(stream);
         let mut rows = Vec::with_capacity(request.limit.min(100_000));
-        let mut values: Vec<Value<'_>> = Vec::with_capacity(data_columns + 1);
-        for message in &messages {
-            let SimpleQueryMessage::Row(row) = message else {
-                continue;
-            };
-            values.clear();
-            for (index, pg_type) in types.iter().enumerate() {
-                values.push(match row.get(index) {
-                    None => Value::Null,
-                    Some(text) => pg_type.parse(text).map_err(|e| {
-                        ConnectorError::definite(format!(
-                            "table {table}, column {}: {e}; report this with the column's type",
-                            schema.columns[index].name
-                        ))
-                    })?,
-                });
+        let mut partial: Vec<u8> = Vec::new();
+        let converter = RowConverter {
+            table,
+            schema: &schema,
+            types: &types,
+            keys: &keys,
+        };
+        while let Some(data) = stream.next().await {
+            let data = data.map_err(|e| sql_error("reading a snapshot chunk", &self.url, e))?;
+            let mut start = 0;
+            while let Some(end) = data[start..].iter().position(|b| *b == b'\n') {
+                let line_end = start + end;
+                if partial.is_empty() {
+                    rows.push(converter.convert(&data[start..line_end])?);
+                } else {
+                    partial.extend_from_slice(&data[start..line_end]);
+                    let line = std::mem::take(&mut partial);
+                    rows.push(converter.convert(&line)?);
+                }
+                start = line_end + 1;
             }
-            // the synthetic unchanged-TOAST column: a copy has every value
-            values.push(Value::Null);
-            let resume_key = keys
-                .iter()
-                .map(|&i| KeyPart::Text(row.get(i).unwrap_or_default().to_string()))
-                .collect();
-            let key = RowEncoder::key_bytes(&schema, &values)?.unwrap_or_default();
-            let after = RowEncoder::row_bytes(&schema, &values)?;
-            rows.push(ChunkRow {
-                key,
-                after,
-                resume_key,
-            });
+            partial.extend_from_slice(&data[start..]);
         }
         let exhausted = rows.len() < request.limit;
         self.chunks += 1;
@@ -321,5 +443,21 @@ impl ChunkReader {
             rows_estimate,
             watermark,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_field;
+
+    #[test]
+    fn copy_text_fields_are_unescaped() {
+        assert_eq!(copy_field(b"\\N").unwrap(), None);
+        assert_eq!(copy_field(b"plain").unwrap().as_deref(), Some("plain"));
+        assert_eq!(
+            copy_field(b"a\\tb\\nc\\\\d").unwrap().as_deref(),
+            Some("a\tb\nc\\d")
+        );
+        assert_eq!(copy_field(b"\\\\N").unwrap().as_deref(), Some("\\N"));
     }
 }

@@ -601,23 +601,9 @@ impl PostgresSource {
         let mut watermark_seen: Option<String> = None;
         let mut reached_stop = false;
         let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
+        let mut requested_at = Instant::now();
         backfill.accept(&context.backfills);
         let result = loop {
-            if task.is_none() && ready.is_none() {
-                if let Some(request) = backfill.next_chunk() {
-                    let mut chunk_reader = match idle_reader.take() {
-                        Some(r) => r,
-                        None => match self.chunk_reader().await {
-                            Ok(r) => r,
-                            Err(err) => break Err(err),
-                        },
-                    };
-                    task = Some(ChunkTaskGuard(tokio::spawn(async move {
-                        let outcome = chunk_reader.read(&request).await;
-                        (chunk_reader, outcome)
-                    })));
-                }
-            }
             let deadline = tokio::time::Instant::from_std(next_status);
             let wake = tokio::select! {
                 message = tokio::time::timeout_at(deadline, conn.next()) => Wake::Stream(message),
@@ -636,6 +622,7 @@ impl PostgresSource {
                                 Ok(version) => version,
                                 Err(err) => break Err(err),
                             };
+                            tracing::debug!(rows = raw.rows.len(), read_ms = requested_at.elapsed().as_millis() as u64, "snapshot chunk read");
                             ready = Some(ReadyChunk {
                                 chunk: Chunk {
                                     schema: Arc::new(schema),
@@ -768,9 +755,10 @@ impl PostgresSource {
                     let lsn = here.lsn.0 as i64;
                     let database: Arc<str> = Arc::from(self.params.database.as_str());
                     if let Some(waiting) = ready.take() {
+                        let copied_at = headwater_contract::backfill::now_ms();
                         let rows = backfill.complete(waiting.chunk, &at, |schema, marker| {
                             SourceInfo::Postgres(PgSourceInfo {
-                                ts_ms: headwater_contract::backfill::now_ms(),
+                                ts_ms: copied_at,
                                 snapshot: marker,
                                 db: database.clone(),
                                 schema: Arc::from(schema.id.namespace.as_str()),
@@ -781,6 +769,23 @@ impl PostgresSource {
                         });
                         batch.extend(rows);
                     }
+                }
+            }
+            // The next chunk is read while this batch goes down the pipeline.
+            if task.is_none() && ready.is_none() {
+                if let Some(request) = backfill.next_chunk() {
+                    let mut chunk_reader = match idle_reader.take() {
+                        Some(r) => r,
+                        None => match self.chunk_reader().await {
+                            Ok(r) => r,
+                            Err(err) => break Err(err),
+                        },
+                    };
+                    requested_at = Instant::now();
+                    task = Some(ChunkTaskGuard(tokio::spawn(async move {
+                        let outcome = chunk_reader.read(&request).await;
+                        (chunk_reader, outcome)
+                    })));
                 }
             }
             let finished = reached_stop && !backfill.is_active();
