@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: the snapshot of a 10-column table (default 5,000,000 rows) into the lake, against
 # the database's own export of the same table, in the same run and each under the same write
-# load (a client updating random rows throughout):
+# load (one session committing single-row updates of random rows, about 1,000 a second, for the
+# whole run; the script prints the rate it reached):
 #   MariaDB:    mariadb-dump --tab (the server writes the table as a tab-separated file)
 #   PostgreSQL: COPY items TO STDOUT, received by psql into a file
 # Prints rows/s for both, the ratio, and Headwater's peak RSS.
@@ -68,11 +69,16 @@ bench_mariadb() {
       '2024-01-01 00:00:00' + INTERVAL seq SECOND, '2024-06-01 00:00:00' + INTERVAL seq MICROSECOND, seq % 2,
       IF(seq % 10 = 0, NULL, 'a short note') FROM bench.seq_${low}_to_${high}"
   done
-  # the write load: batches of random single-row updates, all the time
-  ( while true; do
-      sql -e "$(for _ in $(seq 50); do echo "UPDATE bench.items SET qty = qty + 1 WHERE id = $((RANDOM * 32768 % rows + 1));"; done)" || true
-    done ) &
+  # the write load: one session, one committed single-row update per millisecond or so
+  sql <<SQL
+DELIMITER //
+CREATE PROCEDURE bench.write_load() BEGIN DECLARE k BIGINT; LOOP
+  SET k = 1 + FLOOR(RAND() * $rows); UPDATE bench.items SET qty = qty + 1 WHERE id = k; DO SLEEP(0.001); END LOOP; END //
+DELIMITER ;
+SQL
+  sql -e "CALL bench.write_load()" 2>/dev/null &
   load_pid=$!
+  load_start=$(date +%s.%N)
   mkdir -p "$work/tab" && chmod 777 "$work/tab"
   timed "$work/mariadb-native.time" mariadb-dump --no-defaults -uroot --socket="$HEADWATER_SERVICES_DIR/mariadb/sock" \
     --tab="$work/tab" bench items
@@ -93,6 +99,11 @@ commit_interval = "10s"
 path = "$work/state-mariadb"
 TOML
   HEADWATER_LOG=${HEADWATER_BENCH_LOG:-warn} timed "$work/mariadb-hw.time" "$bin" run --catch-up --config "$work/mariadb.toml"
+  updates=$(sql -N -e "SELECT SUM(qty) - SUM(id % 1000) FROM bench.items")
+  awk -v n="$updates" -v s="$load_start" -v e="$(date +%s.%N)" 'BEGIN { printf "mariadb    write load: %.0f updates/s during the run\n", n / (e - s) }'
+  for id in $(sql -N -e "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'CALL bench.write_load%'"); do
+    sql -e "KILL $id" 2>/dev/null || true
+  done
   kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; load_pid=
   landed=$(copied "$work/lake-mariadb")
   [ "$landed" -ge "$rows" ] || { echo "only $landed of $rows records landed" >&2; exit 1; }
@@ -111,10 +122,12 @@ bench_postgres() {
       timestamp '2024-01-01' + g * interval '1 second', timestamptz '2024-06-01 00:00:00+00' + g * interval '1 microsecond',
       g % 2 = 0, CASE WHEN g % 10 = 0 THEN NULL ELSE 'a short note' END FROM generate_series(1, $rows) g;" >/dev/null
   sql -c "VACUUM ANALYZE items" >/dev/null
-  ( while true; do
-      sql -c "$(for _ in $(seq 50); do echo "UPDATE items SET qty = qty + 1 WHERE id = $((RANDOM * 32768 % rows + 1));"; done)" >/dev/null || true
-    done ) &
+  # the write load: one session, one committed single-row update per millisecond or so
+  sql -c "DO \$\$ DECLARE k bigint; BEGIN LOOP
+      k := 1 + floor(random() * $rows)::bigint; UPDATE items SET qty = qty + 1 WHERE id = k; COMMIT; PERFORM pg_sleep(0.001);
+    END LOOP; END \$\$" 2>/dev/null &
   load_pid=$!
+  load_start=$(date +%s.%N)
   timed "$work/postgres-native.time" sh -c "PGPASSWORD=postgres psql -q -h 127.0.0.1 -p $HEADWATER_POSTGRES_PORT -U postgres -d postgres -c 'COPY items TO STDOUT' >'$work/items.copy'"
   cat >"$work/postgres.toml" <<TOML
 [source]
@@ -134,6 +147,9 @@ commit_interval = "10s"
 path = "$work/state-postgres"
 TOML
   HEADWATER_LOG=${HEADWATER_BENCH_LOG:-warn} timed "$work/postgres-hw.time" "$bin" run --catch-up --config "$work/postgres.toml"
+  updates=$(sql -tA -c "SELECT sum(qty) - sum(id % 1000) FROM items")
+  awk -v n="$updates" -v s="$load_start" -v e="$(date +%s.%N)" 'BEGIN { printf "postgres   write load: %.0f updates/s during the run\n", n / (e - s) }'
+  sql -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'DO %write%' OR query LIKE 'DO \$\$ DECLARE k%'" >/dev/null 2>&1 || true
   kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; load_pid=
   landed=$(copied "$work/lake-postgres")
   [ "$landed" -ge "$rows" ] || { echo "only $landed of $rows records landed" >&2; exit 1; }

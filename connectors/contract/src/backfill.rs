@@ -273,12 +273,33 @@ struct Window {
     table: TableId,
     changed: HashSet<Vec<u8>>,
     aborted: Option<String>,
+    /// Set once the chunk's read has come back: where it ended.
+    read: Option<ReadEnd>,
 }
 
-/// The stream side of snapshots: the queue, the open chunk window, and the rows to emit.
+struct ReadEnd {
+    last_key: Option<Vec<KeyPart>>,
+    exhausted: bool,
+}
+
+/// Chunks whose windows may be open at once: the next chunk is read while the stream waits
+/// for the previous one's watermark.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// What became of a chunk handed to [`Backfiller::complete`].
+#[derive(Debug)]
+pub enum Completed {
+    /// Its rows (and a progress event) to send on.
+    Emitted(Vec<SourceEvent>),
+    /// It was discarded (its table's schema changed or it was truncated inside the window),
+    /// and so were the chunks read after it: drop them; they are read again.
+    Discarded,
+}
+
+/// The stream side of snapshots: the queue, the open chunk windows, and the rows to emit.
 pub struct Backfiller {
     state: Option<Arc<BackfillState>>,
-    window: Option<Window>,
+    windows: std::collections::VecDeque<Window>,
     chunk_size: usize,
     last_log: Instant,
     rows_at_last_log: u64,
@@ -292,7 +313,7 @@ impl Backfiller {
         let rows = resumed.as_ref().map_or(0, |s| s.rows_emitted);
         Backfiller {
             state: resumed,
-            window: None,
+            windows: std::collections::VecDeque::new(),
             chunk_size: chunk_size.max(1),
             last_log: Instant::now(),
             rows_at_last_log: rows,
@@ -308,13 +329,9 @@ impl Backfiller {
         self.state.as_ref().is_some_and(|s| s.is_active())
     }
 
-    pub fn window_open(&self) -> bool {
-        self.window.is_some()
-    }
-
-    /// The table whose chunk is being read, if any.
-    pub fn window_table(&self) -> Option<&TableId> {
-        self.window.as_ref().map(|w| &w.table)
+    /// Chunks asked for and not yet emitted or discarded.
+    pub fn chunks_in_flight(&self) -> usize {
+        self.windows.len()
     }
 
     fn edit(&mut self) -> &mut BackfillState {
@@ -361,7 +378,7 @@ impl Backfiller {
 
     /// Drops the table being copied (it has no key, or it is gone), saying why.
     pub fn skip_current(&mut self, why: &str) {
-        self.window = None;
+        self.windows.clear();
         let state = self.edit();
         if let Some(current) = &state.current {
             tracing::warn!(table = %current.request.table, "backfill skipped: {why}");
@@ -369,31 +386,54 @@ impl Backfiller {
         Self::advance(state);
     }
 
-    /// Opens the window for the next chunk, when a table is pending and no chunk is open.
+    /// Opens the window for the next chunk, when a table is pending, fewer than
+    /// `CHUNKS_IN_FLIGHT` chunks are open and the previous one's read has come back (the next
+    /// chunk starts after its last key).
     pub fn next_chunk(&mut self) -> Option<ChunkRequest> {
-        if self.window.is_some() {
+        if self.windows.len() >= CHUNKS_IN_FLIGHT {
             return None;
         }
         let current = self.state.as_ref()?.current.as_ref()?;
+        let after = match self.windows.back() {
+            None => current.after.clone(),
+            Some(previous) => match &previous.read {
+                Some(end) if !end.exhausted && previous.aborted.is_none() => end.last_key.clone(),
+                _ => return None,
+            },
+        };
         let request = ChunkRequest {
             table: current.request.table.clone(),
-            after: current.after.clone(),
+            after,
             condition: current.request.condition.clone(),
             limit: self.chunk_size,
-            estimate_rows: current.rows_done == 0 && current.rows_estimate.is_none(),
+            estimate_rows: self.windows.is_empty()
+                && current.rows_done == 0
+                && current.rows_estimate.is_none(),
         };
-        self.window = Some(Window {
+        self.windows.push_back(Window {
             table: request.table.clone(),
             changed: HashSet::new(),
             aborted: None,
+            read: None,
         });
         Some(request)
+    }
+
+    /// A chunk's read came back (reads come back in the order they were asked for), ending at
+    /// `last_key`; `exhausted` when it was the table's last.
+    pub fn chunk_read(&mut self, last_key: Option<Vec<KeyPart>>, exhausted: bool) {
+        if let Some(window) = self.windows.iter_mut().find(|w| w.read.is_none()) {
+            window.read = Some(ReadEnd {
+                last_key,
+                exhausted,
+            });
+        }
     }
 
     /// Passes the stream's events: notes keys of the window's table that changed, abandons the
     /// chunk on a schema change or truncation of it, and stamps positions with the state.
     pub fn observe(&mut self, events: &mut [SourceEvent]) {
-        if let Some(window) = &mut self.window {
+        for window in self.windows.iter_mut() {
             for event in events.iter() {
                 match event {
                     SourceEvent::Change(change) if change.table.id == window.table => {
@@ -428,23 +468,26 @@ impl Backfiller {
         }
     }
 
-    /// The chunk has been read and the stream has reached its high watermark at `at`: returns
-    /// the rows to emit there (and a progress event with the new state), and closes the window.
+    /// The oldest chunk in flight has been read and the stream has reached its high watermark
+    /// at `at`: returns the rows to emit there (and a progress event with the new state), and
+    /// closes its window.
     pub fn complete(
         &mut self,
         chunk: Chunk,
         at: &Position,
         source: impl Fn(&TableSchema, SnapshotMarker) -> SourceInfo,
-    ) -> Vec<SourceEvent> {
-        let Some(window) = self.window.take() else {
-            return Vec::new();
+    ) -> Completed {
+        let Some(window) = self.windows.pop_front() else {
+            return Completed::Discarded;
         };
         if let Some(why) = window.aborted {
             tracing::info!(table = %window.table, "chunk discarded and read again: {why}");
-            return Vec::new();
+            self.windows.clear();
+            return Completed::Discarded;
         }
         let Some(mut state) = self.state.take() else {
-            return Vec::new();
+            self.windows.clear();
+            return Completed::Discarded;
         };
         let valid = {
             let edit = Arc::make_mut(&mut state);
@@ -463,23 +506,52 @@ impl Backfiller {
         };
         let Some((kind, last_table)) = valid else {
             self.state = Some(state);
-            return Vec::new();
+            self.windows.clear();
+            return Completed::Discarded;
         };
         let mut out = Vec::with_capacity(chunk.rows.len() + 1);
+        // Each row's position names its own key, so the lake's exactly-once holds for copied
+        // rows; a state per row is one small allocation (the request and queue are shared).
+        let (request, queued, last_request_id, rows_estimate, started_at_ms) = {
+            let current = state.current.as_ref();
+            (
+                current.map(|c| Arc::clone(&c.request)),
+                Arc::clone(&state.queued),
+                state.last_request_id,
+                current.and_then(|c| c.rows_estimate),
+                current.map_or(0, |c| c.started_at_ms),
+            )
+        };
+        let Some(request) = request else {
+            self.state = Some(state);
+            self.windows.clear();
+            return Completed::Discarded;
+        };
+        let mut rows_done = state.current.as_ref().map_or(0, |c| c.rows_done);
+        let mut rows_emitted = state.rows_emitted;
+        // the key of dropped rows after the last emitted one, which the state must still pass
+        let mut trailing: Option<Vec<KeyPart>> = None;
         let total = chunk.rows.len();
         for (index, row) in chunk.rows.into_iter().enumerate() {
-            let keep = !window.changed.contains(&row.key);
-            let edit = Arc::make_mut(&mut state);
-            if let Some(current) = edit.current.as_mut() {
-                current.after = Some(row.resume_key);
-                if keep {
-                    current.rows_done += 1;
-                }
-            }
-            if !keep {
+            if window.changed.contains(&row.key) {
+                trailing = Some(row.resume_key);
                 continue;
             }
-            edit.rows_emitted += 1;
+            trailing = None;
+            rows_done += 1;
+            rows_emitted += 1;
+            state = Arc::new(BackfillState {
+                current: Some(TableProgress {
+                    request: Arc::clone(&request),
+                    after: Some(row.resume_key),
+                    rows_done,
+                    rows_estimate,
+                    started_at_ms,
+                }),
+                queued: Arc::clone(&queued),
+                last_request_id,
+                rows_emitted,
+            });
             let marker = if chunk.exhausted && last_table && index + 1 == total {
                 match kind.marker() {
                     SnapshotMarker::True => SnapshotMarker::Last,
@@ -501,6 +573,11 @@ impl Backfiller {
                 position,
             }));
         }
+        if let Some(after) = trailing {
+            if let Some(current) = Arc::make_mut(&mut state).current.as_mut() {
+                current.after = Some(after);
+            }
+        }
         if chunk.exhausted {
             let edit = Arc::make_mut(&mut state);
             if let Some(done) = &edit.current {
@@ -516,13 +593,17 @@ impl Backfiller {
         position.set_backfill(Some(Arc::clone(&state)));
         out.push(SourceEvent::Progress(position));
         self.state = Some(state);
+        if chunk.exhausted {
+            // chunks read past the end of a finished table belong to no table now
+            self.windows.clear();
+        }
         self.log_progress();
-        out
+        Completed::Emitted(out)
     }
 
-    /// Abandons an open chunk (the source reconnects or stops); it is read again later.
-    pub fn abandon_window(&mut self) {
-        self.window = None;
+    /// Abandons the open chunks (the source reconnects or stops); they are read again later.
+    pub fn abandon_chunks(&mut self) {
+        self.windows.clear();
     }
 
     fn log_progress(&mut self) {
@@ -636,7 +717,13 @@ mod tests {
             rows_estimate: Some(5),
         };
         let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
-        let out = backfill.complete(chunk, &at, source);
+        backfill.chunk_read(
+            chunk.rows.last().map(|r| r.resume_key.clone()),
+            chunk.exhausted,
+        );
+        let Completed::Emitted(out) = backfill.complete(chunk, &at, source) else {
+            panic!("emitted")
+        };
         let keys: Vec<u8> = out
             .iter()
             .filter_map(|e| match e {
@@ -660,7 +747,9 @@ mod tests {
             exhausted: true,
             rows_estimate: None,
         };
-        let out = backfill.complete(chunk, &at, source);
+        let Completed::Emitted(out) = backfill.complete(chunk, &at, source) else {
+            panic!("emitted")
+        };
         let SourceEvent::Change(last_row) = &out[0] else {
             panic!()
         };
@@ -690,10 +779,107 @@ mod tests {
             rows_estimate: None,
         };
         let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
-        assert!(backfill.complete(chunk, &at, source).is_empty());
+        assert!(matches!(
+            backfill.complete(chunk, &at, source),
+            Completed::Discarded
+        ));
         assert!(backfill.is_active(), "the table is read again");
         let again = backfill.next_chunk().unwrap();
         assert!(again.after.is_none());
+    }
+
+    #[test]
+    fn the_next_chunk_is_read_while_the_previous_waits_for_its_watermark() {
+        let mut backfill = Backfiller::new(None, 2);
+        backfill.enqueue(vec![request(1)]);
+        backfill.next_chunk().unwrap();
+        assert!(
+            backfill.next_chunk().is_none(),
+            "the first read has not come back"
+        );
+        let first = Chunk {
+            schema: schema(),
+            rows: vec![row(1), row(2)],
+            exhausted: false,
+            rows_estimate: None,
+        };
+        backfill.chunk_read(
+            first.rows.last().map(|r| r.resume_key.clone()),
+            first.exhausted,
+        );
+        let second = backfill.next_chunk().expect("read ahead");
+        assert_eq!(second.after, Some(vec![KeyPart::Text("2".into())]));
+        assert!(
+            backfill.next_chunk().is_none(),
+            "two chunks in flight at most"
+        );
+        // a change to key 3 lands in the second window only: the first emits both rows
+        backfill.observe(&mut [change(3)]);
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        let Completed::Emitted(out) = backfill.complete(first, &at, source) else {
+            panic!("emitted")
+        };
+        assert_eq!(out.len(), 3);
+        let second_chunk = Chunk {
+            schema: schema(),
+            rows: vec![row(3), row(4)],
+            exhausted: true,
+            rows_estimate: None,
+        };
+        backfill.chunk_read(
+            second_chunk.rows.last().map(|r| r.resume_key.clone()),
+            second_chunk.exhausted,
+        );
+        let Completed::Emitted(out) = backfill.complete(second_chunk, &at, source) else {
+            panic!("emitted")
+        };
+        let keys: Vec<u8> = out
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::Change(c) => c.key.as_ref().map(|k| k[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [4],
+            "key 3 changed while the second chunk was in flight"
+        );
+        assert!(!backfill.is_active());
+    }
+
+    #[test]
+    fn a_discarded_chunk_discards_the_chunks_read_after_it() {
+        let mut backfill = Backfiller::new(None, 2);
+        backfill.enqueue(vec![request(1)]);
+        backfill.next_chunk().unwrap();
+        let first = Chunk {
+            schema: schema(),
+            rows: vec![row(1), row(2)],
+            exhausted: false,
+            rows_estimate: None,
+        };
+        backfill.chunk_read(
+            first.rows.last().map(|r| r.resume_key.clone()),
+            first.exhausted,
+        );
+        backfill.next_chunk().unwrap();
+        let SourceEvent::Change(mut truncate) = change(0) else {
+            panic!()
+        };
+        truncate.op = Op::Truncate;
+        backfill.observe(&mut [SourceEvent::Change(truncate)]);
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        assert!(matches!(
+            backfill.complete(first, &at, source),
+            Completed::Discarded
+        ));
+        assert_eq!(backfill.chunks_in_flight(), 0);
+        let again = backfill.next_chunk().unwrap();
+        assert!(
+            again.after.is_none(),
+            "read again from the last emitted key"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub mod schema;
 pub mod schema_history;
 
 pub use backfill::{
-    BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, SnapshotMode,
+    BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed,
+    SnapshotMode,
 };
 pub use connector::{
     Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source, StreamContext,

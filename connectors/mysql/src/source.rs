@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 use headwater_contract::backfill::Chunk;
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, ConnectorError, EventSender,
-    GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMode, Source,
-    SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
+    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, Completed, ConnectorError,
+    EventSender, GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMarker,
+    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -662,7 +662,7 @@ impl MysqlSource {
         reader.disconnect().await;
         let mut recovery =
             Backfiller::new(backfill.state().cloned(), self.config.snapshot_chunk_size);
-        recovery.abandon_window();
+        recovery.abandon_chunks();
         recovery.enqueue(requests(tables, BackfillKind::Recovery));
         let mut first = vec![SourceEvent::Progress(Position::Mysql(start))];
         recovery.observe(&mut first);
@@ -688,7 +688,7 @@ impl MysqlSource {
         let mut batch = Vec::new();
         let mut idle_reader: Option<ChunkReader> = None;
         let mut task: Option<AbortOnDrop> = None;
-        let mut ready: Option<ReadyChunk> = None;
+        let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
         let mut inbox_timer = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut reached_stop = false;
         stream.backfill.accept(&stream.context.backfills);
@@ -725,7 +725,7 @@ impl MysqlSource {
                     }
                     stream.backfill.observe(&mut batch);
                 }
-                joined = async { (&mut task.as_mut().expect("guarded by the condition").0).await }, if task.is_some() => {
+                joined = async { match task.as_mut() { Some(t) => (&mut t.0).await, None => std::future::pending().await } }, if task.is_some() => {
                     task = None;
                     let (reader, outcome) = joined.map_err(|e| ConnectorError::retryable(format!("the snapshot chunk task failed: {e}")))?;
                     idle_reader = Some(reader);
@@ -733,18 +733,24 @@ impl MysqlSource {
                         ChunkOutcome::Rows(raw) => {
                             let mut schema = raw.schema;
                             schema.version = stream.reader.schema_version(&schema)?;
-                            ready = Some(ReadyChunk {
-                                chunk: Chunk {
-                                    schema: Arc::new(schema),
-                                    rows: raw.rows,
-                                    exhausted: raw.exhausted,
-                                    rows_estimate: raw.rows_estimate,
-                                },
+                            let chunk = Chunk {
+                                schema: Arc::new(schema),
+                                rows: raw.rows,
+                                exhausted: raw.exhausted,
+                                rows_estimate: raw.rows_estimate,
+                            };
+                            stream.backfill.chunk_read(
+                                chunk.rows.last().map(|row| row.resume_key.clone()),
+                                chunk.exhausted,
+                            );
+                            ready.push_back(ReadyChunk {
+                                chunk,
                                 high_watermark: raw.high_watermark,
                             });
                         }
                         ChunkOutcome::Skip(why) => {
                             stream.backfill.skip_current(&why);
+                            ready.clear();
                             if let Some(here) = stream.reader.boundary() {
                                 let mut progress = vec![SourceEvent::Progress(Position::Mysql(here))];
                                 stream.backfill.observe(&mut progress);
@@ -757,34 +763,43 @@ impl MysqlSource {
                     stream.backfill.accept(&stream.context.backfills);
                 }
             }
-            if let (Some(waiting), Some(here)) = (&ready, stream.reader.boundary()) {
-                if here >= waiting.high_watermark {
-                    if let Some(waiting) = ready.take() {
-                        let at = Position::Mysql(here.clone());
-                        let server_id = self.config.server_id;
-                        let copied_at = headwater_contract::backfill::now_ms();
-                        let rows =
-                            stream
-                                .backfill
-                                .complete(waiting.chunk, &at, |schema, marker| {
-                                    SourceInfo::Mysql(MysqlSourceInfo {
-                                        ts_ms: copied_at,
-                                        snapshot: marker,
-                                        db: Arc::from(schema.id.namespace.as_str()),
-                                        table: Some(Arc::from(schema.id.table.as_str())),
-                                        server_id,
-                                        gtid: None,
-                                        file: here.file.clone(),
-                                        pos: here.pos,
-                                        row: 0,
-                                    })
-                                });
-                        batch.extend(rows);
+            // Chunks are emitted in order, each once the stream has passed its watermark.
+            while let (Some(waiting), Some(here)) = (ready.front(), stream.reader.boundary()) {
+                if here < waiting.high_watermark {
+                    break;
+                }
+                let Some(waiting) = ready.pop_front() else {
+                    break;
+                };
+                let at = Position::Mysql(here.clone());
+                let template = MysqlSourceInfo {
+                    ts_ms: headwater_contract::backfill::now_ms(),
+                    snapshot: SnapshotMarker::True,
+                    db: Arc::from(waiting.chunk.schema.id.namespace.as_str()),
+                    table: Some(Arc::from(waiting.chunk.schema.id.table.as_str())),
+                    server_id: self.config.server_id,
+                    gtid: None,
+                    file: here.file.clone(),
+                    pos: here.pos,
+                    row: 0,
+                };
+                match stream.backfill.complete(waiting.chunk, &at, |_, marker| {
+                    SourceInfo::Mysql(MysqlSourceInfo {
+                        snapshot: marker,
+                        ..template.clone()
+                    })
+                }) {
+                    Completed::Emitted(rows) => batch.extend(rows),
+                    Completed::Discarded => {
+                        // the chunks read after it are read again too
+                        ready.clear();
+                        task = None;
+                        idle_reader = None;
                     }
                 }
             }
             // The next chunk is read while this batch goes down the pipeline.
-            if task.is_none() && ready.is_none() {
+            if task.is_none() {
                 if let Some(request) = stream.backfill.next_chunk() {
                     let mut reader = match idle_reader.take() {
                         Some(reader) => reader,

@@ -104,6 +104,20 @@ impl ReplicationConnection {
     /// Connects, authenticates and waits until the server is ready. `options` become the
     /// session's settings (`-c name=value` pairs).
     pub async fn connect(params: &ConnectParams, options: &str) -> Result<Self, ProtocolError> {
+        Self::open(params, options, true).await
+    }
+
+    /// A plain SQL session (no replication), used to stream snapshot chunks with COPY without
+    /// the per-row task hand-off of a general-purpose client.
+    pub async fn connect_sql(params: &ConnectParams, options: &str) -> Result<Self, ProtocolError> {
+        Self::open(params, options, false).await
+    }
+
+    async fn open(
+        params: &ConnectParams,
+        options: &str,
+        replication: bool,
+    ) -> Result<Self, ProtocolError> {
         let tcp = TcpStream::connect((params.host.as_str(), params.port)).await?;
         tcp.set_nodelay(true)?;
         let stream = match &params.tls {
@@ -115,13 +129,15 @@ impl ReplicationConnection {
             read_buf: BytesMut::with_capacity(64 * 1024),
             write_buf: BytesMut::with_capacity(4096),
         };
-        let startup = [
+        let mut startup = vec![
             ("user", params.user.as_str()),
             ("database", params.database.as_str()),
-            ("replication", "database"),
             ("application_name", "headwater"),
             ("options", options),
         ];
+        if replication {
+            startup.push(("replication", "database"));
+        }
         frontend::startup_message(startup.iter().copied(), &mut conn.write_buf)?;
         conn.flush().await?;
         conn.authenticate(params).await?;
@@ -258,17 +274,23 @@ impl ReplicationConnection {
             } else if let Some(message) = backend::Message::parse(&mut self.read_buf)? {
                 return Ok(Incoming::Message(message));
             }
-            if self.read_buf.capacity() - self.read_buf.len() < 8192 {
-                self.read_buf.reserve(64 * 1024);
-            }
-            let n = self.stream.read_buf(&mut self.read_buf).await?;
-            if n == 0 {
-                return Err(ProtocolError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                )));
-            }
+            self.fill().await?;
         }
+    }
+
+    /// Reads more bytes from the server into the read buffer.
+    async fn fill(&mut self) -> Result<(), ProtocolError> {
+        if self.read_buf.capacity() - self.read_buf.len() < 8192 {
+            self.read_buf.reserve(64 * 1024);
+        }
+        let n = self.stream.read_buf(&mut self.read_buf).await?;
+        if n == 0 {
+            return Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
+        }
+        Ok(())
     }
 
     /// Runs a replication command that returns rows; returns them as text columns.
@@ -302,6 +324,103 @@ impl ReplicationConnection {
         match error {
             Some(error) => Err(ProtocolError::Server(error)),
             None => Ok(rows),
+        }
+    }
+
+    /// Sends `COPY (…) TO STDOUT` and waits for the server to start sending rows.
+    pub async fn copy_out_start(&mut self, query: &str) -> Result<(), ProtocolError> {
+        frontend::query(query, &mut self.write_buf)?;
+        self.flush().await?;
+        loop {
+            match self.read_message().await? {
+                backend::Message::CopyOutResponse(_) => return Ok(()),
+                backend::Message::NoticeResponse(_) => {}
+                backend::Message::ErrorResponse(body) => {
+                    let error = server_error(&body);
+                    self.until_ready().await?;
+                    return Err(ProtocolError::Server(error));
+                }
+                _ => {
+                    return Err(ProtocolError::Unexpected(
+                        "instead of CopyOutResponse".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Appends COPY rows to `block` until it holds at least `at_least` bytes; `false` when the
+    /// COPY has ended (and the session is ready again).
+    pub async fn copy_out_next(
+        &mut self,
+        block: &mut BytesMut,
+        at_least: usize,
+    ) -> Result<bool, ProtocolError> {
+        loop {
+            // CopyData ('d', one per row) is copied straight out of the read buffer; anything
+            // else goes through the general parser.
+            while self.read_buf.len() >= 5 && self.read_buf[0] == b'd' {
+                let len = u32::from_be_bytes([
+                    self.read_buf[1],
+                    self.read_buf[2],
+                    self.read_buf[3],
+                    self.read_buf[4],
+                ]) as usize;
+                if len < 4 {
+                    return Err(ProtocolError::Unexpected(
+                        "a CopyData message shorter than its header".into(),
+                    ));
+                }
+                if self.read_buf.len() < len + 1 {
+                    break;
+                }
+                block.extend_from_slice(&self.read_buf[5..len + 1]);
+                self.read_buf.advance(len + 1);
+                if block.len() >= at_least {
+                    return Ok(true);
+                }
+            }
+            if self.read_buf.len() < 5 || self.read_buf[0] == b'd' {
+                self.fill().await?;
+                continue;
+            }
+            match self.read_message().await? {
+                backend::Message::CopyData(body) => {
+                    block.extend_from_slice(body.data());
+                    if block.len() >= at_least {
+                        return Ok(true);
+                    }
+                }
+                backend::Message::CopyDone => {
+                    self.until_ready().await?;
+                    return Ok(false);
+                }
+                backend::Message::ErrorResponse(body) => {
+                    let error = server_error(&body);
+                    self.until_ready().await?;
+                    return Err(ProtocolError::Server(error));
+                }
+                backend::Message::NoticeResponse(_) => {}
+                _ => return Err(ProtocolError::Unexpected("inside COPY".into())),
+            }
+        }
+    }
+
+    /// Reads up to ReadyForQuery, keeping the first error.
+    async fn until_ready(&mut self) -> Result<(), ProtocolError> {
+        let mut error = None;
+        loop {
+            match self.read_message().await? {
+                backend::Message::ReadyForQuery(_) => break,
+                backend::Message::ErrorResponse(body) => {
+                    error.get_or_insert_with(|| server_error(&body));
+                }
+                _ => {}
+            }
+        }
+        match error {
+            Some(error) => Err(ProtocolError::Server(error)),
+            None => Ok(()),
         }
     }
 

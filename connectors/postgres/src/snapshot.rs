@@ -6,14 +6,16 @@
 use crate::catalog::{self, sql_error};
 use crate::config::UnknownTypes;
 use crate::pgoutput::{Relation, RelationColumn};
+use crate::protocol::{ConnectParams, ProtocolError, ReplicationConnection};
+use crate::source::SESSION_OPTIONS;
 use crate::types::PgType;
-use futures_util::StreamExt;
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::backfill::{ChunkRequest, ChunkRow, KeyPart};
 use headwater_contract::{ConnectorError, TableFilter, TableId, TableSchema};
 use std::borrow::Cow;
-use std::sync::Arc;
 use tokio_postgres::Client;
+
+static WATERMARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The prefix of watermark messages; their content names the slot and the chunk.
 pub const WATERMARK_PREFIX: &str = "headwater.watermark";
@@ -26,7 +28,10 @@ const SESSION: &str =
 /// A chunk as read, before the stream gives its schema a version.
 pub struct RawChunk {
     pub schema: TableSchema,
-    pub rows: Vec<ChunkRow>,
+    /// The rows, still being converted when the read returns (the next read need not wait).
+    pub rows: tokio::task::JoinHandle<Result<Vec<ChunkRow>, ConnectorError>>,
+    /// The key of the last row read: the next chunk starts after it.
+    pub last_key: Option<Vec<KeyPart>>,
     pub exhausted: bool,
     pub rows_estimate: Option<u64>,
     /// The content of the watermark message written after the read.
@@ -45,9 +50,11 @@ pub struct ChunkReader {
     url: String,
     slot: String,
     unknown: UnknownTypes,
-    chunks: u64,
     /// The last table described, with the catalog fingerprint it was described at.
     described: Option<(TableId, String, Described)>,
+    /// A session of our own protocol code for COPY (connected on first use).
+    params: ConnectParams,
+    copier: Option<ReplicationConnection>,
 }
 
 #[derive(Clone)]
@@ -60,14 +67,14 @@ struct Described {
 }
 
 /// Turns one line of COPY text output into an encoded chunk row.
-struct RowConverter<'a> {
-    table: &'a TableId,
-    schema: &'a TableSchema,
-    types: &'a [PgType],
-    keys: &'a [usize],
+struct RowConverter {
+    table: TableId,
+    schema: TableSchema,
+    types: Vec<PgType>,
+    keys: Vec<usize>,
 }
 
-impl RowConverter<'_> {
+impl RowConverter {
     fn convert(&self, line: &[u8]) -> Result<ChunkRow, ConnectorError> {
         let bad = |what: String| {
             ConnectorError::definite(format!(
@@ -87,7 +94,7 @@ impl RowConverter<'_> {
             )));
         }
         let mut values: Vec<Value<'_>> = Vec::with_capacity(fields.len() + 1);
-        for (index, (field, pg_type)) in fields.iter().zip(self.types).enumerate() {
+        for (index, (field, pg_type)) in fields.iter().zip(&self.types).enumerate() {
             values.push(match field {
                 None => Value::Null,
                 Some(text) => pg_type.parse(text).map_err(|e| {
@@ -106,8 +113,8 @@ impl RowConverter<'_> {
             .map(|&i| KeyPart::Text(fields[i].as_deref().unwrap_or_default().to_string()))
             .collect();
         Ok(ChunkRow {
-            key: RowEncoder::key_bytes(self.schema, &values)?.unwrap_or_default(),
-            after: RowEncoder::row_bytes(self.schema, &values)?,
+            key: RowEncoder::key_bytes(&self.schema, &values)?.unwrap_or_default(),
+            after: RowEncoder::row_bytes(&self.schema, &values)?,
             resume_key,
         })
     }
@@ -156,11 +163,11 @@ fn quote_literal(text: &str) -> String {
 impl ChunkReader {
     pub async fn connect(
         url: &str,
-        tls: Option<&Arc<rustls::ClientConfig>>,
+        params: &ConnectParams,
         slot: &str,
         unknown: UnknownTypes,
     ) -> Result<Self, ConnectorError> {
-        let client = catalog::connect(url, tls).await?;
+        let client = catalog::connect(url, params.tls.as_ref()).await?;
         client
             .batch_execute(SESSION)
             .await
@@ -170,8 +177,9 @@ impl ChunkReader {
             url: url.to_string(),
             slot: slot.to_string(),
             unknown,
-            chunks: 0,
             described: None,
+            params: params.clone(),
+            copier: None,
         })
     }
 
@@ -309,6 +317,75 @@ impl ChunkReader {
         Ok(())
     }
 
+    /// Runs `copy` on the COPY session and hands its rows on in blocks of whole lines.
+    /// Returns the number of rows and the last row's line.
+    async fn copy_into(
+        &mut self,
+        copy: &str,
+        blocks: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<(usize, Option<bytes::Bytes>), ConnectorError> {
+        let url = self.url.clone();
+        let failed = |e: ProtocolError| match e {
+            ProtocolError::Server(server) => ConnectorError::definite(format!(
+                "reading a snapshot chunk: {server}; check the table and the backfill condition"
+            )),
+            other => ConnectorError::retryable(format!(
+                "reading a snapshot chunk from {}: {other}",
+                headwater_contract::redact_url(&url)
+            )),
+        };
+        let copier = match &mut self.copier {
+            Some(copier) => copier,
+            None => self.copier.insert(
+                ReplicationConnection::connect_sql(&self.params, SESSION_OPTIONS)
+                    .await
+                    .map_err(&failed)?,
+            ),
+        };
+        if let Err(err) = copier.copy_out_start(copy).await {
+            if !matches!(err, ProtocolError::Server(_)) {
+                self.copier = None;
+            }
+            return Err(failed(err));
+        }
+        let mut pending = bytes::BytesMut::with_capacity(256 * 1024);
+        let mut count = 0;
+        let mut last_line = None;
+        loop {
+            let more = match copier.copy_out_next(&mut pending, 128 * 1024).await {
+                Ok(more) => more,
+                Err(err) => {
+                    if !matches!(err, ProtocolError::Server(_)) {
+                        self.copier = None;
+                    }
+                    return Err(failed(err));
+                }
+            };
+            if let Some(last) = pending.iter().rposition(|b| *b == b'\n') {
+                let block = pending.split_to(last + 1).freeze();
+                count += block.iter().filter(|b| **b == b'\n').count();
+                let start = block[..block.len() - 1]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                last_line = Some(block.slice(start..block.len() - 1));
+                if blocks.send(block).await.is_err() {
+                    // the converter failed; drain the COPY so the session stays usable
+                    while more
+                        && copier
+                            .copy_out_next(&mut pending, usize::MAX)
+                            .await
+                            .unwrap_or(false)
+                    {}
+                    return Ok((count, last_line));
+                }
+            }
+            if !more {
+                return Ok((count, last_line));
+            }
+        }
+    }
+
     /// Reads the chunk `request` asks for, then writes its high watermark into the WAL.
     pub async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
         let table = &request.table;
@@ -396,39 +473,60 @@ impl ChunkReader {
         // COPY streams the rows as the server produces them, so they are parsed while the
         // server is still reading; the text is the same output functions' as pgoutput's.
         let copy = format!("COPY ({sql}) TO STDOUT");
-        let stream = self
-            .client
-            .copy_out(&copy)
-            .await
-            .map_err(|e| sql_error("reading a snapshot chunk", &self.url, e))?;
-        let mut stream = std::pin::pin!(stream);
-        let mut rows = Vec::with_capacity(request.limit.min(100_000));
-        let mut partial: Vec<u8> = Vec::new();
+        // Whole lines go to a converter task on the other core while this one receives more.
         let converter = RowConverter {
-            table,
-            schema: &schema,
-            types: &types,
-            keys: &keys,
+            table: table.clone(),
+            schema: schema.clone(),
+            types: types.clone(),
+            keys: keys.clone(),
         };
-        while let Some(data) = stream.next().await {
-            let data = data.map_err(|e| sql_error("reading a snapshot chunk", &self.url, e))?;
-            let mut start = 0;
-            while let Some(end) = data[start..].iter().position(|b| *b == b'\n') {
-                let line_end = start + end;
-                if partial.is_empty() {
-                    rows.push(converter.convert(&data[start..line_end])?);
-                } else {
-                    partial.extend_from_slice(&data[start..line_end]);
-                    let line = std::mem::take(&mut partial);
-                    rows.push(converter.convert(&line)?);
+        let limit = request.limit;
+        let (blocks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+        let converting = tokio::spawn(async move {
+            let mut rows = Vec::with_capacity(limit.min(100_000));
+            while let Some(block) = received.recv().await {
+                for line in block.split(|b| *b == b'\n') {
+                    if !line.is_empty() {
+                        rows.push(converter.convert(line)?);
+                    }
                 }
-                start = line_end + 1;
             }
-            partial.extend_from_slice(&data[start..]);
-        }
-        let exhausted = rows.len() < request.limit;
-        self.chunks += 1;
-        let watermark = format!("{}:{}:{}", self.slot, std::process::id(), self.chunks);
+            Ok::<_, ConnectorError>(rows)
+        });
+        let read = self.copy_into(&copy, &blocks).await;
+        drop(blocks);
+        let (count, last_line) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                converting.abort();
+                return Err(err);
+            }
+        };
+        let last_key = match last_line {
+            None => None,
+            Some(line) => {
+                let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+                let mut key = Vec::with_capacity(keys.len());
+                for &i in &keys {
+                    let text = fields
+                        .get(i)
+                        .and_then(|f| copy_field(f).ok().flatten())
+                        .ok_or_else(|| {
+                            ConnectorError::definite(format!(
+                                "table {table}: a key column without a value in the COPY output; report this"
+                            ))
+                        })?;
+                    key.push(KeyPart::Text(text.into_owned()));
+                }
+                Some(key)
+            }
+        };
+        // The read is complete, so its watermark can go into the WAL while the last rows are
+        // still being converted.
+        // unique across readers of this process, so a late watermark of a discarded chunk is
+        // never taken for a new one's
+        let number = WATERMARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let watermark = format!("{}:{}:{number}", self.slot, std::process::id());
         self.client
             .execute(
                 "SELECT pg_logical_emit_message(true, $1, $2)",
@@ -438,8 +536,9 @@ impl ChunkReader {
             .map_err(|e| sql_error("writing a snapshot watermark", &self.url, e))?;
         Ok(ChunkOutcome::Rows(RawChunk {
             schema,
-            rows,
-            exhausted,
+            rows: converting,
+            last_key,
+            exhausted: count < request.limit,
             rows_estimate,
             watermark,
         }))

@@ -10,19 +10,20 @@ use crate::protocol::{
 use crate::snapshot::{ChunkOutcome, ChunkReader, WATERMARK_PREFIX};
 use crate::stream::{PgReader, RelationInfo, Step};
 use async_trait::async_trait;
-use headwater_contract::backfill::Chunk;
+use headwater_contract::backfill::{Chunk, ChunkRow};
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    redact_url, BackfillKind, BackfillRequest, BackfillState, Backfiller, ConnectorError,
-    DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem, SnapshotMode,
-    Source, SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
+    redact_url, BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed,
+    ConnectorError, DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem,
+    SnapshotMarker, SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter,
+    TableId, TableSchema,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Session settings for the walsender, so every value's text has one form.
-const SESSION_OPTIONS: &str =
+pub(crate) const SESSION_OPTIONS: &str =
     "-c timezone=UTC -c datestyle=ISO -c intervalstyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex";
 const HEARTBEAT_PREFIX: &str = "headwater.heartbeat";
 /// Events gathered before they are handed on, inside a large transaction.
@@ -397,7 +398,10 @@ impl Drop for ChunkTaskGuard {
 
 /// A chunk read and waiting for the stream to reach its watermark.
 struct ReadyChunk {
-    chunk: Chunk,
+    schema: Arc<TableSchema>,
+    rows: tokio::task::JoinHandle<Result<Vec<ChunkRow>, ConnectorError>>,
+    exhausted: bool,
+    rows_estimate: Option<u64>,
     watermark: String,
 }
 
@@ -423,7 +427,7 @@ impl PostgresSource {
     async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
         ChunkReader::connect(
             &self.config.url,
-            self.params.tls.as_ref(),
+            &self.params,
             &self.config.slot,
             self.config.unknown_types,
         )
@@ -597,13 +601,13 @@ impl PostgresSource {
         let mut next_status = Instant::now();
         let mut idle_reader: Option<ChunkReader> = None;
         let mut task: Option<ChunkTaskGuard> = None;
-        let mut ready: Option<ReadyChunk> = None;
-        let mut watermark_seen: Option<String> = None;
+        let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
+        let mut watermarks_seen: std::collections::HashSet<String> = Default::default();
         let mut reached_stop = false;
         let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
         let mut requested_at = Instant::now();
         backfill.accept(&context.backfills);
-        let result = loop {
+        let result = 'stream: loop {
             let deadline = tokio::time::Instant::from_std(next_status);
             let wake = tokio::select! {
                 message = tokio::time::timeout_at(deadline, conn.next()) => Wake::Stream(message),
@@ -622,19 +626,19 @@ impl PostgresSource {
                                 Ok(version) => version,
                                 Err(err) => break Err(err),
                             };
-                            tracing::debug!(rows = raw.rows.len(), read_ms = requested_at.elapsed().as_millis() as u64, "snapshot chunk read");
-                            ready = Some(ReadyChunk {
-                                chunk: Chunk {
-                                    schema: Arc::new(schema),
-                                    rows: raw.rows,
-                                    exhausted: raw.exhausted,
-                                    rows_estimate: raw.rows_estimate,
-                                },
+                            tracing::debug!(exhausted = raw.exhausted, read_ms = requested_at.elapsed().as_millis() as u64, "snapshot chunk read");
+                            backfill.chunk_read(raw.last_key, raw.exhausted);
+                            ready.push_back(ReadyChunk {
+                                schema: Arc::new(schema),
+                                rows: raw.rows,
+                                exhausted: raw.exhausted,
+                                rows_estimate: raw.rows_estimate,
                                 watermark: raw.watermark,
                             });
                         }
                         Ok(ChunkOutcome::Skip(why)) => {
                             backfill.skip_current(&why);
+                            ready.clear();
                             if let Some(here) = reader.boundary() {
                                 let mut progress = vec![SourceEvent::Progress(Position::Postgres(here.clone()))];
                                 backfill.observe(&mut progress);
@@ -730,7 +734,7 @@ impl PostgresSource {
                         Message::Message {
                             prefix, content, ..
                         } if prefix == WATERMARK_PREFIX => {
-                            watermark_seen = Some(String::from_utf8_lossy(content).into_owned());
+                            watermarks_seen.insert(String::from_utf8_lossy(content).into_owned());
                             Ok(Step::Continue)
                         }
                         Message::Message { prefix, .. } if prefix != HEARTBEAT_PREFIX => {
@@ -749,30 +753,58 @@ impl PostgresSource {
             if step == Step::Done {
                 reached_stop = true;
             }
-            if let (Some(waiting), Some(here)) = (&ready, reader.boundary()) {
-                if watermark_seen.as_deref() == Some(waiting.watermark.as_str()) {
-                    let at = Position::Postgres(here.clone());
-                    let lsn = here.lsn.0 as i64;
-                    let database: Arc<str> = Arc::from(self.params.database.as_str());
-                    if let Some(waiting) = ready.take() {
-                        let copied_at = headwater_contract::backfill::now_ms();
-                        let rows = backfill.complete(waiting.chunk, &at, |schema, marker| {
-                            SourceInfo::Postgres(PgSourceInfo {
-                                ts_ms: copied_at,
-                                snapshot: marker,
-                                db: database.clone(),
-                                schema: Arc::from(schema.id.namespace.as_str()),
-                                table: Some(Arc::from(schema.id.table.as_str())),
-                                tx_id: None,
-                                lsn: Some(lsn),
-                            })
-                        });
-                        batch.extend(rows);
+            // Chunks are emitted in order, each once the stream has passed its watermark.
+            while let (Some(waiting), Some(here)) = (ready.front(), reader.boundary()) {
+                if !watermarks_seen.remove(&waiting.watermark) {
+                    break;
+                }
+                let at = Position::Postgres(here.clone());
+                let Some(waiting) = ready.pop_front() else {
+                    break;
+                };
+                let template = PgSourceInfo {
+                    ts_ms: headwater_contract::backfill::now_ms(),
+                    snapshot: SnapshotMarker::True,
+                    db: Arc::from(self.params.database.as_str()),
+                    schema: Arc::from(waiting.schema.id.namespace.as_str()),
+                    table: Some(Arc::from(waiting.schema.id.table.as_str())),
+                    tx_id: None,
+                    lsn: Some(here.lsn.0 as i64),
+                };
+                // usually converted by now; the wait is for its last rows at most
+                let rows = match waiting.rows.await {
+                    Ok(Ok(rows)) => rows,
+                    Ok(Err(err)) => break 'stream Err(err),
+                    Err(e) => {
+                        break 'stream Err(ConnectorError::retryable(format!(
+                            "the snapshot converter failed: {e}"
+                        )))
+                    }
+                };
+                let chunk = Chunk {
+                    schema: waiting.schema,
+                    rows,
+                    exhausted: waiting.exhausted,
+                    rows_estimate: waiting.rows_estimate,
+                };
+                match backfill.complete(chunk, &at, |_, marker| {
+                    SourceInfo::Postgres(PgSourceInfo {
+                        snapshot: marker,
+                        ..template.clone()
+                    })
+                }) {
+                    Completed::Emitted(rows) => batch.extend(rows),
+                    Completed::Discarded => {
+                        // the chunks read after it are read again too
+                        ready.clear();
+                        watermarks_seen.clear();
+                        task = None;
+                        idle_reader = None;
                     }
                 }
             }
             // The next chunk is read while this batch goes down the pipeline.
-            if task.is_none() && ready.is_none() {
+            if task.is_none() {
                 if let Some(request) = backfill.next_chunk() {
                     let mut chunk_reader = match idle_reader.take() {
                         Some(r) => r,

@@ -225,11 +225,12 @@ fn parse_time(text: &str) -> Option<i64> {
     if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let micros: i64 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<6}").parse().ok()?
-    };
+    // ".5" is 500000 µs: scale the digits up to six places
+    let micros: i64 = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(6)
+        .fold(0, |acc, digit| acc * 10 + i64::from(digit - b'0'));
     Some(((hours * 60 + minutes) * 60 + whole) * 1_000_000 + micros)
 }
 
