@@ -439,6 +439,30 @@ impl Source for MysqlSource {
                 ));
             }
         }
+        if self.config.snapshot != SnapshotMode::Never {
+            // Snapshot chunks need a primary key to be matched against the stream.
+            let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn
+                .query(
+                    "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' \
+                     AND t.TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema') \
+                     AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
+                       AND s.TABLE_NAME = t.TABLE_NAME AND s.INDEX_NAME = 'PRIMARY')",
+                )
+                .await
+                .unwrap_or_default();
+            for (db, table) in keyless {
+                let (db, table) = (
+                    String::from_utf8_lossy(&db),
+                    String::from_utf8_lossy(&table),
+                );
+                if self.filter.captures(&db, &table) {
+                    problems.push(Problem::warning(
+                        format!("{db}.{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
+                        format!("add a primary key to {db}.{table} to copy it"),
+                    ));
+                }
+            }
+        }
         let _ = conn.disconnect().await;
         Ok(problems)
     }

@@ -313,6 +313,30 @@ impl Source for PostgresSource {
                 )),
                 _ => {}
             }
+            if !has_key && identity != "i" && self.config.snapshot != SnapshotMode::Never {
+                problems.push(Problem::warning(
+                    format!("{schema}.{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
+                    format!("add a primary key to {schema}.{table} to copy it"),
+                ));
+            }
+        }
+        // Snapshot chunks end with a watermark written as a logical message.
+        let can_mark: bool = client
+            .query_one(
+                "SELECT has_function_privilege('pg_logical_emit_message(boolean,text,text)', 'EXECUTE')",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(false);
+        if !can_mark {
+            problems.push(Problem::error(
+                "the role may not run pg_logical_emit_message, which writes heartbeats and the watermarks of snapshot chunks",
+                format!(
+                    "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}",
+                    self.params.user
+                ),
+            ));
         }
         let publication = client
             .query_opt(
