@@ -25,7 +25,8 @@ mkdir -p "$work"
 load_pid=
 cleanup() {
   [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
-  scripts/services.sh stop >/dev/null 2>&1 || true
+  # HEADWATER_BENCH_KEEP=1 leaves the servers and tables up for repeated runs by hand
+  [ -n "${HEADWATER_BENCH_KEEP:-}" ] || scripts/services.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 

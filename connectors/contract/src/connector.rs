@@ -35,6 +35,9 @@ pub struct EventSender {
     last_sent: Arc<Mutex<Option<Position>>>,
 }
 
+/// The most events [`EventSender::send_all`] puts in one batch.
+pub const MAX_BATCH: usize = 2048;
+
 /// The pipeline stopped receiving; the source should return.
 #[derive(Debug, thiserror::Error)]
 #[error("the pipeline stopped receiving events")]
@@ -64,6 +67,22 @@ impl EventSender {
             *slot = Some(last);
         }
         Ok(())
+    }
+
+    /// Hands over a batch of any size in parts of at most `MAX_BATCH` events, so the bounded
+    /// channel bounds memory in events, whatever a source produced at once (a snapshot chunk).
+    pub async fn send_all(&self, batch: Vec<SourceEvent>) -> Result<(), ReceiverGone> {
+        if batch.len() <= MAX_BATCH {
+            return self.send(batch).await;
+        }
+        let mut events = batch.into_iter();
+        loop {
+            let part: Vec<SourceEvent> = events.by_ref().take(MAX_BATCH).collect();
+            if part.is_empty() {
+                return Ok(());
+            }
+            self.send(part).await?;
+        }
     }
 
     /// The position of the last event handed to the pipeline.

@@ -837,7 +837,7 @@ impl MysqlSource {
             }
             if !batch.is_empty() {
                 let full = std::mem::take(&mut batch);
-                if stream.events.send(full).await.is_err() {
+                if stream.events.send_all(full).await.is_err() {
                     return Ok(());
                 }
             }

@@ -846,7 +846,9 @@ impl PostgresSource {
             }
             let finished = reached_stop && !backfill.is_active();
             let flush = finished || batch.len() >= BATCH || !reader.in_transaction();
-            if flush && !batch.is_empty() && events.send(std::mem::take(&mut batch)).await.is_err()
+            if flush
+                && !batch.is_empty()
+                && events.send_all(std::mem::take(&mut batch)).await.is_err()
             {
                 break Ok(());
             }
