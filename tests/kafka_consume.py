@@ -4,8 +4,10 @@ by the id in each message), and prints one JSON line per message:
 {"topic", "partition", "offset", "key", "value", "headers"}.
 
 Usage: kafka_consume.py BROKERS REGISTRY_URL|json IDLE_SECONDS TOPIC [TOPIC ...]
+Extra client settings (SASL, TLS) come as a JSON object in KAFKA_CLIENT_CONFIG.
 """
 import json
+import os
 import sys
 
 from confluent_kafka import Consumer, TopicPartition
@@ -32,7 +34,9 @@ def decode(data, topic, field):
     return plain(deserializer(data, SerializationContext(topic, field)))
 
 
-consumer = Consumer({"bootstrap.servers": brokers, "group.id": "headwater-tests", "enable.auto.commit": False})
+settings = {"bootstrap.servers": brokers, "group.id": "headwater-tests", "enable.auto.commit": False}
+settings.update(json.loads(os.environ.get("KAFKA_CLIENT_CONFIG", "{}")))
+consumer = Consumer(settings)
 assignment = []
 for topic in topics:
     metadata = consumer.list_topics(topic, timeout=10)

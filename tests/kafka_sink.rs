@@ -398,3 +398,78 @@ fn check_reports_unreachable_brokers_and_registry() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_scram_credentials_pass_through_and_a_wrong_password_is_reported() {
+    let broker = PrivateBroker::start_with_scram("hwuser", "hw-secret");
+    let db = unique("hw_ksasl");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT NOT NULL)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("ksasl", &db, "", "");
+    let prefix = unique("hwsasl");
+    work.use_kafka_sink(&broker.brokers(), &prefix, "json");
+    let with_password = |password: &str| {
+        let text = std::fs::read_to_string(work.config()).unwrap();
+        let text = match text.find("[sink.producer]") {
+            Some(start) => {
+                let end = text.find("[state]").unwrap();
+                format!("{}{}", &text[..start], &text[end..])
+            }
+            None => text,
+        };
+        let producer = format!(
+            "[sink.producer]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"hwuser\"\n\"sasl.password\" = \"{password}\"\n\n[state]"
+        );
+        std::fs::write(work.config(), text.replacen("[state]", &producer, 1)).unwrap();
+    };
+
+    with_password("wrong");
+    let checked = work.headwater(&["check"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        !checked.status.success(),
+        "a wrong password fails the check: {out}"
+    );
+    assert!(
+        out.contains("sasl") || out.contains("SASL") || out.contains("authentication"),
+        "says authentication failed: {out}"
+    );
+    assert!(
+        !out.contains("wrong"),
+        "the password is never printed: {out}"
+    );
+
+    with_password("hw-secret");
+    work.catch_up();
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db}`.t SELECT seq, seq FROM `{db}`.seq_1_to_30"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    let topic = format!("{prefix}.{db}.t");
+    let messages = try_consume_with(
+        &broker.brokers(),
+        "json",
+        &[&topic],
+        r#"{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "hwuser", "sasl.password": "hw-secret"}"#,
+    )
+    .expect("consume with SASL");
+    let ids: HashSet<i64> = messages.iter().map(id_of).collect();
+    assert_eq!(ids, (1..=30).collect(), "every row arrived through SCRAM");
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}

@@ -754,6 +754,16 @@ pub fn consume(brokers: &str, format: &str, topics: &[&str]) -> Vec<Consumed> {
 /// As [`consume`], with the consumer's failure as an error (for polling a broker that is
 /// coming back).
 pub fn try_consume(brokers: &str, format: &str, topics: &[&str]) -> Result<Vec<Consumed>, String> {
+    try_consume_with(brokers, format, topics, "{}")
+}
+
+/// As [`try_consume`], with extra librdkafka settings (a JSON object: SASL, TLS).
+pub fn try_consume_with(
+    brokers: &str,
+    format: &str,
+    topics: &[&str],
+    client_config: &str,
+) -> Result<Vec<Consumed>, String> {
     let registry = if format == "avro" {
         endpoint("HEADWATER_SCHEMA_REGISTRY")
     } else {
@@ -764,6 +774,7 @@ pub fn try_consume(brokers: &str, format: &str, topics: &[&str]) -> Result<Vec<C
         .arg(script)
         .args([brokers, &registry, "3"])
         .args(topics)
+        .env("KAFKA_CLIENT_CONFIG", client_config)
         .output()
         .expect("python3");
     if !output.status.success() {
@@ -807,6 +818,40 @@ impl PrivateBroker {
     }
 
     pub fn launch(&mut self) {
+        self.launch_with(&["--storage-engine", "memory://tansu/"]);
+    }
+
+    /// A broker that requires SASL/SCRAM-SHA-512 from `user`: tansu keeps users in its storage,
+    /// so the user is created on an open broker with a file store, which then restarts with
+    /// authentication on.
+    pub fn start_with_scram(user: &str, password: &str) -> Self {
+        let mut broker = Self::not_started();
+        // relative to the broker's working directory, its own temporary directory
+        let store = "sqlite://broker.db".to_string();
+        broker.launch_with(&["--storage-engine", &store]);
+        let created = Command::new(endpoint("HEADWATER_TANSU"))
+            .args(["user", "create", "--mechanism", "scram512", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", broker.port))
+            .args([user, password])
+            .output()
+            .expect("tansu user create");
+        assert!(
+            created.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        if let Some(mut child) = broker.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        wait_until(Duration::from_secs(10), "the open broker to stop", || {
+            std::net::TcpStream::connect(("127.0.0.1", broker.port)).is_err()
+        });
+        broker.launch_with(&["--storage-engine", &store, "--authentication"]);
+        broker
+    }
+
+    fn launch_with(&mut self, options: &[&str]) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(endpoint("HEADWATER_TANSU"))
             .args([
@@ -816,8 +861,9 @@ impl PrivateBroker {
                 "--advertised-listener-url",
                 &listener,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(options)
             .args(["--cluster-id", "headwater-test"])
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -70,6 +70,28 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// Keeps the last client error (for `check`: "cannot be reached" alone hides an
+/// authentication or TLS failure).
+#[derive(Default)]
+struct LastClientError(Mutex<Option<String>>);
+
+impl ClientContext for LastClientError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(if reason.is_empty() {
+                error.to_string()
+            } else {
+                reason.to_string()
+            });
+        }
+    }
+}
+
+impl ProducerContext for LastClientError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
 /// What a stream needs to be produced: its topic and registry ids (Avro) or parsed schemas (JSON).
 struct Prepared {
     topic: String,
@@ -377,12 +399,29 @@ impl Sink for KafkaSink {
         let config = self.client_config();
         let brokers = self.config.brokers.clone();
         let reachable = tokio::task::spawn_blocking(move || {
-            let producer: BaseProducer = config.create().map_err(|e| e.to_string())?;
+            let producer: BaseProducer<LastClientError> = config
+                .create_with_context(LastClientError::default())
+                .map_err(|e| e.to_string())?;
             producer
                 .client()
                 .fetch_metadata(None, Timeout::After(Duration::from_secs(10)))
                 .map(|m| m.brokers().len())
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    // client errors are handed out by polling
+                    for _ in 0..10 {
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    let said = producer
+                        .context()
+                        .0
+                        .lock()
+                        .ok()
+                        .and_then(|last| last.clone());
+                    match said {
+                        Some(said) => format!("{e}; the client reports: {said}"),
+                        None => e.to_string(),
+                    }
+                })
         })
         .await
         .map_err(|e| ConnectorError::definite(format!("kafka check task failed: {e}")))?;
