@@ -13,73 +13,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A table of the test: its name, key columns, and the columns compared.
-struct Table {
-    name: &'static str,
-    key: &'static [&'static str],
-    columns: &'static [&'static str],
-}
-
-const TABLES: &[Table] = &[
-    Table {
+const TABLES: &[SnapshotTable] = &[
+    SnapshotTable {
         name: "t_int",
         key: &["id"],
         columns: &["id", "v", "s"],
     },
-    Table {
+    SnapshotTable {
         name: "t_str",
         key: &["code"],
         columns: &["code", "v", "s"],
     },
-    Table {
+    SnapshotTable {
         name: "t_uuid",
         key: &["id"],
         columns: &["id", "v", "s"],
     },
-    Table {
+    SnapshotTable {
         name: "t_comp",
         key: &["a", "b"],
         columns: &["a", "b", "v", "s"],
     },
 ];
 
-fn render(value: &AvroValue) -> String {
-    match value {
-        AvroValue::Null => "NULL".into(),
-        AvroValue::Int(n) => n.to_string(),
-        AvroValue::Long(n) => n.to_string(),
-        AvroValue::String(s) => s.clone(),
-        AvroValue::Uuid(u) => u.to_string(),
-        AvroValue::Union(_, inner) => render(inner),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Key → row, replaying the stream's records in order (what a consumer of the lake computes).
-fn lake_state(work: &Workdir, stream: &str, table: &Table) -> BTreeMap<String, String> {
-    let mut state = BTreeMap::new();
-    for record in read_stream(&work.lake(), stream) {
-        let op = op(&record);
-        let image = match op.as_str() {
-            "d" => image(&record, "before").expect("a delete has its before image"),
-            _ => image(&record, "after").expect("an after image"),
-        };
-        let key: Vec<String> = table.key.iter().map(|k| render(&image[*k])).collect();
-        let key = key.join("|");
-        if op == "d" {
-            state.remove(&key);
-        } else {
-            let row: Vec<String> = table.columns.iter().map(|c| render(&image[*c])).collect();
-            state.insert(key, row.join("|"));
-        }
-    }
-    state
-}
-
 async fn table_state(
     conn: &mut mysql_async::Conn,
     db: &str,
-    table: &Table,
+    table: &SnapshotTable,
 ) -> BTreeMap<String, String> {
     let sql = format!(
         "SELECT CONCAT_WS('|', {}), CONCAT_WS('|', {}) FROM `{db}`.`{}`",
@@ -99,28 +59,17 @@ async fn table_state(
         .collect()
 }
 
-async fn assert_lake_equals_tables(work: &Workdir, server: &str, db: &str, tables: &[&Table]) {
+async fn assert_lake_equals_tables(
+    work: &Workdir,
+    server: &str,
+    db: &str,
+    tables: &[&SnapshotTable],
+) {
     let mut conn = mysql_admin().await;
     for table in tables {
         let expected = table_state(&mut conn, db, table).await;
         let found = lake_state(work, &format!("{server}.{db}.{}", table.name), table);
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|(k, v)| found.get(*k) != Some(*v))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = found
-            .keys()
-            .filter(|k| !expected.contains_key(*k))
-            .take(5)
-            .collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{}: {} rows in the table, {} in the lake; differing: {missing:?}, not in the table: {extra:?}",
-            table.name,
-            expected.len(),
-            found.len()
-        );
+        assert_same_state(table, &expected, &found);
     }
 }
 
@@ -188,7 +137,7 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
     stop_gracefully(headwater);
     work.catch_up();
 
-    let tables: Vec<&Table> = TABLES.iter().collect();
+    let tables: Vec<&SnapshotTable> = TABLES.iter().collect();
     assert_lake_equals_tables(&work, "snap", &db, &tables).await;
     let records = read_stream(&work.lake(), &format!("snap.{db}.t_int"));
     let copied = records.iter().filter(|r| op(r) == "r").count();

@@ -4,7 +4,6 @@
 
 mod common;
 
-use apache_avro::types::Value as AvroValue;
 use common::*;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -12,71 +11,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Table {
-    name: &'static str,
-    key: &'static [&'static str],
-    columns: &'static [&'static str],
-}
-
-const TABLES: &[Table] = &[
-    Table {
+const TABLES: &[SnapshotTable] = &[
+    SnapshotTable {
         name: "t_int",
         key: &["id"],
         columns: &["id", "v", "s"],
     },
-    Table {
+    SnapshotTable {
         name: "t_text",
         key: &["code"],
         columns: &["code", "v", "s"],
     },
-    Table {
+    SnapshotTable {
         name: "t_uuid",
         key: &["id"],
         columns: &["id", "v", "s"],
     },
-    Table {
+    SnapshotTable {
         name: "t_comp",
         key: &["a", "b"],
         columns: &["a", "b", "v", "s"],
     },
 ];
 
-fn render(value: &AvroValue) -> String {
-    match value {
-        AvroValue::Null => "NULL".into(),
-        AvroValue::Int(n) => n.to_string(),
-        AvroValue::Long(n) => n.to_string(),
-        AvroValue::String(s) => s.clone(),
-        AvroValue::Uuid(u) => u.to_string(),
-        AvroValue::Union(_, inner) => render(inner),
-        other => format!("{other:?}"),
-    }
-}
-
-fn lake_state(work: &Workdir, stream: &str, table: &Table) -> BTreeMap<String, String> {
-    let mut state = BTreeMap::new();
-    for record in read_stream(&work.lake(), stream) {
-        let op = op(&record);
-        let image = match op.as_str() {
-            "d" => image(&record, "before").expect("a delete has its before image"),
-            _ => image(&record, "after").expect("an after image"),
-        };
-        let key: Vec<String> = table.key.iter().map(|k| render(&image[*k])).collect();
-        let key = key.join("|");
-        if op == "d" {
-            state.remove(&key);
-        } else {
-            let row: Vec<String> = table.columns.iter().map(|c| render(&image[*c])).collect();
-            state.insert(key, row.join("|"));
-        }
-    }
-    state
-}
-
 async fn table_state(
     client: &tokio_postgres::Client,
     schema: &str,
-    table: &Table,
+    table: &SnapshotTable,
 ) -> BTreeMap<String, String> {
     let sql = format!(
         "SELECT concat_ws('|', {}), concat_ws('|', {}) FROM {schema}.{}",
@@ -98,28 +59,17 @@ async fn table_state(
         .collect()
 }
 
-async fn assert_lake_equals_tables(work: &Workdir, server: &str, schema: &str, tables: &[&Table]) {
+async fn assert_lake_equals_tables(
+    work: &Workdir,
+    server: &str,
+    schema: &str,
+    tables: &[&SnapshotTable],
+) {
     let client = postgres_admin().await;
     for table in tables {
         let expected = table_state(&client, schema, table).await;
         let found = lake_state(work, &format!("{server}.{schema}.{}", table.name), table);
-        let differing: Vec<_> = expected
-            .iter()
-            .filter(|(k, v)| found.get(*k) != Some(*v))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = found
-            .keys()
-            .filter(|k| !expected.contains_key(*k))
-            .take(5)
-            .collect();
-        assert!(
-            differing.is_empty() && extra.is_empty(),
-            "{}: {} rows in the table, {} in the lake; differing: {differing:?}, not in the table: {extra:?}",
-            table.name,
-            expected.len(),
-            found.len()
-        );
+        assert_same_state(table, &expected, &found);
     }
 }
 
@@ -207,7 +157,7 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
     stop_gracefully(headwater);
     work.catch_up();
 
-    let tables: Vec<&Table> = TABLES.iter().collect();
+    let tables: Vec<&SnapshotTable> = TABLES.iter().collect();
     assert_lake_equals_tables(&work, "psnap", &schema, &tables).await;
     let records = read_stream(&work.lake(), &format!("psnap.{schema}.t_int"));
     let copied = records.iter().filter(|r| op(r) == "r").count();
@@ -347,7 +297,7 @@ async fn a_dropped_slot_with_when_needed_recovers_by_copying_the_tables() {
     let output = work.catch_up();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("POSITION IS LOST"), "{stderr}");
-    let tables: Vec<&Table> = TABLES.iter().collect();
+    let tables: Vec<&SnapshotTable> = TABLES.iter().collect();
     assert_lake_equals_tables(&work, "pheal", &schema, &tables).await;
     cleanup(&schema, &work).await;
 }

@@ -933,10 +933,25 @@ pub fn stop_gracefully(mut headwater: Child) {
         .arg(headwater.id().to_string())
         .status()
         .expect("kill -TERM");
+    // read what it said while waiting, so a full pipe never blocks it
+    let mut stderr = String::new();
+    if let Some(mut pipe) = headwater.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
     let status = headwater.wait().expect("reap headwater");
     assert!(
         status.success(),
-        "SIGTERM ends headwater with exit 0, got {status}"
+        "SIGTERM ends headwater with exit 0, got {status}; it said:\n{}",
+        stderr
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -947,4 +962,75 @@ pub fn avro_int(value: &AvroValue) -> i64 {
         AvroValue::Long(n) => *n,
         other => panic!("not an integer: {other:?}"),
     }
+}
+
+/// A table of a snapshot test: its name, key columns, and the columns compared.
+pub struct SnapshotTable {
+    pub name: &'static str,
+    pub key: &'static [&'static str],
+    pub columns: &'static [&'static str],
+}
+
+/// A value as `SELECT … ::text` / `CONCAT_WS` prints it, to compare the lake with the table.
+pub fn render(value: &AvroValue) -> String {
+    match value {
+        AvroValue::Null => "NULL".into(),
+        AvroValue::Int(n) => n.to_string(),
+        AvroValue::Long(n) => n.to_string(),
+        AvroValue::String(s) => s.clone(),
+        AvroValue::Uuid(u) => u.to_string(),
+        AvroValue::Union(_, inner) => render(inner),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Key → row, replaying a lake stream's records in order, as a consumer of the lake computes
+/// the table's current state (an independent reader: apache-avro, not Headwater's encoder).
+pub fn lake_state(
+    work: &Workdir,
+    stream: &str,
+    table: &SnapshotTable,
+) -> std::collections::BTreeMap<String, String> {
+    let mut state = std::collections::BTreeMap::new();
+    for record in read_stream(&work.lake(), stream) {
+        let op = op(&record);
+        let image = match op.as_str() {
+            "d" => image(&record, "before").expect("a delete has its before image"),
+            _ => image(&record, "after").expect("an after image"),
+        };
+        let key: Vec<String> = table.key.iter().map(|k| render(&image[*k])).collect();
+        let key = key.join("|");
+        if op == "d" {
+            state.remove(&key);
+        } else {
+            let row: Vec<String> = table.columns.iter().map(|c| render(&image[*c])).collect();
+            state.insert(key, row.join("|"));
+        }
+    }
+    state
+}
+
+/// Asserts that the lake's state of `table` equals `expected` (key → row, from `SELECT`).
+pub fn assert_same_state(
+    table: &SnapshotTable,
+    expected: &std::collections::BTreeMap<String, String>,
+    found: &std::collections::BTreeMap<String, String>,
+) {
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| found.get(*k) != Some(*v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = found
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty() && extra.is_empty(),
+        "{}: {} rows in the table, {} in the lake; differing: {differing:?}, not in the table: {extra:?}",
+        table.name,
+        expected.len(),
+        found.len()
+    );
 }

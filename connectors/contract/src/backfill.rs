@@ -69,6 +69,22 @@ pub struct BackfillRequest {
     pub kind: BackfillKind,
 }
 
+impl BackfillRequest {
+    /// Copies of whole tables (an initial snapshot or a recovery); they share id 0, which
+    /// never collides with the ids of `headwater backfill` requests.
+    pub fn whole_tables(tables: Vec<TableId>, kind: BackfillKind) -> Vec<BackfillRequest> {
+        tables
+            .into_iter()
+            .map(|table| BackfillRequest {
+                id: 0,
+                table,
+                condition: None,
+                kind,
+            })
+            .collect()
+    }
+}
+
 /// One primary-key column's value as the source printed it, kept to continue after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

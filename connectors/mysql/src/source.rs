@@ -527,7 +527,7 @@ impl Source for MysqlSource {
                 let p = self.master_status(&mut conn).await?;
                 let tables = self.chunk_reader().await?.tables(&self.filter).await?;
                 tracing::info!(tables = tables.len(), "initial snapshot: copying every included table while streaming from the current binlog end");
-                backfill.enqueue(requests(tables, BackfillKind::Initial));
+                backfill.enqueue(BackfillRequest::whole_tables(tables, BackfillKind::Initial));
                 let gtid = !p.gtid_set.is_empty();
                 (p, gtid)
             }
@@ -649,18 +649,6 @@ struct ReadyChunk {
 
 type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
 
-fn requests(tables: Vec<TableId>, kind: BackfillKind) -> Vec<BackfillRequest> {
-    tables
-        .into_iter()
-        .map(|table| BackfillRequest {
-            id: 0,
-            table,
-            condition: None,
-            kind,
-        })
-        .collect()
-}
-
 impl MysqlSource {
     async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
         ChunkReader::connect(self.opts.clone(), &self.config.url, self.config.server_id).await
@@ -687,7 +675,10 @@ impl MysqlSource {
         let mut recovery =
             Backfiller::new(backfill.state().cloned(), self.config.snapshot_chunk_size);
         recovery.abandon_chunks();
-        recovery.enqueue(requests(tables, BackfillKind::Recovery));
+        recovery.enqueue(BackfillRequest::whole_tables(
+            tables,
+            BackfillKind::Recovery,
+        ));
         let mut first = vec![SourceEvent::Progress(Position::Mysql(start))];
         recovery.observe(&mut first);
         if events.send(first).await.is_err() {

@@ -435,18 +435,6 @@ enum Wake {
     Other,
 }
 
-fn requests(tables: Vec<TableId>, kind: BackfillKind) -> Vec<BackfillRequest> {
-    tables
-        .into_iter()
-        .map(|table| BackfillRequest {
-            id: 0,
-            table,
-            condition: None,
-            kind,
-        })
-        .collect()
-}
-
 impl PostgresSource {
     async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
         ChunkReader::connect(
@@ -481,7 +469,10 @@ impl PostgresSource {
         let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
         let tables = self.chunk_reader().await?.tables(&self.filter).await?;
         let mut backfill = Backfiller::new(previous, self.config.snapshot_chunk_size);
-        backfill.enqueue(requests(tables, BackfillKind::Recovery));
+        backfill.enqueue(BackfillRequest::whole_tables(
+            tables,
+            BackfillKind::Recovery,
+        ));
         let mut first = vec![SourceEvent::Progress(Position::Postgres(PgPosition::at(
             lsn, 0,
         )))];
@@ -531,7 +522,7 @@ impl PostgresSource {
                 tables = tables.len(),
                 "initial snapshot: copying every captured table while streaming"
             );
-            backfill.enqueue(requests(tables, BackfillKind::Initial));
+            backfill.enqueue(BackfillRequest::whole_tables(tables, BackfillKind::Initial));
         }
         let start = match (slot, &resume) {
             (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
