@@ -76,7 +76,12 @@ async fn an_invalidated_slot_stops_with_which_it_is_and_how_to_recover() {
         .replace("include = [\"public.*\"]", "include = [\"public.t\"]");
     std::fs::write(work.config(), text).unwrap();
     work.catch_up();
-    // Headwater is stopped; the slot falls further behind than max_slot_wal_keep_size allows.
+    // Headwater is stopped; rows are written, and the slot falls further behind than
+    // max_slot_wal_keep_size allows.
+    admin
+        .batch_execute("INSERT INTO t SELECT g FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
     let slot = work.slot();
     wait_until(
         Duration::from_secs(120),
@@ -100,8 +105,21 @@ async fn an_invalidated_slot_stops_with_which_it_is_and_how_to_recover() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("pg_drop_replication_slot"),
+        stderr.contains("pg_drop_replication_slot") && stderr.contains("when_needed"),
         "names the recovery: {stderr}"
+    );
+
+    // The recovery it names: a new slot, and the table copied again.
+    let text = std::fs::read_to_string(work.config())
+        .unwrap()
+        .replace("snapshot = \"never\"", "snapshot = \"when_needed\"");
+    std::fs::write(work.config(), text).unwrap();
+    let output = work.catch_up();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("POSITION IS LOST"));
+    assert_eq!(
+        ids(&work, "pginv.public.t"),
+        (1..=50).collect::<Vec<_>>(),
+        "the rows written while the slot was lost came back with the copy"
     );
 }
 

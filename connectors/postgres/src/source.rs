@@ -263,10 +263,21 @@ impl Source for PostgresSource {
         }
         if let Some(slot) = catalog::slot_state(&client, url, &self.config.slot).await? {
             if slot.wal_status.as_deref() == Some("lost") {
-                problems.push(Problem::error(
-                    format!("replication slot {} was invalidated (wal_status lost)", self.config.slot),
-                    format!("drop it (SELECT pg_drop_replication_slot('{}')) and start over with a backfill", self.config.slot),
-                ));
+                let what = format!(
+                    "replication slot {} was invalidated (wal_status lost)",
+                    self.config.slot
+                );
+                if self.config.snapshot == SnapshotMode::WhenNeeded {
+                    problems.push(Problem::warning(
+                        what,
+                        "nothing to do: snapshot = \"when_needed\" makes a new slot and copies every table again on start",
+                    ));
+                } else {
+                    problems.push(Problem::error(
+                        what,
+                        format!("set source.snapshot = \"when_needed\" and start again (a new slot is made and every table copied), or drop it (SELECT pg_drop_replication_slot('{}')) and start over", self.config.slot),
+                    ));
+                }
             }
             if slot.plugin.as_deref() != Some("pgoutput") {
                 problems.push(Problem::error(
