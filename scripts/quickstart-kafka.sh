@@ -48,6 +48,9 @@ partitions = 3
 path = "$work/state"
 TOML
 
+say "headwater run --catch-up (the initial snapshot: the table is still empty)"
+HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --catch-up --config "$work/headwater.toml"
+
 say "writing changes, then headwater run --catch-up"
 sql -e "INSERT INTO shop.orders VALUES (1, 'Ada', 19.99, 'new'), (2, 'Grace', 250.00, 'new');
         UPDATE shop.orders SET status = 'paid' WHERE id = 1; DELETE FROM shop.orders WHERE id = 2;"

@@ -99,6 +99,9 @@ say "streaming: two headwater pipelines run (in the background) while changes ar
 # The PostgreSQL pipeline creates its slot on the first start: catch up once so the rows below
 # are written after the slot exists.
 HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --catch-up --config "$work/postgres.toml"
+# The first run of each copies the rows that exist (the initial snapshot, op "r"); the changes
+# below then arrive through the change stream.
+HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --catch-up --config "$work/headwater.toml"
 HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --config "$work/headwater.toml" &
 pid=$!
 HEADWATER_LOG=${HEADWATER_LOG:-warn} "$bin" run --config "$work/postgres.toml" &
