@@ -17,6 +17,11 @@ use tokio_postgres::Client;
 
 static WATERMARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// The start of this process's watermark contents for `slot`: `slot:pid:`.
+pub fn watermark_prefix(slot: &str) -> String {
+    format!("{slot}:{}:", std::process::id())
+}
+
 /// The prefix of watermark messages; their content names the slot and the chunk.
 pub const WATERMARK_PREFIX: &str = "headwater.watermark";
 
@@ -526,7 +531,7 @@ impl ChunkReader {
         // unique across readers of this process, so a late watermark of a discarded chunk is
         // never taken for a new one's
         let number = WATERMARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let watermark = format!("{}:{}:{number}", self.slot, std::process::id());
+        let watermark = format!("{}{number}", watermark_prefix(&self.slot));
         self.client
             .execute(
                 "SELECT pg_logical_emit_message(true, $1, $2)",

@@ -629,6 +629,7 @@ impl PostgresSource {
         let mut task: Option<ChunkTaskGuard> = None;
         let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
         let mut watermarks_seen: std::collections::HashSet<String> = Default::default();
+        let own_watermarks = crate::snapshot::watermark_prefix(&self.config.slot);
         let mut reached_stop = false;
         let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
         let mut requested_at = Instant::now();
@@ -760,7 +761,12 @@ impl PostgresSource {
                         Message::Message {
                             prefix, content, ..
                         } if prefix == WATERMARK_PREFIX => {
-                            watermarks_seen.insert(String::from_utf8_lossy(content).into_owned());
+                            // every slot of the database decodes every pipeline's watermarks: keep
+                            // this process's (one may arrive before its chunk's read returns)
+                            let content = String::from_utf8_lossy(content);
+                            if content.starts_with(&own_watermarks) {
+                                watermarks_seen.insert(content.into_owned());
+                            }
                             Ok(Step::Continue)
                         }
                         Message::Message { prefix, .. } if prefix != HEARTBEAT_PREFIX => {
