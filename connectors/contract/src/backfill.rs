@@ -198,14 +198,21 @@ impl BackfillState {
     }
 }
 
+/// Compact, as part of a position (log lines, the Kafka `headwater.position` header): the log
+/// position plus the number of rows copied names one record. `headwater offsets` and the
+/// progress log give the readable account ([`TableProgress::describe`]).
 impl fmt::Display for BackfillState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(current) = &self.current {
-            write!(f, " [backfill {}", current.describe(now_ms()))?;
+            write!(
+                f,
+                " +{} copied (copying {}",
+                self.rows_emitted, current.request.table
+            )?;
             if !self.queued.is_empty() {
-                write!(f, "; {} more table(s) queued", self.queued.len())?;
+                write!(f, ", {} more queued", self.queued.len())?;
             }
-            f.write_str("]")?;
+            f.write_str(")")?;
         }
         Ok(())
     }
