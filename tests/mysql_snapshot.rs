@@ -333,3 +333,51 @@ fn a_purged_binlog_with_when_needed_recovers_by_copying_the_tables() {
         .collect();
     assert_eq!(state, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_in_the_middle_of_a_copy_rereads_the_chunk_with_the_new_columns() {
+    let db = unique("hw_snapddl");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t_int (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40));
+             INSERT INTO `{db}`.t_int SELECT seq, 0, 'x' FROM `{db}`.seq_1_to_40000"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config(
+        "snapddl",
+        &db,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 100",
+        "",
+    );
+    let stream = format!("snapddl.{db}.t_int");
+    let headwater = work.spawn();
+    wait_until(
+        Duration::from_secs(60),
+        "part of the copy in the lake",
+        || read_stream(&work.lake(), &stream).len() >= 2000,
+    );
+    admin
+        .query_drop(format!(
+            "ALTER TABLE `{db}`.t_int ADD COLUMN extra INT NOT NULL DEFAULT 5; UPDATE `{db}`.t_int SET v = 1 WHERE id IN (1, 39999)"
+        ))
+        .await
+        .unwrap();
+    stop_gracefully(headwater);
+    work.catch_up();
+    let records = read_stream(&work.lake(), &stream);
+    let copied = records.iter().filter(|r| op(r) == "r").count();
+    assert_eq!(
+        copied, 40000,
+        "every row copied once, the discarded chunk read again"
+    );
+    let last = records.iter().rev().find(|r| op(r) == "r").unwrap();
+    assert_eq!(
+        avro_int(&image(last, "after").unwrap()["extra"]),
+        5,
+        "rows copied after the change have the new column"
+    );
+    assert_lake_equals_tables(&work, "snapddl", &db, &[&TABLES[0]]).await;
+}

@@ -301,3 +301,52 @@ async fn a_dropped_slot_with_when_needed_recovers_by_copying_the_tables() {
     assert_lake_equals_tables(&work, "pheal", &schema, &tables).await;
     cleanup(&schema, &work).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_in_the_middle_of_a_copy_rereads_the_chunk_with_the_new_columns() {
+    let schema = unique("hw_psnapddl");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t_int (id int PRIMARY KEY, v int NOT NULL, s text);
+             INSERT INTO {schema}.t_int SELECT g, 0, 'x' FROM generate_series(1, 40000) g"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config(
+        "psnapddl",
+        &schema,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 100",
+    );
+    let stream = format!("psnapddl.{schema}.t_int");
+    let headwater = work.spawn();
+    wait_until(
+        Duration::from_secs(60),
+        "part of the copy in the lake",
+        || read_stream(&work.lake(), &stream).len() >= 2000,
+    );
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.t_int ADD COLUMN extra int NOT NULL DEFAULT 5; UPDATE {schema}.t_int SET v = 1 WHERE id IN (1, 39999)"
+        ))
+        .await
+        .unwrap();
+    stop_gracefully(headwater);
+    work.catch_up();
+    let records = read_stream(&work.lake(), &stream);
+    let copied = records.iter().filter(|r| op(r) == "r").count();
+    assert_eq!(
+        copied, 40000,
+        "every row copied once, the discarded chunk read again"
+    );
+    let last = records.iter().rev().find(|r| op(r) == "r").unwrap();
+    assert_eq!(avro_int(&image(last, "after").unwrap()["extra"]), 5);
+    assert_lake_equals_tables(&work, "psnapddl", &schema, &[&TABLES[0]]).await;
+    cleanup(&schema, &work).await;
+}
