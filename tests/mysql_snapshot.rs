@@ -381,3 +381,54 @@ async fn a_schema_change_in_the_middle_of_a_copy_rereads_the_chunk_with_the_new_
     );
     assert_lake_equals_tables(&work, "snapddl", &db, &[&TABLES[0]]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_table_watermarks_keep_a_copy_under_load_consistent() {
+    let db = unique("hw_snapsig");
+    create_tables(&db, 1500).await;
+    let work = Workdir::new();
+    work.mysql_config(
+        "snapsig",
+        &db,
+        &format!("snapshot = \"initial\"\nsnapshot_chunk_size = 150\nwatermarks = \"signal_table\"\nsignal_table = \"{db}.hw_signal\""),
+        "",
+    );
+    // preflight names the missing table and how to make it
+    let checked = work.headwater(&["check"]);
+    let out = String::from_utf8_lossy(&checked.stdout).to_string();
+    assert!(!checked.status.success(), "{out}");
+    assert!(
+        out.contains("CREATE TABLE") && out.contains("hw_signal"),
+        "names the statement: {out}"
+    );
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE TABLE `{db}`.hw_signal (id INT UNSIGNED PRIMARY KEY, watermark VARCHAR(128) NOT NULL);
+             GRANT INSERT, DELETE ON `{db}`.hw_signal TO 'headwater'@'%';
+             GRANT INSERT, DELETE ON `{db}`.hw_signal TO 'headwater'@'localhost'"
+        ))
+        .await
+        .unwrap();
+    let checked = work.headwater(&["check"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_load(db.clone(), stop.clone()));
+    let headwater = work.spawn();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    stop_gracefully(headwater);
+    work.catch_up();
+    let tables: Vec<&SnapshotTable> = TABLES.iter().collect();
+    assert_lake_equals_tables(&work, "snapsig", &db, &tables).await;
+    assert!(
+        !work.lake().join(format!("snapsig.{db}.hw_signal")).exists(),
+        "the signal table itself is not captured"
+    );
+}

@@ -42,6 +42,29 @@ pub struct MysqlConfig {
     /// Rows per snapshot chunk (one `SELECT … ORDER BY key LIMIT n`). Memory holds one chunk.
     #[serde(default = "default_chunk_size")]
     pub snapshot_chunk_size: usize,
+    /// How a snapshot chunk marks its end in the change stream: `"binlog_position"` (the binlog
+    /// end read right after the chunk's SELECT; writes nothing to the source) or
+    /// `"signal_table"` (a row written to `signal_table`, for when the SQL connection may reach
+    /// a different server than the binlog stream, e.g. behind a proxy).
+    #[serde(default)]
+    pub watermarks: WatermarkKind,
+    /// `database.table` that `"signal_table"` watermarks write: one row per pipeline
+    /// (`id` = server_id). Never captured itself.
+    #[serde(default = "default_signal_table")]
+    pub signal_table: String,
+}
+
+/// `source.watermarks`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WatermarkKind {
+    #[default]
+    BinlogPosition,
+    SignalTable,
+}
+
+fn default_signal_table() -> String {
+    "headwater.signal".to_string()
 }
 
 fn default_chunk_size() -> usize {
@@ -80,11 +103,24 @@ impl fmt::Debug for MysqlConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("snapshot", &self.snapshot)
             .field("snapshot_chunk_size", &self.snapshot_chunk_size)
+            .field("watermarks", &self.watermarks)
+            .field("signal_table", &self.signal_table)
             .finish()
     }
 }
 
 impl MysqlConfig {
+    /// The signal table as a table id, when well formed.
+    pub fn signal_table_id(&self) -> Option<headwater_contract::TableId> {
+        let (namespace, table) = self.signal_table.split_once('.')?;
+        (!namespace.is_empty() && !table.is_empty() && !table.contains('.')).then(|| {
+            headwater_contract::TableId {
+                namespace: namespace.to_string(),
+                table: table.to_string(),
+            }
+        })
+    }
+
     /// Checks the values alone, before anything connects.
     pub fn validate(&self) -> Result<TableFilter, String> {
         if !self.url.starts_with("mysql://") {
@@ -112,6 +148,12 @@ impl MysqlConfig {
         }
         if self.snapshot != SnapshotMode::Never && self.start == StartFrom::Earliest {
             return Err("source.start = \"earliest\" replays the old binlog, which a snapshot makes pointless: with source.snapshot = \"initial\" or \"when_needed\" leave start out (the copy starts at the current binlog end), or set snapshot = \"never\"".into());
+        }
+        if self.signal_table_id().is_none() {
+            return Err(format!(
+                "source.signal_table = {:?} must be database.table, e.g. \"headwater.signal\"",
+                self.signal_table
+            ));
         }
         if let Some(ca) = &self.tls_ca_file {
             if !ca.is_file() {

@@ -22,8 +22,36 @@ pub struct RawChunk {
     pub rows: Vec<ChunkRow>,
     pub exhausted: bool,
     pub rows_estimate: Option<u64>,
-    /// The binlog end after the read: the chunk is emitted once the stream has passed it.
-    pub high_watermark: BinlogPosition,
+    /// Where the chunk ends in the change stream: it is emitted once the stream has passed it.
+    pub watermark: Watermark,
+}
+
+/// A chunk's high watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watermark {
+    /// The binlog end read right after the chunk's SELECT.
+    Position(BinlogPosition),
+    /// The value written to the signal table after the SELECT.
+    Signal(String),
+}
+
+static WATERMARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The start of this process's signal-table watermarks for a pipeline: `server_id:pid:`.
+pub fn signal_prefix(server_id: u32) -> String {
+    format!("{server_id}:{}:", std::process::id())
+}
+
+fn quote_table(table: &TableId) -> String {
+    format!("{}.{}", quote(&table.namespace), quote(&table.table))
+}
+
+/// The statement that creates the signal table (preflight prints it).
+pub fn signal_table_ddl(table: &TableId) -> String {
+    format!(
+        "CREATE TABLE {} (id INT UNSIGNED PRIMARY KEY, watermark VARCHAR(128) NOT NULL)",
+        quote_table(table)
+    )
 }
 
 pub enum ChunkOutcome {
@@ -37,6 +65,8 @@ pub struct ChunkReader {
     conn: Conn,
     url: String,
     server_id: u32,
+    /// `watermarks = "signal_table"`: the table written after each chunk.
+    signal_table: Option<TableId>,
 }
 
 fn sql_error(what: &str, url: &str, server_id: u32, err: mysql_async::Error) -> ConnectorError {
@@ -67,6 +97,7 @@ impl ChunkReader {
         opts: mysql_async::Opts,
         url: &str,
         server_id: u32,
+        signal_table: Option<TableId>,
     ) -> Result<Self, ConnectorError> {
         let mut conn = Conn::new(opts)
             .await
@@ -80,6 +111,7 @@ impl ChunkReader {
             conn,
             url: url.to_string(),
             server_id,
+            signal_table,
         })
     }
 
@@ -108,7 +140,29 @@ impl ChunkReader {
                 table: String::from_utf8_lossy(&table).into_owned(),
             })
             .filter(|t| filter.captures(&t.namespace, &t.table))
+            .filter(|t| self.signal_table.as_ref() != Some(t))
             .collect())
+    }
+
+    /// Preflight of `watermarks = "signal_table"`: the table exists and may be written (checked
+    /// in a transaction that is rolled back).
+    pub async fn check_signal_table(&mut self) -> Result<(), String> {
+        let Some(table) = self.signal_table.clone() else {
+            return Ok(());
+        };
+        let probe = format!(
+            "REPLACE INTO {} (id, watermark) VALUES ({}, 'check')",
+            quote_table(&table),
+            self.server_id
+        );
+        let mut tx = self
+            .conn
+            .start_transaction(Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let written = tx.query_drop(probe).await;
+        let _ = tx.rollback().await;
+        written.map_err(|e| e.to_string())
     }
 
     /// The table as `information_schema` describes it now; `None` when it does not exist.
@@ -393,13 +447,30 @@ impl ChunkReader {
                 resume_key,
             });
         }
-        let high_watermark = self.binlog_end().await?;
+        let watermark = match self.signal_table.clone() {
+            None => Watermark::Position(self.binlog_end().await?),
+            Some(signal) => {
+                let number = WATERMARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mark = format!("{}{number}", signal_prefix(self.server_id));
+                self.conn
+                    .exec_drop(
+                        format!(
+                            "REPLACE INTO {} (id, watermark) VALUES (?, ?)",
+                            quote_table(&signal)
+                        ),
+                        (self.server_id, &mark),
+                    )
+                    .await
+                    .map_err(self.error("writing a snapshot watermark to the signal table"))?;
+                Watermark::Signal(mark)
+            }
+        };
         Ok(ChunkOutcome::Rows(RawChunk {
             schema,
             rows,
             exhausted,
             rows_estimate,
-            high_watermark,
+            watermark,
         }))
     }
 

@@ -1,8 +1,9 @@
 //! The MySQL/MariaDB source: connection, preflight checks, and the binlog stream loop.
 
+use crate::config::WatermarkKind;
 use crate::config::{MysqlConfig, StartFrom};
 use crate::error::classify;
-use crate::snapshot::{ChunkOutcome, ChunkReader};
+use crate::snapshot::{ChunkOutcome, ChunkReader, Watermark};
 use crate::stream::{BinlogReader, Step};
 use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
@@ -439,6 +440,23 @@ impl Source for MysqlSource {
                 ));
             }
         }
+        if let Some(signal) = self.signal_table() {
+            match self.chunk_reader().await {
+                Ok(mut reader) => {
+                    if let Err(err) = reader.check_signal_table().await {
+                        problems.push(Problem::error(
+                            format!("the snapshot signal table {signal} cannot be written ({err})"),
+                            format!(
+                                "{}; GRANT INSERT, DELETE ON {signal} TO the Headwater user (or set source.watermarks = \"binlog_position\")",
+                                crate::snapshot::signal_table_ddl(&signal)
+                            ),
+                        ));
+                    }
+                    reader.disconnect().await;
+                }
+                Err(err) => problems.push(Problem::error(err.report(), "check source.url")),
+            }
+        }
         if self.config.snapshot != SnapshotMode::Never {
             // Snapshot chunks need a primary key to be matched against the stream.
             let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn
@@ -556,6 +574,9 @@ impl Source for MysqlSource {
             server.checksum,
         );
         reader.set_hints(self.column_hints(&mut conn).await?);
+        if let Some(signal) = self.signal_table() {
+            reader.watch_signals(signal);
+        }
         // The binlog connection becomes the stream; this one answers metadata questions.
         let mut meta = self.connect().await?;
         if fresh {
@@ -644,14 +665,27 @@ struct Stream<'r, 'a> {
 /// A chunk read and waiting for the stream to pass its high watermark.
 struct ReadyChunk {
     chunk: Chunk,
-    high_watermark: BinlogPosition,
+    watermark: Watermark,
 }
 
 type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
 
 impl MysqlSource {
     async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
-        ChunkReader::connect(self.opts.clone(), &self.config.url, self.config.server_id).await
+        ChunkReader::connect(
+            self.opts.clone(),
+            &self.config.url,
+            self.config.server_id,
+            self.signal_table(),
+        )
+        .await
+    }
+
+    /// The signal table, when snapshot watermarks are written to one.
+    fn signal_table(&self) -> Option<TableId> {
+        (self.config.watermarks == WatermarkKind::SignalTable)
+            .then(|| self.config.signal_table_id())
+            .flatten()
     }
 
     /// With `snapshot = "when_needed"`, a purged position becomes a fresh start at the binlog
@@ -704,6 +738,8 @@ impl MysqlSource {
         let mut idle_reader: Option<ChunkReader> = None;
         let mut task: Option<AbortOnDrop> = None;
         let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
+        let mut signals_seen: std::collections::HashSet<String> = Default::default();
+        let own_signals = crate::snapshot::signal_prefix(self.config.server_id);
         let mut inbox_timer = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut reached_stop = false;
         stream.backfill.accept(&stream.context.backfills);
@@ -760,7 +796,7 @@ impl MysqlSource {
                             );
                             ready.push_back(ReadyChunk {
                                 chunk,
-                                high_watermark: raw.high_watermark,
+                                watermark: raw.watermark,
                             });
                         }
                         ChunkOutcome::Skip(why) => {
@@ -779,8 +815,17 @@ impl MysqlSource {
                 }
             }
             // Chunks are emitted in order, each once the stream has passed its watermark.
+            for signal in stream.reader.take_signals() {
+                if signal.starts_with(&own_signals) {
+                    signals_seen.insert(signal);
+                }
+            }
             while let (Some(waiting), Some(here)) = (ready.front(), stream.reader.boundary()) {
-                if here < waiting.high_watermark {
+                let passed = match &waiting.watermark {
+                    Watermark::Position(high) => here >= *high,
+                    Watermark::Signal(mark) => signals_seen.remove(mark),
+                };
+                if !passed {
                     break;
                 }
                 let Some(waiting) = ready.pop_front() else {
@@ -808,6 +853,7 @@ impl MysqlSource {
                     Completed::Discarded => {
                         // the chunks read after it are read again too
                         ready.clear();
+                        signals_seen.clear();
                         task = None;
                         idle_reader = None;
                     }

@@ -38,6 +38,8 @@ struct CachedTable {
     raw: Vec<u8>,
     /// `None` when the table is not captured.
     info: Option<Arc<TableInfo>>,
+    /// The snapshot signal table: its rows are watermarks, not records.
+    signal: bool,
 }
 
 struct Transaction {
@@ -120,6 +122,10 @@ pub struct BinlogReader<'a> {
     /// The first ROTATE, sent before the format description, carries a checksum in its name.
     strip_rotate_checksum: bool,
     hints: ColumnHints,
+    /// The table snapshot watermarks are written to (`watermarks = "signal_table"`).
+    signal_table: Option<headwater_contract::TableId>,
+    /// Watermarks read from it since the last `take_signals`.
+    signals: Vec<String>,
 }
 
 fn is_system(db: &str) -> bool {
@@ -171,7 +177,19 @@ impl<'a> BinlogReader<'a> {
             stop_at,
             strip_rotate_checksum: checksum_enabled,
             hints: ColumnHints::default(),
+            signal_table: None,
+            signals: Vec::new(),
         }
+    }
+
+    /// Reads snapshot watermarks from `table`'s rows instead of capturing it.
+    pub fn watch_signals(&mut self, table: headwater_contract::TableId) {
+        self.signal_table = Some(table);
+    }
+
+    /// The watermarks written to the signal table that the stream has passed so far.
+    pub fn take_signals(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.signals)
     }
 
     /// Replaces the column type hints (after DDL) and forgets decoded layouts built without them.
@@ -517,7 +535,17 @@ impl<'a> BinlogReader<'a> {
         }
         let db = tme.database_name();
         let name = tme.table_name();
-        let info = if is_system(&db) || !self.filter.captures(&db, &name) {
+        let signal = self
+            .signal_table
+            .as_ref()
+            .is_some_and(|t| t.namespace == db && t.table == name);
+        let info = if signal {
+            let (schema, decoders) = describe(tme, self.collations, &self.hints)?;
+            Some(Arc::new(TableInfo {
+                schema: Arc::new(schema),
+                decoders,
+            }))
+        } else if is_system(&db) || !self.filter.captures(&db, &name) {
             None
         } else {
             let (mut schema, decoders) = describe(tme, self.collations, &self.hints)?;
@@ -533,6 +561,7 @@ impl<'a> BinlogReader<'a> {
             CachedTable {
                 raw: raw.to_vec(),
                 info,
+                signal,
             },
         );
         Ok(())
@@ -553,6 +582,9 @@ impl<'a> BinlogReader<'a> {
         let Some(info) = cached.info.clone() else {
             return Ok(()); // not captured
         };
+        if cached.signal {
+            return self.signal_rows(rows, &info);
+        }
         let schema = &info.schema;
         let (op, has_before, has_after) = match rows {
             RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => (Op::Create, false, true),
@@ -685,6 +717,57 @@ impl<'a> BinlogReader<'a> {
                 }));
             }
             row_index += 1;
+        }
+        Ok(())
+    }
+}
+
+impl BinlogReader<'_> {
+    /// Rows of the signal table: their `watermark` column is a snapshot chunk's watermark.
+    fn signal_rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        info: &TableInfo,
+    ) -> Result<(), ConnectorError> {
+        let Some(column) = info
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case("watermark"))
+        else {
+            return Err(ConnectorError::definite(format!(
+                "the signal table {} has no `watermark` column; create it as the preflight (headwater check) says",
+                info.schema.id
+            )));
+        };
+        let has_before = matches!(
+            rows,
+            RowsEventData::UpdateRowsEvent(_)
+                | RowsEventData::UpdateRowsEventV1(_)
+                | RowsEventData::DeleteRowsEvent(_)
+                | RowsEventData::DeleteRowsEventV1(_)
+        );
+        let has_after = !matches!(
+            rows,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_)
+        );
+        let data = rows.rows_data();
+        let mut at = 0;
+        let mut values = Vec::new();
+        while at < data.len() {
+            if has_before {
+                values.clear();
+                read_image(&info.decoders, data, &mut at, &mut values)
+                    .map_err(|e| row_error(&info.schema, e))?;
+            }
+            if has_after {
+                values.clear();
+                read_image(&info.decoders, data, &mut at, &mut values)
+                    .map_err(|e| row_error(&info.schema, e))?;
+                if let Some(Value::Text(text)) = values.get(column) {
+                    self.signals.push(text.to_string());
+                }
+            }
         }
         Ok(())
     }
