@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct MysqlSource {
-    config: MysqlConfig,
-    filter: TableFilter,
-    opts: Opts,
-    state_dir: PathBuf,
+    pub(crate) config: MysqlConfig,
+    pub(crate) filter: TableFilter,
+    pub(crate) opts: Opts,
+    pub(crate) state_dir: PathBuf,
 }
 
 /// The server facts the stream needs.
@@ -60,18 +60,24 @@ impl MysqlSource {
         })
     }
 
-    fn classify(&self, what: &str) -> impl Fn(mysql_async::Error) -> ConnectorError + '_ {
+    pub(crate) fn classify(
+        &self,
+        what: &str,
+    ) -> impl Fn(mysql_async::Error) -> ConnectorError + '_ {
         let what = what.to_string();
         move |e| classify(e, &what, &self.config.url, self.config.server_id)
     }
 
-    async fn connect(&self) -> Result<Conn, ConnectorError> {
+    pub(crate) async fn connect(&self) -> Result<Conn, ConnectorError> {
         Conn::new(self.opts.clone())
             .await
             .map_err(self.classify("connecting to the source"))
     }
 
-    async fn variables(&self, conn: &mut Conn) -> Result<HashMap<String, String>, ConnectorError> {
+    pub(crate) async fn variables(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<HashMap<String, String>, ConnectorError> {
         // Typed rows with Option fields: mysql_async panics when a value does not convert.
         let rows: Vec<mysql_async::Row> = conn
             .query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','binlog_checksum','log_bin_compress','gtid_strict_mode','gtid_mode','binlog_expire_logs_seconds','expire_logs_days','version','binlog_row_value_options')")
@@ -106,7 +112,10 @@ impl MysqlSource {
         })
     }
 
-    async fn master_status(&self, conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
+    pub(crate) async fn master_status(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<BinlogPosition, ConnectorError> {
         // MySQL 8.4 renamed SHOW MASTER STATUS.
         let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
             Ok(row) => row,
@@ -142,7 +151,7 @@ impl MysqlSource {
         })
     }
 
-    async fn is_mariadb(&self, conn: &mut Conn) -> Result<bool, ConnectorError> {
+    pub(crate) async fn is_mariadb(&self, conn: &mut Conn) -> Result<bool, ConnectorError> {
         let version: Option<Option<String>> = conn
             .query_first("SELECT VERSION()")
             .await
@@ -219,7 +228,10 @@ impl MysqlSource {
 
     /// Columns whose type the binlog does not tell: MariaDB's UUID/INET6/INET4 (binary in the
     /// row image) and JSON (LONGTEXT with a json_valid check).
-    async fn column_hints(&self, conn: &mut Conn) -> Result<ColumnHints, ConnectorError> {
+    pub(crate) async fn column_hints(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<ColumnHints, ConnectorError> {
         let mut hints = ColumnHints::default();
         let typed: Vec<mysql_async::Row> = conn
             .query(
@@ -348,141 +360,7 @@ fn parse_gtid_state(text: &str) -> Result<GtidSet, ConnectorError> {
 #[async_trait]
 impl Source for MysqlSource {
     async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
-        let mut problems = Vec::new();
-        let mut conn = match self.connect().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                problems.push(Problem::error(err.report(), "check source.url, that the server runs, and that the user may connect from this host"));
-                return Ok(problems);
-            }
-        };
-        let vars = self.variables(&mut conn).await?;
-        let var = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
-        let expect = |problems: &mut Vec<Problem>, name: &str, want: &str| {
-            if !var(name).eq_ignore_ascii_case(want) {
-                problems.push(Problem::error(
-                    format!("{name} is {:?}, Headwater needs {want}", var(name)),
-                    format!("set {name}={want} in the server's my.cnf [mysqld] section and restart it (SET GLOBAL {name}={want} works until the restart)"),
-                ));
-            }
-        };
-        expect(&mut problems, "log_bin", "ON");
-        expect(&mut problems, "binlog_format", "ROW");
-        expect(&mut problems, "binlog_row_image", "FULL");
-        expect(&mut problems, "binlog_row_metadata", "FULL");
-        if var("log_bin_compress").eq_ignore_ascii_case("ON") {
-            problems.push(Problem::error(
-                "log_bin_compress is ON: compressed binlog events are not decoded yet",
-                "set log_bin_compress=OFF in my.cnf and restart the server",
-            ));
-        }
-        if !var("binlog_row_value_options").is_empty() {
-            problems.push(Problem::error(
-                format!(
-                    "binlog_row_value_options is {:?}: partial JSON updates cannot be captured",
-                    var("binlog_row_value_options")
-                ),
-                "set binlog_row_value_options='' on the server",
-            ));
-        }
-        let mariadb = var("version").to_ascii_lowercase().contains("mariadb");
-        if mariadb && !var("gtid_strict_mode").eq_ignore_ascii_case("ON") {
-            problems.push(Problem::warning(
-                "gtid_strict_mode is OFF: GTID positions may not survive a failover exactly",
-                "set gtid_strict_mode=ON in my.cnf",
-            ));
-        }
-        let retention_s = var("binlog_expire_logs_seconds")
-            .parse::<u64>()
-            .unwrap_or(0);
-        let retention_days = var("expire_logs_days").parse::<f64>().unwrap_or(0.0);
-        if retention_s == 0 && retention_days == 0.0 {
-            tracing::info!("binlog retention: binlogs are kept until purged by hand");
-        } else {
-            let seconds = retention_s.max((retention_days * 86_400.0) as u64);
-            tracing::info!(
-                retention_hours = seconds / 3600,
-                "binlog retention: a pipeline stopped longer than this loses its position"
-            );
-            if seconds < 86_400 {
-                problems.push(Problem::warning(
-                    format!("binlogs are kept only {} hours: a pipeline stopped longer than that needs a new snapshot", seconds / 3600),
-                    "raise binlog_expire_logs_seconds (e.g. 604800 for a week)",
-                ));
-            }
-        }
-        let grants: Vec<Option<String>> = conn
-            .query("SHOW GRANTS")
-            .await
-            .map_err(self.classify("reading privileges"))?;
-        let grants = grants
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("\n")
-            .to_ascii_uppercase();
-        let all = grants.contains("ALL PRIVILEGES ON *.*");
-        for (privilege, alternatives) in [
-            (
-                "REPLICATION SLAVE",
-                &["REPLICATION SLAVE", "REPLICATION REPLICA"][..],
-            ),
-            (
-                "REPLICATION CLIENT",
-                &["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"][..],
-            ),
-            ("SELECT", &["SELECT"][..]),
-        ] {
-            if !all && !alternatives.iter().any(|a| grants.contains(a)) {
-                problems.push(Problem::error(
-                    format!("the user lacks the {privilege} privilege"),
-                    format!("GRANT {privilege} ON *.* TO the Headwater user"),
-                ));
-            }
-        }
-        if let Some(signal) = self.signal_table() {
-            match self.chunk_reader().await {
-                Ok(mut reader) => {
-                    if let Err(err) = reader.check_signal_table().await {
-                        problems.push(Problem::error(
-                            format!("the snapshot signal table {signal} cannot be written ({err})"),
-                            format!(
-                                "{}; GRANT INSERT, DELETE ON {signal} TO the Headwater user (or set source.watermarks = \"binlog_position\")",
-                                crate::snapshot::signal_table_ddl(&signal)
-                            ),
-                        ));
-                    }
-                    reader.disconnect().await;
-                }
-                Err(err) => problems.push(Problem::error(err.report(), "check source.url")),
-            }
-        }
-        if self.config.snapshot != SnapshotMode::Never {
-            // Snapshot chunks need a primary key to be matched against the stream.
-            let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn
-                .query(
-                    "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' \
-                     AND t.TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema') \
-                     AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
-                       AND s.TABLE_NAME = t.TABLE_NAME AND s.INDEX_NAME = 'PRIMARY')",
-                )
-                .await
-                .unwrap_or_default();
-            for (db, table) in keyless {
-                let (db, table) = (
-                    String::from_utf8_lossy(&db),
-                    String::from_utf8_lossy(&table),
-                );
-                if self.filter.captures(&db, &table) {
-                    problems.push(Problem::warning(
-                        format!("{db}.{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
-                        format!("add a primary key to {db}.{table} to copy it"),
-                    ));
-                }
-            }
-        }
-        let _ = conn.disconnect().await;
-        Ok(problems)
+        crate::preflight::check(self).await
     }
 
     async fn check_backfill(
@@ -671,7 +549,7 @@ struct ReadyChunk {
 type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
 
 impl MysqlSource {
-    async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
+    pub(crate) async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
         ChunkReader::connect(
             self.opts.clone(),
             &self.config.url,
@@ -682,7 +560,7 @@ impl MysqlSource {
     }
 
     /// The signal table, when snapshot watermarks are written to one.
-    fn signal_table(&self) -> Option<TableId> {
+    pub(crate) fn signal_table(&self) -> Option<TableId> {
         (self.config.watermarks == WatermarkKind::SignalTable)
             .then(|| self.config.signal_table_id())
             .flatten()

@@ -6,6 +6,7 @@ pub mod protocol;
 pub mod types;
 pub use config::PostgresConfig;
 pub mod catalog;
+mod preflight;
 pub mod source;
 pub mod stream;
 pub use source::PostgresSource;

@@ -1,0 +1,144 @@
+//! Preflight (`headwater check`): every server setting, privilege and resource the MySQL/MariaDB
+//! source needs, each problem with its fix.
+
+use crate::source::MysqlSource;
+use headwater_contract::{ConnectorError, Problem, SnapshotMode};
+use mysql_async::prelude::Queryable;
+
+pub(crate) async fn check(source: &MysqlSource) -> Result<Vec<Problem>, ConnectorError> {
+    let mut problems = Vec::new();
+    let mut conn = match source.connect().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            problems.push(Problem::error(err.report(), "check source.url, that the server runs, and that the user may connect from this host"));
+            return Ok(problems);
+        }
+    };
+    let vars = source.variables(&mut conn).await?;
+    let var = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
+    let expect = |problems: &mut Vec<Problem>, name: &str, want: &str| {
+        if !var(name).eq_ignore_ascii_case(want) {
+            problems.push(Problem::error(
+                format!("{name} is {:?}, Headwater needs {want}", var(name)),
+                format!("set {name}={want} in the server's my.cnf [mysqld] section and restart it (SET GLOBAL {name}={want} works until the restart)"),
+            ));
+        }
+    };
+    expect(&mut problems, "log_bin", "ON");
+    expect(&mut problems, "binlog_format", "ROW");
+    expect(&mut problems, "binlog_row_image", "FULL");
+    expect(&mut problems, "binlog_row_metadata", "FULL");
+    if var("log_bin_compress").eq_ignore_ascii_case("ON") {
+        problems.push(Problem::error(
+            "log_bin_compress is ON: compressed binlog events are not decoded yet",
+            "set log_bin_compress=OFF in my.cnf and restart the server",
+        ));
+    }
+    if !var("binlog_row_value_options").is_empty() {
+        problems.push(Problem::error(
+            format!(
+                "binlog_row_value_options is {:?}: partial JSON updates cannot be captured",
+                var("binlog_row_value_options")
+            ),
+            "set binlog_row_value_options='' on the server",
+        ));
+    }
+    let mariadb = var("version").to_ascii_lowercase().contains("mariadb");
+    if mariadb && !var("gtid_strict_mode").eq_ignore_ascii_case("ON") {
+        problems.push(Problem::warning(
+            "gtid_strict_mode is OFF: GTID positions may not survive a failover exactly",
+            "set gtid_strict_mode=ON in my.cnf",
+        ));
+    }
+    let retention_s = var("binlog_expire_logs_seconds")
+        .parse::<u64>()
+        .unwrap_or(0);
+    let retention_days = var("expire_logs_days").parse::<f64>().unwrap_or(0.0);
+    if retention_s == 0 && retention_days == 0.0 {
+        tracing::info!("binlog retention: binlogs are kept until purged by hand");
+    } else {
+        let seconds = retention_s.max((retention_days * 86_400.0) as u64);
+        tracing::info!(
+            retention_hours = seconds / 3600,
+            "binlog retention: a pipeline stopped longer than this loses its position"
+        );
+        if seconds < 86_400 {
+            problems.push(Problem::warning(
+                format!("binlogs are kept only {} hours: a pipeline stopped longer than that needs a new snapshot", seconds / 3600),
+                "raise binlog_expire_logs_seconds (e.g. 604800 for a week)",
+            ));
+        }
+    }
+    let grants: Vec<Option<String>> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(source.classify("reading privileges"))?;
+    let grants = grants
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_ascii_uppercase();
+    let all = grants.contains("ALL PRIVILEGES ON *.*");
+    for (privilege, alternatives) in [
+        (
+            "REPLICATION SLAVE",
+            &["REPLICATION SLAVE", "REPLICATION REPLICA"][..],
+        ),
+        (
+            "REPLICATION CLIENT",
+            &["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"][..],
+        ),
+        ("SELECT", &["SELECT"][..]),
+    ] {
+        if !all && !alternatives.iter().any(|a| grants.contains(a)) {
+            problems.push(Problem::error(
+                format!("the user lacks the {privilege} privilege"),
+                format!("GRANT {privilege} ON *.* TO the Headwater user"),
+            ));
+        }
+    }
+    if let Some(signal) = source.signal_table() {
+        match source.chunk_reader().await {
+            Ok(mut reader) => {
+                if let Err(err) = reader.check_signal_table().await {
+                    problems.push(Problem::error(
+                        format!("the snapshot signal table {signal} cannot be written ({err})"),
+                        format!(
+                            "{}; GRANT INSERT, DELETE ON {signal} TO the Headwater user (or set source.watermarks = \"binlog_position\")",
+                            crate::snapshot::signal_table_ddl(&signal)
+                        ),
+                    ));
+                }
+                reader.disconnect().await;
+            }
+            Err(err) => problems.push(Problem::error(err.report(), "check source.url")),
+        }
+    }
+    if source.config.snapshot != SnapshotMode::Never {
+        // Snapshot chunks need a primary key to be matched against the stream.
+        let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .query(
+                "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' \
+                 AND t.TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema') \
+                 AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
+                   AND s.TABLE_NAME = t.TABLE_NAME AND s.INDEX_NAME = 'PRIMARY')",
+            )
+            .await
+            .unwrap_or_default();
+        for (db, table) in keyless {
+            let (db, table) = (
+                String::from_utf8_lossy(&db),
+                String::from_utf8_lossy(&table),
+            );
+            if source.filter.captures(&db, &table) {
+                problems.push(Problem::warning(
+                    format!("{db}.{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
+                    format!("add a primary key to {db}.{table} to copy it"),
+                ));
+            }
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(problems)
+}

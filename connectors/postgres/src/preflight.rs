@@ -1,0 +1,208 @@
+//! Preflight (`headwater check`): every server setting, privilege and resource the PostgreSQL
+//! source needs, each problem with its fix.
+
+use crate::catalog;
+use crate::source::PostgresSource;
+use headwater_contract::{ConnectorError, Problem, SnapshotMode};
+
+pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, ConnectorError> {
+    let mut problems = Vec::new();
+    let client = match catalog::connect(&source.config.url, source.params.tls.as_ref()).await {
+        Ok(client) => client,
+        Err(err) => {
+            problems.push(Problem::error(
+                err.report(),
+                "check source.url, that the server runs, and pg_hba.conf",
+            ));
+            return Ok(problems);
+        }
+    };
+    let url = &source.config.url;
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one("SELECT current_setting($1)", &[&name])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .map_err(|e| catalog::sql_error("reading server settings", url, e))
+        }
+    };
+    if setting("wal_level").await? != "logical" {
+        problems.push(Problem::error(
+            "wal_level is not logical",
+            "set wal_level = logical in postgresql.conf and restart the server",
+        ));
+    }
+    let row = client
+        .query_one(
+            "SELECT rolreplication OR rolsuper, (SELECT count(*) FROM pg_replication_slots)::int8,
+                    current_setting('max_replication_slots')::int8,
+                    (SELECT count(*) FROM pg_stat_replication)::int8, current_setting('max_wal_senders')::int8,
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)
+             FROM pg_roles WHERE rolname = current_user",
+            &[&source.config.slot],
+        )
+        .await
+        .map_err(|e| catalog::sql_error("reading the role", url, e))?;
+    let (replication, slots, max_slots, senders, max_senders, slot_exists): (
+        bool,
+        i64,
+        i64,
+        i64,
+        i64,
+        bool,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    if !replication {
+        problems.push(Problem::error(
+            format!(
+                "role {} lacks the REPLICATION attribute",
+                source.params.user
+            ),
+            format!("ALTER ROLE {} REPLICATION", source.params.user),
+        ));
+    }
+    if !slot_exists && slots >= max_slots {
+        problems.push(Problem::error(
+            format!("all {max_slots} replication slots are in use"),
+            "raise max_replication_slots (restart needed) or drop an unused slot",
+        ));
+    }
+    if senders >= max_senders {
+        problems.push(Problem::error(
+            format!("all {max_senders} WAL senders are in use"),
+            "raise max_wal_senders (restart needed)",
+        ));
+    }
+    if let Some(slot) = catalog::slot_state(&client, url, &source.config.slot).await? {
+        if slot.wal_status.as_deref() == Some("lost") {
+            let what = format!(
+                "replication slot {} was invalidated (wal_status lost)",
+                source.config.slot
+            );
+            if source.config.snapshot == SnapshotMode::WhenNeeded {
+                problems.push(Problem::warning(
+                    what,
+                    "nothing to do: snapshot = \"when_needed\" makes a new slot and copies every table again on start",
+                ));
+            } else {
+                problems.push(Problem::error(
+                    what,
+                    format!("set source.snapshot = \"when_needed\" and start again (a new slot is made and every table copied), or drop it (SELECT pg_drop_replication_slot('{}')) and start over", source.config.slot),
+                ));
+            }
+        }
+        if slot.plugin.as_deref() != Some("pgoutput") {
+            problems.push(Problem::error(
+                format!(
+                    "replication slot {} does not use pgoutput ({:?})",
+                    source.config.slot, slot.plugin
+                ),
+                "give source.slot a new name; Headwater creates it with pgoutput",
+            ));
+        }
+    }
+    let keep = setting("max_slot_wal_keep_size").await?;
+    tracing::info!(max_slot_wal_keep_size = %keep, "a slot holding more WAL than this is invalidated");
+    let tables = catalog::captured_tables(&client, url, &source.filter).await?;
+    if tables.is_empty() {
+        problems.push(Problem::error(
+            format!(
+                "source.include {:?} matches no table",
+                source.config.include
+            ),
+            "check the schema.table globs",
+        ));
+    }
+    for (schema, table, identity, has_key) in &tables {
+        let allowed: bool = client
+            .query_one(
+                "SELECT has_table_privilege(format('%I.%I', $1::text, $2::text), 'SELECT')",
+                &[schema, table],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(false);
+        if !allowed {
+            problems.push(Problem::error(
+                format!("no SELECT privilege on {schema}.{table}"),
+                format!("GRANT SELECT ON {schema}.{table} TO {}", source.params.user),
+            ));
+        }
+        match (identity.as_str(), has_key) {
+            ("n", _) => problems.push(Problem::warning(
+                format!("{schema}.{table} has REPLICA IDENTITY NOTHING: updates and deletes fail on the server"),
+                format!("ALTER TABLE {schema}.{table} REPLICA IDENTITY DEFAULT (with a primary key) or FULL"),
+            )),
+            ("d", false) => problems.push(Problem::warning(
+                format!("{schema}.{table} has no primary key: its updates and deletes carry no before-image or key"),
+                format!("add a primary key, or ALTER TABLE {schema}.{table} REPLICA IDENTITY FULL"),
+            )),
+            _ => {}
+        }
+        if !has_key && identity != "i" && source.config.snapshot != SnapshotMode::Never {
+            problems.push(Problem::warning(
+                format!("{schema}.{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
+                format!("add a primary key to {schema}.{table} to copy it"),
+            ));
+        }
+    }
+    // Snapshot chunks end with a watermark written as a logical message.
+    let can_mark: bool = client
+        .query_one(
+            "SELECT has_function_privilege('pg_logical_emit_message(boolean,text,text)', 'EXECUTE')",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    if !can_mark {
+        problems.push(Problem::error(
+            "the role may not run pg_logical_emit_message, which writes heartbeats and the watermarks of snapshot chunks",
+            format!(
+                "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}",
+                source.params.user
+            ),
+        ));
+    }
+    let publication = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&source.config.publication],
+        )
+        .await
+        .map_err(|e| catalog::sql_error("reading publications", url, e))?;
+    if publication.is_none() && !source.config.create_publication {
+        problems.push(Problem::error(
+            format!("publication {} does not exist", source.config.publication),
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE …, or set source.create_publication = true",
+                source.config.publication
+            ),
+        ));
+    } else if publication.is_some() {
+        let published: Vec<(String, String)> = client
+            .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&source.config.publication])
+            .await
+            .map_err(|e| catalog::sql_error("reading the publication", url, e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for (schema, table, _, _) in &tables {
+            if !published.iter().any(|(s, t)| s == schema && t == table) {
+                problems.push(Problem::warning(
+                    format!("{schema}.{table} is included but not in publication {}: its changes are not captured", source.config.publication),
+                    format!("ALTER PUBLICATION {} ADD TABLE {schema}.{table}", source.config.publication),
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
