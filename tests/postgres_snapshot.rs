@@ -206,6 +206,10 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
         offsets.contains("\"backfill\"") && offsets.contains("t_int"),
         "{offsets}"
     );
+    assert!(
+        offsets.contains("of ~") && offsets.contains("rows/s") && offsets.contains("ETA"),
+        "progress a person can read: rows of the estimate, rate, ETA: {offsets}"
+    );
     client
         .batch_execute(&format!(
             "UPDATE {schema}.t_int SET v = 7 WHERE id IN (1, 59999); DELETE FROM {schema}.t_int WHERE id = 60000"

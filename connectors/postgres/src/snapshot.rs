@@ -290,6 +290,23 @@ impl ChunkReader {
         }))
     }
 
+    /// The exact row count, or `None` when counting takes over five seconds.
+    async fn count_rows(&self, table: &TableId) -> Option<u64> {
+        let sql = format!(
+            "BEGIN; SET LOCAL statement_timeout = '5s'; SELECT count(*) FROM {}.{}; COMMIT",
+            quote_ident(&table.namespace),
+            quote_ident(&table.table)
+        );
+        let counted = self.client.simple_query(&sql).await;
+        if counted.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        counted.ok()?.iter().find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+    }
+
     /// Checks that `table` can be copied and `condition` is valid for it.
     pub async fn check(
         &self,
@@ -412,12 +429,17 @@ impl ChunkReader {
             let row = self
                 .client
                 .query_one(
-                    "SELECT reltuples::int8 FROM pg_class WHERE oid = $1::int8::oid",
+                    "SELECT GREATEST(c.reltuples::int8, COALESCE(s.n_live_tup, 0)) FROM pg_class c
+                     LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::int8::oid",
                     &[&i64::from(oid)],
                 )
                 .await
                 .map_err(|e| sql_error("estimating the table's rows", &self.url, e))?;
-            u64::try_from(row.get::<_, i64>(0)).ok()
+            match u64::try_from(row.get::<_, i64>(0)).ok().filter(|n| *n > 0) {
+                Some(estimate) => Some(estimate),
+                // never analyzed (a fresh bulk load): count, unless that takes long
+                None => self.count_rows(table).await,
+            }
         } else {
             None
         };
