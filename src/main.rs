@@ -293,7 +293,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 .as_ref()
                 .or(checkpoint.as_ref().map(|c| &c.position));
             let backfill = durable.and_then(|p| p.backfill()).map(|state| {
-                let now = headwater_contract::backfill::now_ms();
+                // rate and ETA as of the last commit, not of this moment
+                let now = checkpoint
+                    .as_ref()
+                    .map(|c| c.updated_at_ms)
+                    .unwrap_or_else(headwater_contract::backfill::now_ms);
                 serde_json::json!({
                     "current": state.current.as_ref().map(|c| c.describe(now)),
                     "queued": state.queued.iter().map(|r| r.table.to_string()).collect::<Vec<_>>(),
