@@ -49,7 +49,10 @@ fn default_snapshot(extra_source: &str) -> &'static str {
 
 /// A server_id no other running test uses.
 pub fn unique_server_id() -> u32 {
-    10_000 + (std::process::id() % 50_000) * 8 + COUNTER.fetch_add(1, Ordering::SeqCst) % 8
+    // Its own counter, never wrapped: two pipelines of one test process with one server_id
+    // disconnect each other (error 4052), which is what an earlier `% 8` caused.
+    static SERVER_IDS: AtomicU32 = AtomicU32::new(0);
+    10_000 + (std::process::id() % 100_000) * 1_000 + SERVER_IDS.fetch_add(1, Ordering::SeqCst)
 }
 
 /// A working directory for one pipeline: config, state and lake.
