@@ -464,6 +464,32 @@ mod tests {
         }
     }
 
+    fn chunk(keys: &[u8], exhausted: bool) -> Chunk {
+        Chunk {
+            schema: schema(),
+            rows: keys.iter().map(|k| row(*k)).collect(),
+            exhausted,
+            rows_estimate: None,
+        }
+    }
+
+    /// Reports `chunk`'s read as the sources do.
+    fn read(backfill: &mut Backfiller, chunk: &Chunk) {
+        backfill.chunk_read(
+            chunk.rows.last().map(|r| r.resume_key.clone()),
+            chunk.exhausted,
+        );
+    }
+
+    fn emitted_keys(out: &[SourceEvent]) -> Vec<u8> {
+        out.iter()
+            .filter_map(|e| match e {
+                SourceEvent::Change(c) => c.key.as_ref().map(|k| k[0]),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn change(key: u8) -> SourceEvent {
         SourceEvent::Change(ChangeRecord {
             table: schema(),
@@ -499,27 +525,16 @@ mod tests {
             events[0].position().backfill().is_some(),
             "positions carry the state"
         );
-        let chunk = Chunk {
-            schema: schema(),
-            rows: vec![row(1), row(2), row(3)],
-            exhausted: false,
+        let first = Chunk {
             rows_estimate: Some(5),
+            ..chunk(&[1, 2, 3], false)
         };
         let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
-        backfill.chunk_read(
-            chunk.rows.last().map(|r| r.resume_key.clone()),
-            chunk.exhausted,
-        );
-        let Completed::Emitted(out) = backfill.complete(chunk, &at, source) else {
+        read(&mut backfill, &first);
+        let Completed::Emitted(out) = backfill.complete(first, &at, source) else {
             panic!("emitted")
         };
-        let keys: Vec<u8> = out
-            .iter()
-            .filter_map(|e| match e {
-                SourceEvent::Change(c) => c.key.as_ref().map(|k| k[0]),
-                _ => None,
-            })
-            .collect();
+        let keys = emitted_keys(&out);
         assert_eq!(keys, [1, 3], "row 2 changed in the window");
         let last = out.last().unwrap().position().backfill().unwrap();
         let current = last.current.as_ref().unwrap();
@@ -530,13 +545,8 @@ mod tests {
 
         let ask = backfill.next_chunk().unwrap();
         assert_eq!(ask.after, Some(vec![KeyPart::Text("3".into())]));
-        let chunk = Chunk {
-            schema: schema(),
-            rows: vec![row(4)],
-            exhausted: true,
-            rows_estimate: None,
-        };
-        let Completed::Emitted(out) = backfill.complete(chunk, &at, source) else {
+        let last = chunk(&[4], true);
+        let Completed::Emitted(out) = backfill.complete(last, &at, source) else {
             panic!("emitted")
         };
         let SourceEvent::Change(last_row) = &out[0] else {
@@ -561,12 +571,7 @@ mod tests {
         truncate.op = Op::Truncate;
         truncate.key = None;
         backfill.observe(&mut [SourceEvent::Change(truncate)]);
-        let chunk = Chunk {
-            schema: schema(),
-            rows: vec![row(1)],
-            exhausted: true,
-            rows_estimate: None,
-        };
+        let chunk = chunk(&[1], true);
         let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
         assert!(matches!(
             backfill.complete(chunk, &at, source),
@@ -586,16 +591,8 @@ mod tests {
             backfill.next_chunk().is_none(),
             "the first read has not come back"
         );
-        let first = Chunk {
-            schema: schema(),
-            rows: vec![row(1), row(2)],
-            exhausted: false,
-            rows_estimate: None,
-        };
-        backfill.chunk_read(
-            first.rows.last().map(|r| r.resume_key.clone()),
-            first.exhausted,
-        );
+        let first = chunk(&[1, 2], false);
+        read(&mut backfill, &first);
         let second = backfill.next_chunk().expect("read ahead");
         assert_eq!(second.after, Some(vec![KeyPart::Text("2".into())]));
         assert!(
@@ -609,26 +606,12 @@ mod tests {
             panic!("emitted")
         };
         assert_eq!(out.len(), 3);
-        let second_chunk = Chunk {
-            schema: schema(),
-            rows: vec![row(3), row(4)],
-            exhausted: true,
-            rows_estimate: None,
-        };
-        backfill.chunk_read(
-            second_chunk.rows.last().map(|r| r.resume_key.clone()),
-            second_chunk.exhausted,
-        );
+        let second_chunk = chunk(&[3, 4], true);
+        read(&mut backfill, &second_chunk);
         let Completed::Emitted(out) = backfill.complete(second_chunk, &at, source) else {
             panic!("emitted")
         };
-        let keys: Vec<u8> = out
-            .iter()
-            .filter_map(|e| match e {
-                SourceEvent::Change(c) => c.key.as_ref().map(|k| k[0]),
-                _ => None,
-            })
-            .collect();
+        let keys = emitted_keys(&out);
         assert_eq!(
             keys,
             [4],
@@ -642,16 +625,8 @@ mod tests {
         let mut backfill = Backfiller::new(None, 2);
         backfill.enqueue(vec![request(1)]);
         backfill.next_chunk().unwrap();
-        let first = Chunk {
-            schema: schema(),
-            rows: vec![row(1), row(2)],
-            exhausted: false,
-            rows_estimate: None,
-        };
-        backfill.chunk_read(
-            first.rows.last().map(|r| r.resume_key.clone()),
-            first.exhausted,
-        );
+        let first = chunk(&[1, 2], false);
+        read(&mut backfill, &first);
         backfill.next_chunk().unwrap();
         let SourceEvent::Change(mut truncate) = change(0) else {
             panic!()
