@@ -59,17 +59,61 @@ enum Command {
     },
     /// Copy a table (or the rows matching a condition) again while streaming goes on: the
     /// running pipeline picks the request up within a second; a stopped one when it starts.
+    /// `--pause` and `--resume` stop and continue copying (e.g. during the source's peak hours).
     Backfill {
         #[arg(long, short)]
         config: PathBuf,
         /// `database.table` (MySQL) or `schema.table` (PostgreSQL).
-        #[arg(long)]
-        table: String,
+        #[arg(long, required_unless_present_any = ["pause", "resume"], conflicts_with_all = ["pause", "resume"])]
+        table: Option<String>,
         /// Only rows matching this SQL condition, e.g. "created_at > '2026-01-01'".
-        #[arg(long = "where")]
+        #[arg(long = "where", requires = "table")]
         condition: Option<String>,
+        /// Ask for no more chunks (the one being read completes); streaming goes on. Holds
+        /// across restarts until `--resume`.
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Continue paused copies.
+        #[arg(long)]
+        resume: bool,
     },
 }
+
+/// `headwater backfill --pause | --resume`: sets the switch and, when a pipeline is running,
+/// waits until its source has it, so that once this returns no new chunk is started.
+fn switch_backfills(config: &Config, paused: bool) -> anyhow::Result<()> {
+    let requests = requests::RequestDir::new(&config.state.path);
+    let what = if paused { "paused" } else { "resumed" };
+    requests.set_paused(paused).with_context(|| {
+        format!(
+            "writing the pause switch into {}; check that state.path is writable",
+            config.state.path.display()
+        )
+    })?;
+    let running = CheckpointStore::open(&config.state.path, config.source.server_name()).is_err();
+    if !running {
+        println!("backfills {what}: no pipeline is running; it takes effect when you run `headwater run`");
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + SWITCH_WAIT;
+    while requests.applied() != Some(paused) {
+        if std::time::Instant::now() > deadline {
+            println!("backfills {what}: the switch is set, but the running pipeline has not taken it up within {SWITCH_WAIT:?}; it does at its next checkpoint");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if paused {
+        println!("backfills paused: the running pipeline starts no new chunk (the one being read completes); streaming goes on. `headwater backfill --resume` continues");
+    } else {
+        println!("backfills resumed by the running pipeline");
+    }
+    Ok(())
+}
+
+/// How long `headwater backfill --pause` waits for a running pipeline to take the switch up
+/// (it looks at every checkpoint, by default each second).
+const SWITCH_WAIT: Duration = Duration::from_secs(30);
 
 fn build_source(
     config: &SourceConfig,
@@ -309,8 +353,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 .iter()
                 .map(|r| r.table.to_string())
                 .collect();
+            let paused = requests::RequestDir::new(&config.state.path).paused();
             let out = serde_json::json!({
                 "server_name": config.source.server_name(),
+                "backfills_paused": paused,
                 "checkpoint": checkpoint.as_ref().map(|c| &c.position),
                 "checkpoint_updated_at_ms": checkpoint.as_ref().map(|c| c.updated_at_ms),
                 "sink_position": sink_position,
@@ -324,8 +370,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             config,
             table,
             condition,
+            pause,
+            resume,
         } => {
             let config = Config::load(&config)?;
+            let Some(table) = table else {
+                switch_backfills(&config, pause && !resume)?;
+                return Ok(true);
+            };
             let Some((namespace, name)) = table.split_once('.') else {
                 bail!("--table {table:?} needs the form database.table (MySQL) or schema.table (PostgreSQL)");
             };

@@ -351,8 +351,17 @@ impl Pipeline {
     }
 }
 
-/// Hands waiting backfill requests to the source, and deletes those `committed` shows accepted.
+/// Hands waiting backfill requests and the pause switch to the source, and deletes the
+/// requests `committed` shows accepted.
 fn offer_requests(requests: &RequestDir, inbox: &BackfillInbox, committed: Option<&Position>) {
+    let paused = requests.paused();
+    if paused != inbox.is_paused() || requests.applied() != Some(paused) {
+        inbox.set_paused(paused);
+        // `headwater backfill --pause` waits for this to know the source has it
+        if let Err(err) = requests.record_applied(paused) {
+            tracing::warn!(error = %err, "could not record the backfill pause switch in the state directory");
+        }
+    }
     let accepted = committed
         .and_then(Position::backfill)
         .map_or(0, |state| state.last_request_id);

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const DIR: &str = "backfill-requests";
+/// Present while copies are paused (`headwater backfill --pause`); survives restarts.
+const PAUSED: &str = "backfill-paused";
+/// Written by the running pipeline: the pause switch as its source now sees it.
+const APPLIED: &str = "backfill-paused.applied";
 
 pub struct RequestDir {
     dir: PathBuf,
@@ -68,9 +72,7 @@ impl RequestDir {
         file.write_all(&serde_json::to_vec_pretty(&request).map_err(std::io::Error::other)?)?;
         file.sync_all()?;
         fs::rename(&temp, &path)?;
-        if let Ok(dir) = fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
+        sync_dir(&self.dir);
         Ok(request)
     }
 
@@ -91,6 +93,47 @@ impl RequestDir {
             .collect()
     }
 
+    /// Turns the pause switch on or off (durably: it holds across restarts).
+    pub fn set_paused(&self, paused: bool) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        // the running pipeline records the new switch afresh once its source has it
+        let _ = fs::remove_file(self.dir.join(APPLIED));
+        let path = self.dir.join(PAUSED);
+        if paused {
+            let mut file = fs::File::create(&path)?;
+            file.write_all(
+                b"copies paused by `headwater backfill --pause`; `--resume` continues them\n",
+            )?;
+            file.sync_all()?;
+        } else if path.exists() {
+            fs::remove_file(&path)?;
+        }
+        sync_dir(&self.dir);
+        Ok(())
+    }
+
+    pub fn paused(&self) -> bool {
+        self.dir.join(PAUSED).exists()
+    }
+
+    /// The running pipeline records the switch it has handed to its source.
+    pub fn record_applied(&self, paused: bool) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(APPLIED);
+        let temp = path.with_extension("tmp");
+        fs::write(&temp, if paused { "paused" } else { "running" })?;
+        fs::rename(&temp, &path)
+    }
+
+    /// The switch the running pipeline last recorded, if any.
+    pub fn applied(&self) -> Option<bool> {
+        match fs::read_to_string(self.dir.join(APPLIED)).ok()?.as_str() {
+            "paused" => Some(true),
+            "running" => Some(false),
+            _ => None,
+        }
+    }
+
     /// Deletes the requests a committed position shows accepted.
     pub fn forget_through(&self, accepted: u64) {
         for (id, path) in self.files() {
@@ -98,6 +141,13 @@ impl RequestDir {
                 let _ = fs::remove_file(path);
             }
         }
+    }
+}
+
+/// Makes a rename or removal in `dir` durable (best effort: some filesystems refuse it).
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = fs::File::open(dir) {
+        let _ = dir.sync_all();
     }
 }
 
@@ -120,6 +170,17 @@ mod tests {
         assert_eq!(pending, vec![first.clone(), second.clone()]);
         requests.forget_through(first.id);
         assert_eq!(requests.pending(), vec![second]);
+        assert!(!requests.paused());
+        requests.set_paused(true).unwrap();
+        assert!(
+            requests.paused(),
+            "the switch is a file: it holds across restarts"
+        );
+        assert_eq!(requests.pending().len(), 1, "the switch is not a request");
+        requests.record_applied(true).unwrap();
+        assert_eq!(requests.applied(), Some(true));
+        requests.set_paused(false).unwrap();
+        assert!(!requests.paused());
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -172,16 +172,26 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
         "",
     );
     let stream = format!("snapkill.{db}.t_int");
+    // Hold the first chunk's read on a lock, pause the copy meanwhile, then let the one chunk
+    // through: the kill lands in the middle of the table whatever the machine's speed.
+    let mut holder = mysql_admin().await;
+    holder
+        .query_drop(format!("LOCK TABLES `{db}`.t_int WRITE"))
+        .await
+        .unwrap();
     let mut headwater = work.spawn();
+    mysql_wait_for_blocked_read(&db).await;
+    work.pause_backfills();
+    holder.query_drop("UNLOCK TABLES").await.unwrap();
     wait_until(
         Duration::from_secs(60),
-        "part of the copy in the lake",
-        || read_stream(&work.lake(), &stream).len() >= 5000,
+        "the chunk read before the pause in the lake",
+        || read_stream(&work.lake(), &stream).len() >= 100,
     );
     headwater.kill().unwrap();
     headwater.wait().unwrap();
     let before_restart = read_stream(&work.lake(), &stream).len();
-    assert!(before_restart < 60000, "killed before the copy ended");
+    assert_eq!(before_restart, 100, "one chunk copied before the kill");
     let offsets = work.headwater(&["offsets"]);
     let offsets = String::from_utf8_lossy(&offsets.stdout);
     assert!(
@@ -192,12 +202,24 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
         offsets.contains("of ~") && offsets.contains("rows/s") && offsets.contains("ETA"),
         "progress a person can read: rows of the estimate, rate, ETA: {offsets}"
     );
+    assert!(
+        offsets.contains("\"backfills_paused\": true"),
+        "the pause holds across restarts: {offsets}"
+    );
     admin
         .query_drop(format!(
             "UPDATE `{db}`.t_int SET v = 7 WHERE id IN (1, 59999); DELETE FROM `{db}`.t_int WHERE id = 60000"
         ))
         .await
         .unwrap();
+    // paused, a catch-up streams the changes and leaves the copy where it is
+    work.catch_up();
+    let copied = read_stream(&work.lake(), &stream)
+        .iter()
+        .filter(|r| op(r) == "r")
+        .count();
+    assert_eq!(copied, 100, "no chunk while paused");
+    work.resume_backfills();
     work.catch_up();
     let records = read_stream(&work.lake(), &stream);
     let copied = records.iter().filter(|r| op(r) == "r").count();
@@ -357,31 +379,54 @@ async fn a_schema_change_in_the_middle_of_a_copy_rereads_the_chunk_with_the_new_
         "",
     );
     let stream = format!("snapddl.{db}.t_int");
+    // Hold the copy: its first chunk's SELECT waits for this lock, and the schema changes while
+    // it waits, so the change lands inside the chunk's window whatever the machine's speed.
+    let mut holder = mysql_admin().await;
+    holder
+        .query_drop(format!("LOCK TABLES `{db}`.t_int WRITE"))
+        .await
+        .unwrap();
     let headwater = work.spawn();
-    wait_until(
-        Duration::from_secs(60),
-        "part of the copy in the lake",
-        || read_stream(&work.lake(), &stream).len() >= 2000,
-    );
-    admin
+    mysql_wait_for_blocked_read(&db).await;
+    holder
         .query_drop(format!(
-            "ALTER TABLE `{db}`.t_int ADD COLUMN extra INT NOT NULL DEFAULT 5; UPDATE `{db}`.t_int SET v = 1 WHERE id IN (1, 39999)"
+            "ALTER TABLE `{db}`.t_int ADD COLUMN extra INT NOT NULL DEFAULT 5; UPDATE `{db}`.t_int SET v = 1 WHERE id IN (1, 39999); UNLOCK TABLES"
         ))
         .await
         .unwrap();
+    // the first chunk was discarded and copying went on: rows copied from now on were read
+    // after the change
+    wait_until(
+        Duration::from_secs(60),
+        "rows copied after the change",
+        || {
+            read_stream(&work.lake(), &stream)
+                .iter()
+                .filter(|r| op(r) == "r")
+                .count()
+                >= 100
+        },
+    );
     stop_gracefully(headwater);
     work.catch_up();
     let records = read_stream(&work.lake(), &stream);
+    // the chunk read before the change was discarded and read again, so every copied row has
+    // the new column
+    let without: Vec<i64> = records
+        .iter()
+        .filter(|r| op(r) == "r")
+        .filter(|r| image(r, "after").unwrap().get("extra").map(avro_int) != Some(5))
+        .map(|r| avro_int(&image(r, "after").unwrap()["id"]))
+        .collect();
+    assert!(
+        without.is_empty(),
+        "rows copied without the new column: {:?}",
+        &without[..without.len().min(10)]
+    );
     let copied = records.iter().filter(|r| op(r) == "r").count();
     assert_eq!(
         copied, 40000,
         "every row copied once, the discarded chunk read again"
-    );
-    let last = records.iter().rev().find(|r| op(r) == "r").unwrap();
-    assert_eq!(
-        avro_int(&image(last, "after").unwrap()["extra"]),
-        5,
-        "rows copied after the change have the new column"
     );
     assert_lake_equals_tables(&work, "snapddl", &db, &[&TABLES[0]]).await;
 }

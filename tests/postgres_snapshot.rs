@@ -97,6 +97,36 @@ async fn create_tables(prefix: &str, rows: usize) -> String {
     schema
 }
 
+/// Creates the workdir's publication and slot up front, and holds `schema.t_int` with an
+/// ACCESS EXCLUSIVE lock in an open transaction of the returned session (commit it to let
+/// go): made before Headwater starts, the lock would otherwise hold up the slot's creation
+/// too, as that waits for open transactions.
+async fn hold_table(work: &Workdir, schema: &str) -> tokio_postgres::Client {
+    let slot = work.slot();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {slot} FOR TABLE {schema}.t_int; ANALYZE {schema}.t_int"
+        ))
+        .await
+        .unwrap();
+    client
+        .query(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    let holder = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.t_int IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    holder
+}
+
 async fn cleanup(schema: &str, work: &Workdir) {
     let admin = postgres_admin().await;
     let slot = work.slot();
@@ -192,15 +222,25 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
         "snapshot = \"initial\"\nsnapshot_chunk_size = 100",
     );
     let stream = format!("psnapkill.{schema}.t_int");
+    // Hold the first chunk's read on a lock, pause the copy meanwhile, then let the one chunk
+    // through: the kill lands in the middle of the table whatever the machine's speed.
+    let holder = hold_table(&work, &schema).await;
     let mut headwater = work.spawn();
+    postgres_wait_for_blocked_read(&schema).await;
+    work.pause_backfills();
+    holder.batch_execute("COMMIT").await.unwrap();
     wait_until(
         Duration::from_secs(60),
-        "part of the copy in the lake",
-        || read_stream(&work.lake(), &stream).len() >= 5000,
+        "the chunk read before the pause in the lake",
+        || read_stream(&work.lake(), &stream).len() >= 100,
     );
     headwater.kill().unwrap();
     headwater.wait().unwrap();
-    assert!(read_stream(&work.lake(), &stream).len() < 60000);
+    assert_eq!(
+        read_stream(&work.lake(), &stream).len(),
+        100,
+        "one chunk copied before the kill"
+    );
     let offsets = String::from_utf8_lossy(&work.headwater(&["offsets"]).stdout).to_string();
     assert!(
         offsets.contains("\"backfill\"") && offsets.contains("t_int"),
@@ -210,12 +250,24 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
         offsets.contains("of ~") && offsets.contains("rows/s") && offsets.contains("ETA"),
         "progress a person can read: rows of the estimate, rate, ETA: {offsets}"
     );
+    assert!(
+        offsets.contains("\"backfills_paused\": true"),
+        "the pause holds across restarts: {offsets}"
+    );
     client
         .batch_execute(&format!(
             "UPDATE {schema}.t_int SET v = 7 WHERE id IN (1, 59999); DELETE FROM {schema}.t_int WHERE id = 60000"
         ))
         .await
         .unwrap();
+    // paused, a catch-up streams the changes and leaves the copy where it is
+    work.catch_up();
+    let copied = read_stream(&work.lake(), &stream)
+        .iter()
+        .filter(|r| op(r) == "r")
+        .count();
+    assert_eq!(copied, 100, "no chunk while paused");
+    work.resume_backfills();
     work.catch_up();
     let copied = read_stream(&work.lake(), &stream)
         .iter()
@@ -329,28 +381,51 @@ async fn a_schema_change_in_the_middle_of_a_copy_rereads_the_chunk_with_the_new_
         "snapshot = \"initial\"\nsnapshot_chunk_size = 100",
     );
     let stream = format!("psnapddl.{schema}.t_int");
+    // Hold the copy: its first chunk's read waits for this lock, and the schema changes while
+    // it waits, so the change lands inside the chunk's window whatever the machine's speed.
+    let holder = hold_table(&work, &schema).await;
     let headwater = work.spawn();
-    wait_until(
-        Duration::from_secs(60),
-        "part of the copy in the lake",
-        || read_stream(&work.lake(), &stream).len() >= 2000,
-    );
-    client
+    postgres_wait_for_blocked_read(&schema).await;
+    holder
         .batch_execute(&format!(
-            "ALTER TABLE {schema}.t_int ADD COLUMN extra int NOT NULL DEFAULT 5; UPDATE {schema}.t_int SET v = 1 WHERE id IN (1, 39999)"
+            "ALTER TABLE {schema}.t_int ADD COLUMN extra int NOT NULL DEFAULT 5; UPDATE {schema}.t_int SET v = 1 WHERE id IN (1, 39999); COMMIT"
         ))
         .await
         .unwrap();
+    // the first chunk was discarded and copying went on: rows copied from now on were read
+    // after the change
+    wait_until(
+        Duration::from_secs(60),
+        "rows copied after the change",
+        || {
+            read_stream(&work.lake(), &stream)
+                .iter()
+                .filter(|r| op(r) == "r")
+                .count()
+                >= 100
+        },
+    );
     stop_gracefully(headwater);
     work.catch_up();
     let records = read_stream(&work.lake(), &stream);
+    // the chunk read before the change was discarded and read again, so every copied row has
+    // the new column
+    let without: Vec<i64> = records
+        .iter()
+        .filter(|r| op(r) == "r")
+        .filter(|r| image(r, "after").unwrap().get("extra").map(avro_int) != Some(5))
+        .map(|r| avro_int(&image(r, "after").unwrap()["id"]))
+        .collect();
+    assert!(
+        without.is_empty(),
+        "rows copied without the new column: {:?}",
+        &without[..without.len().min(10)]
+    );
     let copied = records.iter().filter(|r| op(r) == "r").count();
     assert_eq!(
         copied, 40000,
         "every row copied once, the discarded chunk read again"
     );
-    let last = records.iter().rev().find(|r| op(r) == "r").unwrap();
-    assert_eq!(avro_int(&image(last, "after").unwrap()["extra"]), 5);
     assert_lake_equals_tables(&work, "psnapddl", &schema, &[&TABLES[0]]).await;
     cleanup(&schema, &work).await;
 }

@@ -1,6 +1,10 @@
 //! Helpers for tests against the real servers started by `scripts/services.sh`.
 #![allow(dead_code)]
 
+mod hold;
+#[allow(unused_imports)]
+pub use hold::*;
+
 use apache_avro::types::Value as AvroValue;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -756,7 +756,7 @@ impl MysqlSource {
                     return Ok(());
                 }
             }
-            if reached_stop && !stream.backfill.is_active() {
+            if reached_stop && !stream.backfill.is_copying() {
                 return Ok(());
             }
         }

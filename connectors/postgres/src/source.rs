@@ -660,7 +660,7 @@ impl PostgresSource {
                     })));
                 }
             }
-            let finished = reached_stop && !backfill.is_active();
+            let finished = reached_stop && !backfill.is_copying();
             let flush = finished || batch.len() >= BATCH || !reader.in_transaction();
             if flush
                 && !batch.is_empty()

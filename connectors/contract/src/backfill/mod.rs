@@ -61,6 +61,11 @@ pub struct Chunk {
 struct Window {
     table: TableId,
     changed: HashSet<Vec<u8>>,
+    /// The schema versions the stream's changes of the table carried inside the window: one
+    /// that differs from the chunk's means the table changed shape around the read, even when
+    /// the stream reported no schema change (PostgreSQL describes a relation to a new
+    /// session only at its first change, so a DDL before that shows no change of version).
+    stream_versions: HashSet<u32>,
     aborted: Option<String>,
     /// Set once the chunk's read has come back: where it ended.
     read: Option<ReadEnd>,
@@ -92,6 +97,10 @@ pub struct Backfiller {
     chunk_size: usize,
     last_log: Instant,
     rows_at_last_log: u64,
+    /// The operator's pause switch, shared with the inbox once [`Backfiller::accept`] ran.
+    inbox: Option<BackfillInbox>,
+    /// Whether the last chunk decision saw the switch on (to log each change once).
+    paused_seen: bool,
 }
 
 const PROGRESS_LOG: std::time::Duration = std::time::Duration::from_secs(10);
@@ -106,6 +115,8 @@ impl Backfiller {
             chunk_size: chunk_size.max(1),
             last_log: Instant::now(),
             rows_at_last_log: rows,
+            inbox: None,
+            paused_seen: false,
         }
     }
 
@@ -116,6 +127,17 @@ impl Backfiller {
     /// A table is being copied (or waits to be).
     pub fn is_active(&self) -> bool {
         self.state.as_ref().is_some_and(|s| s.is_active())
+    }
+
+    /// A copy still has work this process will do now: a table is pending and not paused, or
+    /// a chunk asked for before the pause is still in flight. A catch-up run may end once
+    /// this is false.
+    pub fn is_copying(&self) -> bool {
+        self.is_active() && (!self.is_paused() || !self.windows.is_empty())
+    }
+
+    fn is_paused(&self) -> bool {
+        self.inbox.as_ref().is_some_and(BackfillInbox::is_paused)
     }
 
     /// Chunks asked for and not yet emitted or discarded.
@@ -147,6 +169,9 @@ impl Backfiller {
 
     /// Takes the requests from `inbox` not accepted yet; true when there were any.
     pub fn accept(&mut self, inbox: &BackfillInbox) -> bool {
+        if self.inbox.is_none() {
+            self.inbox = Some(inbox.clone());
+        }
         let accepted = self.state.as_ref().map_or(0, |s| s.last_request_id);
         let new = inbox.after(accepted);
         let any = !new.is_empty();
@@ -182,7 +207,20 @@ impl Backfiller {
         if self.windows.len() >= CHUNKS_IN_FLIGHT {
             return None;
         }
+        let paused = self.is_paused();
         let current = self.state.as_ref()?.current.as_ref()?;
+        if paused != self.paused_seen {
+            if paused {
+                tracing::info!(table = %current.request.table, rows_done = current.rows_done,
+                    "backfill paused: no new chunks until `headwater backfill --resume` (streaming goes on)");
+            } else {
+                tracing::info!(table = %current.request.table, "backfill resumed");
+            }
+            self.paused_seen = paused;
+        }
+        if paused {
+            return None;
+        }
         let after = match self.windows.back() {
             None => current.after.clone(),
             Some(previous) => match &previous.read {
@@ -202,6 +240,7 @@ impl Backfiller {
         self.windows.push_back(Window {
             table: request.table.clone(),
             changed: HashSet::new(),
+            stream_versions: HashSet::new(),
             aborted: None,
             read: None,
         });
@@ -226,6 +265,7 @@ impl Backfiller {
             for event in events.iter() {
                 match event {
                     SourceEvent::Change(change) if change.table.id == window.table => {
+                        window.stream_versions.insert(change.table.version);
                         match (&change.key, change.op) {
                             (_, Op::Truncate) => {
                                 window.aborted = Some("the table was truncated".into())
@@ -269,7 +309,14 @@ impl Backfiller {
         let Some(window) = self.windows.pop_front() else {
             return Completed::Discarded;
         };
-        if let Some(why) = window.aborted {
+        let aborted = window.aborted.or_else(|| {
+            window
+                .stream_versions
+                .iter()
+                .any(|v| *v != chunk.schema.version)
+                .then(|| "the stream saw the table in another schema version".to_string())
+        });
+        if let Some(why) = aborted {
             tracing::info!(table = %window.table, "chunk discarded and read again: {why}");
             self.windows.clear();
             return Completed::Discarded;
@@ -662,5 +709,53 @@ mod tests {
             KeyPart::from_bytes(&[0xff, 0x00]).to_bytes(),
             vec![0xff, 0x00]
         );
+    }
+
+    #[test]
+    fn a_pause_lets_the_chunk_in_flight_finish_and_asks_for_no_more() {
+        let inbox = BackfillInbox::default();
+        inbox.offer(request(1));
+        let mut backfill = Backfiller::new(None, 2);
+        backfill.accept(&inbox);
+        backfill.next_chunk().expect("the first chunk");
+        inbox.set_paused(true);
+        let first = chunk(&[1, 2], false);
+        read(&mut backfill, &first);
+        assert!(backfill.next_chunk().is_none(), "paused: no read-ahead");
+        assert!(backfill.is_copying(), "the chunk in flight still counts");
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        let Completed::Emitted(out) = backfill.complete(first, &at, source) else {
+            panic!("emitted")
+        };
+        assert_eq!(emitted_keys(&out), vec![1, 2]);
+        assert!(backfill.next_chunk().is_none());
+        assert!(
+            backfill.is_active() && !backfill.is_copying(),
+            "paused mid-table"
+        );
+        inbox.set_paused(false);
+        let next = backfill.next_chunk().expect("resumed");
+        assert_eq!(next.after, Some(vec![KeyPart::Text("2".into())]));
+    }
+
+    #[test]
+    fn a_stream_change_in_another_schema_version_discards_the_chunk() {
+        let mut backfill = Backfiller::new(None, 10);
+        backfill.enqueue(vec![request(1)]);
+        backfill.next_chunk().unwrap();
+        let mut old = chunk(&[1, 2], true);
+        old.schema = Arc::new(TableSchema {
+            version: 2,
+            ..(*schema()).clone()
+        });
+        read(&mut backfill, &old);
+        // the stream's change (version 1) shows the table in a shape the chunk was not read in
+        backfill.observe(&mut [change(5)]);
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        assert!(matches!(
+            backfill.complete(old, &at, source),
+            Completed::Discarded
+        ));
+        assert!(backfill.next_chunk().is_some(), "read again");
     }
 }

@@ -5,6 +5,7 @@ use crate::record::SnapshotMarker;
 use crate::schema::TableId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -212,13 +213,17 @@ pub fn now_ms() -> i64 {
 
 /// Backfill requests handed from the runtime to the running source. Shared, so a source that
 /// restarts after an error finds them again; the runtime forgets a request once a committed
-/// position shows it accepted.
+/// position shows it accepted. It also carries the operator's pause switch
+/// (`headwater backfill --pause` / `--resume`), read by the source before every chunk.
 #[derive(Clone, Debug, Default)]
-pub struct BackfillInbox(Arc<Mutex<Vec<BackfillRequest>>>);
+pub struct BackfillInbox {
+    pending: Arc<Mutex<Vec<BackfillRequest>>>,
+    paused: Arc<AtomicBool>,
+}
 
 impl BackfillInbox {
     pub fn offer(&self, request: BackfillRequest) {
-        if let Ok(mut pending) = self.0.lock() {
+        if let Ok(mut pending) = self.pending.lock() {
             if !pending.iter().any(|r| r.id == request.id) {
                 pending.push(request);
                 pending.sort_by_key(|r| r.id);
@@ -228,7 +233,7 @@ impl BackfillInbox {
 
     /// Requests not yet accepted by a state whose last accepted id is `accepted`.
     pub fn after(&self, accepted: u64) -> Vec<BackfillRequest> {
-        self.0
+        self.pending
             .lock()
             .map(|pending| {
                 pending
@@ -241,8 +246,18 @@ impl BackfillInbox {
     }
 
     pub fn forget_through(&self, accepted: u64) {
-        if let Ok(mut pending) = self.0.lock() {
+        if let Ok(mut pending) = self.pending.lock() {
             pending.retain(|r| r.id > accepted);
         }
+    }
+
+    /// Pauses (or resumes) copying: no chunk is asked for while paused; the chunk being read
+    /// when the pause arrives still completes. Streaming goes on either way.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 }
