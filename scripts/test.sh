@@ -7,10 +7,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 # build and test prerequisites: OpenSSL headers for librdkafka, /usr/bin/time for RSS checks,
-# openssl for the TLS tests' certificates
+# openssl for the TLS tests' certificates, Prometheus (server and promtool) for the metrics tests
 missing=()
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev pkg-config)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v promtool >/dev/null || missing+=(prometheus)
 command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -79,6 +79,11 @@ impl AckTracker {
         self.durable.as_ref()
     }
 
+    /// Every sequence number up to this one is durable.
+    pub fn durable_through(&self) -> u64 {
+        self.front_seq.saturating_sub(1)
+    }
+
     /// Records handed out and not yet durable (including progress waiting behind them).
     pub fn in_flight(&self) -> usize {
         self.entries.len()

@@ -18,6 +18,18 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// `[metrics]`: the Prometheus endpoint; without the section none is served.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: serve Prometheus metrics at `/metrics`, plus `/health` (the process is up)
+/// and `/ready` (the source is streaming and the sink is open). Off unless configured: a
+/// port is a deployment decision, and two pipelines on one host would collide on a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. `"127.0.0.1:9187"` (`"0.0.0.0:9187"` for every interface).
+    pub listen: std::net::SocketAddr,
 }
 
 /// `[source]`: where changes are read, chosen by `kind`. Adding a source adds one arm here.

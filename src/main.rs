@@ -6,6 +6,7 @@ mod checkpoint;
 mod config;
 mod pipeline;
 mod requests;
+mod telemetry;
 
 use anyhow::{bail, Context};
 use checkpoint::CheckpointStore;
@@ -197,6 +198,11 @@ async fn check(config: &Config) -> anyhow::Result<bool> {
 
 async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
     let server_name = config.source.server_name().to_string();
+    let status = std::sync::Arc::new(telemetry::Status::default());
+    if let Some(metrics) = &config.metrics {
+        let handle = telemetry::install()?;
+        telemetry::serve(metrics.listen, handle, std::sync::Arc::clone(&status)).await?;
+    }
     let (mut source, _) = build_source(&config.source, &config.state.path)?;
     let problems = source
         .check()
@@ -237,6 +243,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
                 max_in_flight: config.pipeline.max_in_flight,
                 checkpoint_interval: config.pipeline.checkpoint_interval,
                 requests: requests::RequestDir::new(&config.state.path),
+                status: std::sync::Arc::clone(&status),
             },
             source,
             sink,

@@ -4,6 +4,7 @@
 use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::requests::RequestDir;
+use crate::telemetry::{PipelineMetrics, Status};
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
     Ack, AckSender, BackfillInbox, ConnectorError, ConnectorKind, EventSender, Position, Sink,
@@ -48,6 +49,8 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// Where `headwater backfill` leaves its requests.
     pub requests: RequestDir,
+    /// What `/ready` and the lineage metric read.
+    pub status: Arc<Status>,
 }
 
 /// Batches buffered between the source task and the runtime (each batch is one log event's rows).
@@ -67,6 +70,7 @@ impl Encoder {
         match self.streams.get(&table.id) {
             Some(stream) if stream.version == table.version => Arc::clone(stream),
             _ => {
+                PipelineMetrics::schema_version(table);
                 let stream = Arc::new(StreamSchema::for_table(
                     &self.server_name,
                     table,
@@ -128,6 +132,7 @@ async fn drive_source(
     stop_at: Option<Position>,
     events: EventSender,
     context: StreamContext,
+    status: Arc<Status>,
 ) -> Result<(), ConnectorError> {
     let mut delays = backon::BackoffBuilder::build(
         backon::ExponentialBuilder::default()
@@ -161,6 +166,8 @@ async fn drive_source(
                     );
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                status.set_source_connected(false);
+                metrics::counter!("headwater_source_retries_total").increment(1);
                 resume = events.last_sent().or(resume);
                 tracing::warn!(error = %err.report(), retry_in = ?delay, "source failed; retrying from the last position handed to the pipeline");
                 tokio::time::sleep(delay).await;
@@ -193,6 +200,7 @@ impl Pipeline {
         } = self;
         let (acks, mut ack_rx) = AckSender::channel();
         let sink_position = sink.open(acks).await?;
+        settings.status.set_sink_open(true);
         let checkpoint = checkpoints.load()?.map(|c| c.position);
         let resume = match (sink_position, checkpoint) {
             (Some(sink), checkpoint) => {
@@ -230,7 +238,9 @@ impl Pipeline {
                 durable: durable_rx,
                 backfills: backfills.clone(),
             },
+            Arc::clone(&settings.status),
         ));
+        let mut metrics = PipelineMetrics::default();
 
         let mut encoder = Encoder {
             server_name: settings.server_name.clone(),
@@ -246,6 +256,7 @@ impl Pipeline {
         let mut last_position = resume.clone();
         let mut committed = resume;
         let mut last_checkpoint_at = Instant::now();
+        let mut last_durable_at = Instant::now();
         let mut summary = RunSummary::default();
         let mut ticker = tokio::time::interval(TICK);
         let mut last_log = Instant::now();
@@ -269,15 +280,30 @@ impl Pipeline {
                         };
                     };
                     let now = now_ms();
+                    settings.status.set_source_connected(true);
                     let mut failed = None;
+                    let mut first_change = true;
                     for event in batch {
                         let seq = next_seq;
                         next_seq += 1;
                         let position = event.position().clone();
+                        match &event {
+                            SourceEvent::Change(change) => {
+                                let commit_ms = change.source.ts_ms();
+                                metrics.change(&change.table, change.op, commit_ms, now);
+                                if first_change && change.op != headwater_contract::Op::Read {
+                                    metrics.batch_started(seq, commit_ms);
+                                    first_change = false;
+                                }
+                            }
+                            SourceEvent::SchemaChange(ddl) => PipelineMetrics::schema_change(ddl.table.as_ref()),
+                            SourceEvent::Progress(_) => {}
+                        }
                         match encoder.encode(seq, event, now) {
                             Some(record) => {
                                 tracker.push(seq, position.clone(), true);
                                 summary.records += 1;
+                                PipelineMetrics::written(record.value.len() + record.key.as_ref().map_or(0, Vec::len));
                                 if let Err(err) = sink.write(record).await {
                                     failed = Some(err);
                                     break;
@@ -310,9 +336,20 @@ impl Pipeline {
                         }
                     }
                     drain(&mut ack_rx, &mut tracker);
+                    let now = now_ms();
+                    metrics.durable_through(tracker.durable_through(), now);
+                    metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed());
                     if last_checkpoint_at.elapsed() >= settings.checkpoint_interval {
+                        let before = committed.clone();
                         if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {
                             break Err(err);
+                        }
+                        if committed != before {
+                            last_durable_at = Instant::now();
+                            if let Some(durable) = &committed {
+                                settings.status.set_durable_position(durable.to_string());
+                                PipelineMetrics::snapshot(durable.backfill().map(|b| b.as_ref()));
+                            }
                         }
                         offer_requests(&settings.requests, &backfills, committed.as_ref());
                         durable_tx.send_if_modified(|current| {
@@ -344,6 +381,8 @@ impl Pipeline {
         drain(&mut ack_rx, &mut tracker);
         let committed_now = commit_checkpoint(&checkpoints, &tracker, &mut committed);
         summary.durable = committed;
+        settings.status.set_sink_open(false);
+        settings.status.set_source_connected(false);
         outcome?;
         flushed?;
         committed_now?;

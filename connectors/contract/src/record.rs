@@ -84,6 +84,15 @@ pub enum SourceInfo {
 }
 
 impl SourceInfo {
+    /// When the change was committed in the source (milliseconds since the epoch; 0 when
+    /// unknown), or when a snapshot row was read.
+    pub fn ts_ms(&self) -> i64 {
+        match self {
+            SourceInfo::Mysql(s) => s.ts_ms,
+            SourceInfo::Postgres(s) => s.ts_ms,
+        }
+    }
+
     pub fn connector(&self) -> ConnectorKind {
         match self {
             SourceInfo::Mysql(_) => ConnectorKind::Mysql,

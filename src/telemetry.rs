@@ -1,0 +1,336 @@
+//! Prometheus metrics: what the pipeline counts and measures, and the HTTP endpoint that
+//! serves them (`/metrics`, `/health`, `/ready`).
+//!
+//! Built on the `metrics` facade with `metrics-exporter-prometheus` as the recorder (the
+//! classic text exposition format that every Prometheus version and `promtool` read), served
+//! by a small `hyper` server of our own so `/health` and `/ready` sit beside `/metrics`. With
+//! no `[metrics]` section no recorder is installed and every update is a no-op.
+
+use headwater_contract::{Op, TableId, TableSchema};
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Buckets of `headwater_commit_to_durable_seconds`: from a Kafka acknowledgement (ms) to a
+/// lake commit interval and a backlog (minutes).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
+
+/// What `/ready` and the lineage info metric need from the running pipeline.
+#[derive(Default)]
+pub struct Status {
+    source_connected: AtomicBool,
+    sink_open: AtomicBool,
+    durable_position: Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn set_source_connected(&self, connected: bool) {
+        self.source_connected.store(connected, Ordering::Relaxed);
+        metrics::gauge!("headwater_source_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+
+    pub fn set_sink_open(&self, open: bool) {
+        self.sink_open.store(open, Ordering::Relaxed);
+    }
+
+    pub fn set_durable_position(&self, position: String) {
+        if let Ok(mut slot) = self.durable_position.lock() {
+            *slot = Some(position);
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.source_connected.load(Ordering::Relaxed) && self.sink_open.load(Ordering::Relaxed)
+    }
+}
+
+/// Installs the recorder and describes every metric. Returns the handle that renders them.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("headwater_commit_to_durable_seconds".into()),
+            LATENCY_BUCKETS,
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    describe();
+    metrics::gauge!("headwater_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "headwater_changes_total",
+        "Row changes read from the source, by table and op (c, u, d, r = copied by a snapshot, t)"
+    );
+    describe_counter!(
+        "headwater_schema_changes_total",
+        "Schema changes seen in the source's log, by table"
+    );
+    describe_gauge!(
+        "headwater_schema_version",
+        "The schema version of each table's latest records"
+    );
+    describe_counter!(
+        "headwater_records_written_total",
+        "Records handed to the sink (changes and schema-change records)"
+    );
+    describe_counter!(
+        "headwater_sink_bytes_total",
+        Unit::Bytes,
+        "Encoded bytes (key and value) handed to the sink"
+    );
+    describe_gauge!(
+        "headwater_read_lag_seconds",
+        Unit::Seconds,
+        "How far behind the source the reader was: read time minus commit time of the last change read"
+    );
+    describe_gauge!(
+        "headwater_durable_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest change read but not yet durable in the sink (0 when everything read is durable)"
+    );
+    describe_gauge!(
+        "headwater_last_read_commit_timestamp_seconds",
+        Unit::Seconds,
+        "Source commit time (Unix seconds) of the last change read"
+    );
+    describe_gauge!(
+        "headwater_last_durable_commit_timestamp_seconds",
+        Unit::Seconds,
+        "Source commit time (Unix seconds) of the last change made durable by the sink"
+    );
+    describe_histogram!(
+        "headwater_commit_to_durable_seconds",
+        Unit::Seconds,
+        "From the source commit to durable in the sink (one sample per batch of changes)"
+    );
+    describe_gauge!(
+        "headwater_records_in_flight",
+        "Records handed to the sink and not yet acknowledged"
+    );
+    describe_gauge!(
+        "headwater_checkpoint_age_seconds",
+        Unit::Seconds,
+        "Time since the durable position last advanced"
+    );
+    describe_gauge!(
+        "headwater_source_connected",
+        "1 while the source is streaming, 0 while it reconnects"
+    );
+    describe_counter!(
+        "headwater_source_retries_total",
+        "Retryable source failures (each followed by a reconnect with backoff)"
+    );
+    describe_gauge!(
+        "headwater_snapshot_rows_estimated",
+        "The server's row estimate of the table being copied"
+    );
+    describe_gauge!(
+        "headwater_snapshot_tables_remaining",
+        "Tables queued for a snapshot or backfill, the one being copied included"
+    );
+    describe_gauge!("headwater_build_info", "Headwater's version");
+}
+
+/// Serves `/metrics`, `/health` and `/ready` on `listen` until the process ends.
+pub async fn serve(
+    listen: SocketAddr,
+    handle: PrometheusHandle,
+    status: Arc<Status>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("binding the metrics endpoint to {listen}; choose a free address in [metrics] listen")
+    })?;
+    tracing::info!(%listen, "serving /metrics, /health and /ready");
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "metrics endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let handle = handle.clone();
+            let status = Arc::clone(&status);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let response = respond(&request, &handle, &status);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(err) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(error = %err, "metrics endpoint: connection ended");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+fn respond(
+    request: &hyper::Request<hyper::body::Incoming>,
+    handle: &PrometheusHandle,
+    status: &Status,
+) -> hyper::Response<Body> {
+    let (code, content_type, body) = match request.uri().path() {
+        "/metrics" => (200, "text/plain; version=0.0.4", render(handle, status)),
+        "/health" => (200, "text/plain", "ok\n".to_string()),
+        "/ready" if status.ready() => (200, "text/plain", "ready\n".to_string()),
+        "/ready" => (
+            503,
+            "text/plain",
+            "not ready: the source is not streaming or the sink is not open\n".to_string(),
+        ),
+        _ => (
+            404,
+            "text/plain",
+            "not found: /metrics, /health or /ready\n".to_string(),
+        ),
+    };
+    let mut response = hyper::Response::new(Body::from(body));
+    *response.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or_default();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// The recorder's metrics plus the lineage info metric, whose one label changes with every
+/// commit: written here so only the current position is exposed (a recorder gauge would keep
+/// every position it ever had).
+fn render(handle: &PrometheusHandle, status: &Status) -> String {
+    let mut text = handle.render();
+    if let Some(position) = status.durable_position.lock().ok().and_then(|p| p.clone()) {
+        let escaped = position
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        text.push_str("# HELP headwater_durable_position_info The source position below which everything is durable in the sink (binlog file:offset with the GTID set, or the LSN)\n");
+        text.push_str("# TYPE headwater_durable_position_info gauge\n");
+        text.push_str(&format!(
+            "headwater_durable_position_info{{position=\"{escaped}\"}} 1\n"
+        ));
+    }
+    text
+}
+
+/// The pipeline loop's own metric handles, so counting a change is an atomic add.
+#[derive(Default)]
+pub struct PipelineMetrics {
+    changes: HashMap<(TableId, Op), Counter>,
+    /// (sequence number, commit time in ms) of the first change of each batch not yet durable.
+    pending: VecDeque<(u64, i64)>,
+}
+
+impl PipelineMetrics {
+    /// A change read from the source, about to be written as record `seq`.
+    pub fn change(&mut self, table: &TableSchema, op: Op, commit_ms: i64, now_ms: i64) {
+        let key = (table.id.clone(), op);
+        let counter = self.changes.entry(key).or_insert_with(|| {
+            metrics::counter!("headwater_changes_total", "table" => table.id.to_string(), "op" => op.code())
+        });
+        counter.increment(1);
+        if commit_ms > 0 && op != Op::Read {
+            metrics::gauge!("headwater_last_read_commit_timestamp_seconds")
+                .set(commit_ms as f64 / 1000.0);
+            metrics::gauge!("headwater_read_lag_seconds")
+                .set(((now_ms - commit_ms).max(0)) as f64 / 1000.0);
+        }
+    }
+
+    /// The first change of a batch: its commit time is sampled for the latency histogram.
+    pub fn batch_started(&mut self, seq: u64, commit_ms: i64) {
+        if commit_ms > 0 {
+            self.pending.push_back((seq, commit_ms));
+        }
+    }
+
+    /// A table's records now carry schema `version` (a new stream schema).
+    pub fn schema_version(table: &TableSchema) {
+        metrics::gauge!("headwater_schema_version", "table" => table.id.to_string())
+            .set(f64::from(table.version));
+    }
+
+    pub fn schema_change(table: Option<&TableId>) {
+        let table = table.map_or_else(|| "(database)".to_string(), TableId::to_string);
+        metrics::counter!("headwater_schema_changes_total", "table" => table).increment(1);
+    }
+
+    pub fn written(bytes: usize) {
+        metrics::counter!("headwater_records_written_total").increment(1);
+        metrics::counter!("headwater_sink_bytes_total").increment(bytes as u64);
+    }
+
+    /// Everything through `seq` is durable.
+    pub fn durable_through(&mut self, seq: u64, now_ms: i64) {
+        let latency: Histogram = metrics::histogram!("headwater_commit_to_durable_seconds");
+        let mut last = None;
+        while let Some(&(first_seq, commit_ms)) = self.pending.front() {
+            if first_seq > seq {
+                break;
+            }
+            latency.record(((now_ms - commit_ms).max(0)) as f64 / 1000.0);
+            last = Some(commit_ms);
+            self.pending.pop_front();
+        }
+        if let Some(commit_ms) = last {
+            metrics::gauge!("headwater_last_durable_commit_timestamp_seconds")
+                .set(commit_ms as f64 / 1000.0);
+        }
+    }
+
+    /// Every tick: the gauges that age.
+    pub fn tick(&self, now_ms: i64, in_flight: usize, checkpoint_age: Duration) {
+        let lag: Gauge = metrics::gauge!("headwater_durable_lag_seconds");
+        lag.set(self.pending.front().map_or(0.0, |&(_, commit_ms)| {
+            ((now_ms - commit_ms).max(0)) as f64 / 1000.0
+        }));
+        metrics::gauge!("headwater_records_in_flight").set(in_flight as f64);
+        metrics::gauge!("headwater_checkpoint_age_seconds").set(checkpoint_age.as_secs_f64());
+    }
+
+    /// Snapshot progress as of the durable position.
+    pub fn snapshot(state: Option<&headwater_contract::BackfillState>) {
+        let (estimate, remaining) = match state {
+            Some(state) => (
+                state
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.rows_estimate)
+                    .unwrap_or(0),
+                state.queued.len() + usize::from(state.current.is_some()),
+            ),
+            None => (0, 0),
+        };
+        metrics::gauge!("headwater_snapshot_rows_estimated").set(estimate as f64);
+        metrics::gauge!("headwater_snapshot_tables_remaining").set(remaining as f64);
+    }
+}

@@ -1,0 +1,242 @@
+//! The Prometheus endpoint against real readers: `promtool check metrics` lints the exposition,
+//! and a real Prometheus server (Debian's `prometheus`) scrapes a running pipeline; its query
+//! API must see the per-table counters equal the changes written.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A loopback port nobody listens on now (the OS hands out ephemeral ports in turn, so it is
+/// not handed out again at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `GET path` on 127.0.0.1:port (HTTP/1.0, so no chunked body): (status code, body), or None
+/// while nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// The value of the sample `name{labels}` in an exposition (labels in the order rendered).
+fn sample(exposition: &str, name_and_labels: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name_and_labels)?;
+        rest.trim().parse().ok()
+    })
+}
+
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus; scripts/test.sh does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the exposition:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Prometheus server of the test's own, scraping `target` every second.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: headwater\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs (apt-get install prometheus; scripts/test.sh does)");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant query that yields one sample, if it does yet.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (code, body) = http_get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        if code != 200 {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let value = json["data"]["result"].get(0)?["value"].get(1)?.as_str()?;
+        value.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
+    let db = unique("hw_metrics");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("metrics", &db, "snapshot = \"never\"", "");
+    let port = free_port();
+    let mut config = std::fs::read_to_string(work.config()).unwrap();
+    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(work.config(), config).unwrap();
+    work.catch_up(); // records the starting point
+    let headwater = work.spawn();
+    wait_until(Duration::from_secs(60), "/health to answer", || {
+        http_get(port, "/health").is_some_and(|(code, _)| code == 200)
+    });
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db}`.t SELECT seq, 0 FROM `{db}`.seq_1_to_300;
+             UPDATE `{db}`.t SET v = 1 WHERE id <= 40;
+             DELETE FROM `{db}`.t WHERE id > 290"
+        ))
+        .await
+        .unwrap();
+    let table = format!("{db}.t");
+    let created = format!("headwater_changes_total{{table=\"{table}\",op=\"c\"}}");
+    let mut exposition = String::new();
+    wait_until(Duration::from_secs(60), "the changes counted", || {
+        exposition = http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        sample(&exposition, &created) == Some(300.0)
+    });
+    let updated = format!("headwater_changes_total{{table=\"{table}\",op=\"u\"}}");
+    let deleted = format!("headwater_changes_total{{table=\"{table}\",op=\"d\"}}");
+    assert_eq!(sample(&exposition, &updated), Some(40.0), "{exposition}");
+    assert_eq!(sample(&exposition, &deleted), Some(10.0), "{exposition}");
+    assert_eq!(
+        http_get(port, "/ready").map(|(code, _)| code),
+        Some(200),
+        "ready: the source streams and the sink is open"
+    );
+    assert_eq!(http_get(port, "/nothing").map(|(code, _)| code), Some(404));
+    for name in [
+        "headwater_commit_to_durable_seconds_bucket",
+        "headwater_durable_lag_seconds",
+        "headwater_read_lag_seconds",
+        "headwater_schema_version",
+        "headwater_sink_bytes_total",
+        "headwater_source_connected 1",
+        "# HELP headwater_changes_total",
+    ] {
+        assert!(exposition.contains(name), "{name} missing:\n{exposition}");
+    }
+    wait_until(Duration::from_secs(30), "the durable position", || {
+        http_get(port, "/metrics")
+            .is_some_and(|(_, b)| b.contains("headwater_durable_position_info{position="))
+    });
+    promtool_check(&http_get(port, "/metrics").unwrap().1);
+
+    let prometheus = Prometheus::start(port);
+    let promql = format!("sum by (op) (headwater_changes_total{{table=\"{table}\",op=\"c\"}})");
+    wait_until(
+        Duration::from_secs(90),
+        "Prometheus to scrape the count",
+        || prometheus.query(&promql) == Some(300.0),
+    );
+    stop_gracefully(headwater);
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+/// Every alert rule in docs/monitoring/ has a unit test that makes it fire (a rule that cannot
+/// fire is a defect), run by `promtool test rules`.
+#[test]
+fn the_alert_rules_fire_as_their_unit_tests_expect() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/monitoring");
+    let out = Command::new("promtool")
+        .args(["test", "rules", "headwater-alerts.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .expect("promtool runs (apt-get install prometheus; scripts/test.sh does)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = std::fs::read_to_string(dir.join("headwater-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("headwater-alerts.test.yml")).unwrap();
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests.contains(&format!(
+                "alertname: {alert}\n        exp_alerts:\n          - "
+            )),
+            "alert {alert} has no unit test in which it fires"
+        );
+    }
+}
