@@ -133,6 +133,13 @@ pub struct PipelineConfig {
     /// How often the durable position is written to the checkpoint file.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// How often the source's log retention is checked against the durable position (lag in
+    /// bytes, time until the position is purged).
+    #[serde(default = "default_retention_check_interval", with = "humantime_serde")]
+    pub retention_check_interval: Duration,
+    /// Warn in the log when the source may discard the log the position needs sooner than this.
+    #[serde(default = "default_position_loss_warning", with = "humantime_serde")]
+    pub position_loss_warning: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -140,6 +147,8 @@ impl Default for PipelineConfig {
         PipelineConfig {
             max_in_flight: default_max_in_flight(),
             checkpoint_interval: default_checkpoint_interval(),
+            retention_check_interval: default_retention_check_interval(),
+            position_loss_warning: default_position_loss_warning(),
         }
     }
 }
@@ -150,6 +159,14 @@ fn default_max_in_flight() -> usize {
 
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_retention_check_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_position_loss_warning() -> Duration {
+    Duration::from_secs(6 * 3600)
 }
 
 /// A configuration problem, naming the key, the bad value and what is allowed.

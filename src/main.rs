@@ -6,6 +6,8 @@ mod checkpoint;
 mod config;
 mod pipeline;
 mod requests;
+mod retention;
+mod status;
 mod telemetry;
 
 use anyhow::{bail, Context};
@@ -52,6 +54,16 @@ enum Command {
     Offsets {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// A summary for a person: running or stopped, lag, time until the source discards the
+    /// log the position needs, per-table counts, the copy in progress. Works on a stopped
+    /// pipeline too (from the state directory and the source).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead (for scripts and monitoring checks).
+        #[arg(long)]
+        json: bool,
     },
     /// Show what landed in a lake sink: per table, files, record count and the latest record.
     Inspect {
@@ -193,6 +205,15 @@ async fn check(config: &Config) -> anyhow::Result<bool> {
     if problems.is_empty() {
         println!("ok: config valid, source and sink ready");
     }
+    // retention against the stored position: can a stopped pipeline still catch up?
+    if let Ok((durable, _)) = status::durable_position(config) {
+        if let Ok((log, rate)) = status::log_status(source.as_mut(), durable.as_ref()).await {
+            println!(
+                "source log: {}",
+                log.describe(headwater_contract::backfill::now_ms(), rate)
+            );
+        }
+    }
     Ok(errors == 0)
 }
 
@@ -224,6 +245,15 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
         );
     }
     drop(source);
+    let (probe, _) = build_source(&config.source, &config.state.path)?;
+    retention::watch(
+        probe,
+        std::sync::Arc::clone(&status),
+        retention::WatchSettings {
+            interval: config.pipeline.retention_check_interval,
+            warn_below: config.pipeline.position_loss_warning,
+        },
+    );
     let stop = stop_requested();
     let mut delays = backon::BackoffBuilder::build(
         backon::ExponentialBuilder::default()
@@ -329,17 +359,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             let config = Config::load(&config)?;
             check(&config).await
         }
+        Command::Status { config, json } => {
+            let config = Config::load(&config)?;
+            let (source, _) = build_source(&config.source, &config.state.path)?;
+            if json {
+                status::print_json(&config, source).await?;
+            } else {
+                status::print(&config, source).await?;
+            }
+            Ok(true)
+        }
         Command::Offsets { config } => {
             let config = Config::load(&config)?;
-            let store =
-                CheckpointStore::open_unlocked(&config.state.path, config.source.server_name())?;
-            let sink_position = match &config.sink {
-                SinkConfig::Lake(lake) => headwater_lake::sink::committed_position(&lake.path)
-                    .map_err(|e| anyhow::anyhow!(e.report()))?,
-                // Kafka stores no position of Headwater's: the checkpoint file is the position.
-                SinkConfig::Kafka(_) => None,
-            };
-            let checkpoint = store.load()?;
+            let (sink_position, checkpoint) = status::stored_positions(&config)?;
             let durable = sink_position
                 .as_ref()
                 .or(checkpoint.as_ref().map(|c| &c.position));

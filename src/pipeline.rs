@@ -212,6 +212,9 @@ impl Pipeline {
             }
             (None, checkpoint) => checkpoint,
         };
+        if let Some(position) = &resume {
+            settings.status.set_durable_position(position.clone());
+        }
         match &resume {
             Some(position) => tracing::info!(%position, "resuming"),
             None => tracing::info!("no stored position: starting where the source config says"),
@@ -347,7 +350,7 @@ impl Pipeline {
                         if committed != before {
                             last_durable_at = Instant::now();
                             if let Some(durable) = &committed {
-                                settings.status.set_durable_position(durable.to_string());
+                                settings.status.set_durable_position(durable.clone());
                                 PipelineMetrics::snapshot(durable.backfill().map(|b| b.as_ref()));
                             }
                         }

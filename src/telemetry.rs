@@ -6,7 +6,7 @@
 //! by a small `hyper` server of our own so `/health` and `/ready` sit beside `/metrics`. With
 //! no `[metrics]` section no recorder is installed and every update is a no-op.
 
-use headwater_contract::{Op, TableId, TableSchema};
+use headwater_contract::{Op, Position, TableId, TableSchema};
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +26,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Status {
     source_connected: AtomicBool,
     sink_open: AtomicBool,
-    durable_position: Mutex<Option<String>>,
+    durable_position: Mutex<Option<Position>>,
 }
 
 impl Status {
@@ -39,10 +39,15 @@ impl Status {
         self.sink_open.store(open, Ordering::Relaxed);
     }
 
-    pub fn set_durable_position(&self, position: String) {
+    pub fn set_durable_position(&self, position: Position) {
         if let Ok(mut slot) = self.durable_position.lock() {
             *slot = Some(position);
         }
+    }
+
+    /// The position below which everything is durable, as last committed.
+    pub fn durable_position(&self) -> Option<Position> {
+        self.durable_position.lock().ok().and_then(|p| p.clone())
     }
 
     fn ready(&self) -> bool {
@@ -140,6 +145,35 @@ fn describe() {
         "Tables queued for a snapshot or backfill, the one being copied included"
     );
     describe_gauge!("headwater_build_info", "Headwater's version");
+    describe_gauge!(
+        "headwater_lag_bytes",
+        Unit::Bytes,
+        "Log bytes between the durable position and the source log's end (binlog bytes, or WAL bytes after the slot's confirmed position)"
+    );
+    describe_gauge!(
+        "headwater_position_loss_eta_seconds",
+        Unit::Seconds,
+        "Estimated time until the source's retention discards the log the durable position needs (+Inf when retention is unbounded)"
+    );
+    describe_gauge!(
+        "headwater_position_lost",
+        "1 when the log the durable position needs is already gone (purged binlog, invalidated or dropped slot)"
+    );
+    describe_gauge!(
+        "headwater_log_retention_seconds",
+        Unit::Seconds,
+        "MySQL/MariaDB: how long the server keeps binlogs (binlog_expire_logs_seconds; +Inf when never purged)"
+    );
+    describe_gauge!(
+        "headwater_slot_wal_headroom_bytes",
+        Unit::Bytes,
+        "PostgreSQL: WAL that may still be written before the slot is invalidated (safe_wal_size; +Inf when unbounded)"
+    );
+    describe_gauge!(
+        "headwater_log_growth_bytes_per_second",
+        Unit::Bytes,
+        "PostgreSQL: the rate at which the server writes WAL, measured between retention checks"
+    );
 }
 
 /// Serves `/metrics`, `/health` and `/ready` on `listen` until the process ends.
@@ -228,8 +262,9 @@ fn respond(
 /// every position it ever had).
 fn render(handle: &PrometheusHandle, status: &Status) -> String {
     let mut text = handle.render();
-    if let Some(position) = status.durable_position.lock().ok().and_then(|p| p.clone()) {
+    if let Some(position) = status.durable_position() {
         let escaped = position
+            .to_string()
             .replace('\\', "\\\\")
             .replace('"', "\\\"")
             .replace('\n', "\\n");

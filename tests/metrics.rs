@@ -186,6 +186,8 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
         "headwater_schema_version",
         "headwater_sink_bytes_total",
         "headwater_source_connected 1",
+        "headwater_position_loss_eta_seconds",
+        "headwater_lag_bytes",
         "# HELP headwater_changes_total",
     ] {
         assert!(exposition.contains(name), "{name} missing:\n{exposition}");
@@ -208,6 +210,66 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
         .query_drop(format!("DROP DATABASE `{db}`"))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_seen_by_prometheus_rises_while_the_broker_is_stopped_and_falls_after() {
+    let db = unique("hw_fresh");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)"
+        ))
+        .await
+        .unwrap();
+    let broker = PrivateBroker::start();
+    let work = Workdir::new();
+    work.mysql_config("fresh", &db, "snapshot = \"never\"", "");
+    work.use_kafka_sink(&broker.brokers(), &unique("hwf"), "json");
+    let port = free_port();
+    let mut config = std::fs::read_to_string(work.config()).unwrap();
+    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(work.config(), config).unwrap();
+    work.catch_up();
+    let headwater = work.spawn();
+    let prometheus = Prometheus::start(port);
+    admin
+        .query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 0)"))
+        .await
+        .unwrap();
+    let created = format!("headwater_changes_total{{table=\"{db}.t\",op=\"c\"}}");
+    wait_until(
+        Duration::from_secs(90),
+        "the first change delivered and scraped",
+        || {
+            prometheus.query(&created) == Some(1.0)
+                && prometheus.query("headwater_durable_lag_seconds") == Some(0.0)
+        },
+    );
+    broker.pause();
+    admin
+        .query_drop(format!("INSERT INTO `{db}`.t VALUES (2, 0)"))
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(90),
+        "freshness to fall behind while the broker is stopped",
+        || {
+            prometheus
+                .query("headwater_durable_lag_seconds")
+                .is_some_and(|lag| lag >= 3.0)
+        },
+    );
+    broker.resume();
+    wait_until(
+        Duration::from_secs(90),
+        "freshness to recover once the broker is back",
+        || {
+            prometheus.query("headwater_durable_lag_seconds") == Some(0.0)
+                && prometheus.query(&created) == Some(2.0)
+        },
+    );
+    stop_gracefully(headwater);
 }
 
 /// Every alert rule in docs/monitoring/ has a unit test that makes it fire (a rule that cannot

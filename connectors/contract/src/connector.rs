@@ -105,6 +105,14 @@ pub trait Source: Send {
     /// The current end of the log; `--catch-up` runs until it is reached.
     async fn log_end(&mut self) -> Result<Position, ConnectorError>;
 
+    /// How `position` stands against the log (`None`: the pipeline has none yet): bytes behind
+    /// the end, and the server's retention applied to it. On its own connection; changes
+    /// nothing on the server.
+    async fn log_status(
+        &mut self,
+        position: Option<&Position>,
+    ) -> Result<crate::retention::LogStatus, ConnectorError>;
+
     /// Streams from `resume` (`None`: where the config says a new pipeline starts) until `stop_at`
     /// is reached and no snapshot is pending (then returns `Ok`) or the receiver is dropped.
     /// Snapshot progress travels in the positions (see [`crate::backfill`]): a resumed stream

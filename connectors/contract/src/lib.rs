@@ -9,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod position;
 pub mod record;
+pub mod retention;
 pub mod schema;
 pub mod schema_history;
 
@@ -29,4 +30,5 @@ pub use record::{
     ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
     SnapshotMarker, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,
 };
+pub use retention::{LogStatus, Retention};
 pub use schema::{Column, ConnectorKind, FieldType, TableId, TableSchema};

@@ -4,6 +4,7 @@ pub mod decoder;
 pub mod error;
 pub mod gtid;
 mod preflight;
+mod retention;
 pub mod source;
 pub mod stream;
 pub mod table;

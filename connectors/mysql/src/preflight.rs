@@ -50,14 +50,13 @@ pub(crate) async fn check(source: &MysqlSource) -> Result<Vec<Problem>, Connecto
             "set gtid_strict_mode=ON in my.cnf",
         ));
     }
-    let retention_s = var("binlog_expire_logs_seconds")
-        .parse::<u64>()
-        .unwrap_or(0);
-    let retention_days = var("expire_logs_days").parse::<f64>().unwrap_or(0.0);
-    if retention_s == 0 && retention_days == 0.0 {
+    let seconds = crate::retention::keep_seconds(
+        Some(var("binlog_expire_logs_seconds")),
+        Some(var("expire_logs_days")),
+    );
+    if seconds == 0 {
         tracing::info!("binlog retention: binlogs are kept until purged by hand");
     } else {
-        let seconds = retention_s.max((retention_days * 86_400.0) as u64);
         tracing::info!(
             retention_hours = seconds / 3600,
             "binlog retention: a pipeline stopped longer than this loses its position"

@@ -330,7 +330,7 @@ impl MysqlSource {
 
 /// Column `index` of `row` as text; `None` for NULL or a missing column. Typed row conversion
 /// in mysql_async panics on unexpected values, so rows from the server are read this way.
-fn text(row: &mysql_async::Row, index: usize) -> Option<String> {
+pub(crate) fn text(row: &mysql_async::Row, index: usize) -> Option<String> {
     match row.as_ref(index)? {
         mysql_async::Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
         mysql_async::Value::Int(n) => Some(n.to_string()),
@@ -340,7 +340,7 @@ fn text(row: &mysql_async::Row, index: usize) -> Option<String> {
 }
 
 /// Column `index` of `row` as an integer, when it is one.
-fn integer(row: &mysql_async::Row, index: usize) -> Option<i64> {
+pub(crate) fn integer(row: &mysql_async::Row, index: usize) -> Option<i64> {
     match row.as_ref(index)? {
         mysql_async::Value::Int(n) => Some(*n),
         mysql_async::Value::UInt(n) => i64::try_from(*n).ok(),
@@ -384,6 +384,17 @@ impl Source for MysqlSource {
         let end = self.master_status(&mut conn).await?;
         let _ = conn.disconnect().await;
         Ok(Position::Mysql(end))
+    }
+
+    async fn log_status(
+        &mut self,
+        position: Option<&Position>,
+    ) -> Result<headwater_contract::LogStatus, ConnectorError> {
+        let position = match position {
+            Some(Position::Mysql(p)) => Some(p),
+            _ => None,
+        };
+        self.binlog_status(position).await
     }
 
     async fn stream(

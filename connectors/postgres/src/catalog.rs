@@ -5,7 +5,8 @@ use crate::config::{PostgresConfig, UnknownTypes};
 use crate::pgoutput::Relation;
 use crate::types::{PgType, TextKind};
 use headwater_contract::{
-    redact_url, Column, ConnectorError, FieldType, Lsn, TableFilter, TableId, TableSchema,
+    redact_url, Column, ConnectorError, FieldType, LogStatus, Lsn, Retention, TableFilter, TableId,
+    TableSchema,
 };
 use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
@@ -256,6 +257,60 @@ pub async fn create_slot(client: &Client, url: &str, slot: &str) -> Result<Lsn, 
     let text: String = row.get(0);
     text.parse().map_err(|e| {
         ConnectorError::definite(format!("the server returned an unreadable LSN: {e}"))
+    })
+}
+
+/// The slot against the WAL: bytes between its confirmed position and the WAL's end, and what
+/// `max_slot_wal_keep_size` still allows (`safe_wal_size`).
+pub async fn log_status(
+    client: &Client,
+    url: &str,
+    slot: &str,
+    position: Option<Lsn>,
+) -> Result<LogStatus, ConnectorError> {
+    let end = current_wal_lsn(client, url).await?;
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, wal_status, safe_wal_size,
+                    (SELECT setting::int8 FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| sql_error("reading the replication slot's retention", url, e))?;
+    let Some(row) = row else {
+        return Ok(LogStatus {
+            bytes_behind: None,
+            log_bytes_written: Some(end.0),
+            retention: Retention::Lost {
+                detail: format!("replication slot {slot} does not exist"),
+            },
+        });
+    };
+    let confirmed: Option<Lsn> = row
+        .get::<_, Option<String>>(0)
+        .and_then(|text| text.parse().ok())
+        .or(position);
+    let wal_status: Option<String> = row.get(1);
+    let safe_wal_size: Option<i64> = row.get(2);
+    let max_mb: Option<i64> = row.get(3);
+    let retention = match (wal_status.as_deref(), max_mb, safe_wal_size) {
+        (Some("lost"), _, _) => Retention::Lost {
+            detail: format!("replication slot {slot} was invalidated (wal_status lost): it exceeded max_slot_wal_keep_size"),
+        },
+        (_, Some(mb), Some(headroom)) if mb >= 0 => Retention::BySize {
+            max_bytes: (mb as u64) << 20,
+            headroom_bytes: headroom,
+            wal_status: wal_status.unwrap_or_default(),
+        },
+        _ => Retention::Unbounded {
+            detail: "max_slot_wal_keep_size = -1: the slot keeps WAL without limit (the disk is the limit)".into(),
+        },
+    };
+    Ok(LogStatus {
+        bytes_behind: confirmed.map(|c| end.0.saturating_sub(c.0)),
+        log_bytes_written: Some(end.0),
+        retention,
     })
 }
 

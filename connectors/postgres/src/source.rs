@@ -198,6 +198,18 @@ impl Source for PostgresSource {
         Ok(Position::Postgres(PgPosition::at(lsn, 0)))
     }
 
+    async fn log_status(
+        &mut self,
+        position: Option<&Position>,
+    ) -> Result<headwater_contract::LogStatus, ConnectorError> {
+        let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
+        let lsn = match position {
+            Some(Position::Postgres(p)) => Some(p.lsn),
+            _ => None,
+        };
+        catalog::log_status(&client, &self.config.url, &self.config.slot, lsn).await
+    }
+
     async fn check_backfill(
         &mut self,
         table: &TableId,
