@@ -30,6 +30,13 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Address to listen on, e.g. `"127.0.0.1:9187"` (`"0.0.0.0:9187"` for every interface).
     pub listen: std::net::SocketAddr,
+    /// Count values and NULLs per table and column (`headwater_column_*_total`).
+    #[serde(default = "default_true")]
+    pub column_stats: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[source]`: where changes are read, chosen by `kind`. Adding a source adds one arm here.

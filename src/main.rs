@@ -3,6 +3,7 @@
 
 mod ack;
 mod checkpoint;
+mod column_stats;
 mod config;
 mod pipeline;
 mod requests;
@@ -274,6 +275,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
                 checkpoint_interval: config.pipeline.checkpoint_interval,
                 requests: requests::RequestDir::new(&config.state.path),
                 status: std::sync::Arc::clone(&status),
+                column_stats: config.metrics.as_ref().is_some_and(|m| m.column_stats),
             },
             source,
             sink,
@@ -292,6 +294,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
             // whole pipeline again from the durable position, as a restart would.
             Err(pipeline::PipelineError::Connector(err)) if err.is_retryable() => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                metrics::counter!("headwater_errors_total", "stage" => "pipeline", "kind" => "retryable").increment(1);
                 tracing::warn!(error = %err.report(), retry_in = ?delay,
                     "the pipeline stopped on a transient error; restarting it from the last durable position");
                 let mut stop_rx = stop.clone();
@@ -316,14 +319,32 @@ fn stop_requested() -> tokio::sync::watch::Receiver<bool> {
     rx
 }
 
+/// Logs to stderr, filtered by `HEADWATER_LOG`; `HEADWATER_LOG_FORMAT=json` writes one JSON
+/// object per line (for log pipelines) instead of text.
+fn init_logging() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEADWATER_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("HEADWATER_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().flatten_event(true).init(),
+        Ok("text") | Err(_) => builder.init(),
+        Ok(other) => {
+            builder.init();
+            return Err(format!(
+                "HEADWATER_LOG_FORMAT={other:?} is not known: use \"text\" (the default) or \"json\""
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEADWATER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(err) = init_logging() {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -51,6 +51,8 @@ pub struct Settings {
     pub requests: RequestDir,
     /// What `/ready` and the lineage metric read.
     pub status: Arc<Status>,
+    /// Count NULLs per column (the distribution metrics).
+    pub column_stats: bool,
 }
 
 /// Batches buffered between the source task and the runtime (each batch is one log event's rows).
@@ -168,6 +170,7 @@ async fn drive_source(
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 status.set_source_connected(false);
                 metrics::counter!("headwater_source_retries_total").increment(1);
+                metrics::counter!("headwater_errors_total", "stage" => "source", "kind" => "retryable").increment(1);
                 resume = events.last_sent().or(resume);
                 tracing::warn!(error = %err.report(), retry_in = ?delay, "source failed; retrying from the last position handed to the pipeline");
                 tokio::time::sleep(delay).await;
@@ -229,6 +232,7 @@ impl Pipeline {
         };
 
         let (events, mut events_rx) = EventSender::channel(EVENT_BATCHES);
+        let backpressure = events.blocked_time();
         let (durable_tx, durable_rx) = tokio::sync::watch::channel(resume.clone());
         let backfills = BackfillInbox::default();
         offer_requests(&settings.requests, &backfills, resume.as_ref());
@@ -243,7 +247,7 @@ impl Pipeline {
             },
             Arc::clone(&settings.status),
         ));
-        let mut metrics = PipelineMetrics::default();
+        let mut metrics = PipelineMetrics::new(settings.column_stats);
 
         let mut encoder = Encoder {
             server_name: settings.server_name.clone(),
@@ -294,6 +298,12 @@ impl Pipeline {
                             SourceEvent::Change(change) => {
                                 let commit_ms = change.source.ts_ms();
                                 metrics.change(&change.table, change.op, commit_ms, now);
+                                if let Some(after) = &change.after {
+                                    metrics.row_image(&change.table, after);
+                                }
+                                if change.transaction.as_ref().is_some_and(|t| t.total_order == 1) {
+                                    PipelineMetrics::transaction();
+                                }
                                 if first_change && change.op != headwater_contract::Op::Read {
                                     metrics.batch_started(seq, commit_ms);
                                     first_change = false;
@@ -322,9 +332,11 @@ impl Pipeline {
                     drain(&mut ack_rx, &mut tracker);
                     if tracker.in_flight() >= settings.max_in_flight {
                         if let Some(through) = &last_position {
+                            let flushing = Instant::now();
                             if let Err(err) = sink.flush(through).await {
                                 break Err(err.into());
                             }
+                            PipelineMetrics::flushed(flushing.elapsed());
                             drain(&mut ack_rx, &mut tracker);
                         }
                     }
@@ -342,6 +354,7 @@ impl Pipeline {
                     let now = now_ms();
                     metrics.durable_through(tracker.durable_through(), now);
                     metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed());
+                    metrics.backpressure(backpressure.total());
                     if last_checkpoint_at.elapsed() >= settings.checkpoint_interval {
                         let before = committed.clone();
                         if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {
@@ -425,7 +438,9 @@ fn commit_checkpoint(
 ) -> Result<(), PipelineError> {
     if let Some(durable) = tracker.durable() {
         if committed.as_ref() != Some(durable) {
+            let storing = Instant::now();
             checkpoints.store(durable)?;
+            PipelineMetrics::checkpoint_stored(storing.elapsed());
             *committed = Some(durable.clone());
         }
     }

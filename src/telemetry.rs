@@ -21,6 +21,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 
+/// Buckets of the other duration histograms (flushes, checkpoint writes).
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// What `/ready` and the lineage info metric need from the running pipeline.
 #[derive(Default)]
 pub struct Status {
@@ -58,6 +63,7 @@ impl Status {
 /// Installs the recorder and describes every metric. Returns the handle that renders them.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
+        .set_buckets(DURATION_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full("headwater_commit_to_durable_seconds".into()),
             LATENCY_BUCKETS,
@@ -145,6 +151,37 @@ fn describe() {
         "Tables queued for a snapshot or backfill, the one being copied included"
     );
     describe_gauge!("headwater_build_info", "Headwater's version");
+    describe_counter!(
+        "headwater_transactions_total",
+        "Source transactions with captured changes"
+    );
+    describe_histogram!(
+        "headwater_sink_flush_seconds",
+        Unit::Seconds,
+        "Sink flushes forced by the in-flight limit"
+    );
+    describe_histogram!(
+        "headwater_checkpoint_commit_seconds",
+        Unit::Seconds,
+        "Writing the checkpoint file (fsync included)"
+    );
+    describe_gauge!(
+        "headwater_backpressure_wait_seconds",
+        Unit::Seconds,
+        "Total time the source has waited for the pipeline to take its events (the sink is the bottleneck while it grows)"
+    );
+    describe_counter!(
+        "headwater_errors_total",
+        "Retryable errors by stage: source (reconnected with backoff) or pipeline (restarted from the durable position)"
+    );
+    describe_counter!(
+        "headwater_column_values_total",
+        "Row images (inserts, updates, copied rows) in which the column had a value, by table and column"
+    );
+    describe_counter!(
+        "headwater_column_nulls_total",
+        "Row images in which the column was NULL, by table and column"
+    );
     describe_gauge!(
         "headwater_lag_bytes",
         Unit::Bytes,
@@ -281,11 +318,27 @@ fn render(handle: &PrometheusHandle, status: &Status) -> String {
 #[derive(Default)]
 pub struct PipelineMetrics {
     changes: HashMap<(TableId, Op), Counter>,
+    /// Per-column NULL counts (`[metrics] column_stats`), `None` when off.
+    columns: Option<crate::column_stats::ColumnStats>,
     /// (sequence number, commit time in ms) of the first change of each batch not yet durable.
     pending: VecDeque<(u64, i64)>,
 }
 
 impl PipelineMetrics {
+    pub fn new(column_stats: bool) -> Self {
+        PipelineMetrics {
+            columns: column_stats.then(Default::default),
+            ..Default::default()
+        }
+    }
+
+    /// The row image a change leaves (inserts, updates, copied rows), for the distribution.
+    pub fn row_image(&mut self, table: &TableSchema, image: &[u8]) {
+        if let Some(columns) = &mut self.columns {
+            columns.row(table, image);
+        }
+    }
+
     /// A change read from the source, about to be written as record `seq`.
     pub fn change(&mut self, table: &TableSchema, op: Op, commit_ms: i64, now_ms: i64) {
         let key = (table.id.clone(), op);
@@ -319,6 +372,23 @@ impl PipelineMetrics {
         metrics::counter!("headwater_schema_changes_total", "table" => table).increment(1);
     }
 
+    pub fn transaction() {
+        metrics::counter!("headwater_transactions_total").increment(1);
+    }
+
+    pub fn flushed(took: Duration) {
+        metrics::histogram!("headwater_sink_flush_seconds").record(took.as_secs_f64());
+    }
+
+    pub fn checkpoint_stored(took: Duration) {
+        metrics::histogram!("headwater_checkpoint_commit_seconds").record(took.as_secs_f64());
+    }
+
+    /// The total time sources have waited on back-pressure.
+    pub fn backpressure(&self, blocked: Duration) {
+        metrics::gauge!("headwater_backpressure_wait_seconds").set(blocked.as_secs_f64());
+    }
+
     pub fn written(bytes: usize) {
         metrics::counter!("headwater_records_written_total").increment(1);
         metrics::counter!("headwater_sink_bytes_total").increment(bytes as u64);
@@ -342,8 +412,11 @@ impl PipelineMetrics {
         }
     }
 
-    /// Every tick: the gauges that age.
-    pub fn tick(&self, now_ms: i64, in_flight: usize, checkpoint_age: Duration) {
+    /// Every tick: the gauges that age, and the distribution counted since the last tick.
+    pub fn tick(&mut self, now_ms: i64, in_flight: usize, checkpoint_age: Duration) {
+        if let Some(columns) = &mut self.columns {
+            columns.publish();
+        }
         let lag: Gauge = metrics::gauge!("headwater_durable_lag_seconds");
         lag.set(self.pending.front().map_or(0.0, |&(_, commit_ms)| {
             ((now_ms - commit_ms).max(0)) as f64 / 1000.0

@@ -137,7 +137,7 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
     let mut admin = mysql_admin().await;
     admin
         .query_drop(format!(
-            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)"
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT, note VARCHAR(10))"
         ))
         .await
         .unwrap();
@@ -154,7 +154,7 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
     });
     admin
         .query_drop(format!(
-            "INSERT INTO `{db}`.t SELECT seq, 0 FROM `{db}`.seq_1_to_300;
+            "INSERT INTO `{db}`.t (id, v) SELECT seq, 0 FROM `{db}`.seq_1_to_300;
              UPDATE `{db}`.t SET v = 1 WHERE id <= 40;
              DELETE FROM `{db}`.t WHERE id > 290"
         ))
@@ -173,6 +173,31 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
     let deleted = format!("headwater_changes_total{{table=\"{table}\",op=\"d\"}}");
     assert_eq!(sample(&exposition, &updated), Some(40.0), "{exposition}");
     assert_eq!(sample(&exposition, &deleted), Some(10.0), "{exposition}");
+    // distribution: 340 row images (300 inserts, 40 updates), `note` NULL in every one
+    wait_until(Duration::from_secs(30), "the column counts", || {
+        exposition = http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        sample(
+            &exposition,
+            &format!("headwater_column_nulls_total{{table=\"{table}\",column=\"note\"}}"),
+        ) == Some(340.0)
+    });
+    for (name, column, expected) in [
+        ("headwater_column_values_total", "id", 340.0),
+        ("headwater_column_nulls_total", "id", 0.0),
+        ("headwater_column_values_total", "v", 340.0),
+        ("headwater_column_values_total", "note", 0.0),
+    ] {
+        assert_eq!(
+            sample(
+                &exposition,
+                &format!("{name}{{table=\"{table}\",column=\"{column}\"}}")
+            ),
+            Some(expected),
+            "{name} {column}: {exposition}"
+        );
+    }
     assert_eq!(
         http_get(port, "/ready").map(|(code, _)| code),
         Some(200),
@@ -187,6 +212,8 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
         "headwater_sink_bytes_total",
         "headwater_source_connected 1",
         "headwater_position_loss_eta_seconds",
+        "headwater_transactions_total",
+        "headwater_backpressure_wait_seconds",
         "headwater_lag_bytes",
         "# HELP headwater_changes_total",
     ] {
@@ -299,6 +326,93 @@ fn the_alert_rules_fire_as_their_unit_tests_expect() {
                 "alertname: {alert}\n        exp_alerts:\n          - "
             )),
             "alert {alert} has no unit test in which it fires"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let db = unique("hw_jsonlog");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("jsonlog", &db, "snapshot = \"never\"", "");
+    work.catch_up();
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_headwater"))
+            .args(["run", "--catch-up", "--config"])
+            .arg(work.config())
+            .env("HEADWATER_LOG", "info")
+            .env("HEADWATER_LOG_FORMAT", format)
+            .output()
+            .expect("run headwater")
+    };
+    let out = run("json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{stderr}"
+    );
+    assert!(lines.iter().any(|l| l["message"] == "resuming"), "{stderr}");
+    let bad = run("yaml");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use \"text\" (the default) or \"json\""));
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+/// The dashboard and the alert rules name only metrics Headwater describes (a typo would show
+/// an empty panel or a rule that never fires).
+#[test]
+fn the_dashboard_and_rules_name_only_metrics_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let described: String = ["src/telemetry.rs", "src/retention.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/monitoring/headwater-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut text = dashboard.to_string();
+    text.push_str(
+        &std::fs::read_to_string(root.join("docs/monitoring/headwater-alerts.yml")).unwrap(),
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("headwater_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let name = name.trim_end_matches("_bucket").to_string();
+        if name != "headwater_" && !name.ends_with('_') {
+            names.insert(name);
+        }
+    }
+    assert!(names.len() > 15, "{names:?}");
+    for name in names {
+        assert!(
+            described.contains(&format!("\"{name}\"")),
+            "{name} is used by docs/monitoring but not described in src/"
         );
     }
 }

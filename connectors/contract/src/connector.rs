@@ -33,6 +33,18 @@ pub type EventReceiver = mpsc::Receiver<Vec<SourceEvent>>;
 pub struct EventSender {
     tx: mpsc::Sender<Vec<SourceEvent>>,
     last_sent: Arc<Mutex<Option<Position>>>,
+    /// Nanoseconds the source has waited for room in the channel (back-pressure).
+    blocked_nanos: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The total time a source waited on back-pressure (see [`EventSender::blocked_time`]).
+#[derive(Clone, Debug)]
+pub struct BlockedTime(Arc<std::sync::atomic::AtomicU64>);
+
+impl BlockedTime {
+    pub fn total(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// The most events [`EventSender::send_all`] puts in one batch.
@@ -51,6 +63,7 @@ impl EventSender {
             EventSender {
                 tx,
                 last_sent: Arc::new(Mutex::new(None)),
+                blocked_nanos: Arc::default(),
             },
             rx,
         )
@@ -62,7 +75,18 @@ impl EventSender {
             Some(event) => event.position().clone(),
             None => return Ok(()),
         };
-        self.tx.send(batch).await.map_err(|_| ReceiverGone)?;
+        match self.tx.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                // the pipeline is behind: time the wait (only then, so the fast path stays cheap)
+                let waiting = std::time::Instant::now();
+                self.tx.send(batch).await.map_err(|_| ReceiverGone)?;
+                let nanos = u64::try_from(waiting.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.blocked_nanos
+                    .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ReceiverGone),
+        }
         if let Ok(mut slot) = self.last_sent.lock() {
             *slot = Some(last);
         }
@@ -83,6 +107,12 @@ impl EventSender {
             }
             self.send(part).await?;
         }
+    }
+
+    /// A reader of how long sources have waited for the pipeline to take their batches. It
+    /// holds no sender, so the channel still closes when the source is done.
+    pub fn blocked_time(&self) -> BlockedTime {
+        BlockedTime(Arc::clone(&self.blocked_nanos))
     }
 
     /// The position of the last event handed to the pipeline.

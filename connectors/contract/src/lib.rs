@@ -3,6 +3,7 @@
 
 pub mod avro;
 pub mod avro_json;
+pub mod avro_scan;
 pub mod backfill;
 pub mod connector;
 pub mod error;
