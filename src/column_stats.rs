@@ -3,16 +3,11 @@
 //! without decoding (`avro_scan`) and counted locally; the counters are updated once a tick.
 
 use headwater_contract::avro_scan::count_nulls;
-use headwater_contract::{TableId, TableSchema};
+use headwater_contract::TableSchema;
 use metrics::Counter;
-use std::collections::HashMap;
 
-#[derive(Default)]
-pub struct ColumnStats {
-    tables: HashMap<TableId, TableStats>,
-}
-
-struct TableStats {
+/// One table version's counts since the last publish, and its counter handles.
+pub struct TableStats {
     version: u32,
     rows: u64,
     nulls: Vec<u64>,
@@ -21,7 +16,18 @@ struct TableStats {
 }
 
 impl TableStats {
-    fn new(schema: &TableSchema) -> Self {
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Counts one row image (the after image of an insert, update or copied row).
+    pub fn row(&mut self, schema: &TableSchema, image: &[u8]) {
+        if count_nulls(schema, image, &mut self.nulls) {
+            self.rows += 1;
+        }
+    }
+
+    pub fn new(schema: &TableSchema) -> Self {
         let table = schema.id.to_string();
         let counter = |name: &'static str, column: &str| metrics::counter!(name, "table" => table.clone(), "column" => column.to_string());
         TableStats {
@@ -41,7 +47,7 @@ impl TableStats {
         }
     }
 
-    fn publish(&mut self) {
+    pub fn publish(&mut self) {
         if self.rows == 0 {
             return;
         }
@@ -56,33 +62,5 @@ impl TableStats {
             *nulls = 0;
         }
         self.rows = 0;
-    }
-}
-
-impl ColumnStats {
-    /// Counts one row image (the after image of an insert, update or copied row).
-    pub fn row(&mut self, schema: &TableSchema, image: &[u8]) {
-        let stats = match self.tables.get_mut(&schema.id) {
-            Some(stats) if stats.version == schema.version => stats,
-            _ => {
-                if let Some(old) = self.tables.get_mut(&schema.id) {
-                    old.publish();
-                }
-                self.tables
-                    .entry(schema.id.clone())
-                    .insert_entry(TableStats::new(schema))
-                    .into_mut()
-            }
-        };
-        if count_nulls(schema, image, &mut stats.nulls) {
-            stats.rows += 1;
-        }
-    }
-
-    /// Moves the local counts into the metrics.
-    pub fn publish(&mut self) {
-        for stats in self.tables.values_mut() {
-            stats.publish();
-        }
     }
 }

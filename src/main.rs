@@ -6,6 +6,7 @@ mod checkpoint;
 mod column_stats;
 mod config;
 mod pipeline;
+mod pipeline_metrics;
 mod requests;
 mod retention;
 mod status;

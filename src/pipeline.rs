@@ -3,8 +3,9 @@
 
 use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::pipeline_metrics::PipelineMetrics;
 use crate::requests::RequestDir;
-use crate::telemetry::{PipelineMetrics, Status};
+use crate::telemetry::Status;
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
     Ack, AckSender, BackfillInbox, ConnectorError, ConnectorKind, EventSender, Position, Sink,
@@ -264,6 +265,7 @@ impl Pipeline {
         let mut committed = resume;
         let mut last_checkpoint_at = Instant::now();
         let mut last_durable_at = Instant::now();
+        let mut last_published = Instant::now();
         let mut summary = RunSummary::default();
         let mut ticker = tokio::time::interval(TICK);
         let mut last_log = Instant::now();
@@ -297,12 +299,9 @@ impl Pipeline {
                         match &event {
                             SourceEvent::Change(change) => {
                                 let commit_ms = change.source.ts_ms();
-                                metrics.change(&change.table, change.op, commit_ms, now);
-                                if let Some(after) = &change.after {
-                                    metrics.row_image(&change.table, after);
-                                }
+                                metrics.change(&change.table, change.op, commit_ms, now, change.after.as_deref());
                                 if change.transaction.as_ref().is_some_and(|t| t.total_order == 1) {
-                                    PipelineMetrics::transaction();
+                                    metrics.transaction();
                                 }
                                 if first_change && change.op != headwater_contract::Op::Read {
                                     metrics.batch_started(seq, commit_ms);
@@ -316,7 +315,7 @@ impl Pipeline {
                             Some(record) => {
                                 tracker.push(seq, position.clone(), true);
                                 summary.records += 1;
-                                PipelineMetrics::written(record.value.len() + record.key.as_ref().map_or(0, Vec::len));
+                                metrics.written(record.value.len() + record.key.as_ref().map_or(0, Vec::len));
                                 if let Err(err) = sink.write(record).await {
                                     failed = Some(err);
                                     break;
@@ -340,6 +339,13 @@ impl Pipeline {
                             drain(&mut ack_rx, &mut tracker);
                         }
                     }
+                    // under a steady load the (biased) select may not reach the ticker for a
+                    // while: keep the metrics current from here too
+                    if last_published.elapsed() >= TICK {
+                        metrics.durable_through(tracker.durable_through(), now);
+                        metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed(), backpressure.total());
+                        last_published = Instant::now();
+                    }
                 }
                 Some(ack) = ack_rx.recv() => {
                     tracker.ack(ack);
@@ -353,8 +359,8 @@ impl Pipeline {
                     drain(&mut ack_rx, &mut tracker);
                     let now = now_ms();
                     metrics.durable_through(tracker.durable_through(), now);
-                    metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed());
-                    metrics.backpressure(backpressure.total());
+                    metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed(), backpressure.total());
+                    last_published = Instant::now();
                     if last_checkpoint_at.elapsed() >= settings.checkpoint_interval {
                         let before = committed.clone();
                         if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {

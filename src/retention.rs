@@ -61,6 +61,9 @@ pub fn publish(status: &LogStatus, eta: Option<f64>, rate: Option<f64>) {
     if let Some(rate) = rate {
         metrics::gauge!("headwater_log_growth_bytes_per_second").set(rate);
     }
+    if let Some(active) = status.slot_active {
+        metrics::gauge!("headwater_slot_active").set(if active { 1.0 } else { 0.0 });
+    }
 }
 
 /// How often the watcher looks, and below which ETA it warns.

@@ -6,10 +6,8 @@
 //! by a small `hyper` server of our own so `/health` and `/ready` sit beside `/metrics`. With
 //! no `[metrics]` section no recorder is installed and every update is a no-op.
 
-use headwater_contract::{Op, Position, TableId, TableSchema};
-use metrics::{Counter, Gauge, Histogram};
+use headwater_contract::Position;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -207,6 +205,10 @@ fn describe() {
         "PostgreSQL: WAL that may still be written before the slot is invalidated (safe_wal_size; +Inf when unbounded)"
     );
     describe_gauge!(
+        "headwater_slot_active",
+        "PostgreSQL: 1 while a walsender is attached to the pipeline's slot, 0 while none reads it (WAL piles up)"
+    );
+    describe_gauge!(
         "headwater_log_growth_bytes_per_second",
         Unit::Bytes,
         "PostgreSQL: the rate at which the server writes WAL, measured between retention checks"
@@ -312,133 +314,4 @@ fn render(handle: &PrometheusHandle, status: &Status) -> String {
         ));
     }
     text
-}
-
-/// The pipeline loop's own metric handles, so counting a change is an atomic add.
-#[derive(Default)]
-pub struct PipelineMetrics {
-    changes: HashMap<(TableId, Op), Counter>,
-    /// Per-column NULL counts (`[metrics] column_stats`), `None` when off.
-    columns: Option<crate::column_stats::ColumnStats>,
-    /// (sequence number, commit time in ms) of the first change of each batch not yet durable.
-    pending: VecDeque<(u64, i64)>,
-}
-
-impl PipelineMetrics {
-    pub fn new(column_stats: bool) -> Self {
-        PipelineMetrics {
-            columns: column_stats.then(Default::default),
-            ..Default::default()
-        }
-    }
-
-    /// The row image a change leaves (inserts, updates, copied rows), for the distribution.
-    pub fn row_image(&mut self, table: &TableSchema, image: &[u8]) {
-        if let Some(columns) = &mut self.columns {
-            columns.row(table, image);
-        }
-    }
-
-    /// A change read from the source, about to be written as record `seq`.
-    pub fn change(&mut self, table: &TableSchema, op: Op, commit_ms: i64, now_ms: i64) {
-        let key = (table.id.clone(), op);
-        let counter = self.changes.entry(key).or_insert_with(|| {
-            metrics::counter!("headwater_changes_total", "table" => table.id.to_string(), "op" => op.code())
-        });
-        counter.increment(1);
-        if commit_ms > 0 && op != Op::Read {
-            metrics::gauge!("headwater_last_read_commit_timestamp_seconds")
-                .set(commit_ms as f64 / 1000.0);
-            metrics::gauge!("headwater_read_lag_seconds")
-                .set(((now_ms - commit_ms).max(0)) as f64 / 1000.0);
-        }
-    }
-
-    /// The first change of a batch: its commit time is sampled for the latency histogram.
-    pub fn batch_started(&mut self, seq: u64, commit_ms: i64) {
-        if commit_ms > 0 {
-            self.pending.push_back((seq, commit_ms));
-        }
-    }
-
-    /// A table's records now carry schema `version` (a new stream schema).
-    pub fn schema_version(table: &TableSchema) {
-        metrics::gauge!("headwater_schema_version", "table" => table.id.to_string())
-            .set(f64::from(table.version));
-    }
-
-    pub fn schema_change(table: Option<&TableId>) {
-        let table = table.map_or_else(|| "(database)".to_string(), TableId::to_string);
-        metrics::counter!("headwater_schema_changes_total", "table" => table).increment(1);
-    }
-
-    pub fn transaction() {
-        metrics::counter!("headwater_transactions_total").increment(1);
-    }
-
-    pub fn flushed(took: Duration) {
-        metrics::histogram!("headwater_sink_flush_seconds").record(took.as_secs_f64());
-    }
-
-    pub fn checkpoint_stored(took: Duration) {
-        metrics::histogram!("headwater_checkpoint_commit_seconds").record(took.as_secs_f64());
-    }
-
-    /// The total time sources have waited on back-pressure.
-    pub fn backpressure(&self, blocked: Duration) {
-        metrics::gauge!("headwater_backpressure_wait_seconds").set(blocked.as_secs_f64());
-    }
-
-    pub fn written(bytes: usize) {
-        metrics::counter!("headwater_records_written_total").increment(1);
-        metrics::counter!("headwater_sink_bytes_total").increment(bytes as u64);
-    }
-
-    /// Everything through `seq` is durable.
-    pub fn durable_through(&mut self, seq: u64, now_ms: i64) {
-        let latency: Histogram = metrics::histogram!("headwater_commit_to_durable_seconds");
-        let mut last = None;
-        while let Some(&(first_seq, commit_ms)) = self.pending.front() {
-            if first_seq > seq {
-                break;
-            }
-            latency.record(((now_ms - commit_ms).max(0)) as f64 / 1000.0);
-            last = Some(commit_ms);
-            self.pending.pop_front();
-        }
-        if let Some(commit_ms) = last {
-            metrics::gauge!("headwater_last_durable_commit_timestamp_seconds")
-                .set(commit_ms as f64 / 1000.0);
-        }
-    }
-
-    /// Every tick: the gauges that age, and the distribution counted since the last tick.
-    pub fn tick(&mut self, now_ms: i64, in_flight: usize, checkpoint_age: Duration) {
-        if let Some(columns) = &mut self.columns {
-            columns.publish();
-        }
-        let lag: Gauge = metrics::gauge!("headwater_durable_lag_seconds");
-        lag.set(self.pending.front().map_or(0.0, |&(_, commit_ms)| {
-            ((now_ms - commit_ms).max(0)) as f64 / 1000.0
-        }));
-        metrics::gauge!("headwater_records_in_flight").set(in_flight as f64);
-        metrics::gauge!("headwater_checkpoint_age_seconds").set(checkpoint_age.as_secs_f64());
-    }
-
-    /// Snapshot progress as of the durable position.
-    pub fn snapshot(state: Option<&headwater_contract::BackfillState>) {
-        let (estimate, remaining) = match state {
-            Some(state) => (
-                state
-                    .current
-                    .as_ref()
-                    .and_then(|c| c.rows_estimate)
-                    .unwrap_or(0),
-                state.queued.len() + usize::from(state.current.is_some()),
-            ),
-            None => (0, 0),
-        };
-        metrics::gauge!("headwater_snapshot_rows_estimated").set(estimate as f64);
-        metrics::gauge!("headwater_snapshot_tables_remaining").set(remaining as f64);
-    }
 }

@@ -198,6 +198,18 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
             "{name} {column}: {exposition}"
         );
     }
+    // a column updated to NULL everywhere shows in its NULL count: 290 more images, all NULL
+    admin
+        .query_drop(format!("UPDATE `{db}`.t SET v = NULL"))
+        .await
+        .unwrap();
+    let v_nulls = format!("headwater_column_nulls_total{{table=\"{table}\",column=\"v\"}}");
+    wait_until(Duration::from_secs(30), "the NULLs of v counted", || {
+        exposition = http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        sample(&exposition, &v_nulls) == Some(290.0)
+    });
     assert_eq!(
         http_get(port, "/ready").map(|(code, _)| code),
         Some(200),
@@ -299,6 +311,100 @@ async fn freshness_seen_by_prometheus_rises_while_the_broker_is_stopped_and_fall
     stop_gracefully(headwater);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_counts_lag_and_slot_in_the_exposition() {
+    let schema = unique("hw_pgmetrics");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (id int PRIMARY KEY, v int, note text)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config("pgmetrics", &schema, "snapshot = \"never\"");
+    let port = free_port();
+    let mut config = std::fs::read_to_string(work.config()).unwrap();
+    config = config.replace(
+        "[state]",
+        "[pipeline]\nretention_check_interval = \"1s\"\n\n[state]",
+    );
+    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(work.config(), config).unwrap();
+    work.catch_up();
+    let headwater = work.spawn();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.t SELECT g, 0 FROM generate_series(1, 200) g;
+             UPDATE {schema}.t SET v = NULL WHERE id <= 50;
+             DELETE FROM {schema}.t WHERE id > 180"
+        ))
+        .await
+        .unwrap();
+    let table = format!("{schema}.t");
+    let mut exposition = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "the changes counted and the slot seen",
+        || {
+            exposition = http_get(port, "/metrics")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            sample(
+                &exposition,
+                &format!("headwater_changes_total{{table=\"{table}\",op=\"d\"}}"),
+            ) == Some(20.0)
+                && sample(&exposition, "headwater_slot_active") == Some(1.0)
+        },
+    );
+    for (name, expected) in [
+        (
+            format!("headwater_changes_total{{table=\"{table}\",op=\"c\"}}"),
+            200.0,
+        ),
+        (
+            format!("headwater_changes_total{{table=\"{table}\",op=\"u\"}}"),
+            50.0,
+        ),
+        (
+            format!("headwater_column_nulls_total{{table=\"{table}\",column=\"v\"}}"),
+            50.0,
+        ),
+        (
+            format!("headwater_column_nulls_total{{table=\"{table}\",column=\"note\"}}"),
+            250.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&exposition, &name),
+            Some(expected),
+            "{name}: {exposition}"
+        );
+    }
+    assert!(exposition.contains("headwater_lag_bytes "), "{exposition}");
+    assert!(
+        exposition.contains("headwater_slot_wal_headroom_bytes "),
+        "{exposition}"
+    );
+    promtool_check(&exposition);
+    stop_gracefully(headwater);
+    let slot = work.slot();
+    let admin = postgres_admin().await;
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
+    let _ = admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
+        ))
+        .await;
+}
+
 /// Every alert rule in docs/monitoring/ has a unit test that makes it fire (a rule that cannot
 /// fire is a defect), run by `promtool test rules`.
 #[test]
@@ -385,10 +491,15 @@ async fn json_logs_are_one_object_per_line() {
 #[test]
 fn the_dashboard_and_rules_name_only_metrics_that_exist() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let described: String = ["src/telemetry.rs", "src/retention.rs"]
-        .iter()
-        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
-        .collect();
+    let described: String = [
+        "src/telemetry.rs",
+        "src/retention.rs",
+        "src/pipeline_metrics.rs",
+        "src/column_stats.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+    .collect();
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("docs/monitoring/headwater-dashboard.json")).unwrap(),
     )

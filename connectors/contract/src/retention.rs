@@ -13,6 +13,9 @@ pub struct LogStatus {
     /// which the runtime measures the rate of log growth; `None` where retention is by age.
     pub log_bytes_written: Option<u64>,
     pub retention: Retention,
+    /// PostgreSQL: whether a walsender is attached to the slot (`pg_replication_slots.active`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_active: Option<bool>,
 }
 
 /// The server's rule for discarding log, applied to the position.
@@ -141,6 +144,7 @@ mod tests {
             bytes_behind: Some(10),
             log_bytes_written: None,
             retention,
+            slot_active: None,
         }
     }
 

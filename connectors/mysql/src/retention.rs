@@ -43,6 +43,7 @@ impl MysqlSource {
             return Ok(LogStatus {
                 bytes_behind: None,
                 log_bytes_written: None,
+                slot_active: None,
                 retention: Retention::Lost {
                     detail: format!(
                         "binlog {needed} was purged (the server's oldest is {})",
@@ -80,6 +81,7 @@ impl MysqlSource {
             bytes_behind: Some(bytes_behind),
             log_bytes_written: None,
             retention,
+            slot_active: None,
         })
     }
 

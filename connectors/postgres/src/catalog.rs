@@ -272,7 +272,7 @@ pub async fn log_status(
     let row = client
         .query_opt(
             "SELECT confirmed_flush_lsn::text, wal_status, safe_wal_size,
-                    (SELECT setting::int8 FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
+                    (SELECT setting::int8 FROM pg_settings WHERE name = 'max_slot_wal_keep_size'), active
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -282,6 +282,7 @@ pub async fn log_status(
         return Ok(LogStatus {
             bytes_behind: None,
             log_bytes_written: Some(end.0),
+            slot_active: None,
             retention: Retention::Lost {
                 detail: format!("replication slot {slot} does not exist"),
             },
@@ -294,6 +295,7 @@ pub async fn log_status(
     let wal_status: Option<String> = row.get(1);
     let safe_wal_size: Option<i64> = row.get(2);
     let max_mb: Option<i64> = row.get(3);
+    let active: Option<bool> = row.get(4);
     let retention = match (wal_status.as_deref(), max_mb, safe_wal_size) {
         (Some("lost"), _, _) => Retention::Lost {
             detail: format!("replication slot {slot} was invalidated (wal_status lost): it exceeded max_slot_wal_keep_size"),
@@ -311,6 +313,7 @@ pub async fn log_status(
         bytes_behind: confirmed.map(|c| end.0.saturating_sub(c.0)),
         log_bytes_written: Some(end.0),
         retention,
+        slot_active: active,
     })
 }
 
