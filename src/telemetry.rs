@@ -33,9 +33,11 @@ pub struct Status {
 }
 
 impl Status {
+    /// Called for every batch: cheap unless the state changes.
     pub fn set_source_connected(&self, connected: bool) {
-        self.source_connected.store(connected, Ordering::Relaxed);
-        metrics::gauge!("headwater_source_connected").set(if connected { 1.0 } else { 0.0 });
+        if self.source_connected.swap(connected, Ordering::Relaxed) != connected {
+            metrics::gauge!("headwater_source_connected").set(if connected { 1.0 } else { 0.0 });
+        }
     }
 
     pub fn set_sink_open(&self, open: bool) {

@@ -4,27 +4,17 @@
 
 use crate::schema::{FieldType, TableSchema};
 
-/// Adds 1 to `nulls[i]` for each column `i` of `row` that is NULL. Returns `false` (counting
-/// nothing) when `row` does not follow `schema` — never panics on any bytes. Bytes after the
-/// last column (e.g. PostgreSQL's `__unchanged_toast`) are not looked at.
+/// Adds 1 to `nulls[i]` for each column `i` of `row` that is NULL, and returns `true`. A row
+/// that does not follow `schema` stops the walk and returns `false` (the columns before the
+/// fault are counted); it never panics, whatever the bytes. Bytes after the last column (e.g.
+/// PostgreSQL's `__unchanged_toast`) are not looked at.
 pub fn count_nulls(schema: &TableSchema, row: &[u8], nulls: &mut [u64]) -> bool {
-    if nulls.len() < schema.columns.len() {
-        return false;
-    }
     let mut reader = Reader { bytes: row, at: 0 };
-    let mut found = [0usize; 64];
-    let mut found_len = 0;
-    let mut overflow: Vec<usize> = Vec::new();
-    for (index, column) in schema.columns.iter().enumerate() {
+    for (column, nulls) in schema.columns.iter().zip(nulls.iter_mut()) {
         if column.nullable {
             match reader.long() {
                 Some(0) => {
-                    if found_len < found.len() {
-                        found[found_len] = index;
-                        found_len += 1;
-                    } else {
-                        overflow.push(index);
-                    }
+                    *nulls += 1;
                     continue;
                 }
                 Some(1) => {}
@@ -34,9 +24,6 @@ pub fn count_nulls(schema: &TableSchema, row: &[u8], nulls: &mut [u64]) -> bool 
         if reader.skip(&column.field_type).is_none() {
             return false;
         }
-    }
-    for &index in found[..found_len].iter().chain(&overflow) {
-        nulls[index] += 1;
     }
     true
 }
