@@ -20,6 +20,15 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Adds a `[metrics]` section on a free loopback port to the workdir's config; the port.
+fn serve_metrics(work: &Workdir) -> u16 {
+    let port = free_port();
+    let mut config = std::fs::read_to_string(work.config()).unwrap();
+    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(work.config(), config).unwrap();
+    port
+}
+
 /// `GET path` on 127.0.0.1:port (HTTP/1.0, so no chunked body): (status code, body), or None
 /// while nothing answers.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -143,10 +152,7 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
         .unwrap();
     let work = Workdir::new();
     work.mysql_config("metrics", &db, "snapshot = \"never\"", "");
-    let port = free_port();
-    let mut config = std::fs::read_to_string(work.config()).unwrap();
-    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(work.config(), config).unwrap();
+    let port = serve_metrics(&work);
     work.catch_up(); // records the starting point
     let headwater = work.spawn();
     wait_until(Duration::from_secs(60), "/health to answer", || {
@@ -265,10 +271,7 @@ async fn freshness_seen_by_prometheus_rises_while_the_broker_is_stopped_and_fall
     let work = Workdir::new();
     work.mysql_config("fresh", &db, "snapshot = \"never\"", "");
     work.use_kafka_sink(&broker.brokers(), &unique("hwf"), "json");
-    let port = free_port();
-    let mut config = std::fs::read_to_string(work.config()).unwrap();
-    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(work.config(), config).unwrap();
+    let port = serve_metrics(&work);
     work.catch_up();
     let headwater = work.spawn();
     let prometheus = Prometheus::start(port);
@@ -328,14 +331,13 @@ async fn postgres_counts_lag_and_slot_in_the_exposition() {
         .unwrap();
     let work = Workdir::new();
     work.postgres_config("pgmetrics", &schema, "snapshot = \"never\"");
-    let port = free_port();
     let mut config = std::fs::read_to_string(work.config()).unwrap();
     config = config.replace(
         "[state]",
         "[pipeline]\nretention_check_interval = \"1s\"\n\n[state]",
     );
-    config.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     std::fs::write(work.config(), config).unwrap();
+    let port = serve_metrics(&work);
     work.catch_up();
     let headwater = work.spawn();
     client

@@ -1041,3 +1041,19 @@ pub fn assert_same_state(
         found.len()
     );
 }
+
+/// Every copied (`op = "r"`) record's after image has `column` = `value`; names the first ids
+/// (column `id`) that do not.
+pub fn assert_copied_rows_have(records: &[AvroValue], column: &str, value: i64) {
+    let without: Vec<i64> = records
+        .iter()
+        .filter(|r| op(r) == "r")
+        .filter(|r| image(r, "after").and_then(|a| a.get(column).map(avro_int)) != Some(value))
+        .map(|r| image(r, "after").map_or(-1, |a| avro_int(&a["id"])))
+        .collect();
+    assert!(
+        without.is_empty(),
+        "rows copied without {column} = {value}: {:?}",
+        &without[..without.len().min(10)]
+    );
+}
