@@ -46,8 +46,19 @@ pub fn publish(status: &LogStatus, eta: Option<f64>, rate: Option<f64>) {
         _ => 0.0,
     });
     match &status.retention {
-        Retention::ByAge { keep_seconds, .. } => {
-            metrics::gauge!("headwater_log_retention_seconds").set(*keep_seconds as f64)
+        Retention::ByAge {
+            keep_seconds,
+            purge_at_ms,
+            ..
+        } => {
+            metrics::gauge!("headwater_log_retention_seconds").set(*keep_seconds as f64);
+            // the needed file was last written when the next one started; 0 while it is the
+            // file being written
+            let age = purge_at_ms.map_or(0.0, |at| {
+                let last_write = at - *keep_seconds as i64 * 1000;
+                ((headwater_contract::backfill::now_ms() - last_write).max(0)) as f64 / 1000.0
+            });
+            metrics::gauge!("headwater_needed_binlog_age_seconds").set(age);
         }
         Retention::BySize { headroom_bytes, .. } => {
             metrics::gauge!("headwater_slot_wal_headroom_bytes").set(*headroom_bytes as f64)

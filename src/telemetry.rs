@@ -202,6 +202,11 @@ fn describe() {
         "MySQL/MariaDB: how long the server keeps binlogs (binlog_expire_logs_seconds; +Inf when never purged)"
     );
     describe_gauge!(
+        "headwater_needed_binlog_age_seconds",
+        Unit::Seconds,
+        "MySQL/MariaDB: age of the oldest binlog file the durable position still needs (since its last write; 0 while it is the file being written)"
+    );
+    describe_gauge!(
         "headwater_slot_wal_headroom_bytes",
         Unit::Bytes,
         "PostgreSQL: WAL that may still be written before the slot is invalidated (safe_wal_size; +Inf when unbounded)"

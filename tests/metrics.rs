@@ -231,6 +231,8 @@ async fn prometheus_scrapes_per_table_counts_equal_to_the_changes_written() {
         "headwater_source_connected 1",
         "headwater_position_loss_eta_seconds",
         "headwater_transactions_total",
+        "headwater_needed_binlog_age_seconds",
+        "headwater_log_retention_seconds 604800",
         "headwater_backpressure_wait_seconds",
         "headwater_lag_bytes",
         "# HELP headwater_changes_total",

@@ -165,4 +165,10 @@ async fn a_stopped_postgres_pipeline_sees_its_slot_headroom_shrink() {
         text.contains("more WAL before it is invalidated") && text.contains("position lost in:"),
         "{text}"
     );
+    let checked = work.headwater(&["check"]);
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        text.contains("more WAL before it is invalidated"),
+        "check reports the slot's headroom too: {text}"
+    );
 }
