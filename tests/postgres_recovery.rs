@@ -274,9 +274,34 @@ async fn a_slot_in_use_by_another_reader_is_reported_as_such() {
         &second.path().display().to_string(),
     );
     std::fs::write(second.config(), config).unwrap();
-    let output = second.headwater(&["run", "--catch-up"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    // `run`, not `--catch-up`: a catch-up whose slot is already confirmed up to the log end
+    // has nothing to read and would end before asking for the slot (an idle-database race)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_headwater"))
+        .args(["run", "--config"])
+        .arg(second.config())
+        .env("HEADWATER_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn headwater");
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(120),
+        "the second pipeline to give up on the busy slot",
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
     assert!(
         stderr.contains("is in use by another process") && stderr.contains("its own source.slot"),
         "{stderr}"
