@@ -2,6 +2,7 @@
 //! `[pipeline]`. Every section is closed (`deny_unknown_fields`); sources and sinks are tagged
 //! by `kind`. `${VAR}` anywhere in the file is replaced by the environment variable VAR.
 
+use headwater_delta::DeltaConfig;
 use headwater_kafka::KafkaConfig;
 use headwater_lake::LakeConfig;
 use headwater_mysql::MysqlConfig;
@@ -53,6 +54,8 @@ pub enum SourceConfig {
 pub enum SinkConfig {
     /// `kind = "lake"`: Avro files in a local directory, exactly-once.
     Lake(LakeConfig),
+    /// `kind = "delta"`: Delta Lake tables (mirror and changelog), local or S3, exactly-once.
+    Delta(DeltaConfig),
     /// `kind = "kafka"`: a topic per table, at-least-once.
     Kafka(KafkaConfig),
 }
@@ -110,9 +113,10 @@ impl<'de> Deserialize<'de> for SourceConfig {
 
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, table) = tagged_section(deserializer, "sink", &["lake", "kafka"])?;
+        let (kind, table) = tagged_section(deserializer, "sink", &["lake", "delta", "kafka"])?;
         match kind.as_str() {
             "lake" => section_body("sink", table).map(SinkConfig::Lake),
+            "delta" => section_body("sink", table).map(SinkConfig::Delta),
             "kafka" => section_body("sink", table).map(SinkConfig::Kafka),
             other => Err(serde::de::Error::custom(format!(
                 "sink.kind = {other:?} is not known"
@@ -271,6 +275,7 @@ impl Config {
         }
         match &self.sink {
             SinkConfig::Lake(c) => c.validate()?,
+            SinkConfig::Delta(c) => c.validate()?,
             SinkConfig::Kafka(c) => c.validate()?,
         }
         let name = self.source.server_name();

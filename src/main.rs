@@ -157,6 +157,9 @@ fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
         SinkConfig::Lake(c) => Box::new(
             headwater_lake::LakeSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
         ),
+        SinkConfig::Delta(c) => Box::new(
+            headwater_delta::DeltaSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
+        ),
         SinkConfig::Kafka(c) => Box::new(
             headwater_kafka::KafkaSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
         ),

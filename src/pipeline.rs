@@ -69,7 +69,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn stream_for(&mut self, table: &headwater_contract::TableSchema) -> Arc<StreamSchema> {
+    fn stream_for(&mut self, table: &Arc<headwater_contract::TableSchema>) -> Arc<StreamSchema> {
         match self.streams.get(&table.id) {
             Some(stream) if stream.version == table.version => Arc::clone(stream),
             _ => {

@@ -9,7 +9,7 @@ use crate::schema::{FieldType, TableSchema};
 /// fault are counted); it never panics, whatever the bytes. Bytes after the last column (e.g.
 /// PostgreSQL's `__unchanged_toast`) are not looked at.
 pub fn count_nulls(schema: &TableSchema, row: &[u8], nulls: &mut [u64]) -> bool {
-    let mut reader = Reader { bytes: row, at: 0 };
+    let mut reader = AvroReader::new(row);
     for (column, nulls) in schema.columns.iter().zip(nulls.iter_mut()) {
         if column.nullable {
             match reader.long() {
@@ -28,14 +28,30 @@ pub fn count_nulls(schema: &TableSchema, row: &[u8], nulls: &mut [u64]) -> bool 
     true
 }
 
-struct Reader<'a> {
+/// Reads Avro binary values one at a time from a byte slice. Every read checks its bounds and
+/// returns `None` on bytes that do not follow the expected type: it never panics.
+pub struct AvroReader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Reader<'_> {
-    /// A zig-zag varint.
-    fn long(&mut self) -> Option<i64> {
+impl<'a> AvroReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        AvroReader { bytes, at: 0 }
+    }
+
+    /// How many bytes have been read.
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.at..]
+    }
+
+    /// A zig-zag varint (`int` and `long`, and union branch indexes).
+    pub fn long(&mut self) -> Option<i64> {
         let mut value: u64 = 0;
         for shift in (0..70).step_by(7) {
             let byte = *self.bytes.get(self.at)?;
@@ -51,6 +67,57 @@ impl Reader<'_> {
         None
     }
 
+    /// An `int` (a varint that must fit 32 bits).
+    pub fn int(&mut self) -> Option<i32> {
+        i32::try_from(self.long()?).ok()
+    }
+
+    pub fn boolean(&mut self) -> Option<bool> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        match byte {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    pub fn float(&mut self) -> Option<f32> {
+        let raw = self.take(4)?;
+        Some(f32::from_le_bytes(raw.try_into().ok()?))
+    }
+
+    pub fn double(&mut self) -> Option<f64> {
+        let raw = self.take(8)?;
+        Some(f64::from_le_bytes(raw.try_into().ok()?))
+    }
+
+    /// `bytes` (and the bytes of a `string`).
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.long()?).ok()?;
+        self.take(len)
+    }
+
+    /// A `string` that is valid UTF-8.
+    pub fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
+    /// The branch of a `["null", T]` union: `Some(false)` for null, `Some(true)` for a value.
+    pub fn optional(&mut self) -> Option<bool> {
+        match self.long()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let start = self.at;
+        self.advance(n)?;
+        Some(&self.bytes[start..self.at])
+    }
+
     fn advance(&mut self, n: usize) -> Option<()> {
         let end = self.at.checked_add(n)?;
         if end > self.bytes.len() {
@@ -60,7 +127,19 @@ impl Reader<'_> {
         Some(())
     }
 
-    fn skip(&mut self, field_type: &FieldType) -> Option<()> {
+    /// Skips one row image of `schema` (as [`crate::avro::RowEncoder`] writes it).
+    pub fn skip_row(&mut self, schema: &TableSchema) -> Option<()> {
+        for column in &schema.columns {
+            if column.nullable && !self.optional()? {
+                continue;
+            }
+            self.skip(&column.field_type)?;
+        }
+        Some(())
+    }
+
+    /// Skips one value of `field_type`.
+    pub fn skip(&mut self, field_type: &FieldType) -> Option<()> {
         use FieldType as F;
         match field_type {
             F::Boolean => self.advance(1),

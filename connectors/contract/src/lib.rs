@@ -6,6 +6,7 @@ pub mod avro_json;
 pub mod avro_scan;
 pub mod backfill;
 pub mod connector;
+pub mod envelope;
 pub mod error;
 pub mod filter;
 pub mod position;

@@ -243,16 +243,27 @@ pub struct StreamSchema {
     pub table: Option<TableId>,
     /// The table's schema version (0 for the schema-change stream).
     pub version: u32,
+    /// The table version's columns, for sinks that write typed values (`None` for the
+    /// schema-change stream).
+    pub table_schema: Option<Arc<TableSchema>>,
+    /// The connector whose `source` block the envelope carries.
+    pub connector: ConnectorKind,
     pub key_schema: Option<String>,
     pub value_schema: String,
 }
 
 impl StreamSchema {
-    pub fn for_table(server_name: &str, table: &TableSchema, connector: ConnectorKind) -> Self {
+    pub fn for_table(
+        server_name: &str,
+        table: &Arc<TableSchema>,
+        connector: ConnectorKind,
+    ) -> Self {
         StreamSchema {
             server_name: server_name.to_string(),
             table: Some(table.id.clone()),
             version: table.version,
+            table_schema: Some(Arc::clone(table)),
+            connector,
             key_schema: table.key_schema(server_name).map(|s| s.to_string()),
             value_schema: table.envelope_schema(server_name, connector).to_string(),
         }
@@ -263,6 +274,8 @@ impl StreamSchema {
             server_name: server_name.to_string(),
             table: None,
             version: 0,
+            table_schema: None,
+            connector,
             key_schema: None,
             value_schema: schema_change_schema(server_name, connector).to_string(),
         }

@@ -370,6 +370,8 @@ mod tests {
                 table: "t".into(),
             }),
             version,
+            table_schema: None,
+            connector: headwater_contract::ConnectorKind::Postgres,
             key_schema: None,
             value_schema: SCHEMA.to_string(),
         })

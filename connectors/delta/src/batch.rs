@@ -1,0 +1,102 @@
+//! Record batches made to fit a table's current schema, and the lineage columns every row carries.
+
+use crate::error::delta_error;
+use deltalake::arrow::array::{
+    new_null_array, ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::compute::{cast_with_options, CastOptions};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use headwater_contract::ConnectorError;
+use std::sync::Arc;
+
+/// When the source committed the change that wrote the row.
+pub const COMMIT_TIME: &str = "__commit_time";
+/// The source position just after that change (binlog file:pos, or LSN), as text.
+pub const POSITION: &str = "__position";
+
+pub fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `__commit_time` and `__position`, filled one row at a time.
+pub struct Lineage {
+    commit_time: TimestampMicrosecondBuilder,
+    position: StringBuilder,
+}
+
+impl Lineage {
+    pub fn new(capacity: usize) -> Self {
+        Lineage {
+            commit_time: TimestampMicrosecondBuilder::with_capacity(capacity)
+                .with_data_type(utc_micros()),
+            position: StringBuilder::with_capacity(capacity, capacity * 24),
+        }
+    }
+
+    pub fn fields() -> Vec<Field> {
+        vec![
+            Field::new(COMMIT_TIME, utc_micros(), true),
+            Field::new(POSITION, DataType::Utf8, true),
+        ]
+    }
+
+    pub fn append(&mut self, commit_ts_ms: i64, position: &str) {
+        self.commit_time
+            .append_value(commit_ts_ms.saturating_mul(1000));
+        self.position.append_value(position);
+    }
+
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.commit_time.finish()),
+            Arc::new(self.position.finish()),
+        ]
+    }
+}
+
+/// `batch` with the columns of `schema`, by name: a column the batch lacks (added later, or
+/// dropped from the source) is null; a column of another type is cast when no value changes,
+/// and otherwise is an error naming it.
+pub fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    label: &str,
+) -> Result<RecordBatch, ConnectorError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let rows = batch.num_rows();
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = match batch.column_by_name(field.name()) {
+            None => new_null_array(field.data_type(), rows),
+            Some(column) if column.data_type() == field.data_type() => Arc::clone(column),
+            Some(column) => cast_with_options(column, field.data_type(), &options).map_err(|e| {
+                ConnectorError::definite(format!(
+                    "delta: column {} of {label} changed type from {} to {}, which the table cannot hold without rewriting it; capture the table into a new sink.path, or keep the column's type",
+                    field.name(),
+                    field.data_type(),
+                    column.data_type()
+                ))
+                .caused_by(e)
+            })?,
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns)
+        .map_err(|e| delta_error(&format!("shaping rows of {label}"), e))
+}
+
+/// A batch of `fields` from `columns`.
+pub fn batch(
+    fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+    label: &str,
+) -> Result<RecordBatch, ConnectorError> {
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| delta_error(&format!("building rows of {label}"), e))
+}

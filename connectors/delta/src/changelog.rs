@@ -1,0 +1,184 @@
+//! The changelog table of one source table: one row per change, appended at every commit.
+
+use crate::arrow_rows::RowColumns;
+use crate::batch::{self, conform, Lineage};
+use crate::table::{append_operation, DeltaTarget};
+use deltalake::arrow::array::{ArrayRef, Date32Builder, RecordBatch, StringBuilder};
+use deltalake::arrow::datatypes::{DataType, Field};
+use headwater_contract::envelope::EnvelopeView;
+use headwater_contract::{ConnectorError, Op, Position, TableSchema};
+use std::sync::Arc;
+
+pub const OP: &str = "__op";
+pub const TX_ID: &str = "__tx_id";
+/// The day of the source commit time: the changelog's partition column.
+pub const COMMIT_DATE: &str = "__commit_date";
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Rows of one table version waiting for the next commit.
+struct Pending {
+    op: StringBuilder,
+    lineage: Lineage,
+    tx_id: StringBuilder,
+    row: RowColumns,
+    commit_date: Option<Date32Builder>,
+}
+
+impl Pending {
+    fn new(table: &Arc<TableSchema>, partitioned: bool) -> Self {
+        Pending {
+            op: StringBuilder::new(),
+            lineage: Lineage::new(1024),
+            tx_id: StringBuilder::new(),
+            row: RowColumns::new(table, |_| true, 1024),
+            commit_date: partitioned.then(Date32Builder::new),
+        }
+    }
+
+    fn fields(&self) -> Vec<Field> {
+        let mut fields = vec![Field::new(OP, DataType::Utf8, true)];
+        fields.extend(Lineage::fields());
+        fields.push(Field::new(TX_ID, DataType::Utf8, true));
+        fields.extend(self.row.fields());
+        if self.commit_date.is_some() {
+            fields.push(Field::new(COMMIT_DATE, DataType::Date32, true));
+        }
+        fields
+    }
+
+    fn finish(&mut self, label: &str) -> Result<RecordBatch, ConnectorError> {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.op.finish())];
+        columns.extend(self.lineage.finish());
+        columns.push(Arc::new(self.tx_id.finish()));
+        columns.extend(self.row.finish());
+        if let Some(dates) = &mut self.commit_date {
+            columns.push(Arc::new(dates.finish()));
+        }
+        batch::batch(self.fields(), columns, label)
+    }
+}
+
+pub struct Changelog {
+    pub target: DeltaTarget,
+    partitioned: bool,
+    current: Option<Pending>,
+    /// Rows of earlier table versions in this commit.
+    finished: Vec<RecordBatch>,
+    /// Fields of every version seen in this commit, for the table's schema.
+    fields: Vec<Field>,
+    rows: usize,
+}
+
+impl Changelog {
+    pub fn new(target: DeltaTarget, partitioned: bool) -> Self {
+        Changelog {
+            target,
+            partitioned,
+            current: None,
+            finished: Vec::new(),
+            fields: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// The table's columns for a first version (to create it).
+    pub fn initial_fields(table: &Arc<TableSchema>, partitioned: bool) -> Vec<Field> {
+        Pending::new(table, partitioned).fields()
+    }
+
+    pub fn partition_columns(partitioned: bool) -> Vec<String> {
+        if partitioned {
+            vec![COMMIT_DATE.to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn append(
+        &mut self,
+        table: &Arc<TableSchema>,
+        op: Op,
+        envelope: &EnvelopeView<'_>,
+        position: &Position,
+    ) -> Result<(), ConnectorError> {
+        let same_version = self.current.as_ref().is_some_and(|p| {
+            Arc::ptr_eq(p.row.table(), table) || p.row.table().version == table.version
+        });
+        if !same_version {
+            self.finish_current()?;
+            let pending = Pending::new(table, self.partitioned);
+            self.merge_fields(pending.fields());
+            self.current = Some(pending);
+        }
+        let Some(pending) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let image = match op {
+            Op::Delete => envelope.before,
+            _ => envelope.after.or(envelope.before),
+        };
+        pending
+            .row
+            .append(image)
+            .map_err(|e| ConnectorError::definite(e.to_string()))?;
+        pending.op.append_value(op.code());
+        pending.lineage.append(
+            envelope.source_ts_ms,
+            &position.without_backfill().to_string(),
+        );
+        pending.tx_id.append_option(envelope.transaction_id);
+        if let Some(dates) = &mut pending.commit_date {
+            dates.append_value(envelope.source_ts_ms.div_euclid(MS_PER_DAY) as i32);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn merge_fields(&mut self, fields: Vec<Field>) {
+        for field in fields {
+            if !self.fields.iter().any(|f| f.name() == field.name()) {
+                self.fields.push(field);
+            }
+        }
+    }
+
+    fn finish_current(&mut self) -> Result<(), ConnectorError> {
+        if let Some(mut pending) = self.current.take() {
+            if !pending.row.is_empty() {
+                self.finished.push(pending.finish(&self.target.label)?);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.rows > 0
+    }
+
+    /// Appends the pending rows as round `round`, covering `through`.
+    pub async fn commit(
+        &mut self,
+        round: i64,
+        through: &Position,
+    ) -> Result<usize, ConnectorError> {
+        self.finish_current()?;
+        let rows = std::mem::take(&mut self.rows);
+        let batches = std::mem::take(&mut self.finished);
+        let fields = std::mem::take(&mut self.fields);
+        if rows == 0 {
+            return Ok(0);
+        }
+        self.target.add_columns(&fields).await?;
+        let schema = self.target.arrow_schema()?;
+        let batches = batches
+            .iter()
+            .map(|b| conform(b, &schema, &self.target.label))
+            .collect::<Result<Vec<_>, _>>()?;
+        let actions = self.target.write_files(batches, true).await?;
+        self.target
+            .commit(actions, append_operation(), round, Some(through.clone()))
+            .await?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,103 @@
+//! Delta, object-store and Parquet errors classified once, where they arise: a store that cannot
+//! be reached is retried (the runtime resumes from the last commit, so nothing is lost); bad data,
+//! a changed table or a refused write stops the pipeline with what to do.
+
+use deltalake::{DeltaTableError, ObjectStoreError};
+use headwater_contract::ConnectorError;
+use std::error::Error as StdError;
+
+/// `what` failed because of `err`.
+pub fn delta_error<E>(what: &str, err: E) -> ConnectorError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    let any: &(dyn StdError + 'static) = &err;
+    let retry = if let Some(delta) = any.downcast_ref::<DeltaTableError>() {
+        delta_retryable(delta)
+    } else if let Some(store) = any.downcast_ref::<ObjectStoreError>() {
+        store_retryable(store)
+    } else {
+        false
+    };
+    let cause = cause_once(any);
+    if retry {
+        ConnectorError::retryable(format!(
+            "delta: {what} failed ({cause}); the object store did not answer, retrying from the last commit"
+        ))
+    } else {
+        ConnectorError::definite(format!(
+            "delta: {what} failed ({cause}); check free space, permissions and credentials of sink.path. Nothing is lost: the next start resumes from the last commit"
+        ))
+    }
+}
+
+/// The error and its causes, each said once: delta-rs errors repeat their source's text in
+/// their own, so a message already said is left out.
+fn cause_once(err: &(dyn StdError + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        let text = err.to_string();
+        let text = text.trim().trim_end_matches('.').to_string();
+        if !text.is_empty() && !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+        cause = err.source();
+    }
+    said.join(": ")
+}
+
+fn delta_retryable(err: &DeltaTableError) -> bool {
+    match err {
+        DeltaTableError::ObjectStore { source } => store_retryable(source),
+        DeltaTableError::Io { .. } => false,
+        other => {
+            // delta-rs wraps store errors in several variants; look down the chain
+            let mut cause = other.source();
+            while let Some(err) = cause {
+                if let Some(store) = err.downcast_ref::<ObjectStoreError>() {
+                    return store_retryable(store);
+                }
+                cause = err.source();
+            }
+            false
+        }
+    }
+}
+
+fn store_retryable(err: &ObjectStoreError) -> bool {
+    !matches!(
+        err,
+        ObjectStoreError::NotFound { .. }
+            | ObjectStoreError::InvalidPath { .. }
+            | ObjectStoreError::NotSupported { .. }
+            | ObjectStoreError::PermissionDenied { .. }
+            | ObjectStoreError::Unauthenticated { .. }
+            | ObjectStoreError::UnknownConfigurationKey { .. }
+            | ObjectStoreError::AlreadyExists { .. }
+            | ObjectStoreError::Precondition { .. }
+    ) && !local_io(err)
+}
+
+/// A filesystem failure (disk full, permissions) does not cure itself; a network one may.
+fn local_io(err: &ObjectStoreError) -> bool {
+    use std::io::ErrorKind as K;
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::UnexpectedEof
+                    | K::Interrupted
+            );
+        }
+        cause = err.source();
+    }
+    false
+}

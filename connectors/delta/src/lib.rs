@@ -1,0 +1,22 @@
+//! The Delta Lake sink: per source table a current-state mirror and a changelog, as Delta tables
+//! on local disk or S3, committed exactly once with the source position.
+
+pub mod arrow_rows;
+pub mod batch;
+pub mod changelog;
+pub mod config;
+pub mod error;
+pub mod mirror;
+pub mod schema_changes;
+pub mod sink;
+pub mod table;
+
+pub use config::DeltaConfig;
+pub use sink::DeltaSink;
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

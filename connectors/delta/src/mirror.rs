@@ -1,0 +1,390 @@
+//! The mirror table of one source table: the rows the source has now. Each commit applies the
+//! last change of every changed key; only the files that may hold a changed key are rewritten
+//! (copy-on-write), found from the Parquet statistics of the first key column.
+
+use crate::arrow_rows::RowColumns;
+use crate::batch::{self, conform, utc_micros, Lineage};
+use crate::error::delta_error;
+use crate::table::{DeltaTarget, LiveFile};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch,
+    TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::compute::{concat_batches, filter_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, SchemaRef};
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::protocol::DeltaOperation;
+use headwater_contract::avro_scan::AvroReader;
+use headwater_contract::{ConnectorError, Op, Position, TableSchema};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+pub const DELETED: &str = "__deleted";
+pub const DELETED_AT: &str = "__deleted_at";
+/// PostgreSQL's synthetic column (see docs/types.md); the mirror holds values, not this list.
+const UNCHANGED_TOAST: &str = "__unchanged_toast";
+
+fn kept(name: &str) -> bool {
+    name != UNCHANGED_TOAST
+}
+
+/// The last change of one key in this commit.
+struct Entry {
+    table: Arc<TableSchema>,
+    /// The row after the change; for a delete, the row before it.
+    image: Vec<u8>,
+    delete: bool,
+    commit_ts_ms: i64,
+    position: String,
+}
+
+/// What one commit did, for logs and the benchmark.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MergeStats {
+    pub changed_keys: usize,
+    pub files_read: usize,
+    pub files_rewritten: usize,
+    pub rows_carried: usize,
+}
+
+pub struct Mirror {
+    pub target: DeltaTarget,
+    soft_deletes: bool,
+    /// Key bytes (the key columns' encoding) → index in `entries`.
+    keys: HashMap<Vec<u8>, usize>,
+    entries: Vec<Option<Entry>>,
+}
+
+/// The raw encoding of `table`'s key columns in `image`, in key order: equal keys give equal
+/// bytes within a table version.
+fn key_bytes(table: &TableSchema, image: &[u8]) -> Option<Vec<u8>> {
+    let mut reader = AvroReader::new(image);
+    let mut spans = Vec::with_capacity(table.columns.len());
+    for column in &table.columns {
+        let start = reader.offset();
+        if !column.nullable || reader.optional()? {
+            reader.skip(&column.field_type)?;
+        }
+        spans.push((start, reader.offset()));
+    }
+    let mut key = Vec::with_capacity(16);
+    for &index in &table.primary_key {
+        let (start, end) = *spans.get(index)?;
+        key.extend_from_slice(image.get(start..end)?);
+    }
+    Some(key)
+}
+
+impl Mirror {
+    pub fn new(target: DeltaTarget, soft_deletes: bool) -> Self {
+        Mirror {
+            target,
+            soft_deletes,
+            keys: HashMap::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn initial_fields(table: &Arc<TableSchema>, soft_deletes: bool) -> Vec<Field> {
+        let mut fields = RowColumns::new(table, kept, 0).fields();
+        fields.extend(Lineage::fields());
+        if soft_deletes {
+            fields.push(Field::new(DELETED, DataType::Boolean, true));
+            fields.push(Field::new(DELETED_AT, utc_micros(), true));
+        }
+        fields
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Records one change: the key's last change wins; a key change deletes the old key.
+    pub fn apply(
+        &mut self,
+        table: &Arc<TableSchema>,
+        op: Op,
+        before: Option<&[u8]>,
+        after: Option<&[u8]>,
+        commit_ts_ms: i64,
+        position: &Position,
+    ) -> Result<(), ConnectorError> {
+        let malformed = || {
+            ConnectorError::definite(format!(
+                "delta: a row image of {} does not follow its schema (version {})",
+                table.id, table.version
+            ))
+        };
+        let position = position.without_backfill().to_string();
+        if op == Op::Truncate {
+            return Err(ConnectorError::definite(format!(
+                "delta: TRUNCATE of {} cannot be mirrored yet; exclude the table or use tables = \"changelog\"",
+                table.id
+            )));
+        }
+        if let (Some(before), Some(after)) = (before, after) {
+            let old = key_bytes(table, before).ok_or_else(malformed)?;
+            let new = key_bytes(table, after).ok_or_else(malformed)?;
+            if old != new {
+                self.set(old, table, before, true, commit_ts_ms, position.clone());
+            }
+        }
+        let (image, delete) = match (op, before, after) {
+            (Op::Delete, Some(before), _) => (before, true),
+            (_, _, Some(after)) => (after, false),
+            _ => return Err(malformed()),
+        };
+        let key = key_bytes(table, image).ok_or_else(malformed)?;
+        self.set(key, table, image, delete, commit_ts_ms, position);
+        Ok(())
+    }
+
+    fn set(
+        &mut self,
+        key: Vec<u8>,
+        table: &Arc<TableSchema>,
+        image: &[u8],
+        delete: bool,
+        commit_ts_ms: i64,
+        position: String,
+    ) {
+        let entry = Entry {
+            table: Arc::clone(table),
+            image: image.to_vec(),
+            delete,
+            commit_ts_ms,
+            position,
+        };
+        // a later change moves the key to the end, so entries stay in change order
+        if let Some(old) = self.keys.remove(&key) {
+            self.entries[old] = None;
+        }
+        self.keys.insert(key, self.entries.len());
+        self.entries.push(Some(entry));
+    }
+
+    /// Every pending entry as one batch in the table's schema, with its delete flags.
+    fn changes(
+        &mut self,
+        schema: &SchemaRef,
+    ) -> Result<(RecordBatch, BooleanArray), ConnectorError> {
+        let label = self.target.label.clone();
+        let mut batches = Vec::new();
+        let mut deletes = BooleanBuilder::new();
+        let entries: Vec<Entry> = self.entries.drain(..).flatten().collect();
+        self.keys.clear();
+        let mut at = 0;
+        while at < entries.len() {
+            let table = Arc::clone(&entries[at].table);
+            let end = entries[at..]
+                .iter()
+                .position(|e| e.table.version != table.version)
+                .map_or(entries.len(), |n| at + n);
+            let mut row = RowColumns::new(&table, kept, end - at);
+            let mut lineage = Lineage::new(end - at);
+            let mut deleted = BooleanBuilder::new();
+            let mut deleted_at = TimestampMicrosecondBuilder::new().with_data_type(utc_micros());
+            for entry in &entries[at..end] {
+                row.append(Some(&entry.image))
+                    .map_err(|e| ConnectorError::definite(e.to_string()))?;
+                lineage.append(entry.commit_ts_ms, &entry.position);
+                deletes.append_value(entry.delete);
+                deleted.append_value(entry.delete);
+                deleted_at.append_option(entry.delete.then_some(entry.commit_ts_ms * 1000));
+            }
+            let mut fields = row.fields();
+            fields.extend(Lineage::fields());
+            let mut columns = row.finish();
+            columns.extend(lineage.finish());
+            if self.soft_deletes {
+                fields.push(Field::new(DELETED, DataType::Boolean, true));
+                fields.push(Field::new(DELETED_AT, utc_micros(), true));
+                columns.push(Arc::new(deleted.finish()) as ArrayRef);
+                columns.push(Arc::new(deleted_at.finish()) as ArrayRef);
+            }
+            let part = batch::batch(fields, columns, &label)?;
+            batches.push(conform(&part, schema, &label)?);
+            at = end;
+        }
+        let all = concat_batches(schema, &batches)
+            .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?;
+        Ok((all, deletes.finish()))
+    }
+
+    /// Applies the pending changes as round `round`, covering `through`.
+    pub async fn commit(
+        &mut self,
+        round: i64,
+        through: &Position,
+        key_columns: &[String],
+    ) -> Result<MergeStats, ConnectorError> {
+        let mut stats = MergeStats {
+            changed_keys: self.keys.len(),
+            ..MergeStats::default()
+        };
+        if self.keys.is_empty() {
+            return Ok(stats);
+        }
+        let label = self.target.label.clone();
+        let fields = self
+            .entries
+            .iter()
+            .flatten()
+            .last()
+            .map(|e| Mirror::initial_fields(&e.table, self.soft_deletes))
+            .unwrap_or_default();
+        self.target.add_columns(&fields).await?;
+        let schema = self.target.arrow_schema()?;
+        let (changes, deletes) = self.changes(&schema)?;
+        let keys = KeyMatcher::new(&schema, key_columns, &label)?;
+        let changed = keys.key_set(&changes)?;
+        let bounds = keys.int_bounds(&changes);
+        let mut actions = Vec::new();
+        let mut output = Vec::new();
+        for file in self
+            .target
+            .live_files(key_columns.first().map(String::as_str))
+            .await?
+        {
+            if !may_hold(&file, bounds) {
+                continue;
+            }
+            stats.files_read += 1;
+            let mut removed_any = false;
+            let mut carried = Vec::new();
+            for part in self.target.read_file(&file.path).await? {
+                let part = conform(&part, &schema, &label)?;
+                let keep = keys.not_in(&part, &changed)?;
+                if keep.true_count() < part.num_rows() {
+                    removed_any = true;
+                }
+                carried.push(
+                    filter_record_batch(&part, &keep)
+                        .map_err(|e| delta_error("filtering rows", e))?,
+                );
+            }
+            if removed_any {
+                stats.files_rewritten += 1;
+                stats.rows_carried += carried.iter().map(RecordBatch::num_rows).sum::<usize>();
+                actions.push(file.remove(true));
+                output.extend(carried);
+            }
+        }
+        let upserts = if self.soft_deletes {
+            changes
+        } else {
+            let keep = deltalake::arrow::compute::not(&deletes)
+                .map_err(|e| delta_error("selecting upserts", e))?;
+            filter_record_batch(&changes, &keep).map_err(|e| delta_error("selecting upserts", e))?
+        };
+        output.push(upserts);
+        actions.extend(self.target.write_files(output, true).await?);
+        let operation = DeltaOperation::Merge {
+            predicate: None,
+            merge_predicate: Some(format!("key in {} changed keys", stats.changed_keys)),
+            matched_predicates: vec![],
+            not_matched_predicates: vec![],
+            not_matched_by_source_predicates: vec![],
+        };
+        self.target
+            .commit(actions, operation, round, Some(through.clone()))
+            .await?;
+        tracing::debug!(table = %label, ?stats, "delta: mirror merged");
+        Ok(stats)
+    }
+}
+
+/// Whether `file` may hold a key within `bounds` (an integer first key column's min and max).
+fn may_hold(file: &LiveFile, bounds: Option<(i64, i64)>) -> bool {
+    let Some((low, high)) = bounds else {
+        return true;
+    };
+    match (
+        file.min.as_ref().and_then(|v| v.as_i64()),
+        file.max.as_ref().and_then(|v| v.as_i64()),
+    ) {
+        (Some(min), Some(max)) => !(max < low || min > high),
+        _ => true,
+    }
+}
+
+/// Compares rows by their key columns (Arrow's row format: one byte string per key).
+struct KeyMatcher {
+    indexes: Vec<usize>,
+    converter: RowConverter,
+}
+
+impl KeyMatcher {
+    fn new(
+        schema: &SchemaRef,
+        key_columns: &[String],
+        label: &str,
+    ) -> Result<Self, ConnectorError> {
+        let mut indexes = Vec::new();
+        let mut sort_fields = Vec::new();
+        for name in key_columns {
+            let index = schema
+                .index_of(name)
+                .map_err(|e| delta_error(&format!("finding key column {name} of {label}"), e))?;
+            sort_fields.push(SortField::new(schema.field(index).data_type().clone()));
+            indexes.push(index);
+        }
+        let converter = RowConverter::new(sort_fields)
+            .map_err(|e| delta_error(&format!("comparing keys of {label}"), e))?;
+        Ok(KeyMatcher { indexes, converter })
+    }
+
+    fn columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        self.indexes
+            .iter()
+            .map(|i| Arc::clone(batch.column(*i)))
+            .collect()
+    }
+
+    fn key_set(&self, batch: &RecordBatch) -> Result<HashSet<Box<[u8]>>, ConnectorError> {
+        let rows = self
+            .converter
+            .convert_columns(&self.columns(batch))
+            .map_err(|e| delta_error("encoding keys", e))?;
+        Ok(rows.iter().map(|r| Box::from(r.as_ref())).collect())
+    }
+
+    /// `true` for each row of `batch` whose key is not in `keys`.
+    fn not_in(
+        &self,
+        batch: &RecordBatch,
+        keys: &HashSet<Box<[u8]>>,
+    ) -> Result<BooleanArray, ConnectorError> {
+        let rows = self
+            .converter
+            .convert_columns(&self.columns(batch))
+            .map_err(|e| delta_error("encoding keys", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Some(!keys.contains(r.as_ref())))
+            .collect())
+    }
+
+    /// The min and max of the first key column when it is an integer.
+    fn int_bounds(&self, batch: &RecordBatch) -> Option<(i64, i64)> {
+        let column = batch.column(*self.indexes.first()?);
+        let values: Vec<i64> = match column.data_type() {
+            DataType::Int64 => column
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .collect(),
+            DataType::Int32 => column
+                .as_primitive::<Int32Type>()
+                .iter()
+                .flatten()
+                .map(i64::from)
+                .collect(),
+            _ => return None,
+        };
+        if values.len() != column.len() {
+            return None;
+        }
+        Some((*values.iter().min()?, *values.iter().max()?))
+    }
+}

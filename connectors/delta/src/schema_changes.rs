@@ -1,0 +1,78 @@
+//! The DDL statements the source logged, as one more changelog table (`<server>.schema_changes`).
+
+use crate::batch::{self, Lineage};
+use crate::table::{append_operation, DeltaTarget};
+use deltalake::arrow::array::{ArrayRef, StringBuilder};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use headwater_contract::envelope::SchemaChangeView;
+use headwater_contract::{ConnectorError, ConnectorKind, Position};
+use std::sync::Arc;
+
+pub struct SchemaChanges {
+    target: DeltaTarget,
+    lineage: Lineage,
+    database: StringBuilder,
+    table: StringBuilder,
+    ddl: StringBuilder,
+    rows: usize,
+}
+
+impl SchemaChanges {
+    pub fn new(target: DeltaTarget) -> Self {
+        SchemaChanges {
+            target,
+            lineage: Lineage::new(16),
+            database: StringBuilder::new(),
+            table: StringBuilder::new(),
+            ddl: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    fn fields() -> Vec<Field> {
+        let mut fields = Lineage::fields();
+        fields.push(Field::new("database", DataType::Utf8, true));
+        fields.push(Field::new("table", DataType::Utf8, true));
+        fields.push(Field::new("ddl", DataType::Utf8, true));
+        fields
+    }
+
+    pub fn schema() -> Schema {
+        Schema::new(Self::fields())
+    }
+
+    pub fn append(
+        &mut self,
+        value: &[u8],
+        connector: ConnectorKind,
+        position: &Position,
+    ) -> Result<(), ConnectorError> {
+        let view = SchemaChangeView::parse(value, connector).ok_or_else(|| {
+            ConnectorError::definite("delta: a schema-change record does not follow its schema")
+        })?;
+        self.lineage
+            .append(view.source_ts_ms, &position.without_backfill().to_string());
+        self.database.append_value(view.database);
+        self.table.append_option(view.table);
+        self.ddl.append_value(view.ddl);
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.rows > 0
+    }
+
+    pub async fn commit(&mut self, round: i64, through: &Position) -> Result<(), ConnectorError> {
+        self.rows = 0;
+        let mut columns: Vec<ArrayRef> = self.lineage.finish();
+        columns.push(Arc::new(self.database.finish()));
+        columns.push(Arc::new(self.table.finish()));
+        columns.push(Arc::new(self.ddl.finish()));
+        let rows = batch::batch(Self::fields(), columns, &self.target.label)?;
+        let actions = self.target.write_files(vec![rows], true).await?;
+        self.target
+            .commit(actions, append_operation(), round, Some(through.clone()))
+            .await
+    }
+}
