@@ -21,8 +21,12 @@ scripts/services.sh start mariadb postgres kafka registry >/dev/null
 # shellcheck disable=SC1091
 source .services/env.sh
 
-if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check fastavro "confluent-kafka[avro,schemaregistry]"
+# readers Headwater did not write: Avro (fastavro), Kafka (confluent-kafka), Delta (delta-rs's
+# python binding and DuckDB 1.4.4 with its Delta extension, which loads from the wheel)
+if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, deltalake, pyarrow, duckdb, pytz' 2>/dev/null \
+  || ! python3 -c 'import duckdb, deltalake; assert duckdb.__version__ == "1.4.4" and deltalake.__version__ == "1.6.6"' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check fastavro "confluent-kafka[avro,schemaregistry]" \
+    "deltalake[pyarrow]==1.6.6" duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205 pytz
 fi
 
 cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 //! Helpers for tests against the real servers started by `scripts/services.sh`.
 #![allow(dead_code)]
 
+pub mod delta;
 mod hold;
 #[allow(unused_imports)]
 pub use hold::*;

@@ -174,8 +174,15 @@ impl DeltaSink {
                     &self.config,
                 )
                 .await?;
-                if target.round > self.checkpoint.round {
-                    if let Some(position) = &target.committed {
+                // a table ahead of the checkpoint (its round's checkpoint was not written, or a
+                // later round covered less of the log) skips what it already holds; positions
+                // rather than rounds decide, since a table's position never goes back
+                if let Some(position) = &target.committed {
+                    let ahead = match &self.checkpoint.position {
+                        Some(checkpoint) => position > checkpoint,
+                        None => true,
+                    };
+                    if ahead {
                         self.holds.insert(label.clone(), position.clone());
                     }
                 }
@@ -197,7 +204,6 @@ impl DeltaSink {
             tracing::warn!(
                 "delta: {CHECKPOINT} is missing; resuming from the oldest table position"
             );
-            self.holds.clear();
         }
         Ok(oldest)
     }
@@ -368,7 +374,8 @@ impl DeltaSink {
             position: Some(through.clone()),
         };
         self.write_checkpoint().await?;
-        self.holds.clear();
+        // a replay may take several rounds to pass what a table already holds
+        self.holds.retain(|_, held| &*held > through);
         tracing::debug!(round, changes, ?merged, elapsed = ?started.elapsed(), position = %through, "delta commit");
         self.first_pending_at = None;
         self.last_commit_at = Instant::now();

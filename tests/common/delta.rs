@@ -1,0 +1,139 @@
+//! Delta sink helpers: a config section, and the tables read back by readers Headwater did not
+//! write (python `deltalake` and DuckDB's Delta extension, through `tests/delta_read.py`).
+
+use super::Workdir;
+use serde_json::Value as Json;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const READERS: [&str; 2] = ["deltalake", "duckdb"];
+
+/// A Delta table as a reader sees it: column names and rows (sorted, values rendered as text
+/// where a number could lose digits).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct DeltaRows {
+    pub version: Option<i64>,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Json>>,
+}
+
+impl DeltaRows {
+    pub fn column(&self, name: &str) -> usize {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.columns))
+    }
+
+    /// The rows projected on `names`, sorted.
+    pub fn project(&self, names: &[&str]) -> Vec<Vec<Json>> {
+        let indexes: Vec<usize> = names.iter().map(|n| self.column(n)).collect();
+        let mut rows: Vec<Vec<Json>> = self
+            .rows
+            .iter()
+            .map(|r| indexes.iter().map(|i| r[*i].clone()).collect())
+            .collect();
+        rows.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
+        rows
+    }
+}
+
+/// Reads `uri` with `reader`; `Err` when the table is not there (yet) or the reader fails.
+pub fn try_read_delta(
+    reader: &str,
+    uri: &str,
+    env: &[(&str, String)],
+) -> Result<DeltaRows, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/delta_read.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(reader)
+        .arg(uri)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{reader} could not read {uri}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("reader output: {e}"))
+}
+
+pub fn read_delta(reader: &str, uri: &str) -> DeltaRows {
+    try_read_delta(reader, uri, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls until `matches` holds for the table as `reader` reads it, returning the last read.
+pub fn wait_for_delta(
+    reader: &str,
+    uri: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+    what: &str,
+    mut matches: impl FnMut(&DeltaRows) -> bool,
+) -> DeltaRows {
+    let start = Instant::now();
+    let mut last = Err(String::from("not read yet"));
+    let mut same_error = 0;
+    loop {
+        if let Ok(rows) = &last {
+            if matches(rows) {
+                return rows.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; last read: {:?}",
+            last.as_ref().map(|r| r.rows.len())
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let next = try_read_delta(reader, uri, env);
+        // a reader that keeps failing the same way is broken, not waiting for a table
+        same_error = match (&next, &last) {
+            (Err(now), Err(before)) if now == before => same_error + 1,
+            _ => 0,
+        };
+        assert!(
+            same_error < 40,
+            "{what}: {}",
+            next.as_ref().err().map_or("", |e| e.as_str())
+        );
+        last = next;
+    }
+}
+
+impl Workdir {
+    pub fn delta_dir(&self) -> PathBuf {
+        self.path().join("delta")
+    }
+
+    /// Where a table of the Delta sink lives: `kind` is `mirror` or `changelog`.
+    pub fn delta_table(&self, kind: &str, stream: &str) -> String {
+        self.delta_dir()
+            .join(kind)
+            .join(stream)
+            .display()
+            .to_string()
+    }
+
+    /// Replaces the `[sink]` section with a Delta sink under `delta/` (or `path`), plus `extra`.
+    pub fn use_delta_sink(&self, path: Option<&str>, extra: &str) {
+        let text = std::fs::read_to_string(self.config()).expect("config");
+        let start = text.find("[sink]").expect("a sink section");
+        let end = text.find("[state]").expect("a state section");
+        let path = path
+            .map(str::to_string)
+            .unwrap_or_else(|| self.delta_dir().display().to_string());
+        let sink = format!(
+            "[sink]\nkind = \"delta\"\npath = \"{path}\"\ncommit_interval = \"200ms\"\n{extra}\n\n"
+        );
+        std::fs::write(
+            self.config(),
+            format!("{}{sink}{}", &text[..start], &text[end..]),
+        )
+        .expect("config");
+    }
+}
