@@ -326,8 +326,18 @@ fn stop_requested() -> tokio::sync::watch::Receiver<bool> {
 /// Logs to stderr, filtered by `HEADWATER_LOG`; `HEADWATER_LOG_FORMAT=json` writes one JSON
 /// object per line (for log pipelines) instead of text.
 fn init_logging() -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HEADWATER_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("HEADWATER_LOG")
         .unwrap_or_else(|_| "info".into());
+    // delta-rs and its kernel log every snapshot load at INFO and a table not made yet at
+    // ERROR; the Delta sink reports what matters itself. `HEADWATER_LOG` naming them wins.
+    let asked = std::env::var("HEADWATER_LOG").unwrap_or_default();
+    for (target, level) in [("buoyant_kernel", "off"), ("deltalake_core", "warn")] {
+        if !asked.contains(target) {
+            if let Ok(directive) = format!("{target}={level}").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

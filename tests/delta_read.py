@@ -1,6 +1,6 @@
 """Reads a Delta table with a reader Headwater did not write, and prints its rows as JSON.
 
-    python3 tests/delta_read.py deltalake|duckdb TABLE_URI [COLUMNS]
+    python3 tests/delta_read.py deltalake|duckdb|files TABLE_URI [COLUMNS]
 
 Values are rendered the same way whichever reader is used (decimals and timestamps as exact
 text, bytes as hex), so a test can compare the two readers with each other and with the source.
@@ -62,6 +62,14 @@ def read_deltalake(uri, columns):
     return table.version(), names, rows
 
 
+def read_files(uri, _columns):
+    """The table's live files (one row each: path) as delta-rs sees its latest version."""
+    import deltalake
+
+    table = deltalake.DeltaTable(uri, storage_options=storage_options() or None)
+    return table.version(), ["path"], [[path] for path in table.file_uris()]
+
+
 def duckdb_extension(name):
     import duckdb
 
@@ -105,7 +113,7 @@ def read_duckdb(uri, columns):
 def main():
     reader, uri = sys.argv[1], sys.argv[2]
     columns = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[3] else None
-    read = {"deltalake": read_deltalake, "duckdb": read_duckdb}[reader]
+    read = {"deltalake": read_deltalake, "duckdb": read_duckdb, "files": read_files}[reader]
     version, names, rows = read(uri, columns)
     rows.sort(key=lambda r: json.dumps(r, sort_keys=True))
     json.dump({"version": version, "columns": names, "rows": rows}, sys.stdout)

@@ -490,3 +490,87 @@ async fn mariadb_sigkill_under_load_keeps_mirror_and_changelog_exact() {
         .query_drop(format!("DROP DATABASE `{db_name}`"))
         .await;
 }
+
+/// Parquet files under a table's directory, live or not.
+fn parquet_files_on_disk(dir: &str) -> usize {
+    fn walk(dir: &std::path::Path, count: &mut usize) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, count);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                *count += 1;
+            }
+        }
+    }
+    let mut count = 0;
+    walk(std::path::Path::new(dir), &mut count);
+    count
+}
+
+/// A trickle of small commits: compaction keeps the live files per table bounded and the
+/// vacuum deletes the files compaction replaced, while the mirror stays equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_of_commits_is_compacted_and_vacuumed() {
+    let (schema, mut db) = postgres_schema("hw_delta_trickle").await;
+    let work = Workdir::new();
+    work.postgres_config("dtr", &schema, "snapshot = \"initial\"");
+    work.use_delta_sink(
+        None,
+        "commit_interval = \"20ms\"\ncompact_min_files = 4\nvacuum_interval = \"1s\"\nvacuum_retention = \"0s\"",
+    );
+    let table = format!("{schema}.t");
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (0, 0, 0, 'seed')"
+    )])
+    .await;
+    let headwater = work.spawn();
+    let mirror = work.delta_table("mirror", &format!("dtr.{schema}.t"));
+    let changelog = work.delta_table("changelog", &format!("dtr.{schema}.t"));
+    let mut most_live = (0, 0);
+    for n in 1..=60i64 {
+        db.execute(&[
+            format!("INSERT INTO {table} (id, v, amount, note) VALUES ({n}, {n}, 1.00, 't')"),
+            format!("UPDATE {table} SET v = v + 1 WHERE id = {}", n / 2),
+        ])
+        .await;
+        // each change waits for its own commit, so every one is a separate small file
+        wait_for_delta(
+            "deltalake",
+            &changelog,
+            &[],
+            CATCH_UP,
+            "the change's commit",
+            |rows| {
+                rows.rows
+                    .iter()
+                    .filter(|r| r[rows.column("id")] == json!(n))
+                    .count()
+                    == 1
+            },
+        );
+        if n % 10 == 0 {
+            let live = (
+                read_delta("files", &mirror).rows.len(),
+                read_delta("files", &changelog).rows.len(),
+            );
+            most_live = (most_live.0.max(live.0), most_live.1.max(live.1));
+        }
+    }
+    assert_mirror_equals_source(&mut db, &table, &mirror).await;
+    // compact_min_files = 4 keeps at most 3 small files waiting, plus merged ones
+    assert!(
+        most_live.0 <= 8 && most_live.1 <= 8,
+        "live files per table stay bounded, saw {most_live:?}"
+    );
+    let live = read_delta("files", &changelog).rows.len();
+    wait_until(CATCH_UP, "the vacuum to delete the replaced files", || {
+        parquet_files_on_disk(&changelog) <= live + 4
+    });
+    eprintln!(
+        "60 commits: at most {most_live:?} live files (mirror, changelog); {} parquet files left on disk for the changelog",
+        parquet_files_on_disk(&changelog)
+    );
+    stop_gracefully(headwater);
+    postgres_cleanup(&schema, &work).await;
+}

@@ -93,7 +93,10 @@ pub fn wait_for_delta(
         let next = try_read_delta(reader, uri, env);
         // a reader that keeps failing the same way is broken, not waiting for a table
         same_error = match (&next, &last) {
-            (Err(now), Err(before)) if now == before => same_error + 1,
+            // (a table not made yet is what waiting is for)
+            (Err(now), Err(before)) if now == before && !now.contains("TableNotFoundError") => {
+                same_error + 1
+            }
             _ => 0,
         };
         assert!(
@@ -127,9 +130,12 @@ impl Workdir {
         let path = path
             .map(str::to_string)
             .unwrap_or_else(|| self.delta_dir().display().to_string());
-        let sink = format!(
-            "[sink]\nkind = \"delta\"\npath = \"{path}\"\ncommit_interval = \"200ms\"\n{extra}\n\n"
-        );
+        let interval = if extra.contains("commit_interval") {
+            ""
+        } else {
+            "commit_interval = \"200ms\"\n"
+        };
+        let sink = format!("[sink]\nkind = \"delta\"\npath = \"{path}\"\n{interval}{extra}\n\n");
         std::fs::write(
             self.config(),
             format!("{}{sink}{}", &text[..start], &text[end..]),

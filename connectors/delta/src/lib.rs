@@ -6,6 +6,7 @@ pub mod batch;
 pub mod changelog;
 pub mod config;
 pub mod error;
+pub mod maintenance;
 pub mod mirror;
 pub mod schema_changes;
 pub mod sink;

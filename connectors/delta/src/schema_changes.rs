@@ -9,7 +9,7 @@ use headwater_contract::{ConnectorError, ConnectorKind, Position};
 use std::sync::Arc;
 
 pub struct SchemaChanges {
-    target: DeltaTarget,
+    pub target: DeltaTarget,
     lineage: Lineage,
     database: StringBuilder,
     table: StringBuilder,

@@ -51,6 +51,9 @@ pub struct DeltaSink {
     /// Per Delta table: the position its own last commit covers, when past the checkpoint (a
     /// round that did not finish): records up to it are already there.
     holds: HashMap<String, Position>,
+    /// The highest round any table or the checkpoint records.
+    highest_round: i64,
+    last_vacuum_at: Instant,
     pending_seq: Option<u64>,
     first_pending_at: Option<Instant>,
     last_commit_at: Instant,
@@ -99,6 +102,8 @@ impl DeltaSink {
             schema_changes: None,
             checkpoint: Checkpoint::default(),
             holds: HashMap::new(),
+            highest_round: 0,
+            last_vacuum_at: Instant::now(),
             pending_seq: None,
             first_pending_at: None,
             last_commit_at: Instant::now(),
@@ -189,6 +194,7 @@ impl DeltaSink {
                 if let Some(position) = &target.committed {
                     positions.push(position.clone());
                 }
+                self.highest_round = self.highest_round.max(target.round);
                 tracing::info!(table = %label, round = target.round, position = ?target.committed.as_ref().map(ToString::to_string), "delta: found table");
             }
         }
@@ -333,19 +339,8 @@ impl DeltaSink {
         if self.pending_seq.is_none() && self.checkpoint.position.as_ref() == Some(through) {
             return Ok(());
         }
-        let round = self.checkpoint.round.max(
-            self.tables
-                .values()
-                .flat_map(|t| {
-                    [
-                        t.mirror.as_ref().map(|m| m.target.round),
-                        t.changelog.as_ref().map(|c| c.target.round),
-                    ]
-                })
-                .flatten()
-                .max()
-                .unwrap_or(0),
-        ) + 1;
+        let round = self.checkpoint.round.max(self.highest_round) + 1;
+        self.highest_round = round;
         let started = Instant::now();
         let mut changes = 0;
         let mut merged = crate::mirror::MergeStats::default();
@@ -381,6 +376,41 @@ impl DeltaSink {
         self.last_commit_at = Instant::now();
         if let (Some(seq), Some(acks)) = (self.pending_seq.take(), &self.acks) {
             acks.ack(Ack::Through(seq));
+        }
+        self.maintain(Some(round)).await
+    }
+
+    /// Compacts the tables this round touched; vacuums every table now and then.
+    async fn maintain(&mut self, round: Option<i64>) -> Result<(), ConnectorError> {
+        let (min_files, target_size) =
+            (self.config.compact_min_files, self.config.target_file_size);
+        let vacuum_due = self.last_vacuum_at.elapsed() >= self.config.vacuum_interval;
+        let retention = self.config.vacuum_retention;
+        let mut vacuumed = 0;
+        let mut targets: Vec<(&mut DeltaTarget, &[String])> = Vec::new();
+        for tables in self.tables.values_mut() {
+            let keys = tables.key_columns.as_slice();
+            if let Some(mirror) = &mut tables.mirror {
+                targets.push((&mut mirror.target, keys));
+            }
+            if let Some(changelog) = &mut tables.changelog {
+                targets.push((&mut changelog.target, &[]));
+            }
+        }
+        if let Some(log) = &mut self.schema_changes {
+            targets.push((&mut log.target, &[]));
+        }
+        for (target, sort_by) in targets {
+            if round == Some(target.round) {
+                target.compact(min_files, target_size, sort_by).await?;
+            }
+            if vacuum_due {
+                vacuumed += target.vacuum(retention).await?;
+            }
+        }
+        if vacuum_due {
+            self.last_vacuum_at = Instant::now();
+            tracing::debug!(files = vacuumed, "delta: vacuum done");
         }
         Ok(())
     }
@@ -473,6 +503,10 @@ impl Sink for DeltaSink {
         };
         if due {
             self.commit(through).await?;
+        }
+        if self.last_vacuum_at.elapsed() >= self.config.vacuum_interval {
+            // a quiet pipeline still deletes what its last compactions replaced
+            self.maintain(None).await?;
         }
         Ok(())
     }

@@ -323,9 +323,12 @@ impl DeltaTarget {
             let value = serde_json::to_value(position).map_err(|e| delta_error(&what, e))?;
             metadata.push((POSITION_KEY.to_string(), value));
         }
-        let properties = CommitProperties::default()
-            .with_application_transaction(Transaction::new(&self.app_id, round))
-            .with_metadata(metadata);
+        let mut properties = CommitProperties::default().with_metadata(metadata);
+        // a new round is recorded; maintenance commits (compaction, schema) repeat none
+        if round > self.round {
+            properties =
+                properties.with_application_transaction(Transaction::new(&self.app_id, round));
+        }
         let snapshot = self.table.snapshot().map_err(|e| delta_error(&what, e))?;
         let finalized = CommitBuilder::from(properties)
             .with_actions(actions)
@@ -344,6 +347,11 @@ impl DeltaTarget {
 
     pub fn table(&self) -> &DeltaTable {
         &self.table
+    }
+
+    /// Takes the table as an operation of delta-rs left it (the vacuum).
+    pub fn replace_table(&mut self, table: DeltaTable) {
+        self.table = table;
     }
 }
 
