@@ -2,7 +2,7 @@
 # Starts (and stops) the real servers Headwater's tests and quickstart use, each on a loopback
 # port and in a directory of its own, installing what is missing.
 #
-#   scripts/services.sh start [mariadb] [postgres] [kafka] [registry]   (default: all four)
+#   scripts/services.sh start [mariadb] [postgres] [kafka] [registry] [s3]   (default: all five)
 #   scripts/services.sh stop
 #   scripts/services.sh env        prints the endpoints as `export` lines
 #
@@ -16,6 +16,8 @@ mariadb_port=${HEADWATER_MARIADB_PORT:-33061}
 postgres_port=${HEADWATER_POSTGRES_PORT:-54321}
 kafka_port=${HEADWATER_KAFKA_PORT:-19092}
 registry_port=${HEADWATER_REGISTRY_PORT:-18081}
+s3_port=${HEADWATER_S3_PORT:-19000}
+s3_cache=${HEADWATER_S3S_CACHE:-$HOME/.cache/headwater/s3s-fs}
 pg_bin=/usr/lib/postgresql/15/bin
 tansu_cache=${HEADWATER_TANSU_CACHE:-$HOME/.cache/headwater/tansu}
 
@@ -139,6 +141,31 @@ start_registry() {
   log "schema registry (test double) on 127.0.0.1:$registry_port"
 }
 
+s3s_binary() {
+  if [ -x "$repo/../shared/bin/s3s-fs" ]; then echo "$repo/../shared/bin/s3s-fs"; return; fi
+  if [ ! -x "$s3_cache/bin/s3s-fs" ]; then
+    log "building s3s-fs 0.14.1 (takes ~5 minutes on 2 cores; cached in $s3_cache)"
+    cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$s3_cache" >&2
+  fi
+  echo "$s3_cache/bin/s3s-fs"
+}
+
+# An S3-compatible server (s3s-fs) serving $dir/s3; each directory there is a bucket.
+start_s3() {
+  local data=$dir/s3
+  mkdir -p "$data/root/headwater"
+  if [ -f "$data/pid" ] && kill -0 "$(cat "$data/pid")" 2>/dev/null; then
+    log "s3 (s3s-fs) already running on $s3_port"; return
+  fi
+  local s3s; s3s=$(s3s_binary)
+  echo "$s3s" >"$data/binary"
+  "$s3s" --host 127.0.0.1 --port "$s3_port" --access-key headwater --secret-key headwater-secret \
+    "$data/root" >"$data/s3.log" 2>&1 &
+  echo $! >"$data/pid"
+  wait_for 30 s3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$s3_port"
+  log "s3 (s3s-fs) on 127.0.0.1:$s3_port, bucket headwater"
+}
+
 print_env() {
   cat <<ENV
 export HEADWATER_MYSQL_URL=mysql://headwater:headwater@127.0.0.1:$mariadb_port
@@ -150,6 +177,12 @@ export HEADWATER_POSTGRES_ADMIN_URL=postgres://postgres:postgres@127.0.0.1:$post
 export HEADWATER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export HEADWATER_SCHEMA_REGISTRY=http://127.0.0.1:$registry_port
 export HEADWATER_TANSU=$(tansu_path)
+export HEADWATER_S3_ENDPOINT=http://127.0.0.1:$s3_port
+export HEADWATER_S3_BUCKET=headwater
+export HEADWATER_S3_ACCESS_KEY=headwater
+export HEADWATER_S3_SECRET_KEY=headwater-secret
+export HEADWATER_S3_ROOT=$dir/s3/root
+export HEADWATER_S3S_FS=$(cat "$dir/s3/binary" 2>/dev/null || echo s3s-fs)
 ENV
 }
 
@@ -173,6 +206,11 @@ stop_all() {
     rm -f "$dir/registry/pid"
     log "schema registry stopped"
   fi
+  if [ -f "$dir/s3/pid" ]; then
+    kill "$(cat "$dir/s3/pid")" 2>/dev/null || true
+    rm -f "$dir/s3/pid"
+    log "s3 stopped"
+  fi
 }
 
 command=${1:-start}
@@ -181,14 +219,15 @@ case $command in
   start)
     mkdir -p "$dir"
     services=("$@")
-    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres kafka registry)
+    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres kafka registry s3)
     for service in "${services[@]}"; do
       case $service in
         mariadb) start_mariadb ;;
         postgres) start_postgres ;;
         kafka) start_kafka ;;
         registry) start_registry ;;
-        *) log "unknown service $service (use mariadb, postgres, kafka, registry)"; exit 2 ;;
+        s3) start_s3 ;;
+        *) log "unknown service $service (use mariadb, postgres, kafka, registry, s3)"; exit 2 ;;
       esac
     done
     print_env >"$dir/env.sh"
@@ -197,5 +236,5 @@ case $command in
     ;;
   stop) stop_all ;;
   env) print_env ;;
-  *) log "usage: $0 start [mariadb] [postgres] [kafka] [registry] | stop | env"; exit 2 ;;
+  *) log "usage: $0 start [mariadb] [postgres] [kafka] [registry] [s3] | stop | env"; exit 2 ;;
 esac

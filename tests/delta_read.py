@@ -93,6 +93,7 @@ def read_duckdb(uri, columns):
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     con.execute(f"LOAD '{duckdb_extension('delta')}'")
     if uri.startswith("s3://"):
+        con.execute(f"LOAD '{duckdb_extension('httpfs')}'")
         endpoint = os.environ["AWS_ENDPOINT_URL"].split("://", 1)[1]
         con.execute(
             "CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, URL_STYLE 'path', USE_SSL false)",

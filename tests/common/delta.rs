@@ -143,3 +143,81 @@ impl Workdir {
         .expect("config");
     }
 }
+
+/// The AWS variables naming an S3 endpoint and the test keys, as delta-rs and the readers take
+/// them.
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        (
+            "AWS_ACCESS_KEY_ID",
+            super::endpoint("HEADWATER_S3_ACCESS_KEY"),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            super::endpoint("HEADWATER_S3_SECRET_KEY"),
+        ),
+    ]
+}
+
+/// A private S3-compatible server (s3s-fs) a test may stop and start, serving its own
+/// directory with one bucket `headwater`.
+pub struct PrivateS3 {
+    pub port: u16,
+    root: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateS3 {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(root.path().join("headwater")).expect("bucket dir");
+        let mut server = PrivateS3 {
+            port,
+            root,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn launch(&mut self) {
+        let child = Command::new(super::endpoint("HEADWATER_S3S_FS"))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", &super::endpoint("HEADWATER_S3_ACCESS_KEY")])
+            .args(["--secret-key", &super::endpoint("HEADWATER_S3_SECRET_KEY")])
+            .arg(self.root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        super::wait_until(Duration::from_secs(30), "s3s-fs to listen", || {
+            std::net::TcpStream::connect(&address).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod delta;
+pub mod delta_load;
 mod hold;
 #[allow(unused_imports)]
 pub use hold::*;
