@@ -279,3 +279,65 @@ async fn a_trickle_of_commits_is_compacted_and_vacuumed() {
     stop_gracefully(headwater);
     postgres_cleanup(&schema, &work).await;
 }
+
+/// Columns added and dropped mid-stream become Delta schema changes both readers follow: an
+/// added column is null in older rows, a dropped one stays (nullable) and is null in newer rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_and_dropped_columns_are_read_back_by_both_readers() {
+    let (schema, mut db) = postgres_schema("hw_delta_ddl").await;
+    let work = Workdir::new();
+    work.postgres_config("dddl", &schema, "snapshot = \"initial\"");
+    work.use_delta_sink(None, "");
+    let table = format!("{schema}.t");
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'one')"
+    )])
+    .await;
+    work.catch_up();
+    db.execute(&[
+        format!("ALTER TABLE {table} ADD COLUMN extra int"),
+        format!("INSERT INTO {table} (id, v, amount, note, extra) VALUES (2, 2, 2.00, 'two', 20)"),
+    ])
+    .await;
+    db.execute(&[
+        format!("ALTER TABLE {table} DROP COLUMN note"),
+        format!("INSERT INTO {table} (id, v, amount, extra) VALUES (3, 3, 3.00, 30)"),
+        format!("UPDATE {table} SET extra = 10 WHERE id = 1"),
+    ])
+    .await;
+    work.catch_up();
+    let mirror = work.delta_table("mirror", &format!("dddl.{schema}.t"));
+    let changelog = work.delta_table("changelog", &format!("dddl.{schema}.t"));
+    let expected = vec![
+        // updated after the drop: the row as the source has it now holds no note
+        vec![json!(1), json!(null), json!(10)],
+        vec![json!(2), json!("two"), json!(20)],
+        vec![json!(3), json!(null), json!(30)],
+    ];
+    for reader in READERS {
+        let rows = read_delta(reader, &mirror);
+        assert_eq!(
+            rows.project(&["id", "note", "extra"]),
+            expected,
+            "mirror read by {reader}"
+        );
+        let changes = read_delta(reader, &changelog);
+        assert_eq!(
+            changes.rows.len(),
+            4,
+            "changelog read by {reader}: {:?}",
+            changes.rows
+        );
+        assert_eq!(
+            changes.project(&["__op", "id", "extra"]),
+            vec![
+                vec![json!("c"), json!(2), json!(20)],
+                vec![json!("c"), json!(3), json!(30)],
+                vec![json!("r"), json!(1), json!(null)],
+                vec![json!("u"), json!(1), json!(10)],
+            ],
+            "changelog read by {reader}"
+        );
+    }
+    postgres_cleanup(&schema, &work).await;
+}
