@@ -341,3 +341,40 @@ async fn added_and_dropped_columns_are_read_back_by_both_readers() {
     }
     postgres_cleanup(&schema, &work).await;
 }
+
+/// An update PostgreSQL sends without an unchanged TOASTed value stops the mirror with the fix
+/// rather than writing the column as null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toast_values_stop_the_mirror_with_the_fix() {
+    let (schema, mut db) = postgres_schema("hw_delta_toast").await;
+    let work = Workdir::new();
+    work.postgres_config("dtoast", &schema, "snapshot = \"initial\"");
+    work.use_delta_sink(None, "");
+    let table = format!("{schema}.t");
+    let toasted = "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 300))";
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, {toasted})"
+    )])
+    .await;
+    work.catch_up();
+    db.execute(&[format!("UPDATE {table} SET v = 2 WHERE id = 1")])
+        .await;
+    let failed = work.headwater(&["run", "--catch-up"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success(),
+        "the mirror must not take a row with a value left out"
+    );
+    assert!(
+        stderr.contains("REPLICA IDENTITY FULL"),
+        "the error names the fix: {stderr}"
+    );
+    let mirror = work.delta_table("mirror", &format!("dtoast.{schema}.t"));
+    let rows = read_delta("deltalake", &mirror);
+    assert_eq!(
+        rows.project(&["id", "v"]),
+        vec![vec![json!(1), json!(1)]],
+        "nothing past the refused change was committed"
+    );
+    postgres_cleanup(&schema, &work).await;
+}

@@ -75,6 +75,26 @@ fn key_bytes(table: &TableSchema, image: &[u8]) -> Option<Vec<u8>> {
     Some(key)
 }
 
+/// Whether PostgreSQL's `__unchanged_toast` column of `image` names any column (`None`: the
+/// image does not follow the schema).
+fn has_unchanged_toast(table: &TableSchema, image: &[u8]) -> Option<bool> {
+    let Some(at) = table.columns.iter().position(|c| c.name == UNCHANGED_TOAST) else {
+        return Some(false);
+    };
+    let mut reader = AvroReader::new(image);
+    for column in &table.columns[..at] {
+        if !column.nullable || reader.optional()? {
+            reader.skip(&column.field_type)?;
+        }
+    }
+    let column = &table.columns[at];
+    if column.nullable && !reader.optional()? {
+        return Some(false);
+    }
+    // an array: its first block count is 0 when empty
+    Some(reader.long()? != 0)
+}
+
 impl Mirror {
     pub fn new(target: DeltaTarget, soft_deletes: bool) -> Self {
         Mirror {
@@ -127,6 +147,14 @@ impl Mirror {
             let new = key_bytes(table, after).ok_or_else(malformed)?;
             if old != new {
                 self.set(old, table, before, true, commit_ts_ms, position.clone());
+            }
+        }
+        if let Some(after) = after {
+            if has_unchanged_toast(table, after).ok_or_else(malformed)? {
+                return Err(ConnectorError::definite(format!(
+                    "delta: an update of {} left out unchanged TOAST values, which the mirror cannot fill in; nothing past it was committed. Run ALTER TABLE {} REPLICA IDENTITY FULL so PostgreSQL sends them, then move the mirror and the state away and start again (the table is copied anew), or keep this table's changelog only (sink.tables = \"changelog\")",
+                    table.id, table.id
+                )));
             }
         }
         let (image, delete) = match (op, before, after) {
