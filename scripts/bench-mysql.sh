@@ -5,19 +5,24 @@
 # changes into Kafka (tansu, schema-registry wire format) against a plain rdkafka producer
 # sending as many messages of the same average size (the broker's ceiling). With --metrics, also
 # Headwater with the Prometheus endpoint and per-column statistics on, alternating runs with it
-# off, to measure what observability costs.
+# off, to measure what observability costs. With --delta, the binlog also holds an UPDATE of
+# every tenth row (one transaction), and the same changes go to the Delta sink (mirror and
+# changelog) beside the Avro lake: rows/s, peak RSS, the time of the commits that merged updated
+# keys into the mirror, and bytes written per change.
 #
-#   scripts/bench-mysql.sh [ROWS] [--kafka] [--metrics]        (default 1000000)
+#   scripts/bench-mysql.sh [ROWS] [--kafka] [--metrics] [--delta]        (default 1000000)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 rows=1000000
 kafka=
 metrics=
+delta=
 for arg in "$@"; do
   case $arg in
     --kafka) kafka=1 ;;
     --metrics) metrics=1 ;;
+    --delta) delta=1 ;;
     *) rows=$arg ;;
   esac
 done
@@ -54,6 +59,11 @@ start_file=$(sql -N -e "SHOW MASTER STATUS" | cut -f1)
       IF(seq % 10 = 0, NULL, 'a short note') FROM seq_${low}_to_${high};"
   done
 } | sql
+changes=$rows
+if [ -n "$delta" ]; then
+  sql -e "UPDATE bench.items SET qty = qty + 1, updated = updated + INTERVAL 1 SECOND WHERE id % 10 = 0"
+  changes=$((rows + rows / 10))
+fi
 sql -e "FLUSH BINARY LOGS"
 files=$(sql -N -e "SHOW BINARY LOGS" | cut -f1 | awk -v s="$start_file" '$0 >= s' | head -n -1)
 binlog_paths=$(for f in $files; do printf '%s ' "$HEADWATER_SERVICES_DIR/mariadb/$f"; done)
@@ -88,8 +98,8 @@ HEADWATER_LOG=warn timed "$work/hw.time" "$bin" run --catch-up --config "$work/h
 read -r ref_s ref_kb <"$work/ref.time"
 read -r hw_s hw_kb <"$work/hw.time"
 landed=$(grep -o '"total_records": [0-9]*' "$work/lake/_headwater/manifest.json" | grep -o '[0-9]*$')
-[ "$landed" -ge "$rows" ] || { echo "only $landed of $rows records landed" >&2; exit 1; }
-awk -v rows="$rows" -v ref="$ref_s" -v hw="$hw_s" -v refkb="$ref_kb" -v hwkb="$hw_kb" 'BEGIN {
+[ "$landed" -ge "$changes" ] || { echo "only $landed of $changes records landed" >&2; exit 1; }
+awk -v rows="$changes" -v ref="$ref_s" -v hw="$hw_s" -v refkb="$ref_kb" -v hwkb="$hw_kb" 'BEGIN {
   printf "mariadb-binlog --verbose : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", ref, rows / ref, refkb / 1024
   printf "headwater -> lake        : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", hw, rows / hw, hwkb / 1024
   printf "ratio headwater/mariadb-binlog (rows/s): %.2f\n", ref / hw
@@ -120,6 +130,23 @@ if [ -n "$metrics" ]; then
       printf "headwater, + column statistics: %8.2f s  %10.0f rows/s  (runs %.2f, %.2f)  peak RSS %.1f MiB\n", st, rows / st, s["m-stats-1"], s["m-stats-2"], kb["m-stats-1"] / 1024
       printf "cost in wall time: metrics %+.1f%%, metrics and column statistics %+.1f%%\n", (on / off - 1) * 100, (st / off - 1) * 100
     }' "$work"/m-*.time
+fi
+if [ -n "$delta" ]; then
+  sed -e 's/^kind = "lake"/kind = "delta"/' -e "s#$work/lake#$work/delta#" -e "s#$work/state#$work/state-delta#" \
+    -e 's/server_id = 9001/server_id = 9002/' "$work/headwater.toml" >"$work/delta.toml"
+  HEADWATER_LOG=warn,headwater_delta=debug timed "$work/delta.time" "$bin" run --catch-up --config "$work/delta.toml" \
+    2>"$work/delta.log"
+  read -r delta_s delta_kb <"$work/delta.time"
+  mirror_rows=$(python3 -c "import deltalake,sys; print(deltalake.DeltaTable(sys.argv[1]).to_pyarrow_dataset().count_rows())" "$work/delta/mirror/bench.bench.items")
+  [ "$mirror_rows" -eq "$rows" ] || { echo "the mirror holds $mirror_rows rows, not $rows" >&2; exit 1; }
+  delta_bytes=$(du -sb "$work/delta" | cut -f1)
+  # the commits that rewrote mirror files to merge updated keys, from the sink's debug lines
+  merge_s=$(grep 'delta commit' "$work/delta.log" | grep -v 'files_rewritten: 0' | sed 's/\x1b\[[0-9;]*m//g' |
+    grep -o 'elapsed=[0-9.]*[mµn]*s' | awk -F= '{ v = $2; f = 1; if (v ~ /ms$/) f = 0.001; else if (v ~ /µs$/) f = 0.000001; sub(/[mµn]*s$/, "", v); t += v * f } END { printf "%.2f", t }')
+  awk -v rows="$changes" -v lake="$hw_s" -v d="$delta_s" -v kb="$delta_kb" -v merge="$merge_s" -v bytes="$delta_bytes" 'BEGIN {
+    printf "headwater -> delta (both) : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", d, rows / d, kb / 1024
+    printf "ratio delta/lake (rows/s): %.2f; commits merging updated keys into the mirror: %.2f s; %.0f bytes written per change (tables as left, after compaction and vacuum)\n", lake / d, merge, bytes / rows
+  }'
 fi
 [ -n "$kafka" ] || exit 0
 

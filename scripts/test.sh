@@ -24,7 +24,7 @@ source .services/env.sh
 # readers Headwater did not write: Avro (fastavro), Kafka (confluent-kafka), Delta (delta-rs's
 # python binding and DuckDB 1.4.4 with its Delta extension, which loads from the wheel)
 if ! python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, deltalake, pyarrow, duckdb, pytz' 2>/dev/null \
-  || ! ls "$(python3 -c 'import duckdb, os; print(os.path.dirname(os.path.dirname(duckdb.__file__)))')"/duckdb_ext/extensions/*/*/httpfs.duckdb_extension 2>/dev/null \
+  || ! ls "$(python3 -c 'import duckdb, os; print(os.path.dirname(os.path.dirname(duckdb.__file__)))')"/duckdb_ext/extensions/*/*/httpfs.duckdb_extension >/dev/null 2>&1 \
   || ! python3 -c 'import duckdb, deltalake; assert duckdb.__version__ == "1.4.4" and deltalake.__version__ == "1.6.6"' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check fastavro "confluent-kafka[avro,schemaregistry]" \
     "deltalake[pyarrow]==1.6.6" duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205 duckdb-ext-httpfs==1.4.4.20260205 pytz

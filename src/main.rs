@@ -166,6 +166,37 @@ fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
     })
 }
 
+/// `headwater inspect` of a Delta sink: each table's version, files, rows and last position.
+async fn inspect_delta(config: &headwater_delta::DeltaConfig) -> anyhow::Result<()> {
+    let mut sink =
+        headwater_delta::DeltaSink::new(config.clone()).map_err(|e| anyhow::anyhow!(e.report()))?;
+    let (position, tables) = sink
+        .summary()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.report()))?;
+    let shown = |p: &Option<headwater_contract::Position>| {
+        p.as_ref().map_or("none".to_string(), |p| p.to_string())
+    };
+    println!(
+        "delta {}: last complete round at {}",
+        config.path,
+        shown(&position)
+    );
+    for table in tables {
+        println!(
+            "{}: version {}, {} files, {} rows, {} bytes, round {}, position {}",
+            table.label,
+            table.version.map_or("none".to_string(), |v| v.to_string()),
+            table.files,
+            table.rows,
+            table.bytes,
+            table.round,
+            shown(&table.position)
+        );
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -483,9 +514,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Inspect { config } => {
             let config = Config::load(&config)?;
+            if let SinkConfig::Delta(delta) = &config.sink {
+                inspect_delta(delta).await?;
+                return Ok(true);
+            }
             let SinkConfig::Lake(lake) = &config.sink else {
                 anyhow::bail!(
-                    "inspect reads lake sinks; read Kafka topics with any Kafka consumer"
+                    "inspect reads lake and Delta sinks; read Kafka topics with any Kafka consumer"
                 );
             };
             let summary = headwater_lake::inspect::summarize(&lake.path)

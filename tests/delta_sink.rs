@@ -306,6 +306,12 @@ async fn added_and_dropped_columns_are_read_back_by_both_readers() {
     ])
     .await;
     work.catch_up();
+    let inspect = work.headwater(&["inspect"]);
+    let shown = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        shown.contains(&format!("mirror dddl.{schema}.t: version")) && shown.contains(", 3 rows,"),
+        "inspect shows the Delta tables: {shown}"
+    );
     let mirror = work.delta_table("mirror", &format!("dddl.{schema}.t"));
     let changelog = work.delta_table("changelog", &format!("dddl.{schema}.t"));
     let expected = vec![

@@ -59,6 +59,19 @@ pub struct DeltaSink {
     last_commit_at: Instant,
 }
 
+/// One Delta table as `headwater inspect` shows it.
+#[derive(Debug, Clone)]
+pub struct TableSummary {
+    /// `mirror <name>` or `changelog <name>`.
+    pub label: String,
+    pub version: Option<u64>,
+    pub files: usize,
+    pub rows: usize,
+    pub bytes: i64,
+    pub round: i64,
+    pub position: Option<Position>,
+}
+
 /// `path` as a URL with a trailing slash (a directory).
 pub fn base_url(path: &str) -> Result<Url, ConnectorError> {
     let bad = |e: String| {
@@ -154,10 +167,9 @@ impl DeltaSink {
         Ok(())
     }
 
-    /// Opens every table already under the path and learns how far each got.
-    async fn recover(&mut self) -> Result<Option<Position>, ConnectorError> {
-        self.read_checkpoint().await?;
-        let mut positions = Vec::new();
+    /// The tables already under the path, opened.
+    async fn existing_tables(&self) -> Result<Vec<DeltaTarget>, ConnectorError> {
+        let mut targets = Vec::new();
         for kind in ["mirror", "changelog"] {
             let listing = self
                 .store
@@ -168,17 +180,49 @@ impl DeltaSink {
                 let Some(name) = dir.filename().map(urldecode) else {
                     continue;
                 };
-                let url = self.table_url(kind, &name)?;
-                let label = format!("{kind} {name}");
                 let target = DeltaTarget::open_or_create(
-                    url,
-                    label.clone(),
+                    self.table_url(kind, &name)?,
+                    format!("{kind} {name}"),
                     self.app_id(kind, &name),
                     &Schema::empty(),
                     Vec::new(),
                     &self.config,
                 )
                 .await?;
+                targets.push(target);
+            }
+        }
+        Ok(targets)
+    }
+
+    /// `headwater inspect`: the last complete round's position and every table's state.
+    pub async fn summary(
+        &mut self,
+    ) -> Result<(Option<Position>, Vec<TableSummary>), ConnectorError> {
+        self.read_checkpoint().await?;
+        let mut tables = Vec::new();
+        for target in self.existing_tables().await? {
+            let files = target.live_files(None).await?;
+            tables.push(TableSummary {
+                label: target.label.clone(),
+                version: target.version(),
+                files: files.len(),
+                rows: files.iter().filter_map(|f| f.rows).sum(),
+                bytes: files.iter().map(|f| f.size).sum(),
+                round: target.round,
+                position: target.committed.clone(),
+            });
+        }
+        Ok((self.checkpoint.position.clone(), tables))
+    }
+
+    /// Opens every table already under the path and learns how far each got.
+    async fn recover(&mut self) -> Result<Option<Position>, ConnectorError> {
+        self.read_checkpoint().await?;
+        let mut positions = Vec::new();
+        for target in self.existing_tables().await? {
+            let label = target.label.clone();
+            {
                 // a table ahead of the checkpoint (its round's checkpoint was not written, or a
                 // later round covered less of the log) skips what it already holds; positions
                 // rather than rounds decide, since a table's position never goes back
