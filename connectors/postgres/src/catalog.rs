@@ -279,13 +279,20 @@ pub async fn log_status(
         .await
         .map_err(|e| sql_error("reading the replication slot's retention", url, e))?;
     let Some(row) = row else {
+        // a pipeline with no position yet has not made its slot: nothing is held, nothing lost
+        let retention = match position {
+            None => Retention::Unbounded {
+                detail: format!("replication slot {slot} is made when the pipeline first starts"),
+            },
+            Some(_) => Retention::Lost {
+                detail: format!("replication slot {slot} does not exist"),
+            },
+        };
         return Ok(LogStatus {
             bytes_behind: None,
             log_bytes_written: Some(end.0),
             slot_active: None,
-            retention: Retention::Lost {
-                detail: format!("replication slot {slot} does not exist"),
-            },
+            retention,
         });
     };
     let confirmed: Option<Lsn> = row
