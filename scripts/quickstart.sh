@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Headwater end to end on the embedded default (the lake sink): starts a throwaway MariaDB and
-# PostgreSQL, writes changes to each while a Headwater pipeline per database streams them into
-# ./quickstart/lake/{mariadb,postgres}, stops them cleanly, and prints what landed.
+# Headwater end to end on the embedded default (Delta Lake tables on local disk): starts a
+# throwaway MariaDB and PostgreSQL, writes changes to each while a Headwater pipeline per
+# database streams them into ./quickstart/lake/{mariadb,postgres}, stops them cleanly, prints
+# the tables, and queries the mirrors (the replica) with DuckDB.
 # Pass --keep to leave the servers running afterwards.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,7 +66,7 @@ publication = "quickstart"
 include = ["shop.*"]
 
 [sink]
-kind = "lake"
+kind = "delta"
 path = "$work/lake/postgres"
 commit_interval = "1s"
 
@@ -83,7 +84,7 @@ include = ["shop.*"]
 snapshot = "initial"   # copy every table, then stream
 
 [sink]
-kind = "lake"
+kind = "delta"
 path = "$work/lake/mariadb"
 commit_interval = "1s"
 
@@ -153,4 +154,20 @@ say "what landed from MariaDB"
 "$bin" inspect --config "$work/headwater.toml"
 say "what landed from PostgreSQL"
 "$bin" inspect --config "$work/postgres.toml"
-say "done: the lakes are in $work/lake (Avro object container files, one directory per table)"
+say "the replica, queried with DuckDB (its Delta extension reads the mirror tables)"
+if ! python3 -c 'import duckdb, pytz; assert duckdb.__version__ == "1.4.4"' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205 pytz
+fi
+python3 - "$work/lake" <<'PY'
+import glob, os, sys, duckdb
+lake = sys.argv[1]
+ext = glob.glob(os.path.join(os.path.dirname(os.path.dirname(duckdb.__file__)), "duckdb_ext/extensions/*/*/delta.duckdb_extension"))[0]
+con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+con.execute(f"LOAD '{ext}'")
+for table in ["mariadb/mirror/quickstart.shop.customers", "mariadb/mirror/quickstart.shop.orders", "postgres/mirror/quickstart_pg.shop.accounts"]:
+    print(f"\nSELECT * FROM delta_scan('{lake}/{table}')")
+    print(con.sql(f"SELECT * EXCLUDE (__position) FROM delta_scan('{lake}/{table}') ORDER BY 1"))
+changes = con.sql(f"SELECT __op, count(*) AS changes FROM delta_scan('{lake}/mariadb/changelog/quickstart.shop.orders') GROUP BY 1 ORDER BY 1")
+print("\nthe changelog of shop.orders, by operation"); print(changes)
+PY
+say "done: Delta tables in $work/lake/{mariadb,postgres}/{mirror,changelog}/ — query them with DuckDB, Spark, Trino, Polars or delta-rs"

@@ -384,3 +384,45 @@ async fn unchanged_toast_values_stop_the_mirror_with_the_fix() {
     );
     postgres_cleanup(&schema, &work).await;
 }
+
+/// With soft deletes a deleted row stays in the mirror, flagged with its deletion time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_keep_the_row_flagged() {
+    let (db_name, mut db) = mysql_database("hw_delta_soft").await;
+    let work = Workdir::new();
+    work.mysql_config("dsoft", &db_name, "snapshot = \"initial\"", "");
+    work.use_delta_sink(None, "deletes = \"soft\"");
+    let table = format!("{db_name}.t");
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'kept'), (2, 2, 2.00, 'gone')"
+    )])
+    .await;
+    work.catch_up();
+    db.execute(&[format!("DELETE FROM {table} WHERE id = 2")])
+        .await;
+    work.catch_up();
+    let mirror = work.delta_table("mirror", &format!("dsoft.{db_name}.t"));
+    for reader in READERS {
+        let rows = read_delta(reader, &mirror);
+        let flagged = rows.project(&["id", "note", "__deleted"]);
+        assert_eq!(
+            flagged,
+            vec![
+                vec![json!(1), json!("kept"), json!(false)],
+                vec![json!(2), json!("gone"), json!(true)],
+            ],
+            "{reader}"
+        );
+        let at = rows.column("__deleted_at");
+        let deleted_at: Vec<bool> = rows.rows.iter().map(|r| r[at].is_null()).collect();
+        assert_eq!(
+            deleted_at.iter().filter(|null| !**null).count(),
+            1,
+            "{reader}: one deletion time"
+        );
+    }
+    let _ = mysql_admin()
+        .await
+        .query_drop(format!("DROP DATABASE `{db_name}`"))
+        .await;
+}

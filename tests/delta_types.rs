@@ -1,0 +1,215 @@
+//! Every mapped column type through the Delta sink, read back by python `deltalake` and DuckDB
+//! as the value (not as bytes): decimals as decimals or exact text, timestamps with and without
+//! time zone, dates, times, UUID/JSON/ENUM/SET/INET as strings, binary as binary, arrays.
+
+mod common;
+
+use common::delta::*;
+use common::*;
+use mysql_async::prelude::Queryable;
+use serde_json::{json, Value as Json};
+
+/// (column definition, SQL literal, the value both readers must show)
+type Case = (&'static str, &'static str, Json);
+
+fn check(work: &Workdir, stream: &str, cases: &[Case]) {
+    let mirror = work.delta_table("mirror", stream);
+    let changelog = work.delta_table("changelog", stream);
+    let names: Vec<String> = (0..cases.len()).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for reader in READERS {
+        for uri in [&mirror, &changelog] {
+            let rows = read_delta(reader, uri);
+            let values = rows.project(&names);
+            assert_eq!(values.len(), 1, "{reader} {uri}: one row");
+            for (i, (definition, literal, expected)) in cases.iter().enumerate() {
+                assert_eq!(
+                    &values[0][i], expected,
+                    "{reader} reads {definition} = {literal} from {uri}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_types_are_read_as_values() {
+    let cases: Vec<Case> = vec![
+        ("TINYINT", "-5", json!(-5)),
+        ("SMALLINT UNSIGNED", "65535", json!(65535)),
+        ("MEDIUMINT", "-8388608", json!(-8388608)),
+        ("INT UNSIGNED", "4294967295", json!(4294967295u64)),
+        ("BIGINT", "-9223372036854775808", json!(i64::MIN)),
+        (
+            "BIGINT UNSIGNED",
+            "18446744073709551615",
+            json!("18446744073709551615"),
+        ),
+        ("DECIMAL(10,2)", "-12345678.91", json!("-12345678.91")),
+        (
+            "DECIMAL(38,10)",
+            "1234567890123456789012345678.0123456789",
+            json!("1234567890123456789012345678.0123456789"),
+        ),
+        (
+            "DECIMAL(65,30)",
+            "12345678901234567890123456789012345.123456789012345678901234567890",
+            json!("12345678901234567890123456789012345.123456789012345678901234567890"),
+        ),
+        ("FLOAT", "1.5", json!("1.5")),
+        ("DOUBLE", "-0.25", json!("-0.25")),
+        ("VARCHAR(20)", "'héllo ✓'", json!("héllo ✓")),
+        ("TEXT", "'long text'", json!("long text")),
+        ("VARBINARY(8)", "x'00ff10'", json!("00ff10")),
+        ("BLOB", "x'cafe'", json!("cafe")),
+        ("BIT(12)", "b'101010101010'", json!("0aaa")),
+        ("BIT(1)", "b'1'", json!(true)),
+        ("DATE", "'2024-02-29'", json!("2024-02-29")),
+        (
+            "DATETIME(6)",
+            "'2024-05-06 07:08:09.123456'",
+            json!("2024-05-06 07:08:09.123456"),
+        ),
+        (
+            "TIMESTAMP(6) NULL",
+            "'2024-05-06 07:08:09.654321'",
+            json!("2024-05-06 07:08:09.654321Z"),
+        ),
+        (
+            "TIME(6)",
+            "'-838:59:59.000000'",
+            json!(-3_020_399_000_000i64),
+        ),
+        ("YEAR", "2024", json!(2024)),
+        ("ENUM('a','b','c')", "'b'", json!("b")),
+        ("SET('x','y','z')", "'x,z'", json!("x,z")),
+        ("JSON", "'{\"k\": [1, 2]}'", json!("{\"k\": [1, 2]}")),
+        (
+            "UUID",
+            "'123e4567-e89b-12d3-a456-426614174000'",
+            json!("123e4567-e89b-12d3-a456-426614174000"),
+        ),
+        ("INET6", "'2001:db8::1'", json!("2001:db8::1")),
+        ("INT NULL", "NULL", json!(null)),
+    ];
+    let db = unique("hw_delta_types");
+    let columns: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (d, _, _))| format!("c{i} {d}"))
+        .collect();
+    let values: Vec<&str> = cases.iter().map(|(_, v, _)| *v).collect();
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; SET time_zone = '+00:00'; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, {}) DEFAULT CHARSET=utf8mb4",
+            columns.join(", ")
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("dtypes", &db, "", "");
+    work.use_delta_sink(None, "");
+    work.catch_up();
+    admin
+        .query_drop(format!(
+            "SET time_zone = '+00:00'; INSERT INTO `{db}`.t VALUES (1, {})",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    check(&work, &format!("dtypes.{db}.t"), &cases);
+    let _ = admin.query_drop(format!("DROP DATABASE `{db}`")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_types_are_read_as_values() {
+    let cases: Vec<Case> = vec![
+        ("smallint", "-32768", json!(-32768)),
+        ("integer", "2147483647", json!(2147483647)),
+        ("bigint", "-9223372036854775808", json!(i64::MIN)),
+        ("numeric(10,2)", "-12345678.91", json!("-12345678.91")),
+        (
+            "numeric(50,10)",
+            "1234567890123456789012345678901234567890.0123456789",
+            json!("1234567890123456789012345678901234567890.0123456789"),
+        ),
+        (
+            "numeric",
+            "3.14159265358979323846264338327950288419716939937510",
+            json!("3.14159265358979323846264338327950288419716939937510"),
+        ),
+        ("real", "1.5", json!("1.5")),
+        ("double precision", "-0.25", json!("-0.25")),
+        ("boolean", "true", json!(true)),
+        ("text", "'héllo ✓'", json!("héllo ✓")),
+        ("varchar(10)", "'abc'", json!("abc")),
+        ("bytea", "'\\x00ff10'", json!("00ff10")),
+        ("date", "'2024-02-29'", json!("2024-02-29")),
+        (
+            "timestamp",
+            "'2024-05-06 07:08:09.123456'",
+            json!("2024-05-06 07:08:09.123456"),
+        ),
+        (
+            "timestamptz",
+            "'2024-05-06 07:08:09.654321+02'",
+            json!("2024-05-06 05:08:09.654321Z"),
+        ),
+        ("time", "'13:14:15.5'", json!(47_655_500_000i64)),
+        (
+            "uuid",
+            "'123e4567-e89b-12d3-a456-426614174000'",
+            json!("123e4567-e89b-12d3-a456-426614174000"),
+        ),
+        ("jsonb", "'{\"k\": [1, 2]}'", json!("{\"k\": [1, 2]}")),
+        ("inet", "'10.0.0.1'", json!("10.0.0.1")),
+        ("integer[]", "'{1,NULL,3}'", json!([1, null, 3])),
+        ("text[]", "'{a,\"b c\"}'", json!(["a", "b c"])),
+        ("integer", "NULL", json!(null)),
+    ];
+    let schema = unique("hw_delta_types");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    let columns: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (d, _, _))| format!("c{i} {d}"))
+        .collect();
+    let values: Vec<&str> = cases.iter().map(|(_, v, _)| *v).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (id int PRIMARY KEY, {})",
+            columns.join(", ")
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config("dtypes", &schema, "");
+    work.use_delta_sink(None, "");
+    work.catch_up();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.t VALUES (1, {})",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    check(&work, &format!("dtypes.{schema}.t"), &cases);
+    let admin = postgres_admin().await;
+    let slot = work.slot();
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
+    let _ = admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
+        ))
+        .await;
+}
