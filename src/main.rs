@@ -390,6 +390,9 @@ fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::FAILURE;
     }
+    // Two TLS back ends are linked (ring for the sources, aws-lc through the AWS SDK that the
+    // Delta sink's S3 support brings), so rustls cannot pick one by itself: use ring everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,7 +22,7 @@ where
     let cause = cause_once(any);
     if retry {
         ConnectorError::retryable(format!(
-            "delta: {what} failed ({cause}); the object store did not answer, retrying from the last commit"
+            "delta: {what} failed ({cause}); retrying from the tables' last commits (if another program writes these tables, give Headwater a path of its own)"
         ))
     } else {
         ConnectorError::definite(format!(
@@ -48,8 +48,21 @@ fn cause_once(err: &(dyn StdError + 'static)) -> String {
 }
 
 fn delta_retryable(err: &DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError as T;
     match err {
         DeltaTableError::ObjectStore { source } => store_retryable(source),
+        // A commit whose version "already exists" is most often our own: the store took the
+        // put and the answer was lost (a server stopped mid-commit), and the retry was refused.
+        // Restarting reads the table's real state and skips what it holds; a second writer
+        // would keep failing here, and says so in the log each time.
+        DeltaTableError::VersionAlreadyExists(_) => true,
+        DeltaTableError::Transaction { source } => matches!(
+            source,
+            T::VersionAlreadyExists(_)
+                | T::CommitConflict(_)
+                | T::MaxCommitAttempts(_)
+                | T::ObjectStore { .. }
+        ),
         DeltaTableError::Io { .. } => false,
         other => {
             // delta-rs wraps store errors in several variants; look down the chain
