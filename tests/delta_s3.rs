@@ -9,6 +9,7 @@ use common::delta::*;
 use common::delta_load::*;
 use common::*;
 use rand::Rng;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,30 @@ async fn s3_tables_survive_a_stopped_server_and_sigkill() {
     db.execute(&[load.initial_insert()]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(run_load(db, load, 300, Arc::clone(&stop)));
-    let headwater = work.spawn();
+    // its log goes to a file, shown when the test fails
+    let log_path = work.path().join("headwater.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut headwater = std::process::Command::new(env!("CARGO_BIN_EXE_headwater"))
+        .args(["run", "--config"])
+        .arg(work.config())
+        .env("HEADWATER_LOG", "warn")
+        .stderr(log)
+        .spawn()
+        .expect("spawn headwater");
+    let show_log = || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        eprintln!(
+            "headwater said:\n{}",
+            text.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
     wait_for_delta(
         "deltalake",
         &mirror,
@@ -52,8 +76,27 @@ async fn s3_tables_survive_a_stopped_server_and_sigkill() {
         "{} changes, 30 s of them with the S3 server down",
         load.counter - 2000
     );
-    assert_mirror_equals_source(&mut db, &table, &mirror).await;
-    stop_gracefully(headwater);
+    let recovered = tokio::spawn(async move {
+        assert_mirror_equals_source(&mut db, &table, &mirror).await;
+        db
+    })
+    .await;
+    let Ok(db) = recovered else {
+        show_log();
+        panic!("the pipeline did not recover from the stopped server");
+    };
+    let table = format!("{schema}.t");
+    let mirror = format!("s3://headwater/lake/mirror/{stream}");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(headwater.id().to_string())
+        .status()
+        .expect("kill");
+    let status = headwater.wait().expect("reap");
+    if !status.success() {
+        show_log();
+        panic!("headwater exited with {status}");
+    }
 
     // SIGKILL at random moments under load
     let stop = Arc::new(AtomicBool::new(false));

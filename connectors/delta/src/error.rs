@@ -64,18 +64,37 @@ fn delta_retryable(err: &DeltaTableError) -> bool {
                 | T::ObjectStore { .. }
         ),
         DeltaTableError::Io { .. } => false,
-        other => {
-            // delta-rs wraps store errors in several variants; look down the chain
-            let mut cause = other.source();
-            while let Some(err) = cause {
-                if let Some(store) = err.downcast_ref::<ObjectStoreError>() {
-                    return store_retryable(store);
-                }
-                cause = err.source();
-            }
-            false
-        }
+        other => store_in_chain(other).is_some_and(store_retryable),
     }
+}
+
+/// The object-store error under `err`, if any: delta-rs wraps them in several variants, and
+/// the Parquet writer's `External` errors do not report their inner error as a source.
+fn store_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ObjectStoreError> {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(store) = err.downcast_ref::<ObjectStoreError>() {
+            return Some(store);
+        }
+        if let Some(deltalake::parquet::errors::ParquetError::External(inner)) =
+            err.downcast_ref::<deltalake::parquet::errors::ParquetError>()
+        {
+            if let Some(store) = store_in_chain(inner.as_ref()) {
+                return Some(store);
+            }
+        }
+        // an io::Error wrapping another error reports that error's source, not the error
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(store) = store_in_chain(inner) {
+                return Some(store);
+            }
+        }
+        cause = err.source();
+    }
+    None
 }
 
 fn store_retryable(err: &ObjectStoreError) -> bool {
@@ -113,4 +132,53 @@ fn local_io(err: &ObjectStoreError) -> bool {
         cause = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::parquet::errors::ParquetError;
+
+    fn refused() -> ObjectStoreError {
+        ObjectStoreError::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            )),
+        }
+    }
+
+    #[test]
+    fn an_unreachable_store_is_retried_however_deeply_wrapped() {
+        let wrapped = DeltaTableError::Parquet {
+            source: ParquetError::External(Box::new(refused())),
+        };
+        assert!(delta_error("writing", wrapped).is_retryable());
+        // the Parquet writer's buffered upload wraps the store's error in an io::Error
+        let buffered = DeltaTableError::Parquet {
+            source: ParquetError::External(Box::new(std::io::Error::other(refused()))),
+        };
+        assert!(delta_error("writing", buffered).is_retryable());
+        assert!(delta_error("reading", refused()).is_retryable());
+    }
+
+    #[test]
+    fn a_full_disk_or_a_refused_permission_is_not_retried() {
+        let full = ObjectStoreError::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left",
+            )),
+        };
+        assert!(!delta_error("writing", full).is_retryable());
+        let denied = ObjectStoreError::PermissionDenied {
+            path: "x".into(),
+            source: Box::new(std::io::Error::other("denied")),
+        };
+        let error = delta_error("writing", denied);
+        assert!(!error.is_retryable());
+        assert!(error.report().contains("permissions"), "{}", error.report());
+    }
 }
