@@ -63,7 +63,16 @@ pub fn try_read_delta(
 }
 
 pub fn read_delta(reader: &str, uri: &str) -> DeltaRows {
-    try_read_delta(reader, uri, &[]).unwrap_or_else(|e| panic!("{e}"))
+    // the python reader process itself crashes now and then under load ("terminate called
+    // without an active exception", from its native threads): read again, a crash is not an answer
+    let mut attempt = 0;
+    loop {
+        match try_read_delta(reader, uri, &[]) {
+            Ok(rows) => return rows,
+            Err(e) if attempt < 3 && e.contains("terminate called") => attempt += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Polls until `matches` holds for the table as `reader` reads it, returning the last read.
