@@ -46,6 +46,11 @@ pub struct PgReader {
     stop_at: Option<PgPosition>,
     /// The position after the last commit or quiet keepalive, while no transaction is open.
     boundary: Option<PgPosition>,
+    /// The position streaming started from. The walsender decodes from the slot's
+    /// `restart_lsn`, well before it, and its keepalives carry the WAL end it has read so far:
+    /// a progress event at or below this would move the durable position backwards, and a
+    /// restart from there would repeat what the sink already holds.
+    floor: PgPosition,
 }
 
 /// PostgreSQL timestamps count microseconds from 2000-01-01.
@@ -74,6 +79,7 @@ impl PgReader {
             skip_records: 0,
             stop_at,
             boundary: Some(PgPosition::at(start.lsn, 0)).filter(|_| start.rows_done == 0),
+            floor: PgPosition::at(start.lsn, start.rows_done),
         }
     }
 
@@ -111,10 +117,11 @@ impl PgReader {
             return Step::Continue;
         }
         let here = PgPosition::at(Lsn(wal_end), 0);
-        let done = self.reached(&here);
-        if self.boundary.as_ref().is_none_or(|b| b.lsn < here.lsn) {
-            self.boundary = Some(here.clone());
+        if here <= self.floor || self.boundary.as_ref().is_some_and(|b| here <= *b) {
+            return Step::Continue;
         }
+        let done = self.reached(&here);
+        self.boundary = Some(here.clone());
         out.push(SourceEvent::Progress(Position::Postgres(here)));
         if done {
             Step::Done
@@ -193,6 +200,10 @@ impl PgReader {
                 self.txn = None;
                 self.skip_records = 0;
                 let here = PgPosition::at(Lsn(end_lsn), 0);
+                if here <= self.floor {
+                    // a transaction before the start, resent: it moves nothing on
+                    return Ok(Step::Continue);
+                }
                 let done = self.reached(&here);
                 self.boundary = Some(here.clone());
                 out.push(SourceEvent::Progress(Position::Postgres(here)));
@@ -372,4 +383,67 @@ fn decode_tuple<'t>(
         Value::Array(unchanged)
     });
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(out: &[SourceEvent]) -> Vec<PgPosition> {
+        out.iter()
+            .filter_map(|e| match e {
+                SourceEvent::Progress(Position::Postgres(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn commit(reader: &mut PgReader, final_lsn: u64, end_lsn: u64, out: &mut Vec<SourceEvent>) {
+        let begin = Message::Begin {
+            final_lsn,
+            commit_ts: 0,
+            xid: 7,
+        };
+        reader.handle(begin, final_lsn, out).unwrap();
+        let commit = Message::Commit {
+            commit_lsn: final_lsn,
+            end_lsn,
+            commit_ts: 0,
+        };
+        reader.handle(commit, end_lsn, out).unwrap();
+    }
+
+    #[test]
+    fn keepalives_from_before_a_mid_transaction_start_do_not_move_the_position_back() {
+        // resumed inside the transaction committed at 0x5000, 1024 rows in: the walsender
+        // decodes from the slot's restart_lsn and reports WAL ends below that meanwhile
+        let start = PgPosition::at(Lsn(0x5000), 1024);
+        let mut reader = PgReader::new("db", start.clone(), Some(start), None);
+        let mut out = Vec::new();
+        reader.keepalive(0x4000, &mut out);
+        reader.keepalive(0x5000, &mut out);
+        assert!(progress(&out).is_empty(), "{:?}", progress(&out));
+        commit(&mut reader, 0x5000, 0x5100, &mut out);
+        reader.keepalive(0x5080, &mut out);
+        reader.keepalive(0x6000, &mut out);
+        assert_eq!(
+            progress(&out),
+            [
+                PgPosition::at(Lsn(0x5100), 0),
+                PgPosition::at(Lsn(0x6000), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resent_transaction_before_the_start_moves_nothing() {
+        let start = PgPosition::at(Lsn(0x9000), 0);
+        let mut reader = PgReader::new("db", start.clone(), Some(start), None);
+        let mut out = Vec::new();
+        commit(&mut reader, 0x7000, 0x7100, &mut out);
+        reader.keepalive(0x8000, &mut out);
+        assert!(progress(&out).is_empty(), "{:?}", progress(&out));
+        commit(&mut reader, 0x9400, 0x9500, &mut out);
+        assert_eq!(progress(&out), [PgPosition::at(Lsn(0x9500), 0)]);
+    }
 }
