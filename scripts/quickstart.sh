@@ -129,17 +129,20 @@ UPDATE shop.customers SET vip = TRUE WHERE id = 1;
 DELETE FROM shop.orders WHERE id = 3;
 SQL
 
+# wait (up to two minutes) until both pipelines have made the last change durable
 target=$(sql -N -e 'SELECT @@gtid_binlog_pos')
-for _ in $(seq 1 300); do
+for attempt in $(seq 1 1200); do
   landed=$("$bin" offsets --config "$work/headwater.toml" 2>/dev/null | grep -o "\"gtid_set\": \"[^\"]*\"" | head -1 || true)
   [ "$landed" = "\"gtid_set\": \"$target\"" ] && break
+  [ "$attempt" = 1200 ] && { echo "the MariaDB pipeline did not reach $target in two minutes" >&2; exit 1; }
   sleep 0.1
 done
 
 pg_target=$(pg -tAc "SELECT pg_current_wal_lsn()")
-for _ in $(seq 1 300); do
+for attempt in $(seq 1 1200); do
   confirmed=$(pg -tAc "SELECT confirmed_flush_lsn >= '$pg_target' FROM pg_replication_slots WHERE slot_name = 'quickstart'")
   [ "$confirmed" = "t" ] && break
+  [ "$attempt" = 1200 ] && { echo "the PostgreSQL pipeline did not confirm $pg_target in two minutes" >&2; exit 1; }
   sleep 0.1
 done
 

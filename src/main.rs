@@ -231,6 +231,14 @@ async fn check(config: &Config) -> anyhow::Result<bool> {
             .await
             .map_err(|e| anyhow::anyhow!(e.report()))?,
     );
+    // only worth asking when the source could be reached (its problems say why not)
+    if !problems.iter().any(|p| p.severity == Severity::Error) {
+        let keyless = source
+            .keyless_tables()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.report()))?;
+        problems.extend(sink.check_keyless_tables(&keyless));
+    }
     for problem in &problems {
         println!("{problem}");
     }

@@ -426,3 +426,168 @@ async fn soft_deletes_keep_the_row_flagged() {
         .query_drop(format!("DROP DATABASE `{db_name}`"))
         .await;
 }
+
+/// A table without a primary key: `check` names it, and it gets a changelog and no mirror.
+async fn keyless_table_gets_a_changelog_only(
+    mut db: Db,
+    namespace: &str,
+    work: &Workdir,
+    server: &str,
+) {
+    work.use_delta_sink(None, "");
+    db.execute(&[format!(
+        "CREATE TABLE {namespace}.events (at bigint NOT NULL, what varchar(20))"
+    )])
+    .await;
+    let check = work.headwater(&["check"]);
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        printed.contains(&format!(
+            "{namespace}.events has no primary key: it gets a Delta changelog table and no mirror"
+        )),
+        "check names the keyless table:\n{printed}"
+    );
+    assert!(
+        !printed.contains(&format!("{namespace}.t has no primary key")),
+        "{printed}"
+    );
+    // streamed, not copied: a snapshot skips a keyless table (see the snapshot tests)
+    work.catch_up();
+    db.execute(&[
+        format!("INSERT INTO {namespace}.events (at, what) VALUES (1, 'login'), (2, 'logout')"),
+        format!("INSERT INTO {namespace}.t (id, v, amount, note) VALUES (1, 1, 1.00, 'keyed')"),
+    ])
+    .await;
+    work.catch_up();
+    let events = format!("{server}.{namespace}.events");
+    assert!(
+        !std::path::Path::new(&work.delta_table("mirror", &events)).exists(),
+        "a keyless table has no mirror"
+    );
+    for reader in READERS {
+        let changes = read_delta(reader, &work.delta_table("changelog", &events));
+        let mut seen = changes.project(&["at", "what"]);
+        seen.sort_by_key(|row| row[0].as_i64());
+        assert_eq!(
+            seen,
+            vec![
+                vec![json!(1), json!("login")],
+                vec![json!(2), json!("logout")],
+            ],
+            "{reader}"
+        );
+        let mirror = read_delta(
+            reader,
+            &work.delta_table("mirror", &format!("{server}.{namespace}.t")),
+        );
+        assert_eq!(
+            mirror.project(&["id", "note"]),
+            vec![vec![json!(1), json!("keyed")]],
+            "{reader}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keyless_tables_are_named_by_check_and_get_no_mirror() {
+    let (schema, db) = postgres_schema("hw_delta_nokey").await;
+    let work = Workdir::new();
+    work.postgres_config("dnokey", &schema, "snapshot = \"initial\"");
+    keyless_table_gets_a_changelog_only(db, &schema, &work, "dnokey").await;
+    postgres_cleanup(&schema, &work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_keyless_tables_are_named_by_check_and_get_no_mirror() {
+    let (db_name, db) = mysql_database("hw_delta_nokey").await;
+    let work = Workdir::new();
+    work.mysql_config("dnokey", &db_name, "snapshot = \"initial\"", "");
+    keyless_table_gets_a_changelog_only(db, &db_name, &work, "dnokey").await;
+    let _ = mysql_admin()
+        .await
+        .query_drop(format!("DROP DATABASE `{db_name}`"))
+        .await;
+}
+
+/// A PostgreSQL TRUNCATE empties the mirror (hard deletes) or flags every row deleted (soft),
+/// with the rows written after it in the same commit kept; the changelog records it as `t`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_empties_the_mirror_or_flags_its_rows() {
+    let (schema, mut db) = postgres_schema("hw_delta_trunc").await;
+    let table = format!("{schema}.t");
+    let hard = Workdir::new();
+    hard.postgres_config("dtrunc", &schema, "snapshot = \"initial\"");
+    hard.use_delta_sink(None, "");
+    let soft = Workdir::new();
+    soft.postgres_config("dtrunc", &schema, "snapshot = \"initial\"");
+    soft.use_delta_sink(None, "deletes = \"soft\"");
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'a'), (2, 2, 2.00, 'b')"
+    )])
+    .await;
+    hard.catch_up();
+    soft.catch_up();
+    db.execute(&[
+        // one transaction
+        format!("INSERT INTO {table} (id, v, amount, note) VALUES (3, 3, 3.00, 'c')"),
+        format!("TRUNCATE {table}"),
+        format!("INSERT INTO {table} (id, v, amount, note) VALUES (4, 4, 4.00, 'd')"),
+    ])
+    .await;
+    hard.catch_up();
+    soft.catch_up();
+    let stream = format!("dtrunc.{schema}.t");
+    for reader in READERS {
+        let mirror = read_delta(reader, &hard.delta_table("mirror", &stream));
+        assert_eq!(
+            mirror.project(&["id", "note"]),
+            vec![vec![json!(4), json!("d")]],
+            "{reader}"
+        );
+        let flagged = read_delta(reader, &soft.delta_table("mirror", &stream));
+        // row 3 is absent when the TRUNCATE reached the same commit, flagged when it did not
+        let rows: Vec<Vec<serde_json::Value>> = flagged
+            .project(&["id", "__deleted"])
+            .into_iter()
+            .filter(|r| r[0] != json!(3) || r[1] != json!(true))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec![json!(1), json!(true)],
+                vec![json!(2), json!(true)],
+                vec![json!(4), json!(false)],
+            ],
+            "{reader}: rows before the TRUNCATE flagged, the row after it live"
+        );
+        let at = flagged.column("__deleted_at");
+        let id = flagged.column("id");
+        for row in &flagged.rows {
+            assert_eq!(row[at].is_null(), row[id] == json!(4), "{reader}: {row:?}");
+        }
+        let changes = read_delta(reader, &hard.delta_table("changelog", &stream));
+        let ops: Vec<String> = changes
+            .project(&["__position", "__op"])
+            .into_iter()
+            .map(|r| r[1].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            ops.iter().filter(|op| *op == "t").count(),
+            1,
+            "{reader}: {ops:?}"
+        );
+        assert_eq!(
+            ops.len(),
+            5,
+            "{reader}: two copied rows, an insert, the TRUNCATE, an insert: {ops:?}"
+        );
+    }
+    postgres_cleanup(&schema, &hard).await;
+    let admin = postgres_admin().await;
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&soft.slot()])
+        .await;
+    let _ = admin
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", soft.slot()))
+        .await;
+}

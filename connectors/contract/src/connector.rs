@@ -163,6 +163,10 @@ pub trait Source: Send {
         table: &TableId,
         condition: Option<&str>,
     ) -> Result<(), ConnectorError>;
+
+    /// The captured tables that have no primary key (nor, where the source has one, another
+    /// row identity): `headwater check` asks the sink what it does with them.
+    async fn keyless_tables(&mut self) -> Result<Vec<TableId>, ConnectorError>;
 }
 
 /// What a sink acknowledges: these records are durable in the destination.
@@ -206,6 +210,13 @@ pub trait Sink: Send {
     /// with its fix. Changes nothing a pipeline relies on.
     async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
         Ok(Vec::new())
+    }
+
+    /// Preflight for the captured tables without a primary key: what this sink does with
+    /// them, when it treats them differently (a Delta mirror needs a key).
+    fn check_keyless_tables(&self, tables: &[TableId]) -> Vec<Problem> {
+        let _ = tables;
+        Vec::new()
     }
 
     /// Connects, recovers from an earlier crash, and returns the position stored with the sink's

@@ -7,11 +7,13 @@ use crate::batch::{self, conform, utc_micros, Lineage};
 use crate::error::delta_error;
 use crate::table::{DeltaTarget, LiveFile};
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::compute::{concat_batches, filter_record_batch};
-use deltalake::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, SchemaRef};
+use deltalake::arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType,
+};
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::protocol::DeltaOperation;
 use headwater_contract::avro_scan::AvroReader;
@@ -47,9 +49,17 @@ pub struct MergeStats {
     pub rows_carried: usize,
 }
 
+/// A TRUNCATE in this commit: every row written before it leaves the mirror (or, with soft
+/// deletes, is flagged deleted with its time and position).
+struct Truncation {
+    commit_ts_ms: i64,
+    position: String,
+}
+
 pub struct Mirror {
     pub target: DeltaTarget,
     soft_deletes: bool,
+    truncation: Option<Truncation>,
     /// Key bytes (the key columns' encoding) → index in `entries`.
     keys: HashMap<Vec<u8>, usize>,
     entries: Vec<Option<Entry>>,
@@ -100,6 +110,7 @@ impl Mirror {
         Mirror {
             target,
             soft_deletes,
+            truncation: None,
             keys: HashMap::new(),
             entries: Vec::new(),
         }
@@ -116,7 +127,7 @@ impl Mirror {
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.keys.is_empty()
+        !self.keys.is_empty() || self.truncation.is_some()
     }
 
     /// Records one change: the key's last change wins; a key change deletes the old key.
@@ -137,10 +148,14 @@ impl Mirror {
         };
         let position = position.without_backfill().to_string();
         if op == Op::Truncate {
-            return Err(ConnectorError::definite(format!(
-                "delta: TRUNCATE of {} cannot be mirrored yet; exclude the table or use tables = \"changelog\"",
-                table.id
-            )));
+            // what this commit changed before the TRUNCATE is gone with everything else
+            self.entries.clear();
+            self.keys.clear();
+            self.truncation = Some(Truncation {
+                commit_ts_ms,
+                position,
+            });
+            return Ok(());
         }
         if let (Some(before), Some(after)) = (before, after) {
             let old = key_bytes(table, before).ok_or_else(malformed)?;
@@ -250,35 +265,35 @@ impl Mirror {
             changed_keys: self.keys.len(),
             ..MergeStats::default()
         };
-        if self.keys.is_empty() {
+        if !self.has_pending() {
             return Ok(stats);
         }
         let label = self.target.label.clone();
-        let fields = self
-            .entries
-            .iter()
-            .flatten()
-            .last()
-            .map(|e| Mirror::initial_fields(&e.table, self.soft_deletes))
-            .unwrap_or_default();
-        self.target.add_columns(&fields).await?;
+        if let Some(last) = self.entries.iter().flatten().last() {
+            let fields = Mirror::initial_fields(&last.table, self.soft_deletes);
+            self.target.add_columns(&fields).await?;
+        }
         let schema = self.target.arrow_schema()?;
+        let truncation = self.truncation.take();
         let (changes, deletes) = self.changes(&schema)?;
         let keys = KeyMatcher::new(&schema, key_columns, &label)?;
         let changed = keys.key_set(&changes)?;
         let bounds = keys.int_bounds(&changes);
         let mut actions = Vec::new();
         let mut output = Vec::new();
-        for file in self
-            .target
-            .live_files(key_columns.first().map(String::as_str))
-            .await?
-        {
-            if !may_hold(&file, bounds) {
+        let first_key = key_columns.first().map(String::as_str);
+        for file in self.target.live_files(first_key).await? {
+            if truncation.is_none() && !may_hold(&file, bounds) {
+                continue;
+            }
+            if truncation.is_some() && !self.soft_deletes {
+                // every row goes: nothing to read
+                stats.files_rewritten += 1;
+                actions.push(file.remove(true));
                 continue;
             }
             stats.files_read += 1;
-            let mut removed_any = false;
+            let mut removed_any = truncation.is_some();
             let mut carried = Vec::new();
             for part in self.target.read_file(&file.path).await? {
                 let part = conform(&part, &schema, &label)?;
@@ -286,10 +301,12 @@ impl Mirror {
                 if keep.true_count() < part.num_rows() {
                     removed_any = true;
                 }
-                carried.push(
-                    filter_record_batch(&part, &keep)
-                        .map_err(|e| delta_error("filtering rows", e))?,
-                );
+                let part = filter_record_batch(&part, &keep)
+                    .map_err(|e| delta_error("filtering rows", e))?;
+                carried.push(match &truncation {
+                    Some(t) => flag_deleted(&part, t.commit_ts_ms, &t.position, &label)?,
+                    None => part,
+                });
             }
             if removed_any {
                 stats.files_rewritten += 1;
@@ -320,6 +337,58 @@ impl Mirror {
         tracing::debug!(table = %label, ?stats, "delta: mirror merged");
         Ok(stats)
     }
+}
+
+/// `rows` of a soft-deleting mirror after a TRUNCATE: each row not deleted yet is flagged
+/// deleted at the TRUNCATE's time, and its lineage names the TRUNCATE.
+fn flag_deleted(
+    rows: &RecordBatch,
+    commit_ts_ms: i64,
+    position: &str,
+    label: &str,
+) -> Result<RecordBatch, ConnectorError> {
+    let schema = rows.schema();
+    let column = |name: &str| {
+        schema
+            .index_of(name)
+            .map_err(|e| delta_error(&format!("finding column {name} of {label}"), e))
+    };
+    let (deleted, deleted_at) = (column(DELETED)?, column(DELETED_AT)?);
+    let (commit_time, at_position) = (column(batch::COMMIT_TIME)?, column(batch::POSITION)?);
+    let was_deleted = rows.column(deleted).as_boolean();
+    let newly = |row: usize| !(was_deleted.is_valid(row) && was_deleted.value(row));
+    let micros = commit_ts_ms.saturating_mul(1000);
+    let mut columns = rows.columns().to_vec();
+    columns[deleted] = Arc::new(BooleanArray::from(vec![true; rows.num_rows()]));
+    let times = |index: usize| -> ArrayRef {
+        let old = rows
+            .column(index)
+            .as_primitive::<TimestampMicrosecondType>();
+        let mut out = TimestampMicrosecondBuilder::with_capacity(rows.num_rows())
+            .with_data_type(utc_micros());
+        for row in 0..rows.num_rows() {
+            out.append_option(if newly(row) {
+                Some(micros)
+            } else {
+                old.is_valid(row).then(|| old.value(row))
+            });
+        }
+        Arc::new(out.finish())
+    };
+    columns[deleted_at] = times(deleted_at);
+    columns[commit_time] = times(commit_time);
+    let old = rows.column(at_position).as_string::<i32>();
+    let mut positions = StringBuilder::with_capacity(rows.num_rows(), rows.num_rows() * 24);
+    for row in 0..rows.num_rows() {
+        positions.append_option(if newly(row) {
+            Some(position)
+        } else {
+            old.is_valid(row).then(|| old.value(row))
+        });
+    }
+    columns[at_position] = Arc::new(positions.finish());
+    RecordBatch::try_new(schema, columns)
+        .map_err(|e| delta_error(&format!("flagging the rows of {label} deleted"), e))
 }
 
 /// Whether `file` may hold a key within `bounds` (an integer first key column's min and max).

@@ -15,7 +15,8 @@ use deltalake::arrow::datatypes::Schema;
 use deltalake::{DeltaTableBuilder, ObjectStore};
 use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, Position, Problem, Sink, SinkRecord, StreamSchema, TableSchema,
+    Ack, AckSender, ConnectorError, Position, Problem, Sink, SinkRecord, StreamSchema, TableId,
+    TableSchema,
 };
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
@@ -525,6 +526,21 @@ impl Sink for DeltaSink {
                 "point sink.path at a directory this user can write, or check the S3 endpoint and credentials (sink.storage or AWS_* variables)",
             )],
         })
+    }
+
+    fn check_keyless_tables(&self, tables: &[TableId]) -> Vec<Problem> {
+        if !self.config.tables.mirror() {
+            return Vec::new();
+        }
+        tables
+            .iter()
+            .map(|table| {
+                Problem::warning(
+                    format!("{table} has no primary key: it gets a Delta changelog table and no mirror (a mirror row is found by its key)"),
+                    format!("add a primary key to {table} and restart the pipeline for a mirror (`headwater backfill --table {table}` then copies the rows it already has)"),
+                )
+            })
+            .collect()
     }
 
     async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {

@@ -2,7 +2,7 @@
 //! source needs, each problem with its fix.
 
 use crate::source::MysqlSource;
-use headwater_contract::{ConnectorError, Problem, SnapshotMode};
+use headwater_contract::{ConnectorError, Problem, SnapshotMode, TableId};
 use mysql_async::prelude::Queryable;
 
 pub(crate) async fn check(source: &MysqlSource) -> Result<Vec<Problem>, ConnectorError> {
@@ -116,28 +116,38 @@ pub(crate) async fn check(source: &MysqlSource) -> Result<Vec<Problem>, Connecto
     }
     if source.config.snapshot != SnapshotMode::Never {
         // Snapshot chunks need a primary key to be matched against the stream.
-        let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn
-            .query(
-                "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' \
-                 AND t.TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema') \
-                 AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
-                   AND s.TABLE_NAME = t.TABLE_NAME AND s.INDEX_NAME = 'PRIMARY')",
-            )
-            .await
-            .unwrap_or_default();
-        for (db, table) in keyless {
-            let (db, table) = (
-                String::from_utf8_lossy(&db),
-                String::from_utf8_lossy(&table),
-            );
-            if source.filter.captures(&db, &table) {
-                problems.push(Problem::warning(
-                    format!("{db}.{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
-                    format!("add a primary key to {db}.{table} to copy it"),
-                ));
-            }
+        for table in keyless_tables(source, &mut conn).await.unwrap_or_default() {
+            problems.push(Problem::warning(
+                format!("{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
+                format!("add a primary key to {table} to copy it"),
+            ));
         }
     }
     let _ = conn.disconnect().await;
     Ok(problems)
+}
+
+/// The captured base tables without a primary key.
+pub(crate) async fn keyless_tables(
+    source: &MysqlSource,
+    conn: &mut mysql_async::Conn,
+) -> Result<Vec<TableId>, ConnectorError> {
+    let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn
+        .query(
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' \
+             AND t.TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema') \
+             AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA \
+               AND s.TABLE_NAME = t.TABLE_NAME AND s.INDEX_NAME = 'PRIMARY') \
+             ORDER BY 1, 2",
+        )
+        .await
+        .map_err(source.classify("listing the tables without a primary key"))?;
+    Ok(keyless
+        .into_iter()
+        .map(|(db, table)| TableId {
+            namespace: String::from_utf8_lossy(&db).into_owned(),
+            table: String::from_utf8_lossy(&table).into_owned(),
+        })
+        .filter(|id| source.filter.captures(&id.namespace, &id.table))
+        .collect())
 }

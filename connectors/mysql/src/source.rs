@@ -379,6 +379,13 @@ impl Source for MysqlSource {
         checked
     }
 
+    async fn keyless_tables(&mut self) -> Result<Vec<TableId>, ConnectorError> {
+        let mut conn = self.connect().await?;
+        let tables = crate::preflight::keyless_tables(self, &mut conn).await;
+        let _ = conn.disconnect().await;
+        tables
+    }
+
     async fn log_end(&mut self) -> Result<Position, ConnectorError> {
         let mut conn = self.connect().await?;
         let end = self.master_status(&mut conn).await?;

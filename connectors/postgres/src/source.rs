@@ -223,6 +223,17 @@ impl Source for PostgresSource {
         self.chunk_reader().await?.check(table, condition).await
     }
 
+    async fn keyless_tables(&mut self) -> Result<Vec<TableId>, ConnectorError> {
+        let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
+        let tables = catalog::captured_tables(&client, &self.config.url, &self.filter).await?;
+        // a replica identity index identifies rows as a primary key does
+        Ok(tables
+            .into_iter()
+            .filter(|(_, _, identity, has_key)| !has_key && identity != "i")
+            .map(|(namespace, table, _, _)| TableId { namespace, table })
+            .collect())
+    }
+
     async fn stream(
         &mut self,
         resume: Option<Position>,
