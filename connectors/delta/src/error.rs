@@ -64,8 +64,26 @@ fn delta_retryable(err: &DeltaTableError) -> bool {
                 | T::ObjectStore { .. }
         ),
         DeltaTableError::Io { .. } => false,
+        DeltaTableError::Generic(text) => unreachable_store_text(text),
         other => store_in_chain(other).is_some_and(store_retryable),
     }
+}
+
+/// delta-rs turns some log-store errors into text (`DeltaTableError::Generic`), e.g. listing
+/// the log for the latest version: a store that could not be reached is told by the object
+/// store's own words, and a refusal (missing object, 401/403) is not.
+fn unreachable_store_text(text: &str) -> bool {
+    const REFUSALS: [&str; 6] = [
+        "not found",
+        "permission",
+        "denied",
+        "unauthenticated",
+        "status 401",
+        "status 403",
+    ];
+    let lower = text.to_ascii_lowercase();
+    lower.contains("error interacting with object store")
+        && !REFUSALS.iter().any(|refusal| lower.contains(refusal))
 }
 
 /// The object-store error under `err`, if any: delta-rs wraps them in several variants, and
@@ -161,6 +179,21 @@ mod tests {
         };
         assert!(delta_error("writing", buffered).is_retryable());
         assert!(delta_error("reading", refused()).is_retryable());
+    }
+
+    #[test]
+    fn a_store_error_delta_rs_turned_into_text_is_retried_unless_it_is_a_refusal() {
+        // as the S3 outage test met it, listing the log for the latest version
+        let lost = DeltaTableError::Generic(
+            "Error interacting with object store: Generic S3 error: Error performing list request: Error performing GET http://127.0.0.1:46589/headwater?list-type=2 in 2.6s, after 10 retries - HTTP error: error sending request".into(),
+        );
+        assert!(delta_error("committing", lost).is_retryable());
+        let forbidden = DeltaTableError::Generic(
+            "Error interacting with object store: Generic S3 error: Client error with status 403 Forbidden".into(),
+        );
+        assert!(!delta_error("committing", forbidden).is_retryable());
+        let other = DeltaTableError::Generic("Invalid table version: 3".into());
+        assert!(!delta_error("committing", other).is_retryable());
     }
 
     #[test]

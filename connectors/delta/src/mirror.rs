@@ -18,7 +18,6 @@ use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::protocol::DeltaOperation;
 use headwater_contract::avro_scan::AvroReader;
 use headwater_contract::{ConnectorError, Op, Position, TableSchema};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub const DELETED: &str = "__deleted";
@@ -61,7 +60,7 @@ pub struct Mirror {
     soft_deletes: bool,
     truncation: Option<Truncation>,
     /// Key bytes (the key columns' encoding) → index in `entries`.
-    keys: HashMap<Vec<u8>, usize>,
+    keys: foldhash::HashMap<Vec<u8>, usize>,
     entries: Vec<Option<Entry>>,
 }
 
@@ -111,7 +110,7 @@ impl Mirror {
             target,
             soft_deletes,
             truncation: None,
-            keys: HashMap::new(),
+            keys: foldhash::HashMap::default(),
             entries: Vec::new(),
         }
     }
@@ -280,7 +279,6 @@ impl Mirror {
         let changed = keys.key_set(&changes)?;
         let bounds = keys.int_bounds(&changes);
         let mut actions = Vec::new();
-        let mut output = Vec::new();
         let first_key = key_columns.first().map(String::as_str);
         for file in self.target.live_files(first_key).await? {
             if truncation.is_none() && !may_hold(&file, bounds) {
@@ -312,7 +310,8 @@ impl Mirror {
                 stats.files_rewritten += 1;
                 stats.rows_carried += carried.iter().map(RecordBatch::num_rows).sum::<usize>();
                 actions.push(file.remove(true));
-                output.extend(carried);
+                // written file by file, so a merge holds one file's rows, not the table's
+                actions.extend(self.target.write_files(carried, true).await?);
             }
         }
         let upserts = if self.soft_deletes {
@@ -322,8 +321,7 @@ impl Mirror {
                 .map_err(|e| delta_error("selecting upserts", e))?;
             filter_record_batch(&changes, &keep).map_err(|e| delta_error("selecting upserts", e))?
         };
-        output.push(upserts);
-        actions.extend(self.target.write_files(output, true).await?);
+        actions.extend(self.target.write_files(vec![upserts], true).await?);
         let operation = DeltaOperation::Merge {
             predicate: None,
             merge_predicate: Some(format!("key in {} changed keys", stats.changed_keys)),
@@ -405,6 +403,8 @@ fn may_hold(file: &LiveFile, bounds: Option<(i64, i64)>) -> bool {
     }
 }
 
+type KeySet = foldhash::HashSet<Box<[u8]>>;
+
 /// Compares rows by their key columns (Arrow's row format: one byte string per key).
 struct KeyMatcher {
     indexes: Vec<usize>,
@@ -438,7 +438,7 @@ impl KeyMatcher {
             .collect()
     }
 
-    fn key_set(&self, batch: &RecordBatch) -> Result<HashSet<Box<[u8]>>, ConnectorError> {
+    fn key_set(&self, batch: &RecordBatch) -> Result<KeySet, ConnectorError> {
         let rows = self
             .converter
             .convert_columns(&self.columns(batch))
@@ -447,11 +447,7 @@ impl KeyMatcher {
     }
 
     /// `true` for each row of `batch` whose key is not in `keys`.
-    fn not_in(
-        &self,
-        batch: &RecordBatch,
-        keys: &HashSet<Box<[u8]>>,
-    ) -> Result<BooleanArray, ConnectorError> {
+    fn not_in(&self, batch: &RecordBatch, keys: &KeySet) -> Result<BooleanArray, ConnectorError> {
         let rows = self
             .converter
             .convert_columns(&self.columns(batch))

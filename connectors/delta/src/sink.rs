@@ -57,8 +57,16 @@ pub struct DeltaSink {
     last_vacuum_at: Instant,
     pending_seq: Option<u64>,
     first_pending_at: Option<Instant>,
+    /// Encoded bytes of the records since the last commit (see [`MAX_PENDING_BYTES`]).
+    pending_bytes: usize,
     last_commit_at: Instant,
 }
+
+/// A round is committed early once its records add up to this many encoded bytes: pending
+/// mirror entries and changelog columns take several times their encoded size in memory, and a
+/// large transaction or a catch-up would otherwise grow a round to the pipeline's whole
+/// in-flight window (the benchmark's 250,000 changes took 430 MB).
+const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// One Delta table as `headwater inspect` shows it.
 #[derive(Debug, Clone)]
@@ -120,6 +128,7 @@ impl DeltaSink {
             last_vacuum_at: Instant::now(),
             pending_seq: None,
             first_pending_at: None,
+            pending_bytes: 0,
             last_commit_at: Instant::now(),
         })
     }
@@ -418,6 +427,7 @@ impl DeltaSink {
         self.holds.retain(|_, held| &*held > through);
         tracing::debug!(round, changes, ?merged, elapsed = ?started.elapsed(), position = %through, "delta commit");
         self.first_pending_at = None;
+        self.pending_bytes = 0;
         self.last_commit_at = Instant::now();
         if let (Some(seq), Some(acks)) = (self.pending_seq.take(), &self.acks) {
             acks.ack(Ack::Through(seq));
@@ -553,6 +563,11 @@ impl Sink for DeltaSink {
         self.write_change(&record).await?;
         self.pending_seq = Some(record.seq);
         self.first_pending_at.get_or_insert_with(Instant::now);
+        self.pending_bytes += record.value.len();
+        if self.pending_bytes >= MAX_PENDING_BYTES {
+            // the record's position covers it and everything before it
+            self.commit(&record.position).await?;
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transactio
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
@@ -69,7 +70,11 @@ fn writer_properties(compression: Compression) -> WriterProperties {
         Compression::Gzip => ParquetCompression::GZIP(GzipLevel::default()),
         Compression::None => ParquetCompression::UNCOMPRESSED,
     };
-    WriterProperties::builder().set_compression(codec).build()
+    WriterProperties::builder()
+        .set_compression(codec)
+        // one distinct value per row: a dictionary only costs time (a tenth of the sink's)
+        .set_column_dictionary_enabled(ColumnPath::from(crate::batch::POSITION), false)
+        .build()
 }
 
 impl DeltaTarget {
