@@ -65,6 +65,20 @@ fn delta_retryable(err: &DeltaTableError) -> bool {
         ),
         DeltaTableError::Io { .. } => false,
         DeltaTableError::Generic(text) => unreachable_store_text(text),
+        DeltaTableError::KernelError(kernel) => kernel_retryable(kernel),
+        other => store_in_chain(other).is_some_and(store_retryable),
+    }
+}
+
+/// The Delta kernel (which reads the log) keeps the store's error as a field, not as a source,
+/// so a chain walk does not find it: its variants are matched here.
+fn kernel_retryable(err: &delta_kernel::Error) -> bool {
+    use delta_kernel::Error as K;
+    match err {
+        K::Backtraced { source, .. } => kernel_retryable(source),
+        K::ObjectStore(store) => store_retryable(store),
+        K::Parquet(parquet) => store_in_chain(parquet).is_some_and(store_retryable),
+        K::IOError(io) => network_io(io),
         other => store_in_chain(other).is_some_and(store_retryable),
     }
 }
@@ -131,25 +145,30 @@ fn store_retryable(err: &ObjectStoreError) -> bool {
 
 /// A filesystem failure (disk full, permissions) does not cure itself; a network one may.
 fn local_io(err: &ObjectStoreError) -> bool {
-    use std::io::ErrorKind as K;
     let mut cause = err.source();
     while let Some(err) = cause {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return !matches!(
-                io.kind(),
-                K::ConnectionRefused
-                    | K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::NotConnected
-                    | K::BrokenPipe
-                    | K::TimedOut
-                    | K::UnexpectedEof
-                    | K::Interrupted
-            );
+            return !network_io(io);
         }
         cause = err.source();
     }
     false
+}
+
+/// An I/O error of a connection (which the next attempt may not meet), not of a disk.
+fn network_io(io: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        io.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::Interrupted
+    )
 }
 
 #[cfg(test)]
@@ -194,6 +213,27 @@ mod tests {
         assert!(!delta_error("committing", forbidden).is_retryable());
         let other = DeltaTableError::Generic("Invalid table version: 3".into());
         assert!(!delta_error("committing", other).is_retryable());
+    }
+
+    #[test]
+    fn a_store_error_the_kernel_met_reading_the_log_is_retried() {
+        // as the S3 outage test met it: reading a commit of the log while the server was down
+        let lost = DeltaTableError::KernelError(delta_kernel::Error::ObjectStore(refused()));
+        assert!(delta_error("committing", lost).is_retryable());
+        let backtraced = DeltaTableError::KernelError(delta_kernel::Error::Backtraced {
+            source: Box::new(delta_kernel::Error::ObjectStore(refused())),
+            backtrace: Box::new(std::backtrace::Backtrace::disabled()),
+        });
+        assert!(delta_error("committing", backtraced).is_retryable());
+        let missing = DeltaTableError::KernelError(delta_kernel::Error::ObjectStore(
+            ObjectStoreError::NotFound {
+                path: "_delta_log/00000000000000000003.json".into(),
+                source: Box::new(std::io::Error::other("gone")),
+            },
+        ));
+        assert!(!delta_error("committing", missing).is_retryable());
+        let bad = DeltaTableError::KernelError(delta_kernel::Error::Generic("bad log".into()));
+        assert!(!delta_error("committing", bad).is_retryable());
     }
 
     #[test]
