@@ -39,4 +39,9 @@ cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$l
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+# the fuzz targets keep compiling and their crash regressions stay fixed: a short,
+# deterministic run of each (scripts/fuzz.sh for long runs)
+fuzz_status=0
+bash scripts/fuzz.sh --ci || fuzz_status=$?
+if [ "$fuzz_status" -eq 0 ]; then echo "fuzz targets: all passed"; else echo "fuzz targets: FAILED"; status=$fuzz_status; fi
 exit $status

@@ -4,42 +4,12 @@
 
 mod common;
 
+use common::counter_load::*;
 use common::*;
 use rand::Rng;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-async fn write_load(schema: String, stop: Arc<AtomicBool>) -> u64 {
-    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
-    let mut next_id = 0i64;
-    let mut transactions = 0u64;
-    while !stop.load(Ordering::SeqCst) {
-        let size = if transactions % 25 == 24 {
-            3000
-        } else {
-            rand::rng().random_range(1..20)
-        };
-        let mut sql = format!(
-            "BEGIN; INSERT INTO {schema}.t (id, v, pad) SELECT g, 0, repeat('p', 50) FROM generate_series({next_id}, {}) g;",
-            next_id + size - 1
-        );
-        next_id += size;
-        if next_id > 10 {
-            let low = rand::rng().random_range(0..next_id - 10);
-            sql.push_str(&format!(
-                "UPDATE {schema}.t SET v = v + 1 WHERE id BETWEEN {low} AND {};",
-                low + 5
-            ));
-        }
-        sql.push_str("COMMIT;");
-        client.batch_execute(&sql).await.expect("load transaction");
-        transactions += 1;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    transactions
-}
 
 async fn schema_with_table(prefix: &str, ddl: &str) -> String {
     let schema = unique(prefix);
@@ -80,19 +50,11 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     work.postgres_config("pgcrash", &schema, "");
     work.catch_up();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_load(schema.clone(), stop.clone()));
+    let writer = tokio::spawn(postgres_counter_load(schema.clone(), stop.clone()));
     for _ in 0..6 {
         let mut child = work.spawn();
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..1500))).await;
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .map(|mut e| e.read_to_string(&mut stderr));
-            panic!("headwater exited early with {status}: {stderr}");
-        }
+        assert_still_running(&mut child);
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
     }
@@ -106,33 +68,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
     work.catch_up();
 
     let records = read_stream(&work.lake(), &format!("pgcrash.{schema}.t"));
-    let mut last_v: HashMap<i64, i64> = HashMap::new();
-    for record in &records {
-        let after = image(record, "after").expect("after image");
-        let (id, v) = (avro_int(&after["id"]), avro_int(&after["v"]));
-        match op(record).as_str() {
-            "c" => assert!(last_v.insert(id, v).is_none(), "row {id} inserted twice"),
-            "u" => {
-                let before = last_v
-                    .get(&id)
-                    .copied()
-                    .unwrap_or_else(|| panic!("update of {id} before its insert"));
-                assert_eq!(v, before + 1, "row {id}: lost or repeated update");
-                last_v.insert(id, v);
-            }
-            other => panic!("unexpected op {other}"),
-        }
-    }
-    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
-    let rows = client
-        .query(&format!("SELECT id, v FROM {schema}.t"), &[])
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), last_v.len());
-    for row in rows {
-        let (id, v): (i64, i32) = (row.get(0), row.get(1));
-        assert_eq!(last_v.get(&id), Some(&i64::from(v)), "row {id}");
-    }
+    assert_each_change_once(&records, &postgres_counter_rows(&schema).await);
     eprintln!(
         "{transactions} transactions, {} records, all exactly once",
         records.len()

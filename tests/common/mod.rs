@@ -1,9 +1,11 @@
 //! Helpers for tests against the real servers started by `scripts/services.sh`.
 #![allow(dead_code)]
 
+pub mod counter_load;
 pub mod delta;
 pub mod delta_load;
 mod hold;
+pub mod proxy;
 #[allow(unused_imports)]
 pub use hold::*;
 

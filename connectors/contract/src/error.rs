@@ -25,7 +25,18 @@ pub struct ConnectorError {
     pub position_lost: bool,
 }
 
+/// How long a connection to a server may take, TCP and handshake together: a server or path
+/// that accepts and then says nothing (a black hole) would otherwise hold a reconnect forever.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl ConnectorError {
+    /// A connection to `url` (already redacted) that did not complete in [`CONNECT_TIMEOUT`].
+    pub fn connect_timed_out(what: &str, url: &str) -> Self {
+        ConnectorError::retryable(format!(
+            "{what} at {url}: no answer in {CONNECT_TIMEOUT:?}; check that the server is up and the network path to it is open. Retrying"
+        ))
+    }
+
     /// A transient failure; `message` says what failed.
     pub fn retryable(message: impl Into<String>) -> Self {
         ConnectorError {

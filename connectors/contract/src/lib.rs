@@ -22,7 +22,7 @@ pub use backfill::{
 pub use connector::{
     Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source, StreamContext,
 };
-pub use error::{ConnectorError, Problem, Retry, Severity};
+pub use error::{ConnectorError, Problem, Retry, Severity, CONNECT_TIMEOUT};
 pub use filter::{redact_url, TableFilter};
 pub use position::{
     BinlogPosition, GtidSet, Lsn, MariadbGtid, MariadbGtidState, MysqlGtidSet, PgPosition,

@@ -16,7 +16,8 @@ struct HistoryFile {
 }
 
 pub struct SchemaHistory {
-    path: PathBuf,
+    /// `None`: kept in memory only (fuzzing and tests drive decoders without a state dir).
+    path: Option<PathBuf>,
     file: HistoryFile,
 }
 
@@ -59,7 +60,21 @@ impl SchemaHistory {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => HistoryFile { version: 1, ..Default::default() },
             Err(err) => return Err(io_error(&path, err)),
         };
-        Ok(SchemaHistory { path, file })
+        Ok(SchemaHistory {
+            path: Some(path),
+            file,
+        })
+    }
+
+    /// A history that is not kept on disk: version numbers last as long as the value.
+    pub fn in_memory() -> Self {
+        SchemaHistory {
+            path: None,
+            file: HistoryFile {
+                version: 1,
+                ..Default::default()
+            },
+        }
     }
 
     /// How many schema versions of `table` (`namespace.table`) are known.
@@ -82,23 +97,26 @@ impl SchemaHistory {
     }
 
     fn save(&self) -> Result<(), ConnectorError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| {
             ConnectorError::definite(format!("encoding the schema history failed: {e}"))
         })?;
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(|e| io_error(&self.path, e))?;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
         }
-        let temp = self.path.with_extension("json.tmp");
+        let temp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&temp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            fs::rename(&temp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
+            fs::rename(&temp, path)?;
+            if let Some(dir) = path.parent() {
                 File::open(dir)?.sync_all()?;
             }
             Ok(())
         };
-        write().map_err(|e| io_error(&self.path, e))
+        write().map_err(|e| io_error(path, e))
     }
 }

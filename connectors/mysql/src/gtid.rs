@@ -61,6 +61,7 @@ pub fn parse_gtid_list(data: &[u8]) -> Result<Vec<MariadbGtid>, MalformedEvent> 
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

@@ -12,7 +12,9 @@ use crate::table::{
 };
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::backfill::{ChunkRequest, ChunkRow};
-use headwater_contract::{BinlogPosition, Column, ConnectorError, TableId, TableSchema};
+use headwater_contract::{
+    BinlogPosition, Column, ConnectorError, TableId, TableSchema, CONNECT_TIMEOUT,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::sync::Arc;
@@ -90,9 +92,17 @@ impl ChunkReader {
         server_id: u32,
         signal_table: Option<TableId>,
     ) -> Result<Self, ConnectorError> {
-        let mut conn = Conn::new(opts)
-            .await
-            .map_err(|e| sql_error("connecting for the snapshot", url, server_id, e))?;
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
+            Ok(conn) => {
+                conn.map_err(|e| sql_error("connecting for the snapshot", url, server_id, e))?
+            }
+            Err(_) => {
+                return Err(ConnectorError::connect_timed_out(
+                    "connecting for the snapshot",
+                    &headwater_contract::redact_url(url),
+                ))
+            }
+        };
         // Timestamps in UTC like the binlog's epoch seconds; text in each column's own character
         // set so it is decoded exactly as row images are.
         conn.query_drop("SET time_zone = '+00:00', character_set_results = binary")

@@ -3,17 +3,18 @@
 use crate::config::WatermarkKind;
 use crate::config::{MysqlConfig, StartFrom};
 use crate::error::classify;
+use crate::read_event::{next_event, ReadFailure};
 use crate::snapshot::{ChunkOutcome, ChunkReader, Watermark};
 use crate::stream::{BinlogReader, Step};
 use crate::table::{Collations, ColumnHints, TypeHint};
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use headwater_contract::backfill::Chunk;
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, Completed, ConnectorError,
-    EventSender, GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMarker,
-    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
+    redact_url, BackfillKind, BackfillRequest, Backfiller, BinlogPosition, Completed,
+    ConnectorError, EventSender, GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem,
+    SnapshotMarker, SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter,
+    TableId, CONNECT_TIMEOUT,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -69,9 +70,13 @@ impl MysqlSource {
     }
 
     pub(crate) async fn connect(&self) -> Result<Conn, ConnectorError> {
-        Conn::new(self.opts.clone())
-            .await
-            .map_err(self.classify("connecting to the source"))
+        match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(self.opts.clone())).await {
+            Ok(conn) => conn.map_err(self.classify("connecting to the source")),
+            Err(_) => Err(ConnectorError::connect_timed_out(
+                "connecting to the source",
+                &redact_url(&self.config.url),
+            )),
+        }
     }
 
     pub(crate) async fn variables(
@@ -542,10 +547,14 @@ impl Source for MysqlSource {
             Err(err) => self.recover_or_fail(err, &events, &stream.backfill).await,
             ok => ok,
         };
-        let _ = meta
-            .query_drop(format!("KILL CONNECTION {dump_thread}"))
-            .await;
-        let _ = meta.disconnect().await;
+        // bounded: after a black hole the server never answers
+        let end_dump_thread = async {
+            let _ = meta
+                .query_drop(format!("KILL CONNECTION {dump_thread}"))
+                .await;
+            let _ = meta.disconnect().await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), end_dump_thread).await;
         result
     }
 }
@@ -639,9 +648,12 @@ impl MysqlSource {
         let mut inbox_timer = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut reached_stop = false;
         stream.backfill.accept(&stream.context.backfills);
+        // a deadline, not a timeout per wait: the other branches wake the loop every second,
+        // and a fresh timeout each time would never expire on a silent connection
+        let mut silent_after = tokio::time::Instant::now() + silence;
         loop {
             tokio::select! {
-                next = tokio::time::timeout(silence, binlog.next()) => {
+                next = tokio::time::timeout_at(silent_after, next_event(&mut binlog)) => {
                     let event: Event = match next {
                         Err(_) => {
                             return Err(ConnectorError::retryable(format!(
@@ -649,10 +661,19 @@ impl MysqlSource {
                             )))
                         }
                         Ok(Some(Ok(event))) => event,
-                        Ok(Some(Err(err))) => {
+                        Ok(Some(Err(ReadFailure::Server(err)))) => {
                             return Err(self
                                 .explain_stream_error(err, "reading the binlog", start, gtid_mode)
                                 .await)
+                        }
+                        Ok(Some(Err(ReadFailure::Malformed(what)))) => {
+                            let after = stream.reader.boundary().map_or_else(
+                                || "inside a transaction".to_string(),
+                                |here| format!("after {}:{}", here.file, here.pos),
+                            );
+                            return Err(ConnectorError::definite(format!(
+                                "the server sent a binlog event that cannot be read ({what}), {after}; check the binlog there with `mariadb-binlog`/`mysqlbinlog` and report it. Nothing is lost: the last committed position is kept"
+                            )));
                         }
                         Ok(None) => {
                             return Err(ConnectorError::retryable(
@@ -660,6 +681,7 @@ impl MysqlSource {
                             ))
                         }
                     };
+                    silent_after = tokio::time::Instant::now() + silence;
                     let step = stream.reader.handle(&event, &mut batch)?;
                     if step == Step::Done {
                         reached_stop = true;

@@ -2,8 +2,9 @@
 //! transaction, and turns row events of captured tables into change records.
 
 use crate::config::SYSTEM_DATABASES;
-use crate::decoder::ColumnDecoder;
+use crate::decoder::{ColumnDecoder, DecodeError};
 use crate::gtid::{parse_gtid, parse_gtid_list};
+use crate::guard::{panic_message, previous_gtids_fit, table_map_counts_fit};
 use crate::table::{describe, Collations, ColumnHints, TableInfo};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::position::format_uuid;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 const ROTATE_EVENT: u8 = 4;
 const HEARTBEAT_EVENT: u8 = 27;
+const MYSQL_PREVIOUS_GTIDS_EVENT: u8 = 35;
 const MARIADB_GTID_EVENT: u8 = 162;
 const MARIADB_GTID_LIST_EVENT: u8 = 163;
 const MARIADB_COMPRESSED_FIRST: u8 = 165;
@@ -237,7 +239,23 @@ impl<'a> BinlogReader<'a> {
         event: &Event,
         out: &mut Vec<SourceEvent>,
     ) -> Result<Step, ConnectorError> {
-        let step = self.handle_event(event, out)?;
+        // `mysql_common` panics on some malformed events (slicing past an end it did not
+        // check); such an event is a corrupt stream, reported as one instead of a crash
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.handle_event(event, out)
+        }));
+        let step = match handled {
+            Ok(step) => step?,
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                return Err(defect(format!(
+                    "event type {} at {}:{} could not be parsed ({what})",
+                    event.header().event_type_raw(),
+                    self.file,
+                    self.next_pos
+                )));
+            }
+        };
         // Events outside transactions (rotations, format descriptions, GTID lists) can carry
         // the position to the catch-up target; do not wait for a heartbeat to notice.
         if step == Step::Continue && self.reached_stop() {
@@ -325,6 +343,13 @@ impl<'a> BinlogReader<'a> {
                 return Err(ConnectorError::definite(
                     "the server writes compressed binlog events (log_bin_compress=ON), which Headwater does not decode yet; set log_bin_compress=OFF on the server",
                 ));
+            }
+            MYSQL_PREVIOUS_GTIDS_EVENT if !previous_gtids_fit(event.data()) => {
+                return Err(defect(format!(
+                    "a PREVIOUS_GTIDS event at {}:{event_start} whose counts exceed its {} bytes",
+                    self.file,
+                    event.data().len()
+                )));
             }
             _ => {}
         }
@@ -535,6 +560,12 @@ impl<'a> BinlogReader<'a> {
         }
         let db = tme.database_name();
         let name = tme.table_name();
+        if !table_map_counts_fit(raw) {
+            return Err(defect(format!(
+                "a TABLE_MAP event of {db}.{name} whose ENUM/SET label counts exceed its {} bytes",
+                raw.len()
+            )));
+        }
         let signal = self
             .signal_table
             .as_ref()
@@ -617,6 +648,7 @@ impl<'a> BinlogReader<'a> {
         let mut before_values: Vec<Value<'_>> = Vec::with_capacity(count);
         let mut after_values: Vec<Value<'_>> = Vec::with_capacity(count);
         while at < data.len() {
+            let row_start = at;
             before_values.clear();
             after_values.clear();
             if has_before {
@@ -626,6 +658,13 @@ impl<'a> BinlogReader<'a> {
             if has_after {
                 read_image(&info.decoders, data, &mut at, &mut after_values)
                     .map_err(|e| row_error(schema, e))?;
+            }
+            if at == row_start {
+                // a table of no columns: every row would be read from the same bytes, forever
+                return Err(row_error(
+                    schema,
+                    DecodeError("a row image of no bytes".into()),
+                ));
             }
             let image = |present: bool, values: &[Value<'_>]| -> Result<_, ConnectorError> {
                 Ok(if present {

@@ -73,28 +73,47 @@ fn write_rows(ids: &[i32]) -> Vec<u8> {
     body
 }
 
+/// What a reader borrows: a filter capturing `shop.*`, collations, an in-memory history.
+struct Fixture {
+    filter: TableFilter,
+    collations: Collations,
+    history: SchemaHistory,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            filter: TableFilter::new(&["shop.*".to_string()], &[]).unwrap(),
+            collations: Collations::default(),
+            history: SchemaHistory::in_memory(),
+        }
+    }
+
+    /// A reader from the start of `binlog.000001`, file/offset mode, no checksums.
+    fn reader(&mut self) -> BinlogReader<'_> {
+        let start = BinlogPosition {
+            file: "binlog.000001".into(),
+            pos: 4,
+            gtid_set: Arc::default(),
+            rows_done: 0,
+            backfill: None,
+        };
+        BinlogReader::new(
+            &self.filter,
+            &self.collations,
+            &mut self.history,
+            start,
+            false,
+            None,
+            false,
+        )
+    }
+}
+
 #[test]
 fn a_mysql8_stream_tracks_gtids_and_positions() {
-    let filter = TableFilter::new(&["shop.*".to_string()], &[]).unwrap();
-    let collations = Collations::default();
-    let state_dir = std::env::temp_dir().join(format!("hw-mysql8-{}", std::process::id()));
-    let mut history = SchemaHistory::open(&state_dir, "mysql-schema-history.json").unwrap();
-    let start = BinlogPosition {
-        file: "binlog.000001".into(),
-        pos: 4,
-        gtid_set: Arc::default(),
-        rows_done: 0,
-        backfill: None,
-    };
-    let mut binlog = BinlogReader::new(
-        &filter,
-        &collations,
-        &mut history,
-        start,
-        false,
-        None,
-        false,
-    );
+    let mut fixture = Fixture::new();
+    let mut binlog = fixture.reader();
     let mut esr = EventStreamReader::new(BinlogVersion::Version4);
     let mut out = Vec::new();
     let prev = event(&mut esr, 35, 200, &previous_gtids(9));
@@ -145,5 +164,72 @@ fn a_mysql8_stream_tracks_gtids_and_positions() {
         Some(&[10u8][..]),
         "key of id 5 is zig-zag 10"
     );
-    let _ = std::fs::remove_dir_all(state_dir);
+}
+
+/// Found by fuzzing (`binlog_rows`): a TABLE_MAP naming a primary key column past the last
+/// column made the key encoder index out of bounds. It is a corrupt event: an error.
+#[test]
+fn a_primary_key_column_past_the_columns_is_an_error_not_a_panic() {
+    let mut fixture = Fixture::new();
+    let mut binlog = fixture.reader();
+    let mut esr = EventStreamReader::new(BinlogVersion::Version4);
+    let mut out = Vec::new();
+    let mut corrupt = table_map();
+    let last = corrupt.len() - 1;
+    corrupt[last] = 58; // SIMPLE_PRIMARY_KEY: column 58 of 1
+    binlog
+        .handle(&event(&mut esr, 33, 300, &gtid(10)), &mut out)
+        .unwrap();
+    let tme = event(&mut esr, 19, 400, &corrupt);
+    let outcome = binlog
+        .handle(&tme, &mut out)
+        .and_then(|_| binlog.handle(&event(&mut esr, 30, 500, &write_rows(&[5])), &mut out));
+    let err = outcome.expect_err("a corrupt TABLE_MAP is an error");
+    assert!(
+        err.to_string().contains("primary key column 58"),
+        "the error names the bad column: {err}"
+    );
+}
+
+/// Found by fuzzing (`binlog_rows`): rows of a table with no columns take no bytes, so the
+/// rows loop read the same place forever and grew its output until memory ran out.
+#[test]
+fn rows_of_a_table_without_columns_are_an_error_not_an_endless_loop() {
+    let mut fixture = Fixture::new();
+    let mut binlog = fixture.reader();
+    let mut esr = EventStreamReader::new(BinlogVersion::Version4);
+    let mut out = Vec::new();
+    let mut no_columns = 42u64.to_le_bytes()[..6].to_vec();
+    no_columns.extend_from_slice(&1u16.to_le_bytes());
+    no_columns.extend_from_slice(b"\x04shop\x00\x01t\x00");
+    no_columns.extend_from_slice(&[0, 0]); // no columns, no type metadata
+    let mut rows = 42u64.to_le_bytes()[..6].to_vec();
+    rows.extend_from_slice(&1u16.to_le_bytes());
+    rows.extend_from_slice(&2u16.to_le_bytes());
+    rows.extend_from_slice(&[0, 0xAA]); // no columns; one stray byte of "rows"
+    binlog
+        .handle(&event(&mut esr, 33, 300, &gtid(10)), &mut out)
+        .unwrap();
+    let outcome = binlog
+        .handle(&event(&mut esr, 19, 400, &no_columns), &mut out)
+        .and_then(|_| binlog.handle(&event(&mut esr, 30, 500, &rows), &mut out));
+    let err = outcome.expect_err("rows that take no bytes are an error");
+    assert!(err.to_string().contains("no bytes"), "{err}");
+}
+
+/// Found by fuzzing (`binlog_stream`): `mysql_common` panics parsing a TRANSACTION_PAYLOAD
+/// event whose unknown field claims more bytes than the event has. A corrupt event is an
+/// error naming where it is, not a crash of the process.
+#[test]
+fn an_event_the_parser_panics_on_is_an_error() {
+    let mut fixture = Fixture::new();
+    let mut binlog = fixture.reader();
+    let mut esr = EventStreamReader::new(BinlogVersion::Version4);
+    let mut out = Vec::new();
+    // field type 99 (unknown), said to be 200 bytes long, in a body of 2
+    let payload = event(&mut esr, 40, 300, &[99, 200]);
+    let err = binlog
+        .handle(&payload, &mut out)
+        .expect_err("a corrupt event is an error");
+    assert!(err.to_string().contains("could not be parsed"), "{err}");
 }

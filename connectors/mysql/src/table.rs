@@ -84,6 +84,12 @@ pub fn describe(
         .map(|k| k.map(|k| k as usize))
         .collect::<Result<_, _>>()
         .map_err(bad_meta)?;
+    if let Some(beyond) = primary_key.iter().find(|&&k| k >= count) {
+        return Err(definite(
+            &id,
+            format!("the TABLE_MAP event names primary key column {beyond} of a table of {count} columns: the event is corrupt; check the binlog at this position with mariadb-binlog/mysqlbinlog"),
+        ));
+    }
     let mut enum_labels = Vec::new();
     let mut set_labels = Vec::new();
     for field in tme.iter_optional_meta() {

@@ -6,7 +6,7 @@ use crate::pgoutput::Relation;
 use crate::types::{PgType, TextKind};
 use headwater_contract::{
     redact_url, Column, ConnectorError, FieldType, LogStatus, Lsn, Retention, TableFilter, TableId,
-    TableSchema,
+    TableSchema, CONNECT_TIMEOUT,
 };
 use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
@@ -49,20 +49,26 @@ pub async fn connect(
         .parse()
         .map_err(|e| sql_error("reading source.url", url, e))?;
     let failed = |e| sql_error("connecting to the source", url, e);
+    let timed_out =
+        |_| ConnectorError::connect_timed_out("connecting to the source", &redact_url(url));
     match tls {
         Some(config) => {
             parsed.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let (client, connection) = parsed
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                    (**config).clone(),
-                ))
+            let connecting = parsed.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                (**config).clone(),
+            ));
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
+                .map_err(timed_out)?
                 .map_err(failed)?;
             tokio::spawn(drive(connection));
             Ok(client)
         }
         None => {
-            let (client, connection) = parsed.connect(NoTls).await.map_err(failed)?;
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, parsed.connect(NoTls))
+                .await
+                .map_err(timed_out)?
+                .map_err(failed)?;
             tokio::spawn(drive(connection));
             Ok(client)
         }

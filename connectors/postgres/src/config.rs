@@ -108,6 +108,16 @@ fn valid_identifier(value: &str) -> bool {
 
 impl PostgresConfig {
     /// Checks the values alone, before anything connects.
+    /// How long the replication stream may stay silent before the connection is taken as
+    /// lost (a black hole: no reset, no data): three of the longest interval at which the
+    /// server is made to send something, and never under 15 s.
+    pub fn silence_limit(&self) -> Duration {
+        3 * self
+            .heartbeat_interval
+            .max(self.status_interval)
+            .max(Duration::from_secs(5))
+    }
+
     pub fn validate(&self) -> Result<TableFilter, String> {
         if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
             return Err(format!(

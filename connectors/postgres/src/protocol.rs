@@ -58,9 +58,62 @@ pub enum StreamMessage {
     Keepalive { wal_end: u64, reply_requested: bool },
 }
 
-enum Incoming {
+/// One backend message taken off the bytes read from the server.
+pub enum Incoming {
     Message(backend::Message),
     CopyBothResponse,
+}
+
+/// Takes the next whole backend message off the front of `buf`; `None` while `buf` holds only
+/// part of one (read more and call again). Pure, so it can be fuzzed without a server.
+pub fn take_incoming(buf: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
+    // postgres-protocol does not parse CopyBothResponse ('W'): take it off by hand.
+    if buf.len() >= 5 && buf[0] == b'W' {
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if len < 4 {
+            return Err(ProtocolError::Unexpected(format!(
+                "a CopyBothResponse of length {len}"
+            )));
+        }
+        if buf.len() > len {
+            buf.advance(len + 1);
+            return Ok(Some(Incoming::CopyBothResponse));
+        }
+        return Ok(None);
+    }
+    Ok(backend::Message::parse(buf)?.map(Incoming::Message))
+}
+
+/// The replication message a CopyData body carries; `None` for an empty body.
+pub fn stream_message(body: bytes::Bytes) -> Result<Option<StreamMessage>, ProtocolError> {
+    let mut data = body;
+    if data.is_empty() {
+        return Ok(None);
+    }
+    match data.get_u8() {
+        b'w' if data.len() >= 24 => {
+            let wal_start = data.get_u64();
+            let wal_end = data.get_u64();
+            let _send_time = data.get_i64();
+            Ok(Some(StreamMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+            }))
+        }
+        b'k' if data.len() >= 17 => {
+            let wal_end = data.get_u64();
+            let _send_time = data.get_i64();
+            let reply_requested = data.get_u8() == 1;
+            Ok(Some(StreamMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            }))
+        }
+        other => Err(ProtocolError::Unexpected(format!(
+            "CopyData of kind {other}"
+        ))),
+    }
 }
 
 pub struct ReplicationConnection {
@@ -114,6 +167,22 @@ impl ReplicationConnection {
     }
 
     async fn open(
+        params: &ConnectParams,
+        options: &str,
+        replication: bool,
+    ) -> Result<Self, ProtocolError> {
+        let timeout = headwater_contract::CONNECT_TIMEOUT;
+        match tokio::time::timeout(timeout, Self::handshake(params, options, replication)).await {
+            Ok(opened) => opened,
+            Err(_) => Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the server in {timeout:?}"),
+            ))),
+        }
+    }
+
+    /// TCP, TLS, startup and authentication.
+    async fn handshake(
         params: &ConnectParams,
         options: &str,
         replication: bool,
@@ -259,20 +328,8 @@ impl ReplicationConnection {
 
     async fn read_incoming(&mut self) -> Result<Incoming, ProtocolError> {
         loop {
-            // postgres-protocol does not parse CopyBothResponse ('W'): take it off by hand.
-            if self.read_buf.len() >= 5 && self.read_buf[0] == b'W' {
-                let len = u32::from_be_bytes([
-                    self.read_buf[1],
-                    self.read_buf[2],
-                    self.read_buf[3],
-                    self.read_buf[4],
-                ]) as usize;
-                if self.read_buf.len() > len {
-                    self.read_buf.advance(len + 1);
-                    return Ok(Incoming::CopyBothResponse);
-                }
-            } else if let Some(message) = backend::Message::parse(&mut self.read_buf)? {
-                return Ok(Incoming::Message(message));
+            if let Some(incoming) = take_incoming(&mut self.read_buf)? {
+                return Ok(incoming);
             }
             self.fill().await?;
         }
@@ -449,36 +506,8 @@ impl ReplicationConnection {
         loop {
             match self.read_message().await? {
                 backend::Message::CopyData(body) => {
-                    let mut data = body.into_bytes();
-                    if data.is_empty() {
-                        continue;
-                    }
-                    let kind = data.get_u8();
-                    match kind {
-                        b'w' if data.len() >= 24 => {
-                            let wal_start = data.get_u64();
-                            let wal_end = data.get_u64();
-                            let _send_time = data.get_i64();
-                            return Ok(StreamMessage::XLogData {
-                                wal_start,
-                                wal_end,
-                                data,
-                            });
-                        }
-                        b'k' if data.len() >= 17 => {
-                            let wal_end = data.get_u64();
-                            let _send_time = data.get_i64();
-                            let reply_requested = data.get_u8() == 1;
-                            return Ok(StreamMessage::Keepalive {
-                                wal_end,
-                                reply_requested,
-                            });
-                        }
-                        other => {
-                            return Err(ProtocolError::Unexpected(format!(
-                                "CopyData of kind {other}"
-                            )))
-                        }
+                    if let Some(message) = stream_message(body.into_bytes())? {
+                        return Ok(message);
                     }
                 }
                 backend::Message::ErrorResponse(body) => {

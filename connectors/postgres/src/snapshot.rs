@@ -72,7 +72,7 @@ struct Described {
 }
 
 /// Turns one line of COPY text output into an encoded chunk row.
-struct RowConverter {
+pub struct RowConverter {
     table: TableId,
     schema: TableSchema,
     types: Vec<PgType>,
@@ -80,7 +80,19 @@ struct RowConverter {
 }
 
 impl RowConverter {
-    fn convert(&self, line: &[u8]) -> Result<ChunkRow, ConnectorError> {
+    /// A converter for rows of `schema`, whose columns have `types` (without the synthetic
+    /// unchanged-TOAST column); chunks resume after the primary key.
+    pub fn new(schema: TableSchema, types: Vec<PgType>) -> Self {
+        RowConverter {
+            table: schema.id.clone(),
+            keys: schema.primary_key.clone(),
+            schema,
+            types,
+        }
+    }
+
+    /// One line of COPY text output (without its newline).
+    pub fn convert(&self, line: &[u8]) -> Result<ChunkRow, ConnectorError> {
         let bad = |what: String| {
             ConnectorError::definite(format!(
                 "table {}: {what} in the COPY output; report this",
@@ -501,12 +513,7 @@ impl ChunkReader {
         // server is still reading; the text is the same output functions' as pgoutput's.
         let copy = format!("COPY ({sql}) TO STDOUT");
         // Whole lines go to a converter task on the other core while this one receives more.
-        let converter = RowConverter {
-            table: table.clone(),
-            schema: schema.clone(),
-            types: types.clone(),
-            keys: keys.clone(),
-        };
+        let converter = RowConverter::new(schema.clone(), types.clone());
         let limit = request.limit;
         let (blocks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let converting = tokio::spawn(async move {

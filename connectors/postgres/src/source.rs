@@ -464,6 +464,8 @@ impl PostgresSource {
         let mut reached_stop = false;
         let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
         let mut requested_at = Instant::now();
+        let silence = self.config.silence_limit();
+        let mut last_heard = Instant::now();
         backfill.accept(&context.backfills);
         let result = 'stream: loop {
             let deadline = tokio::time::Instant::from_std(next_status);
@@ -512,17 +514,40 @@ impl PostgresSource {
                 }
             };
             let observed_from = batch.len();
+            if matches!(wake, Wake::Stream(Ok(Ok(_)))) {
+                last_heard = Instant::now();
+            }
             let step = match wake {
                 Wake::Other => Step::Continue,
                 Wake::Stream(Err(_)) => {
+                    // A connection that went silent without a reset (a black hole) is noticed
+                    // here: the server answers every status update asking for a reply, and the
+                    // heartbeats put a message into the stream at least every interval.
+                    if last_heard.elapsed() > silence {
+                        break Err(ConnectorError::retryable(format!(
+                            "no message from the server for {silence:?} (it is asked for a keepalive every status_interval); reconnecting"
+                        )));
+                    }
                     let flushed = durable_lsn(durable);
                     // Between transactions, ask for a keepalive: its WAL end moves the position
                     // on while the published tables are quiet.
-                    if let Err(err) = conn
-                        .send_status(received, flushed, !reader.in_transaction())
-                        .await
+                    match tokio::time::timeout(
+                        silence,
+                        conn.send_status(received, flushed, !reader.in_transaction()),
+                    )
+                    .await
                     {
-                        break Err(self.replication_error(err, "confirming the durable position"));
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            break Err(
+                                self.replication_error(err, "confirming the durable position")
+                            )
+                        }
+                        Err(_) => {
+                            break Err(ConnectorError::retryable(format!(
+                                "the server took no status update for {silence:?}; reconnecting"
+                            )))
+                        }
                     }
                     next_status = Instant::now() + self.config.status_interval;
                     Step::Continue
@@ -530,6 +555,7 @@ impl PostgresSource {
                 Wake::Stream(Ok(Err(err))) => {
                     break Err(self.replication_error(err, "reading the replication stream"))
                 }
+
                 Wake::Stream(Ok(Ok(StreamMessage::Keepalive {
                     wal_end,
                     reply_requested,
@@ -695,10 +721,14 @@ impl PostgresSource {
                 break Ok(());
             }
         };
-        let _ = conn
-            .send_status(received, durable_lsn(durable), false)
-            .await;
-        conn.finish().await;
+        // bounded: after a black hole neither would return
+        let closing = async {
+            let _ = conn
+                .send_status(received, durable_lsn(durable), false)
+                .await;
+            conn.finish().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         result
     }
 }

@@ -1,0 +1,234 @@
+//! Network faults between Headwater and its source, under a steady write load, through a TCP
+//! proxy the test controls (tests/common/proxy.rs): every connection cut (reset) at random
+//! moments, mid-transaction among them, then the path held silent (a black hole: no reset, no
+//! data). Headwater must notice the silence within its heartbeat bound, reconnect with
+//! backoff, and the lake must hold every change exactly once.
+
+mod common;
+
+use common::counter_load::*;
+use common::delta_load::postgres_cleanup;
+use common::proxy::FaultProxy;
+use common::*;
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `host:port` of a database URL.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").expect("a URL").1;
+    let authority = rest.split('/').next().expect("an authority");
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_string()
+}
+
+/// Polls `condition` until it holds; panics naming `what` after `timeout`.
+async fn wait_for<F: Future<Output = bool>>(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> F,
+) -> Duration {
+    let start = Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// `headwater run` with what it says collected as it says it.
+struct Logged {
+    child: std::process::Child,
+    said: Arc<Mutex<String>>,
+}
+
+impl Logged {
+    fn spawn(work: &Workdir) -> Self {
+        let mut child = work.spawn();
+        let said = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("piped stderr");
+        let sink = said.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut said = sink.lock().expect("log buffer");
+                said.push_str(&line);
+                said.push('\n');
+            }
+        });
+        Logged { child, said }
+    }
+
+    fn said(&self, phrase: &str) -> bool {
+        self.said.lock().expect("log buffer").contains(phrase)
+    }
+}
+
+/// Cuts every connection five times at random moments, then holds the path silent until
+/// Headwater says it gave up on the silent connection (`gave_up`); returns how long that took.
+async fn cut_then_black_hole(
+    proxy: &FaultProxy,
+    headwater: &mut Logged,
+    gave_up: &str,
+) -> Duration {
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..1500))).await;
+        assert_still_running(&mut headwater.child);
+        let before = proxy.accepted();
+        proxy.cut();
+        wait_for(
+            Duration::from_secs(60),
+            "a reconnect after a cut",
+            || async { proxy.accepted() > before },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!headwater.said(gave_up), "silence reported before any");
+    proxy.black_hole();
+    let start = Instant::now();
+    while !headwater.said(gave_up) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "Headwater did not give up on the silent connection in 90 s; it said:\n{}",
+            headwater.said.lock().expect("log buffer")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let noticed = start.elapsed();
+    let before = proxy.accepted();
+    wait_for(Duration::from_secs(60), "a new connection", || async {
+        proxy.accepted() > before
+    })
+    .await;
+    proxy.heal();
+    assert_still_running(&mut headwater.child);
+    noticed
+}
+
+/// Waits for the running pipeline (not a new one) to bring the lake to the table's final
+/// `rows`, stops it, and asserts every change is there exactly once.
+async fn settle(work: &Workdir, headwater: Logged, stream: &str, rows: &[(i64, i64)]) -> String {
+    wait_for(
+        Duration::from_secs(180),
+        "the running pipeline to bring the lake to the table's state",
+        || async { lake_reached(&read_stream(&work.lake(), stream), rows) },
+    )
+    .await;
+    stop_gracefully(headwater.child);
+    let records = read_stream(&work.lake(), stream);
+    assert_each_change_once(&records, rows);
+    format!("{} records exactly once after 5 cuts", records.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cuts_and_a_black_hole_lose_and_repeat_nothing() {
+    let db = unique("hw_netfault");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id BIGINT PRIMARY KEY, v INT NOT NULL, pad VARCHAR(100))"
+        ))
+        .await
+        .unwrap();
+    let url = endpoint("HEADWATER_MYSQL_URL");
+    let proxy = FaultProxy::start(&authority(&url)).await;
+    let work = Workdir::new();
+    // silence is taken as a lost connection after 3 heartbeat intervals
+    // mysql_async moves a loopback connection to the server's unix socket unless told not to,
+    // which would bypass the proxy
+    work.mysql_config_for(
+        &format!("{}?prefer_socket=false", proxy.url(&url)),
+        "netfault",
+        &db,
+        "heartbeat_interval = \"1s\"",
+        "",
+    );
+    work.catch_up();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(mysql_counter_load(db.clone(), stop.clone()));
+    let mut headwater = Logged::spawn(&work);
+    let noticed = cut_then_black_hole(
+        &proxy,
+        &mut headwater,
+        "no event or heartbeat from the server",
+    )
+    .await;
+    assert!(
+        noticed >= Duration::from_secs(3),
+        "a silent connection is given up only after 3 heartbeat intervals, not {noticed:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let transactions = writer.await.expect("writer");
+    assert!(
+        transactions > 50,
+        "the load wrote too little ({transactions})"
+    );
+
+    let rows = mysql_counter_rows(&db).await;
+    let summary = settle(&work, headwater, &format!("netfault.{db}.t"), &rows).await;
+    eprintln!("{transactions} transactions, {summary}; the black hole noticed after {noticed:?}");
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cuts_and_a_black_hole_lose_and_repeat_nothing() {
+    let schema = unique("hw_pgnetfault");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let url = endpoint("HEADWATER_POSTGRES_URL");
+    postgres_connect(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (id bigint PRIMARY KEY, v int NOT NULL, pad text)"
+        ))
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&authority(&url)).await;
+    let work = Workdir::new();
+    work.postgres_config_for(
+        &proxy.url(&url),
+        "pgnetfault",
+        &schema,
+        "heartbeat_interval = \"1s\"",
+    );
+    work.catch_up();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(postgres_counter_load(schema.clone(), stop.clone()));
+    let mut headwater = Logged::spawn(&work);
+    let noticed =
+        cut_then_black_hole(&proxy, &mut headwater, "no message from the server for").await;
+    assert!(
+        noticed >= Duration::from_secs(15),
+        "a silent stream is given up after 3 × max(heartbeat, status, 5 s), not {noticed:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let transactions = writer.await.expect("writer");
+    assert!(
+        transactions > 50,
+        "the load wrote too little ({transactions})"
+    );
+
+    let rows = postgres_counter_rows(&schema).await;
+    let summary = settle(&work, headwater, &format!("pgnetfault.{schema}.t"), &rows).await;
+    eprintln!("{transactions} transactions, {summary}; the black hole noticed after {noticed:?}");
+    postgres_cleanup(&schema, &work).await;
+}
