@@ -6,6 +6,7 @@
 
 mod common;
 
+use apache_avro::types::Value as AvroValue;
 use common::counter_load::*;
 use common::delta_load::postgres_cleanup;
 use common::proxy::FaultProxy;
@@ -230,5 +231,159 @@ async fn postgres_cuts_and_a_black_hole_lose_and_repeat_nothing() {
     let rows = postgres_counter_rows(&schema).await;
     let summary = settle(&work, headwater, &format!("pgnetfault.{schema}.t"), &rows).await;
     eprintln!("{transactions} transactions, {summary}; the black hole noticed after {noticed:?}");
+    postgres_cleanup(&schema, &work).await;
+}
+
+/// The lake holds each of the table's rows copied exactly once and equal to the table.
+fn assert_copied_once(records: &[AvroValue], rows: &[(i64, i64)]) {
+    let mut copied: std::collections::HashMap<i64, i64> = Default::default();
+    for record in records.iter().filter(|r| op(r) == "r") {
+        let after = image(record, "after").expect("a copied row has an after-image");
+        let id = avro_int(&after["id"]);
+        assert!(
+            copied.insert(id, avro_int(&after["v"])).is_none(),
+            "row {id} copied twice"
+        );
+    }
+    assert_eq!(copied.len(), rows.len(), "rows copied vs rows in the table");
+    for (id, v) in rows {
+        assert_eq!(copied.get(id), Some(v), "row {id}");
+    }
+}
+
+/// Holds the copy's next chunk read on a table lock (seen waiting on the server), cuts every
+/// connection while it waits, three times, each time waiting for the chunk to be asked for
+/// again on a new connection; then lets the copy run and cuts twice more while rows flow.
+async fn cut_mid_chunk<B, F>(proxy: &FaultProxy, blocked_reads: B, unlock: impl Future<Output = ()>)
+where
+    B: Fn() -> F,
+    F: Future<Output = Vec<u64>>,
+{
+    let mut seen: Vec<u64> = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let fresh = loop {
+            let fresh: Vec<u64> = blocked_reads()
+                .await
+                .into_iter()
+                .filter(|id| !seen.contains(id))
+                .collect();
+            if !fresh.is_empty() {
+                break fresh;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "no chunk read waited for the lock on a new connection within 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        seen.extend(fresh);
+        proxy.cut();
+    }
+    unlock.await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(200..800))).await;
+        proxy.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_snapshot_chunks_cut_midway_are_copied_once() {
+    let db = unique("hw_netsnap");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id BIGINT PRIMARY KEY, v INT NOT NULL, pad VARCHAR(100));
+             INSERT INTO `{db}`.t SELECT seq, seq % 7, REPEAT('p', 50) FROM `{db}`.seq_1_to_20000"
+        ))
+        .await
+        .unwrap();
+    let url = endpoint("HEADWATER_MYSQL_URL");
+    let proxy = FaultProxy::start(&authority(&url)).await;
+    let work = Workdir::new();
+    work.mysql_config_for(
+        &format!("{}?prefer_socket=false", proxy.url(&url)),
+        "netsnap",
+        &db,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 500\nheartbeat_interval = \"1s\"",
+        "",
+    );
+    let mut holder = mysql_admin().await;
+    holder
+        .query_drop(format!("LOCK TABLES `{db}`.t WRITE"))
+        .await
+        .unwrap();
+    let headwater = Logged::spawn(&work);
+    cut_mid_chunk(&proxy, || mysql_blocked_reads(&db), async {
+        holder.query_drop("UNLOCK TABLES").await.unwrap();
+    })
+    .await;
+    let rows = mysql_counter_rows(&db).await;
+    let stream = format!("netsnap.{db}.t");
+    wait_for(Duration::from_secs(180), "the copy to finish", || async {
+        read_stream(&work.lake(), &stream)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= rows.len()
+    })
+    .await;
+    stop_gracefully(headwater.child);
+    assert_copied_once(&read_stream(&work.lake(), &stream), &rows);
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_snapshot_chunks_cut_midway_are_copied_once() {
+    let schema = unique("hw_pgnetsnap");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let url = endpoint("HEADWATER_POSTGRES_URL");
+    postgres_connect(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (id bigint PRIMARY KEY, v int NOT NULL, pad text);
+             INSERT INTO {schema}.t SELECT g, g % 7, repeat('p', 50) FROM generate_series(1, 20000) g"
+        ))
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&authority(&url)).await;
+    let work = Workdir::new();
+    work.postgres_config_for(
+        &proxy.url(&url),
+        "pgnetsnap",
+        &schema,
+        "snapshot = \"initial\"\nsnapshot_chunk_size = 500\nheartbeat_interval = \"1s\"",
+    );
+    let holder = postgres_admin().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.t IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let headwater = Logged::spawn(&work);
+    cut_mid_chunk(&proxy, || postgres_blocked_reads(&schema), async {
+        holder.batch_execute("COMMIT").await.unwrap();
+    })
+    .await;
+    let rows = postgres_counter_rows(&schema).await;
+    let stream = format!("pgnetsnap.{schema}.t");
+    wait_for(Duration::from_secs(180), "the copy to finish", || async {
+        read_stream(&work.lake(), &stream)
+            .iter()
+            .filter(|r| op(r) == "r")
+            .count()
+            >= rows.len()
+    })
+    .await;
+    stop_gracefully(headwater.child);
+    assert_copied_once(&read_stream(&work.lake(), &stream), &rows);
     postgres_cleanup(&schema, &work).await;
 }

@@ -62,6 +62,37 @@ pub async fn postgres_wait_for_blocked_read(schema: &str) {
     }
 }
 
+/// The connection ids of Headwater's queries naming `db` that wait for a table lock on MariaDB.
+pub async fn mysql_blocked_reads(db: &str) -> Vec<u64> {
+    mysql_admin()
+        .await
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST
+             WHERE USER = 'headwater' AND STATE LIKE 'Waiting for table%lock'
+               AND INFO LIKE CONCAT('%', ?, '%')",
+            (db,),
+        )
+        .await
+        .expect("read the process list")
+}
+
+/// The backend pids of Headwater's queries naming `schema` that wait for a lock on PostgreSQL.
+pub async fn postgres_blocked_reads(schema: &str) -> Vec<u64> {
+    postgres_admin()
+        .await
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE usename = 'headwater' AND wait_event_type = 'Lock'
+               AND query LIKE '%' || $1 || '%'",
+            &[&schema],
+        )
+        .await
+        .expect("read pg_stat_activity")
+        .iter()
+        .map(|row| u64::from(row.get::<_, i32>(0).unsigned_abs()))
+        .collect()
+}
+
 impl Workdir {
     /// `headwater backfill --pause` against the running pipeline: once this returns, the
     /// pipeline starts no new chunk.
