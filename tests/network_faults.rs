@@ -118,6 +118,17 @@ async fn cut_then_black_hole(
 /// Waits for the running pipeline (not a new one) to bring the lake to the table's final
 /// `rows`, stops it, and asserts every change is there exactly once.
 async fn settle(work: &Workdir, headwater: Logged, stream: &str, rows: &[(i64, i64)]) -> String {
+    let retries = headwater
+        .said
+        .lock()
+        .expect("log buffer")
+        .matches("source failed; retrying")
+        .count();
+    assert!(
+        retries >= 6,
+        "each cut and the black hole are said in the log as a retry ({retries} said):\n{}",
+        headwater.said.lock().expect("log buffer")
+    );
     wait_for(
         Duration::from_secs(180),
         "the running pipeline to bring the lake to the table's state",
@@ -127,7 +138,10 @@ async fn settle(work: &Workdir, headwater: Logged, stream: &str, rows: &[(i64, i
     stop_gracefully(headwater.child);
     let records = read_stream(&work.lake(), stream);
     assert_each_change_once(&records, rows);
-    format!("{} records exactly once after 5 cuts", records.len())
+    format!(
+        "{} records exactly once after 5 cuts ({retries} retries said)",
+        records.len()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
