@@ -240,6 +240,33 @@ fn expand_env(
     Ok(out)
 }
 
+/// The line (from 1) of `text` where the first `section.key` a validation message names is
+/// set, so the error points at the line to change. Keys are looked up as written in a
+/// `[section]` (the file's ordinary form); `None` when not found there (a default was wrong).
+fn line_of_named_key(text: &str, message: &str) -> Option<usize> {
+    const SECTIONS: [&str; 5] = ["source", "sink", "state", "pipeline", "metrics"];
+    let (section, key) = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|word| word.split_once('.'))
+        .find(|(section, key)| SECTIONS.contains(section) && !key.is_empty())?;
+    let key = key.split('.').next()?;
+    let mut in_section = false;
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            in_section = header.trim_end_matches(']').trim() == section;
+            continue;
+        }
+        let set = line
+            .split_once('=')
+            .is_some_and(|(name, _)| name.trim().trim_matches('"') == key);
+        if in_section && set {
+            return Some(index + 1);
+        }
+    }
+    None
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -261,7 +288,10 @@ impl Config {
             message: err.to_string(),
         })?;
         config.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
+            path: match line_of_named_key(text, &message) {
+                Some(line) => PathBuf::from(format!("{}:{line}", path.display())),
+                None => path.to_path_buf(),
+            },
             message,
         })?;
         Ok(config)
@@ -394,6 +424,30 @@ mod tests {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(key), "expected {key} in: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_at_its_line() {
+        let text = GOOD.replace("server_id = 5401", "server_id = 0");
+        let line = text
+            .lines()
+            .position(|l| l.trim() == "server_id = 0")
+            .expect("the line")
+            + 1;
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("test.toml:{line}:")),
+            "the error points at line {line}: {err}"
+        );
+        // a syntax error or an unknown key: TOML's own message carries the line
+        let err = parse(&GOOD.replace("server_id = 5401", "server_id = = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line "), "{err}");
+        let err = parse(&GOOD.replace("server_id = 5401", "server_id = 5401\nserverid = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line "), "{err}");
     }
 
     #[test]
