@@ -509,7 +509,9 @@ fn urldecode(name: &str) -> String {
     let mut at = 0;
     while at < bytes.len() {
         if bytes[at] == b'%' && at + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&name[at + 1..at + 3], 16) {
+            // by bytes: a directory someone else made may hold `%` before a non-ASCII letter
+            let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
+            if let Some(byte) = hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
                 out.push(byte);
                 at += 3;
                 continue;
@@ -601,5 +603,8 @@ mod tests {
             assert_eq!(urldecode(&urlencode(name)), name);
         }
         assert_eq!(urlencode("srv.shop.orders"), "srv.shop.orders");
+        // not ours, but listed beside ours: read without a panic
+        assert_eq!(urldecode("%aé"), "%aé");
+        assert_eq!(urldecode("100%"), "100%");
     }
 }
