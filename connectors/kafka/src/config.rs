@@ -132,11 +132,25 @@ impl KafkaConfig {
         Ok(())
     }
 
+    /// The topic of a table: the template filled in, with every character Kafka does not
+    /// allow in a topic name (it allows `[A-Za-z0-9._-]`, 249 at most) replaced by `_`, as
+    /// Debezium does: a table named `order items` or `bestellungen_ü` gets a topic.
     pub fn topic_for(&self, namespace: &str, table: &str) -> String {
-        self.topic_template
+        let name = self
+            .topic_template
             .replace("{prefix}", &self.topic_prefix)
             .replace("{namespace}", namespace)
-            .replace("{table}", table)
+            .replace("{table}", table);
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(249)
+            .collect()
     }
 
     pub fn schema_change_topic(&self) -> String {
@@ -187,5 +201,15 @@ mod tests {
             .contains("format = \"json\""));
         assert_eq!(config().topic_for("db", "t"), "shop.db.t");
         assert_eq!(config().schema_change_topic(), "shop.schema-changes");
+    }
+
+    #[test]
+    fn odd_table_names_get_legal_topic_names() {
+        assert_eq!(
+            config().topic_for("my db", "we`ird \"t\" 表/x"),
+            "shop.my_db.we_ird__t____x"
+        );
+        let long = "t".repeat(400);
+        assert_eq!(config().topic_for("db", &long).len(), 249);
     }
 }

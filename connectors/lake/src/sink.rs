@@ -46,6 +46,26 @@ fn lake_io(what: &str, err: io::Error) -> ConnectorError {
     .caused_by(err)
 }
 
+/// The directory of a stream's files: its name (`server.namespace.table`) with the bytes a
+/// path component cannot hold percent-encoded. MariaDB and PostgreSQL both allow `/` in table
+/// names, and a table named `../../x` must not write outside the lake.
+pub fn stream_dir(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '/' | '\\' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_control() => {
+                let mut bytes = [0u8; 4];
+                for byte in c.encode_utf8(&mut bytes).bytes() {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -148,7 +168,7 @@ impl<S: LakeStore> LakeSink<S> {
     }
 
     fn file_names(&mut self, stream: &StreamSchema) -> (String, String) {
-        let dir = stream.default_name();
+        let dir = stream_dir(&stream.default_name());
         self.files_this_commit += 1;
         let base = format!(
             "part-{:010}-{:04}-v{}.avro",
@@ -278,7 +298,7 @@ impl<S: LakeStore + 'static> Sink for LakeSink<S> {
     }
 
     async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
-        let dir = record.stream.default_name();
+        let dir = stream_dir(&record.stream.default_name());
         let replace = match self.open.get(&dir) {
             Some(file) => {
                 !Arc::ptr_eq(&file.stream, &record.stream)
@@ -361,6 +381,16 @@ mod tests {
     use std::time::Duration;
 
     const SCHEMA: &str = r#"{"type":"record","name":"R","fields":[{"name":"n","type":"long"},{"name":"s","type":"string"}]}"#;
+
+    #[test]
+    fn a_table_name_cannot_leave_the_lake() {
+        assert_eq!(stream_dir("srv.shop.orders"), "srv.shop.orders");
+        assert_eq!(stream_dir("srv.my db.\"ü\" 表"), "srv.my db.\"ü\" 表");
+        let escaped = stream_dir("srv.db.../../../../tmp/x");
+        assert_eq!(escaped, "srv.db...%2F..%2F..%2F..%2Ftmp%2Fx");
+        assert_eq!(Path::new(&escaped).components().count(), 1);
+        assert_eq!(stream_dir("srv.db.a\\b%\n"), "srv.db.a%5Cb%25%0A");
+    }
 
     fn stream(version: u32) -> Arc<StreamSchema> {
         Arc::new(StreamSchema {
