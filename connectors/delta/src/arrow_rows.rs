@@ -40,6 +40,49 @@ pub fn arrow_type(field_type: &FieldType) -> DataType {
     }
 }
 
+/// The sink's own columns, which a source column's name must not take.
+const SINK_COLUMNS: [&str; 7] = [
+    crate::changelog::OP,
+    crate::changelog::TX_ID,
+    crate::changelog::COMMIT_DATE,
+    crate::batch::COMMIT_TIME,
+    crate::batch::POSITION,
+    crate::mirror::DELETED,
+    crate::mirror::DELETED_AT,
+];
+
+/// The Delta column name of each of `table`'s columns: the characters Delta does not allow in
+/// a column name without column mapping (` ,;{}()\n\t=`; delta-rs writes no column mapping)
+/// become `_`, and a name already taken, ignoring case as Delta does — by an earlier column, or
+/// by one of the sink's own (`__op`, `__position`, …) — gets `_2`, `_3`, … So `a b` and `a_b`
+/// stay two columns, PostgreSQL's `A` and `a` become `A` and `a_2`, and a source column named
+/// `__op` becomes `__op_2`. Unicode and quotes are kept.
+pub fn delta_column_names(table: &TableSchema) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(table.columns.len());
+    for column in &table.columns {
+        let base: String = column
+            .name
+            .chars()
+            .map(|c| if " ,;{}()\n\t=".contains(c) { '_' } else { c })
+            .collect();
+        // Delta compares column names without case (`A` and `a` cannot both be columns)
+        let taken = |name: &str, names: &[String]| {
+            SINK_COLUMNS.iter().any(|n| n.eq_ignore_ascii_case(name))
+                || names
+                    .iter()
+                    .any(|n| n.to_lowercase() == name.to_lowercase())
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken(&name, &names) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
 fn list_item(items: &FieldType) -> FieldRef {
     // Delta names list items `element`
     Arc::new(Field::new("element", arrow_type(items), true))
@@ -216,9 +259,10 @@ impl RowColumns {
         self.table
             .columns
             .iter()
+            .zip(delta_column_names(&self.table))
             .zip(&self.kept)
             .filter(|(_, keep)| **keep)
-            .map(|(c, _)| Field::new(&c.name, arrow_type(&c.field_type), true))
+            .map(|((c, name), _)| Field::new(name, arrow_type(&c.field_type), true))
             .collect()
     }
 
@@ -295,6 +339,24 @@ mod tests {
             nullable: true,
             sql_type: "t".into(),
         }
+    }
+
+    #[test]
+    fn column_names_delta_cannot_hold_are_adjusted_and_kept_apart() {
+        let names = ["a b", "a_b", "__op", "ü \"q\"", "x=(1)", "A", "a"];
+        let table = TableSchema {
+            id: TableId {
+                namespace: "db".into(),
+                table: "t".into(),
+            },
+            version: 1,
+            columns: names.iter().map(|n| column(n, FieldType::Long)).collect(),
+            primary_key: vec![0],
+        };
+        assert_eq!(
+            delta_column_names(&table),
+            ["a_b", "a_b_2", "__op_2", "ü_\"q\"", "x__1_", "A", "a_2"]
+        );
     }
 
     #[test]

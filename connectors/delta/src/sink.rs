@@ -4,6 +4,7 @@
 //! between two tables' commits is repaired from the tables themselves: the next start resumes
 //! from the last complete round and skips, per table, what that table already holds.
 
+use crate::arrow_rows::delta_column_names;
 use crate::changelog::Changelog;
 use crate::config::{DeltaConfig, PartitionBy};
 use crate::error::delta_error;
@@ -275,12 +276,20 @@ impl DeltaSink {
     ) -> Result<&mut Tables, ConnectorError> {
         let name = stream.default_name();
         if !self.tables.contains_key(&name) {
+            if name.contains(['/', '\\']) {
+                // the store would read it as directories (`a/b`, or `../x` outside sink.path)
+                return Err(ConnectorError::definite(format!(
+                    "delta: table {} has a '/' or '\\' in its name, which a Delta table's directory cannot hold; leave it out with source.exclude, rename it, or capture it with the lake sink (kind = \"lake\"), which escapes such names",
+                    table.id
+                )));
+            }
             let partitioned = self.config.partition_by == PartitionBy::Day;
             let soft = self.config.deletes == crate::config::Deletes::Soft;
+            let names = delta_column_names(table);
             let key_columns: Vec<String> = table
                 .primary_key
                 .iter()
-                .map(|i| table.columns[*i].name.clone())
+                .map(|i| names[*i].clone())
                 .collect();
             let mirror = if self.config.tables.mirror() && !key_columns.is_empty() {
                 let fields = Mirror::initial_fields(table, soft);
@@ -325,10 +334,11 @@ impl DeltaSink {
             .tables
             .get_mut(&name)
             .ok_or_else(|| ConnectorError::definite("delta: internal error, table missing"))?;
+        let names = delta_column_names(table);
         tables.key_columns = table
             .primary_key
             .iter()
-            .map(|i| table.columns[*i].name.clone())
+            .map(|i| names[*i].clone())
             .collect();
         Ok(tables)
     }

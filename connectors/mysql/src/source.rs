@@ -436,6 +436,7 @@ impl Source for MysqlSource {
             resume.as_ref().and_then(|p| p.backfill.clone()),
             self.config.snapshot_chunk_size,
         );
+        backfill.retain_captured(|t| self.filter.captures(&t.namespace, &t.table));
         let (start, gtid_mode) = match resume {
             Some(mut p) => {
                 p.backfill = None;

@@ -338,6 +338,7 @@ impl PostgresSource {
             resume.as_ref().and_then(|p| p.backfill().cloned()),
             self.config.snapshot_chunk_size,
         );
+        backfill.retain_captured(|t| self.filter.captures(&t.namespace, &t.table));
         let resume = match resume {
             None => None,
             Some(Position::Postgres(mut p)) => {

@@ -190,6 +190,38 @@ impl Backfiller {
         state.queued = Arc::new(queued);
     }
 
+    /// Drops the queued and current copies of tables `captured` says no (the configuration
+    /// left them out since the copy was asked for), saying so for each.
+    pub fn retain_captured(&mut self, captured: impl Fn(&TableId) -> bool) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let current_gone = state
+            .current
+            .as_ref()
+            .is_some_and(|c| !captured(&c.request.table));
+        if !current_gone && state.queued.iter().all(|r| captured(&r.table)) {
+            return;
+        }
+        let state = self.edit();
+        let kept: Vec<Arc<BackfillRequest>> = state
+            .queued
+            .iter()
+            .filter(|request| {
+                let keep = captured(&request.table);
+                if !keep {
+                    tracing::warn!(table = %request.table, "backfill dropped: the table is no longer captured (source.include / source.exclude)");
+                }
+                keep
+            })
+            .cloned()
+            .collect();
+        state.queued = Arc::new(kept);
+        if current_gone {
+            self.skip_current("the table is no longer captured (source.include / source.exclude)");
+        }
+    }
+
     /// Drops the table being copied (it has no key, or it is gone), saying why.
     pub fn skip_current(&mut self, why: &str) {
         self.windows.clear();
@@ -557,6 +589,26 @@ mod tests {
             condition: None,
             kind: BackfillKind::Initial,
         }
+    }
+
+    #[test]
+    fn copies_of_tables_no_longer_captured_are_dropped() {
+        let other = |id| BackfillRequest {
+            table: TableId {
+                namespace: "public".into(),
+                table: format!("other{id}"),
+            },
+            ..request(id)
+        };
+        let mut backfill = Backfiller::new(None, 3);
+        backfill.enqueue(vec![request(1), other(2), request(3), other(4)]);
+        backfill.retain_captured(|t| t.table.starts_with("other"));
+        let state = backfill.state().expect("state");
+        assert_eq!(state.current.as_ref().map(|c| c.request.id), Some(2));
+        let queued: Vec<u64> = state.queued.iter().map(|r| r.id).collect();
+        assert_eq!(queued, vec![4]);
+        backfill.retain_captured(|_| false);
+        assert!(!backfill.is_active());
     }
 
     #[test]
