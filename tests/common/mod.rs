@@ -171,6 +171,39 @@ path = "{state}"
     }
 }
 
+/// A test that fails before it stops its pipeline must not leave that process running (it
+/// would hold its slot or binlog dump and load the servers for every later test): on drop,
+/// every headwater process whose command line names this directory is killed.
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let dir = self.path().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let mut args = cmdline.split('\0');
+            let is_headwater = args.next().is_some_and(|exe| exe.ends_with("/headwater"));
+            if is_headwater && args.any(|arg| arg.starts_with(&dir)) {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
 /// Every record of every committed `.avro` file under `lake/<stream>/`, in commit order.
 pub fn read_stream(lake: &Path, stream: &str) -> Vec<AvroValue> {
     let dir = lake.join(stream);

@@ -4,6 +4,7 @@
 use crate::catalog;
 use crate::source::PostgresSource;
 use headwater_contract::{ConnectorError, Problem, SnapshotMode};
+use tokio_postgres::Client;
 
 pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, ConnectorError> {
     let mut problems = Vec::new();
@@ -154,23 +155,37 @@ pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, Conne
             ));
         }
     }
-    // Snapshot chunks end with a watermark written as a logical message.
-    let can_mark: bool = client
-        .query_one(
-            "SELECT has_function_privilege('pg_logical_emit_message(boolean,text,text)', 'EXECUTE')",
+    // Snapshot chunks end with a watermark written as a logical message. PostgreSQL 17 replaced
+    // the three-argument function with one taking a fourth, defaulted `flush` argument, so ask
+    // about whichever one a three-argument call resolves to.
+    let emit = client
+        .query_opt(
+            "SELECT p.oid::regprocedure::text, has_function_privilege(p.oid, 'EXECUTE') \
+             FROM pg_proc p \
+             WHERE p.proname = 'pg_logical_emit_message' \
+               AND p.pronamespace = 'pg_catalog'::regnamespace \
+               AND p.proargtypes[2] = 'text'::regtype \
+             ORDER BY p.pronargs LIMIT 1",
             &[],
         )
         .await
-        .map(|r| r.get(0))
-        .unwrap_or(false);
-    if !can_mark {
-        problems.push(Problem::error(
+        .map_err(|e| {
+            catalog::sql_error("reading the privileges on pg_logical_emit_message", url, e)
+        })?;
+    match emit {
+        Some(row) if row.get::<_, bool>(1) => {}
+        Some(row) => problems.push(Problem::error(
             "the role may not run pg_logical_emit_message, which writes heartbeats and the watermarks of snapshot chunks",
             format!(
-                "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}",
+                "GRANT EXECUTE ON FUNCTION {} TO {}",
+                row.get::<_, String>(0),
                 source.params.user
             ),
-        ));
+        )),
+        None => problems.push(Problem::error(
+            "the server has no pg_logical_emit_message(boolean, text, text), which writes heartbeats and the watermarks of snapshot chunks",
+            "use PostgreSQL 10 or newer",
+        )),
     }
     let publication = client
         .query_opt(
@@ -188,13 +203,17 @@ pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, Conne
             ),
         ));
     } else if publication.is_some() {
-        let published: Vec<(String, String)> = client
-            .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&source.config.publication])
-            .await
-            .map_err(|e| catalog::sql_error("reading the publication", url, e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let Some(published) = published_tables(&client, url, &source.config.publication).await?
+        else {
+            problems.push(Problem::warning(
+                format!(
+                    "could not list the tables of publication {} within {PUBLICATION_LOCK_WAIT}: one of them is locked by another session (a migration?), so whether every included table is published is unchecked",
+                    source.config.publication
+                ),
+                "run `headwater check` again once the lock is released",
+            ));
+            return Ok(problems);
+        };
         for (schema, table, _, _) in &tables {
             if !published.iter().any(|(s, t)| s == schema && t == table) {
                 problems.push(Problem::warning(
@@ -205,4 +224,39 @@ pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, Conne
         }
     }
     Ok(problems)
+}
+
+/// How long listing a publication's tables may wait for a table lock: from PostgreSQL 18 on,
+/// `pg_publication_tables` opens every published table, so a session holding an exclusive
+/// lock (an `ALTER TABLE`, a `VACUUM FULL`) would otherwise hold up `check` and the start.
+const PUBLICATION_LOCK_WAIT: &str = "5s";
+
+/// The (schema, table) pairs a publication publishes, or `None` when a table lock kept the
+/// server from listing them within [`PUBLICATION_LOCK_WAIT`].
+async fn published_tables(
+    client: &Client,
+    url: &str,
+    publication: &str,
+) -> Result<Option<Vec<(String, String)>>, ConnectorError> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{PUBLICATION_LOCK_WAIT}'"))
+        .await
+        .map_err(|e| catalog::sql_error("setting lock_timeout", url, e))?;
+    let listed = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await;
+    client
+        .batch_execute("RESET lock_timeout")
+        .await
+        .map_err(|e| catalog::sql_error("resetting lock_timeout", url, e))?;
+    match listed {
+        Ok(rows) => Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Ok(None)
+        }
+        Err(e) => Err(catalog::sql_error("reading the publication", url, e)),
+    }
 }
