@@ -5,6 +5,7 @@ pub mod counter_load;
 pub mod delta;
 pub mod delta_load;
 mod hold;
+pub mod pg_pair;
 pub mod proxy;
 #[allow(unused_imports)]
 pub use hold::*;

@@ -45,9 +45,24 @@ pub async fn connect(
     url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Client, ConnectorError> {
-    let mut parsed: tokio_postgres::Config = url
+    let parsed: tokio_postgres::Config = url
         .parse()
         .map_err(|e| sql_error("reading source.url", url, e))?;
+    connect_to(parsed, url, tls).await
+}
+
+/// Connects with a parsed configuration; `url` names the server in errors.
+pub async fn connect_to(
+    mut parsed: tokio_postgres::Config,
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Client, ConnectorError> {
+    // with several hosts, the one to use is the primary (the others are standbys)
+    if parsed.get_hosts().len() > 1
+        && parsed.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any
+    {
+        parsed.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
     let failed = |e| sql_error("connecting to the source", url, e);
     let timed_out =
         |_| ConnectorError::connect_timed_out("connecting to the source", &redact_url(url));
@@ -230,6 +245,8 @@ pub struct SlotState {
     pub wal_status: Option<String>,
     pub plugin: Option<String>,
     pub confirmed_flush: Option<String>,
+    /// Whether it is a failover slot (`None` before PostgreSQL 17, which has none).
+    pub failover: Option<bool>,
 }
 
 pub async fn slot_state(
@@ -239,7 +256,9 @@ pub async fn slot_state(
 ) -> Result<Option<SlotState>, ConnectorError> {
     let row = client
         .query_opt(
-            "SELECT active_pid, wal_status, plugin::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            // to_jsonb: the failover column exists from PostgreSQL 17 on
+            "SELECT active_pid, wal_status, plugin::text, confirmed_flush_lsn::text, (to_jsonb(s) ->> 'failover')::bool \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -249,15 +268,26 @@ pub async fn slot_state(
         wal_status: r.get(1),
         plugin: r.get(2),
         confirmed_flush: r.get(3),
+        failover: r.get(4),
     }))
 }
 
-pub async fn create_slot(client: &Client, url: &str, slot: &str) -> Result<Lsn, ConnectorError> {
+/// Creates the slot; a `failover` slot (PostgreSQL 17+) is kept in sync on standbys with
+/// `sync_replication_slots = on`.
+pub async fn create_slot(
+    client: &Client,
+    url: &str,
+    slot: &str,
+    failover: bool,
+) -> Result<Lsn, ConnectorError> {
+    let sql = if failover {
+        // (name, plugin, temporary, two_phase, failover)
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
     let row = client
-        .query_one(
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
+        .query_one(sql, &[&slot])
         .await
         .map_err(|e| sql_error("creating the replication slot", url, e))?;
     let text: String = row.get(0);

@@ -9,8 +9,15 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// `postgres://user:password@host:port/database`. The role needs the REPLICATION attribute
-    /// and SELECT on the captured tables. `${VAR}` is replaced from the environment.
+    /// and SELECT on the captured tables. `${VAR}` is replaced from the environment. Several
+    /// hosts (`postgres://u:p@primary:5432,standby:5432/db`) are tried in order and the one that
+    /// is not in recovery (the primary) is used, so Headwater follows a failover.
     pub url: String,
+    /// Make the slot a failover slot (PostgreSQL 17+): standbys with `sync_replication_slots =
+    /// on` keep a synchronized copy, so after a failover Headwater continues on the promoted
+    /// standby from its copy. An existing slot is altered to it on start.
+    #[serde(default)]
+    pub failover: bool,
     /// Logical server name: first part of topic and lake directory names, `source.name` in records.
     pub name: String,
     /// The replication slot; created on the first start. One slot per pipeline.
@@ -92,6 +99,7 @@ impl fmt::Debug for PostgresConfig {
             .field("slot", &self.slot)
             .field("publication", &self.publication)
             .field("create_publication", &self.create_publication)
+            .field("failover", &self.failover)
             .field("include", &self.include)
             .field("exclude", &self.exclude)
             .finish_non_exhaustive()

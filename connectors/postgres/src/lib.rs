@@ -6,6 +6,7 @@ pub mod protocol;
 pub mod types;
 pub use config::PostgresConfig;
 pub mod catalog;
+mod failover;
 mod preflight;
 pub mod source;
 pub mod stream;

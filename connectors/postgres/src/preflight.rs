@@ -155,6 +155,7 @@ pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, Conne
             ));
         }
     }
+    problems.extend(crate::failover::check(source, &client, url).await?);
     // Snapshot chunks end with a watermark written as a logical message. PostgreSQL 17 replaced
     // the three-argument function with one taking a fourth, defaulted `flush` argument, so ask
     // about whichever one a three-argument call resolves to.

@@ -29,15 +29,31 @@ pub enum ProtocolError {
     Server(ServerError),
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("{0} is a standby (in recovery) and no host in source.url is a primary yet")]
+    Standby(String),
     #[error("unexpected message from the server: {0}")]
     Unexpected(String),
+}
+
+impl ProtocolError {
+    /// With several hosts in source.url, says which one a connection error came from.
+    fn at(self, host: &str, port: u16, hosts: usize) -> Self {
+        match self {
+            ProtocolError::Io(err) if hosts > 1 => ProtocolError::Io(std::io::Error::new(
+                err.kind(),
+                format!("{host}:{port}: {err}"),
+            )),
+            other => other,
+        }
+    }
 }
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectParams {
-    pub host: String,
-    pub port: u16,
+    /// Host and port of each server to try, in order; with more than one, the first that is
+    /// not in recovery (the primary) is used.
+    pub hosts: Vec<(String, u16)>,
     pub user: String,
     pub password: Option<String>,
     pub database: String,
@@ -171,26 +187,63 @@ impl ReplicationConnection {
         options: &str,
         replication: bool,
     ) -> Result<Self, ProtocolError> {
+        let mut last_error = None;
+        for (host, port) in &params.hosts {
+            match Self::open_host(params, host, *port, options, replication).await {
+                Ok(conn) if params.hosts.len() == 1 => return Ok(conn),
+                Ok(mut conn) => match conn.in_recovery().await {
+                    Ok(false) => return Ok(conn),
+                    Ok(true) => {
+                        last_error = Some(ProtocolError::Standby(format!("{host}:{port}")));
+                    }
+                    Err(err) => last_error = Some(err),
+                },
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| ProtocolError::Unexpected("source.url names no host".into())))
+    }
+
+    async fn open_host(
+        params: &ConnectParams,
+        host: &str,
+        port: u16,
+        options: &str,
+        replication: bool,
+    ) -> Result<Self, ProtocolError> {
         let timeout = headwater_contract::CONNECT_TIMEOUT;
-        match tokio::time::timeout(timeout, Self::handshake(params, options, replication)).await {
-            Ok(opened) => opened,
+        let handshake = Self::handshake(params, host, port, options, replication);
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(opened) => opened.map_err(|err| err.at(host, port, params.hosts.len())),
             Err(_) => Err(ProtocolError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no answer from the server in {timeout:?}"),
+                format!("no answer from {host}:{port} in {timeout:?}"),
             ))),
         }
+    }
+
+    /// Whether the server is a standby (`pg_is_in_recovery()`).
+    async fn in_recovery(&mut self) -> Result<bool, ProtocolError> {
+        let rows = self.simple_query("SELECT pg_is_in_recovery()").await?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.first())
+            .is_some_and(|value| value.as_deref() == Some("t")))
     }
 
     /// TCP, TLS, startup and authentication.
     async fn handshake(
         params: &ConnectParams,
+        host: &str,
+        port: u16,
         options: &str,
         replication: bool,
     ) -> Result<Self, ProtocolError> {
-        let tcp = TcpStream::connect((params.host.as_str(), params.port)).await?;
+        let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         let stream = match &params.tls {
-            Some(config) => MaybeTls::upgrade(tcp, &params.host, config.clone()).await?,
+            Some(config) => MaybeTls::upgrade(tcp, host, config.clone()).await?,
             None => MaybeTls::Plain(tcp),
         };
         let mut conn = ReplicationConnection {

@@ -49,13 +49,21 @@ fn connect_params(url: &str, tls_ca_file: Option<&Path>) -> Result<ConnectParams
     let parsed: tokio_postgres::Config = url
         .parse()
         .map_err(|e| bad(format!("is not a valid PostgreSQL URL ({e})")))?;
-    let host = match parsed.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => return Err(bad("names no TCP host".into())),
-    };
+    let ports = parsed.get_ports();
+    let mut hosts = Vec::new();
+    for (i, host) in parsed.get_hosts().iter().enumerate() {
+        let tokio_postgres::config::Host::Tcp(host) = host else {
+            return Err(bad("names a Unix socket; use a TCP host".into()));
+        };
+        // tokio_postgres gives each host its port (5432 where the URL has none)
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        hosts.push((host.clone(), port));
+    }
+    if hosts.is_empty() {
+        return Err(bad("names no TCP host".into()));
+    }
     Ok(ConnectParams {
-        host,
-        port: parsed.get_ports().first().copied().unwrap_or(5432),
+        hosts,
         user: parsed
             .get_user()
             .ok_or_else(|| bad("names no user".into()))?
@@ -118,7 +126,14 @@ impl PostgresSource {
                     "42704" if message.contains("publication") => ConnectorError::definite(format!(
                         "{what}: {full}; create the publication (or set source.create_publication = true). Recreating it does not repair the slot: {recover}"
                     )),
-                    "42704" => ConnectorError::position_lost(format!("{what}: replication slot {slot} no longer exists ({full}). {recover}.")),
+                    "42704" => {
+                        let failover = if self.config.failover {
+                            ""
+                        } else {
+                            " If the server failed over to a standby, the slot stayed behind on the old primary: set source.failover = true (PostgreSQL 17+, sync_replication_slots = on on the standbys) so standbys keep a copy."
+                        };
+                        ConnectorError::position_lost(format!("{what}: replication slot {slot} no longer exists ({full}). {recover}.{failover}"))
+                    }
                     "55006" => {
                         let since = *self.slot_busy_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > SLOT_BUSY_LIMIT {
@@ -308,7 +323,8 @@ impl PostgresSource {
                 .await
                 .map_err(|e| catalog::sql_error("dropping the lost replication slot", &url, e))?;
         }
-        let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
+        let lsn =
+            catalog::create_slot(&client, &url, &self.config.slot, self.config.failover).await?;
         let tables = self.chunk_reader().await?.tables(&self.filter).await?;
         let mut backfill = Backfiller::new(previous, self.config.snapshot_chunk_size);
         backfill.enqueue(BackfillRequest::whole_tables(
@@ -367,6 +383,9 @@ impl PostgresSource {
             );
             backfill.enqueue(BackfillRequest::whole_tables(tables, BackfillKind::Initial));
         }
+        // a slot made before source.failover was set becomes a failover slot on this start
+        let make_failover =
+            self.config.failover && slot.as_ref().is_some_and(|s| s.failover == Some(false));
         let start = match (slot, &resume) {
             (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
                 return Err(self.replication_error(
@@ -401,7 +420,9 @@ impl PostgresSource {
                 start
             }
             (None, None) => {
-                let lsn = catalog::create_slot(&client, &url, &self.config.slot).await?;
+                let lsn =
+                    catalog::create_slot(&client, &url, &self.config.slot, self.config.failover)
+                        .await?;
                 tracing::info!(slot = %self.config.slot, %lsn, "created the replication slot");
                 let start = PgPosition::at(lsn, 0);
                 let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
@@ -435,6 +456,16 @@ impl PostgresSource {
         let mut conn = ReplicationConnection::connect(&self.params, SESSION_OPTIONS)
             .await
             .map_err(|e| self.replication_error(e, "connecting for replication"))?;
+        if make_failover {
+            let alter = format!(
+                "ALTER_REPLICATION_SLOT \"{}\" ( FAILOVER true )",
+                self.config.slot
+            );
+            conn.simple_query(&alter)
+                .await
+                .map_err(|e| self.replication_error(e, "making the slot a failover slot"))?;
+            tracing::info!(slot = %self.config.slot, "the slot is now a failover slot (source.failover = true)");
+        }
         let command = format!(
             "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
             self.config.slot, start.lsn, self.config.publication
@@ -731,5 +762,34 @@ impl PostgresSource {
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_params;
+
+    #[test]
+    fn every_host_of_the_url_is_tried_with_its_port() {
+        let params =
+            connect_params("postgres://u:p@primary:5433,standby:5434/shop", None).expect("parsed");
+        assert_eq!(
+            params.hosts,
+            vec![("primary".to_string(), 5433), ("standby".to_string(), 5434)]
+        );
+        // as libpq: a host without a port has 5432
+        let params = connect_params("postgres://u:p@a,b:6000/shop", None).expect("parsed");
+        assert_eq!(
+            params.hosts,
+            vec![("a".to_string(), 5432), ("b".to_string(), 6000)]
+        );
+        let params = connect_params("postgres://u:p@a/shop", None).expect("parsed");
+        assert_eq!(params.hosts, vec![("a".to_string(), 5432)]);
+    }
+
+    #[test]
+    fn a_socket_host_is_refused_with_the_form() {
+        let err = connect_params("postgres://u:p@%2Ftmp/shop", None).expect_err("refused");
+        assert!(err.to_string().contains("Unix socket"), "{err}");
     }
 }
