@@ -285,3 +285,45 @@ async fn without_a_failover_slot_a_failover_stops_with_the_lost_slot_error() {
         "the error names the lost slot and the fix:\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_made_without_failover_becomes_a_failover_slot_on_the_next_start() {
+    let url = endpoint("HEADWATER_POSTGRES18_URL");
+    let admin = postgres_connect(&endpoint("HEADWATER_POSTGRES18_ADMIN_URL")).await;
+    let schema = unique("hw_pgfoalter");
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema} AUTHORIZATION headwater;
+             CREATE TABLE {schema}.t (id int PRIMARY KEY);
+             ALTER TABLE {schema}.t OWNER TO headwater"
+        ))
+        .await
+        .expect("create the table");
+    let work = Workdir::new();
+    work.postgres_config_for(&url, "pgfoalter", &schema, "failover = false");
+    let failover = || async {
+        let row = admin
+            .query_one(
+                "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+                &[&work.slot()],
+            )
+            .await
+            .expect("the slot");
+        row.get::<_, bool>(0)
+    };
+    work.catch_up();
+    assert!(!failover().await, "made without failover");
+    let config = std::fs::read_to_string(work.config()).expect("config");
+    std::fs::write(
+        work.config(),
+        config.replace("failover = false", "failover = true"),
+    )
+    .expect("config");
+    let output = work.catch_up();
+    assert!(failover().await, "altered to a failover slot");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("now a failover slot"));
+    admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&work.slot()])
+        .await
+        .expect("drop the slot");
+}

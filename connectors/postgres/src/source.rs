@@ -99,6 +99,22 @@ impl PostgresSource {
     }
 
     /// Classifies an error of the replication connection, naming the fix.
+    /// `ALTER_REPLICATION_SLOT … (FAILOVER true)`: a replication command (PostgreSQL 17+ has
+    /// no SQL function for it), on a connection of its own.
+    async fn make_failover_slot(&mut self) -> Result<(), ConnectorError> {
+        let alter = format!(
+            "ALTER_REPLICATION_SLOT \"{}\" ( FAILOVER true )",
+            self.config.slot
+        );
+        let altered = match ReplicationConnection::connect(&self.params, SESSION_OPTIONS).await {
+            Ok(mut conn) => conn.simple_query(&alter).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        altered.map_err(|e| self.replication_error(e, "making the slot a failover slot"))?;
+        tracing::info!(slot = %self.config.slot, "the slot is now a failover slot (source.failover = true)");
+        Ok(())
+    }
+
     fn replication_error(&mut self, err: ProtocolError, what: &str) -> ConnectorError {
         let slot = &self.config.slot;
         match err {
@@ -446,6 +462,9 @@ impl PostgresSource {
                 ))
             }
         };
+        if make_failover {
+            self.make_failover_slot().await?;
+        }
         if stop_at.as_ref().is_some_and(|stop| start >= *stop)
             && start.rows_done == 0
             && !backfill.is_active()
@@ -456,16 +475,6 @@ impl PostgresSource {
         let mut conn = ReplicationConnection::connect(&self.params, SESSION_OPTIONS)
             .await
             .map_err(|e| self.replication_error(e, "connecting for replication"))?;
-        if make_failover {
-            let alter = format!(
-                "ALTER_REPLICATION_SLOT \"{}\" ( FAILOVER true )",
-                self.config.slot
-            );
-            conn.simple_query(&alter)
-                .await
-                .map_err(|e| self.replication_error(e, "making the slot a failover slot"))?;
-            tracing::info!(slot = %self.config.slot, "the slot is now a failover slot (source.failover = true)");
-        }
         let command = format!(
             "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
             self.config.slot, start.lsn, self.config.publication
