@@ -61,6 +61,58 @@ pub struct ConnectParams {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
+impl ConnectParams {
+    /// From source.url (and `tls_ca_file`), with an error naming the URL's form.
+    pub fn from_url(
+        url: &str,
+        tls_ca_file: Option<&std::path::Path>,
+    ) -> Result<ConnectParams, headwater_contract::ConnectorError> {
+        let bad = |why: String| {
+            headwater_contract::ConnectorError::definite(format!(
+                "source.url {} {why}; the form is postgres://user:password@host:port/database",
+                headwater_contract::redact_url(url)
+            ))
+        };
+        let parsed: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| bad(format!("is not a valid PostgreSQL URL ({e})")))?;
+        let ports = parsed.get_ports();
+        let mut hosts = Vec::new();
+        for (i, host) in parsed.get_hosts().iter().enumerate() {
+            let tokio_postgres::config::Host::Tcp(host) = host else {
+                return Err(bad("names a Unix socket; use a TCP host".into()));
+            };
+            // tokio_postgres gives each host its port (5432 where the URL has none)
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            hosts.push((host.clone(), port));
+        }
+        if hosts.is_empty() {
+            return Err(bad("names no TCP host".into()));
+        }
+        Ok(ConnectParams {
+            hosts,
+            user: parsed
+                .get_user()
+                .ok_or_else(|| bad("names no user".into()))?
+                .to_string(),
+            password: parsed
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            database: parsed
+                .get_dbname()
+                .ok_or_else(|| bad("names no database".into()))?
+                .to_string(),
+            tls: if tls_ca_file.is_some()
+                || parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require
+            {
+                Some(crate::tls::client_config(tls_ca_file)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
 /// One message of the replication stream.
 #[derive(Debug)]
 pub enum StreamMessage {
@@ -606,5 +658,34 @@ impl ReplicationConnection {
         frontend::terminate(&mut self.write_buf);
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectParams;
+
+    #[test]
+    fn every_host_of_the_url_is_tried_with_its_port() {
+        let params = ConnectParams::from_url("postgres://u:p@primary:5433,standby:5434/shop", None)
+            .expect("parsed");
+        assert_eq!(
+            params.hosts,
+            vec![("primary".to_string(), 5433), ("standby".to_string(), 5434)]
+        );
+        // as libpq: a host without a port has 5432
+        let params = ConnectParams::from_url("postgres://u:p@a,b:6000/shop", None).expect("parsed");
+        assert_eq!(
+            params.hosts,
+            vec![("a".to_string(), 5432), ("b".to_string(), 6000)]
+        );
+        let params = ConnectParams::from_url("postgres://u:p@a/shop", None).expect("parsed");
+        assert_eq!(params.hosts, vec![("a".to_string(), 5432)]);
+    }
+
+    #[test]
+    fn a_socket_host_is_refused_with_the_form() {
+        let err = ConnectParams::from_url("postgres://u:p@%2Ftmp/shop", None).expect_err("refused");
+        assert!(err.to_string().contains("Unix socket"), "{err}");
     }
 }

@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use headwater_contract::backfill::{Chunk, ChunkRow};
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    redact_url, BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed,
-    ConnectorError, DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem,
-    SnapshotMarker, SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter,
-    TableId, TableSchema,
+    BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed, ConnectorError,
+    DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem, SnapshotMarker,
+    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
+    TableSchema,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,56 +39,10 @@ pub struct PostgresSource {
     pub(crate) slot_busy_since: Option<Instant>,
 }
 
-fn connect_params(url: &str, tls_ca_file: Option<&Path>) -> Result<ConnectParams, ConnectorError> {
-    let bad = |why: String| {
-        ConnectorError::definite(format!(
-            "source.url {} {why}; the form is postgres://user:password@host:port/database",
-            redact_url(url)
-        ))
-    };
-    let parsed: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| bad(format!("is not a valid PostgreSQL URL ({e})")))?;
-    let ports = parsed.get_ports();
-    let mut hosts = Vec::new();
-    for (i, host) in parsed.get_hosts().iter().enumerate() {
-        let tokio_postgres::config::Host::Tcp(host) = host else {
-            return Err(bad("names a Unix socket; use a TCP host".into()));
-        };
-        // tokio_postgres gives each host its port (5432 where the URL has none)
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-        hosts.push((host.clone(), port));
-    }
-    if hosts.is_empty() {
-        return Err(bad("names no TCP host".into()));
-    }
-    Ok(ConnectParams {
-        hosts,
-        user: parsed
-            .get_user()
-            .ok_or_else(|| bad("names no user".into()))?
-            .to_string(),
-        password: parsed
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned()),
-        database: parsed
-            .get_dbname()
-            .ok_or_else(|| bad("names no database".into()))?
-            .to_string(),
-        tls: if tls_ca_file.is_some()
-            || parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require
-        {
-            Some(crate::tls::client_config(tls_ca_file)?)
-        } else {
-            None
-        },
-    })
-}
-
 impl PostgresSource {
     pub fn new(config: PostgresConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
         let filter = config.validate().map_err(ConnectorError::definite)?;
-        let params = connect_params(&config.url, config.tls_ca_file.as_deref())?;
+        let params = ConnectParams::from_url(&config.url, config.tls_ca_file.as_deref())?;
         Ok(PostgresSource {
             config,
             filter,
@@ -771,34 +725,5 @@ impl PostgresSource {
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::connect_params;
-
-    #[test]
-    fn every_host_of_the_url_is_tried_with_its_port() {
-        let params =
-            connect_params("postgres://u:p@primary:5433,standby:5434/shop", None).expect("parsed");
-        assert_eq!(
-            params.hosts,
-            vec![("primary".to_string(), 5433), ("standby".to_string(), 5434)]
-        );
-        // as libpq: a host without a port has 5432
-        let params = connect_params("postgres://u:p@a,b:6000/shop", None).expect("parsed");
-        assert_eq!(
-            params.hosts,
-            vec![("a".to_string(), 5432), ("b".to_string(), 6000)]
-        );
-        let params = connect_params("postgres://u:p@a/shop", None).expect("parsed");
-        assert_eq!(params.hosts, vec![("a".to_string(), 5432)]);
-    }
-
-    #[test]
-    fn a_socket_host_is_refused_with_the_form() {
-        let err = connect_params("postgres://u:p@%2Ftmp/shop", None).expect_err("refused");
-        assert!(err.to_string().contains("Unix socket"), "{err}");
     }
 }
