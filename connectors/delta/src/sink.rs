@@ -153,7 +153,7 @@ impl DeltaSink {
                 let bytes = found
                     .bytes()
                     .await
-                    .map_err(|e| delta_error("reading the sink checkpoint", e))?;
+                    .map_err(|e| delta_error(&format!("reading {}{CHECKPOINT}", self.base), e))?;
                 self.checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
                     ConnectorError::definite(format!(
                         "delta: {}{CHECKPOINT} is unreadable ({e}); delete it and Headwater rebuilds it from the tables' own commits",
@@ -162,7 +162,12 @@ impl DeltaSink {
                 })?;
             }
             Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
-            Err(e) => return Err(delta_error("reading the sink checkpoint", e)),
+            Err(e) => {
+                return Err(delta_error(
+                    &format!("reading {}{CHECKPOINT}", self.base),
+                    e,
+                ))
+            }
         }
         Ok(())
     }
@@ -174,7 +179,7 @@ impl DeltaSink {
         self.store
             .put(&deltalake::Path::from(CHECKPOINT), bytes.into())
             .await
-            .map_err(|e| delta_error("writing the sink checkpoint", e))?;
+            .map_err(|e| delta_error(&format!("writing {}{CHECKPOINT}", self.base), e))?;
         Ok(())
     }
 

@@ -53,6 +53,8 @@ impl LiveFile {
 pub struct DeltaTarget {
     /// What people call it in messages: `mirror shop.orders`.
     pub label: String,
+    /// Where it lives (a directory, or an `s3://` URL), for errors a person must act on.
+    location: String,
     table: DeltaTable,
     app_id: String,
     /// The position through which this table holds every change (from its last commit).
@@ -128,8 +130,13 @@ impl DeltaTarget {
             }
             Err(e) => return Err(delta_error(&what, e)),
         }
+        let location = match url.to_file_path() {
+            Ok(dir) if url.scheme() == "file" => dir.display().to_string(),
+            _ => url.to_string(),
+        };
         let mut target = DeltaTarget {
             label,
+            location,
             table,
             app_id,
             committed: None,
@@ -237,7 +244,10 @@ impl DeltaTarget {
         if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
         }
-        let what = format!("writing Parquet files of {}", self.label);
+        let what = format!(
+            "writing Parquet files of {} into {}",
+            self.label, self.location
+        );
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| delta_error(&what, e))?
             .with_writer_properties(self.writer_properties.clone())
@@ -322,7 +332,7 @@ impl DeltaTarget {
         round: i64,
         position: Option<Position>,
     ) -> Result<(), ConnectorError> {
-        let what = format!("committing to {}", self.label);
+        let what = format!("committing to {} at {}", self.label, self.location);
         let mut metadata = vec![(ROUND_KEY.to_string(), serde_json::json!(round))];
         if let Some(position) = &position {
             let value = serde_json::to_value(position).map_err(|e| delta_error(&what, e))?;
