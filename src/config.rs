@@ -94,8 +94,20 @@ fn section_body<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     section: &str,
     table: toml::Table,
 ) -> Result<T, E> {
-    serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|err| E::custom(format!("{section}.{}: {}", err.path(), err.inner())))
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+        match err.path().to_string().as_str() {
+            // a key left out: the section as a whole is wrong
+            "." => E::custom(format!("[{section}]: {}", err.inner())),
+            path => {
+                let hint = if err.inner().to_string().contains("expected a duration") {
+                    " (write it as \"500ms\", \"10s\", \"5m\" or \"1h\")"
+                } else {
+                    ""
+                };
+                E::custom(format!("{section}.{path}: {}{hint}", err.inner()))
+            }
+        }
+    })
 }
 
 impl<'de> Deserialize<'de> for SourceConfig {
@@ -283,9 +295,20 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let expanded = expand_env(text, path, lookup)?;
-        let config: Config = toml::from_str(&expanded).map_err(|err| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: err.to_string(),
+        let config: Config = toml::from_str(&expanded).map_err(|err| {
+            // A section read through its `kind` loses TOML's spans (the error points at the
+            // section or the document's start), but the message names `section.key`: point
+            // at that key's line.
+            match line_of_named_key(text, err.message()) {
+                Some(line) => ConfigError::Parse {
+                    path: PathBuf::from(format!("{}:{line}", path.display())),
+                    message: err.message().trim().to_string(),
+                },
+                None => ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: err.to_string(),
+                },
+            }
         })?;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: match line_of_named_key(text, &message) {
@@ -444,10 +467,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line "), "{err}");
-        let err = parse(&GOOD.replace("server_id = 5401", "server_id = 5401\nserverid = 1"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line "), "{err}");
+        // an unknown key: at its line too
+        let text = GOOD.replace("server_id = 5401", "server_id = 5401\nserverid = 1");
+        let line = text
+            .lines()
+            .position(|l| l.trim() == "serverid = 1")
+            .expect("the line")
+            + 1;
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("test.toml:{line}:")), "{err}");
     }
 
     #[test]
