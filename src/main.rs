@@ -9,6 +9,7 @@ mod pipeline;
 mod pipeline_metrics;
 mod requests;
 mod retention;
+mod retry;
 mod status;
 mod telemetry;
 
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 use config::{Config, SinkConfig, SourceConfig};
 use headwater_contract::{ConnectorKind, Severity, Sink, Source};
 use pipeline::{Pipeline, RunMode, Settings};
+use retry::RetryPolicy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -299,13 +301,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
         },
     );
     let stop = stop_requested();
-    let mut delays = backon::BackoffBuilder::build(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(60))
-            .with_jitter()
-            .without_max_times(),
-    );
+    let mut delays = RetryPolicy::PIPELINE.schedule();
     loop {
         let (source, connector) = build_source(&config.source, &config.state.path)?;
         let sink = build_sink(&config.sink)?;
@@ -319,6 +315,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
                 requests: requests::RequestDir::new(&config.state.path),
                 status: std::sync::Arc::clone(&status),
                 column_stats: config.metrics.as_ref().is_some_and(|m| m.column_stats),
+                source_retry: RetryPolicy::SOURCE,
             },
             source,
             sink,
@@ -328,6 +325,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
         let stopped = async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         };
+        let started = std::time::Instant::now();
         match pipeline.run(mode, stopped).await {
             Ok(summary) => {
                 tracing::info!(records = summary.records, durable = ?summary.durable.map(|p| p.to_string()), "stopped");
@@ -336,7 +334,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
             // A transient sink failure (brokers or registry away at the wrong moment): start the
             // whole pipeline again from the durable position, as a restart would.
             Err(pipeline::PipelineError::Connector(err)) if err.is_retryable() => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                let delay = delays.next_delay(started.elapsed());
                 metrics::counter!("headwater_errors_total", "stage" => "pipeline", "kind" => "retryable").increment(1);
                 tracing::warn!(error = %err.report(), retry_in = ?delay,
                     "the pipeline stopped on a transient error; restarting it from the last durable position");

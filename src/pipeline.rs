@@ -5,6 +5,7 @@ use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::pipeline_metrics::PipelineMetrics;
 use crate::requests::RequestDir;
+use crate::retry::RetryPolicy;
 use crate::telemetry::Status;
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
@@ -54,6 +55,8 @@ pub struct Settings {
     pub status: Arc<Status>,
     /// Count NULLs per column (the distribution metrics).
     pub column_stats: bool,
+    /// How a source that failed with a retryable error is retried.
+    pub source_retry: RetryPolicy,
 }
 
 /// Batches buffered between the source task and the runtime (each batch is one log event's rows).
@@ -136,14 +139,9 @@ async fn drive_source(
     events: EventSender,
     context: StreamContext,
     status: Arc<Status>,
+    retry: RetryPolicy,
 ) -> Result<(), ConnectorError> {
-    let mut delays = backon::BackoffBuilder::build(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times(),
-    );
+    let mut delays = retry.schedule();
     let mut resume = resume;
     loop {
         let started = Instant::now();
@@ -158,17 +156,7 @@ async fn drive_source(
         {
             Ok(()) => return Ok(()),
             Err(err) if err.is_retryable() => {
-                if started.elapsed() > Duration::from_secs(60) {
-                    // it ran fine for a while: start the backoff over
-                    delays = backon::BackoffBuilder::build(
-                        backon::ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_millis(200))
-                            .with_max_delay(Duration::from_secs(30))
-                            .with_jitter()
-                            .without_max_times(),
-                    );
-                }
-                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                let delay = delays.next_delay(started.elapsed());
                 status.set_source_connected(false);
                 metrics::counter!("headwater_source_retries_total").increment(1);
                 metrics::counter!("headwater_errors_total", "stage" => "source", "kind" => "retryable").increment(1);
@@ -247,6 +235,7 @@ impl Pipeline {
                 backfills: backfills.clone(),
             },
             Arc::clone(&settings.status),
+            settings.source_retry,
         ));
         let mut metrics = PipelineMetrics::new(settings.column_stats);
 
@@ -459,3 +448,7 @@ fn drain(acks: &mut mpsc::UnboundedReceiver<Ack>, tracker: &mut AckTracker) {
     }
     tracker.settle();
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
