@@ -1,5 +1,6 @@
-//! `headwater`: change-data-capture from MySQL/MariaDB into a lake (and, as connectors land,
-//! PostgreSQL and Kafka).
+//! `headwater`: change-data-capture from MySQL/MariaDB (binlog) and PostgreSQL (logical slot)
+//! into an Avro lake, Delta Lake tables or Kafka. This file is the command line and the
+//! restart loop; the runtime is `pipeline.rs`, the connectors are the crates in `connectors/`.
 
 mod ack;
 mod checkpoint;
@@ -256,7 +257,7 @@ async fn check(config: &Config) -> anyhow::Result<bool> {
         if let Ok((log, rate)) = status::log_status(source.as_mut(), durable.as_ref()).await {
             println!(
                 "source log: {}",
-                log.describe(headwater_contract::backfill::now_ms(), rate)
+                log.describe(headwater_contract::now_ms(), rate)
             );
         }
     }
@@ -455,7 +456,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 let now = checkpoint
                     .as_ref()
                     .map(|c| c.updated_at_ms)
-                    .unwrap_or_else(headwater_contract::backfill::now_ms);
+                    .unwrap_or_else(headwater_contract::now_ms);
                 serde_json::json!({
                     "current": state.current.as_ref().map(|c| c.describe(now)),
                     "queued": state.queued.iter().map(|r| r.table.to_string()).collect::<Vec<_>>(),

@@ -7,6 +7,7 @@ use crate::pipeline_metrics::PipelineMetrics;
 use crate::requests::RequestDir;
 use crate::retry::RetryPolicy;
 use crate::telemetry::Status;
+use headwater_contract::now_ms;
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{
     Ack, AckSender, BackfillInbox, ConnectorError, ConnectorKind, EventSender, Position, Sink,
@@ -15,7 +16,7 @@ use headwater_contract::{
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How long `run` goes on.
@@ -122,13 +123,6 @@ impl Encoder {
             SourceEvent::Progress(_) => None,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Runs the source, retrying retryable errors with backoff from the last position it handed over.

@@ -56,7 +56,7 @@ pub fn publish(status: &LogStatus, eta: Option<f64>, rate: Option<f64>) {
             // file being written
             let age = purge_at_ms.map_or(0.0, |at| {
                 let last_write = at - *keep_seconds as i64 * 1000;
-                ((headwater_contract::backfill::now_ms() - last_write).max(0)) as f64 / 1000.0
+                ((headwater_contract::now_ms() - last_write).max(0)) as f64 / 1000.0
             });
             metrics::gauge!("headwater_needed_binlog_age_seconds").set(age);
         }
@@ -101,14 +101,14 @@ pub fn watch(mut source: Box<dyn Source>, status: Arc<Status>, settings: WatchSe
                 }
             };
             let rate = growth.observe(reading.log_bytes_written);
-            let eta = reading.loss_eta_seconds(headwater_contract::backfill::now_ms(), rate);
+            let eta = reading.loss_eta_seconds(headwater_contract::now_ms(), rate);
             publish(&reading, eta, rate);
             let due = last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(600));
             if let Some(eta) = eta.filter(|eta| *eta < settings.warn_below.as_secs_f64()) {
                 if due {
                     tracing::warn!(
                         eta = %human_seconds(eta),
-                        status = %reading.describe(headwater_contract::backfill::now_ms(), rate),
+                        status = %reading.describe(headwater_contract::now_ms(), rate),
                         "THE SOURCE MAY SOON DISCARD THE LOG THIS PIPELINE STILL NEEDS: catch up (check the sink), or raise the retention (binlog_expire_logs_seconds / max_slot_wal_keep_size)"
                     );
                     last_warning = Some(Instant::now());

@@ -61,7 +61,7 @@ pub async fn log_status(
 pub async fn print_json(config: &Config, mut source: Box<dyn Source>) -> anyhow::Result<()> {
     let running = CheckpointStore::open(&config.state.path, config.source.server_name()).is_err();
     let (durable, checkpoint) = durable_position(config)?;
-    let now = headwater_contract::backfill::now_ms();
+    let now = headwater_contract::now_ms();
     let (log, rate) = log_status(source.as_mut(), durable.as_ref()).await?;
     let out = serde_json::json!({
         "pipeline": config.source.server_name(),
@@ -80,7 +80,7 @@ pub async fn print_json(config: &Config, mut source: Box<dyn Source>) -> anyhow:
 pub async fn print(config: &Config, mut source: Box<dyn Source>) -> anyhow::Result<()> {
     let running = CheckpointStore::open(&config.state.path, config.source.server_name()).is_err();
     let (durable, checkpoint) = durable_position(config)?;
-    let now = headwater_contract::backfill::now_ms();
+    let now = headwater_contract::now_ms();
     println!(
         "pipeline {}: {}",
         config.source.server_name(),

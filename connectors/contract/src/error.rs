@@ -3,26 +3,26 @@
 
 use std::error::Error as StdError;
 
-/// What the runtime does with an error.
+/// What the runtime does with an error: the one classification, made where the error arises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
+pub enum ErrorClass {
     /// A transient condition (lost connection, server restarting, broker away): retry with backoff.
     Retryable,
     /// Retrying cannot help; a person must act. The message says what to do.
     Definite,
+    /// The source no longer has the log position needed (binlog purged, slot lost): definite,
+    /// unless the source may recover by copying the tables again (`snapshot = "when_needed"`).
+    PositionLost,
 }
 
 /// An error raised by a source, a sink or the record encoder.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ConnectorError {
-    pub retry: Retry,
+    pub class: ErrorClass,
     pub message: String,
     #[source]
     pub cause: Option<Box<dyn StdError + Send + Sync>>,
-    /// The source no longer has the log position needed (binlog purged, slot lost): definite,
-    /// unless the source may recover by copying the tables again (`snapshot = "when_needed"`).
-    pub position_lost: bool,
 }
 
 /// How long a connection to a server may take, TCP and handshake together: a server or path
@@ -40,27 +40,25 @@ impl ConnectorError {
     /// A transient failure; `message` says what failed.
     pub fn retryable(message: impl Into<String>) -> Self {
         ConnectorError {
-            retry: Retry::Retryable,
+            class: ErrorClass::Retryable,
             message: message.into(),
             cause: None,
-            position_lost: false,
         }
     }
 
     /// A failure that needs a person; `message` must say what to change.
     pub fn definite(message: impl Into<String>) -> Self {
         ConnectorError {
-            retry: Retry::Definite,
+            class: ErrorClass::Definite,
             message: message.into(),
             cause: None,
-            position_lost: false,
         }
     }
 
     /// The log position needed is gone from the source; `message` says how to recover.
     pub fn position_lost(message: impl Into<String>) -> Self {
         ConnectorError {
-            position_lost: true,
+            class: ErrorClass::PositionLost,
             ..ConnectorError::definite(message)
         }
     }
@@ -71,7 +69,12 @@ impl ConnectorError {
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.retry == Retry::Retryable
+        self.class == ErrorClass::Retryable
+    }
+
+    /// The source's log position is gone (see [`ErrorClass::PositionLost`]).
+    pub fn is_position_lost(&self) -> bool {
+        self.class == ErrorClass::PositionLost
     }
 
     /// The message followed by its chain of causes, for logs and the command line.

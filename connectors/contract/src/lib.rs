@@ -22,7 +22,7 @@ pub use backfill::{
 pub use connector::{
     Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source, StreamContext,
 };
-pub use error::{ConnectorError, Problem, Retry, Severity, CONNECT_TIMEOUT};
+pub use error::{ConnectorError, ErrorClass, Problem, Severity, CONNECT_TIMEOUT};
 pub use filter::{redact_url, TableFilter};
 pub use position::{
     BinlogPosition, GtidSet, Lsn, MariadbGtid, MariadbGtidState, MysqlGtidSet, PgPosition,
@@ -34,3 +34,12 @@ pub use record::{
 };
 pub use retention::{LogStatus, Retention};
 pub use schema::{Column, ConnectorKind, FieldType, TableId, TableSchema};
+
+/// Wall-clock milliseconds since the Unix epoch (0 for a clock set before 1970): commit times,
+/// lag and the `ts_ms` of records.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -21,6 +21,31 @@ pub enum Position {
     Postgres(PgPosition),
 }
 
+impl Position {
+    /// A stored position of a MySQL source; any other kind means the state directory belongs
+    /// to another pipeline.
+    pub fn into_mysql(self) -> Result<BinlogPosition, crate::ConnectorError> {
+        match self {
+            Position::Mysql(p) => Ok(p),
+            other => Err(Self::wrong_kind(&other, "a MySQL binlog position")),
+        }
+    }
+
+    /// A stored position of a PostgreSQL source (see [`Position::into_mysql`]).
+    pub fn into_postgres(self) -> Result<PgPosition, crate::ConnectorError> {
+        match self {
+            Position::Postgres(p) => Ok(p),
+            other => Err(Self::wrong_kind(&other, "a PostgreSQL position")),
+        }
+    }
+
+    fn wrong_kind(found: &Position, expected: &str) -> crate::ConnectorError {
+        crate::ConnectorError::definite(format!(
+            "the stored position {found} is not {expected}; this state directory belongs to another kind of source — use a separate state.path"
+        ))
+    }
+}
+
 impl PartialOrd for Position {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         match (self, other) {

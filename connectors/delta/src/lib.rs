@@ -15,9 +15,4 @@ pub mod table;
 pub use config::DeltaConfig;
 pub use sink::DeltaSink;
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use headwater_contract::now_ms;

@@ -13,7 +13,7 @@ use headwater_contract::{
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 struct OpenFile<W: io::Write> {
     stream: Arc<StreamSchema>,
@@ -64,13 +64,6 @@ pub fn stream_dir(name: &str) -> String {
         }
     }
     out
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl LakeSink<LocalStore> {
@@ -235,7 +228,7 @@ impl<S: LakeStore> LakeSink<S> {
             commit: self.manifest.commit + 1,
             position: Some(through.clone()),
             files,
-            committed_at_ms: now_ms(),
+            committed_at_ms: headwater_contract::now_ms(),
             total_records: self.manifest.total_records + records,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {

@@ -416,15 +416,7 @@ impl Source for MysqlSource {
         events: EventSender,
         context: StreamContext,
     ) -> Result<(), ConnectorError> {
-        let resume = match resume {
-            None => None,
-            Some(Position::Mysql(p)) => Some(p),
-            Some(other) => {
-                return Err(ConnectorError::definite(format!(
-                    "the stored position {other} is not a MySQL binlog position; this state directory belongs to another kind of source — use a separate state.path"
-                )))
-            }
-        };
+        let resume = resume.map(Position::into_mysql).transpose()?;
         let stop_at = match stop_at {
             Some(Position::Mysql(p)) => Some(p),
             _ => None,
@@ -602,7 +594,7 @@ impl MysqlSource {
         events: &EventSender,
         backfill: &Backfiller,
     ) -> Result<(), ConnectorError> {
-        if self.config.snapshot != SnapshotMode::WhenNeeded || !err.position_lost {
+        if self.config.snapshot != SnapshotMode::WhenNeeded || !err.is_position_lost() {
             return Err(err);
         }
         tracing::error!(error = %err.report(), "THE STORED BINLOG POSITION IS GONE. source.snapshot = \"when_needed\": continuing from the current binlog end and copying every included table again. Rows deleted while the position was lost stay in the destination until their table is cleaned up by hand");
@@ -752,7 +744,7 @@ impl MysqlSource {
                 };
                 let at = Position::Mysql(here.clone());
                 let template = MysqlSourceInfo {
-                    ts_ms: headwater_contract::backfill::now_ms(),
+                    ts_ms: headwater_contract::now_ms(),
                     snapshot: SnapshotMarker::True,
                     db: Arc::from(waiting.chunk.schema.id.namespace.as_str()),
                     table: Some(Arc::from(waiting.chunk.schema.id.table.as_str())),

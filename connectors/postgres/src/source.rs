@@ -228,7 +228,9 @@ impl Source for PostgresSource {
     ) -> Result<(), ConnectorError> {
         let previous = resume.as_ref().and_then(|p| p.backfill().cloned());
         match self.run(resume, stop_at, &events, &context).await {
-            Err(err) if err.position_lost && self.config.snapshot == SnapshotMode::WhenNeeded => {
+            Err(err)
+                if err.is_position_lost() && self.config.snapshot == SnapshotMode::WhenNeeded =>
+            {
                 self.recover(err, previous, &events).await
             }
             other => other,
@@ -325,18 +327,14 @@ impl PostgresSource {
             self.config.snapshot_chunk_size,
         );
         backfill.retain_captured(|t| self.filter.captures(&t.namespace, &t.table));
-        let resume = match resume {
-            None => None,
-            Some(Position::Postgres(mut p)) => {
-                p.backfill = None;
-                Some(p)
-            }
-            Some(other) => {
-                return Err(ConnectorError::definite(format!(
-                    "the stored position {other} is not a PostgreSQL position; this state directory belongs to another kind of source — use a separate state.path"
-                )))
-            }
-        };
+        // the backfill it carried is in `backfill` now
+        let resume = resume
+            .map(Position::into_postgres)
+            .transpose()?
+            .map(|p| PgPosition {
+                backfill: None,
+                ..p
+            });
         let stop_at = match stop_at {
             Some(Position::Postgres(p)) => Some(p),
             _ => None,
@@ -647,7 +645,7 @@ impl PostgresSource {
                     break;
                 };
                 let template = PgSourceInfo {
-                    ts_ms: headwater_contract::backfill::now_ms(),
+                    ts_ms: headwater_contract::now_ms(),
                     snapshot: SnapshotMarker::True,
                     db: Arc::from(self.params.database.as_str()),
                     schema: Arc::from(waiting.schema.id.namespace.as_str()),

@@ -14,6 +14,7 @@
 //! were already in the log but not yet visible to the chunk's read (commit order and visibility
 //! order differ by microseconds on both servers). Dropping more keys than needed is harmless.
 
+use crate::now_ms;
 use crate::position::Position;
 use crate::record::{ChangeRecord, Op, SnapshotMarker, SourceEvent, SourceInfo};
 use crate::schema::{TableId, TableSchema};
@@ -24,7 +25,7 @@ use std::time::Instant;
 mod state;
 
 pub use state::{
-    now_ms, BackfillInbox, BackfillKind, BackfillRequest, BackfillState, KeyPart, SnapshotMode,
+    BackfillInbox, BackfillKind, BackfillRequest, BackfillState, KeyPart, SnapshotMode,
     TableProgress,
 };
 

@@ -1,13 +1,13 @@
 //! What a snapshot's progress is made of — modes, requests, saved keys, the state carried in
 //! positions — and the inbox requests reach a running source through.
 
+use crate::now_ms;
 use crate::record::SnapshotMarker;
 use crate::schema::TableId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `source.snapshot`: when tables are copied.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -202,13 +202,6 @@ impl fmt::Display for BackfillState {
         }
         Ok(())
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Backfill requests handed from the runtime to the running source. Shared, so a source that
