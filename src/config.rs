@@ -501,3 +501,132 @@ mod tests {
         assert!(seen > 0, "no example configs found in {}", dir.display());
     }
 }
+
+/// Every key of every config section is in the README's configuration reference, so the two
+/// cannot drift: the keys come from the config structs themselves (the field list serde hands
+/// a deserializer), the documented ones from the README's table under the section's heading.
+#[cfg(test)]
+mod documented {
+    use super::*;
+    use serde::de::{self, Visitor};
+
+    /// A deserializer that records the field names a struct asks for, then stops.
+    struct FieldNames(Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for &mut FieldNames {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend_from_slice(fields);
+            Err(Stop)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    fn keys<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+        let mut names = FieldNames(Vec::new());
+        let _ = T::deserialize(&mut names);
+        assert!(
+            !names.0.is_empty(),
+            "{} lists its fields",
+            std::any::type_name::<T>()
+        );
+        names.0
+    }
+
+    /// The keys in the first table after the README heading that starts with `heading`.
+    fn documented_keys(readme: &str, heading: &str) -> Vec<String> {
+        let start = readme
+            .find(&format!("\n### {heading}"))
+            .unwrap_or_else(|| panic!("README has a section `### {heading}`"));
+        let section = &readme[start + 1..];
+        let end = ["\n## ", "\n### "]
+            .iter()
+            .filter_map(|next| section[4..].find(next))
+            .min()
+            .map_or(section.len(), |e| e + 4);
+        // every `key` in a row's first cell (a row may document two keys together)
+        section[..end]
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .filter_map(|line| line[1..].split(" |").next())
+            .flat_map(|cell| {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let sections: [(&str, Vec<&'static str>); 8] = [
+            ("`[source]` with `kind = \"mysql\"`", keys::<MysqlConfig>()),
+            (
+                "`[source]` with `kind = \"postgres\"`",
+                keys::<PostgresConfig>(),
+            ),
+            ("`[sink]` with `kind = \"lake\"`", keys::<LakeConfig>()),
+            ("`[sink]` with `kind = \"delta\"`", keys::<DeltaConfig>()),
+            ("`[sink]` with `kind = \"kafka\"`", keys::<KafkaConfig>()),
+            ("`[state]`", keys::<StateConfig>()),
+            ("`[pipeline]`", keys::<PipelineConfig>()),
+            ("`[metrics]`", keys::<MetricsConfig>()),
+        ];
+        let mut missing = Vec::new();
+        for (heading, fields) in &sections {
+            let documented = documented_keys(readme, heading);
+            for field in fields {
+                if !documented.iter().any(|d| d == field) {
+                    missing.push(format!("{heading}: {field}"));
+                }
+            }
+            for key in &documented {
+                if key != "kind" && !fields.contains(&key.as_str()) {
+                    missing.push(format!(
+                        "{heading}: the README documents `{key}`, which is no key"
+                    ));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "README's configuration reference lacks:\n{}",
+            missing.join("\n")
+        );
+    }
+}
