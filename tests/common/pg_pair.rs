@@ -3,6 +3,7 @@
 //! the ones `scripts/services.sh start postgres18` unpacks (`HEADWATER_POSTGRES18_BIN`); the
 //! servers run as the `postgres` OS user in a temporary directory, on free loopback ports.
 
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -40,12 +41,6 @@ fn as_postgres(program: &Path) -> Command {
     command
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 impl PgNode {
     fn append_conf(&self, lines: &str) {
