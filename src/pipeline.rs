@@ -184,26 +184,12 @@ impl Pipeline {
             mut sink,
             checkpoints,
         } = self;
-        let (acks, mut ack_rx) = AckSender::channel();
+        let (acks, ack_rx) = AckSender::channel();
         let sink_position = sink.open(acks).await?;
         settings.status.set_sink_open(true);
-        let checkpoint = checkpoints.load()?.map(|c| c.position);
-        let resume = match (sink_position, checkpoint) {
-            (Some(sink), checkpoint) => {
-                if checkpoint.as_ref().is_some_and(|c| c != &sink) {
-                    tracing::info!(sink = %sink, checkpoint = ?checkpoint.as_ref().map(|c| c.to_string()),
-                        "resuming from the position stored with the sink's data (it wins over the checkpoint file)");
-                }
-                Some(sink)
-            }
-            (None, checkpoint) => checkpoint,
-        };
+        let resume = resume_position(sink_position, checkpoints.load()?.map(|c| c.position));
         if let Some(position) = &resume {
             settings.status.set_durable_position(position.clone());
-        }
-        match &resume {
-            Some(position) => tracing::info!(%position, "resuming"),
-            None => tracing::info!("no stored position: starting where the source config says"),
         }
         let stop_at = match mode {
             RunMode::CatchUp => {
@@ -231,28 +217,13 @@ impl Pipeline {
             Arc::clone(&settings.status),
             settings.source_retry,
         ));
-        let mut metrics = PipelineMetrics::new(settings.column_stats);
-
-        let mut encoder = Encoder {
-            server_name: settings.server_name.clone(),
-            connector: settings.connector,
-            streams: HashMap::new(),
-            schema_changes: Arc::new(StreamSchema::for_schema_changes(
-                &settings.server_name,
-                settings.connector,
-            )),
+        let links = SourceLinks {
+            durable_tx,
+            backfills,
+            backpressure,
         };
-        let mut tracker = AckTracker::new(1);
-        let mut next_seq = 1u64;
-        let mut last_position = resume.clone();
-        let mut committed = resume;
-        let mut last_checkpoint_at = Instant::now();
-        let mut last_durable_at = Instant::now();
-        let mut last_published = Instant::now();
-        let mut summary = RunSummary::default();
+        let mut running = Running::new(settings, sink, checkpoints, ack_rx, resume, links);
         let mut ticker = tokio::time::interval(TICK);
-        let mut last_log = Instant::now();
-        let mut records_at_last_log = 0u64;
         tokio::pin!(shutdown);
 
         let outcome: Result<(), PipelineError> = loop {
@@ -271,127 +242,265 @@ impl Pipeline {
                             Err(join) => Err(PipelineError::SourceTask(join.to_string())),
                         };
                     };
-                    let now = now_ms();
-                    settings.status.set_source_connected(true);
-                    let mut failed = None;
-                    let mut first_change = true;
-                    for event in batch {
-                        let seq = next_seq;
-                        next_seq += 1;
-                        let position = event.position().clone();
-                        match &event {
-                            SourceEvent::Change(change) => {
-                                let commit_ms = change.source.ts_ms();
-                                metrics.change(&change.table, change.op, commit_ms, now, change.after.as_deref());
-                                if change.transaction.as_ref().is_some_and(|t| t.total_order == 1) {
-                                    metrics.transaction();
-                                }
-                                if first_change && change.op != headwater_contract::Op::Read {
-                                    metrics.batch_started(seq, commit_ms);
-                                    first_change = false;
-                                }
-                            }
-                            SourceEvent::SchemaChange(ddl) => PipelineMetrics::schema_change(ddl.table.as_ref()),
-                            SourceEvent::Progress(_) => {}
-                        }
-                        match encoder.encode(seq, event, now) {
-                            Some(record) => {
-                                tracker.push(seq, position.clone(), true);
-                                summary.records += 1;
-                                metrics.written(record.value.len() + record.key.as_ref().map_or(0, Vec::len));
-                                if let Err(err) = sink.write(record).await {
-                                    failed = Some(err);
-                                    break;
-                                }
-                            }
-                            None => tracker.push(seq, position.clone(), false),
-                        }
-                        last_position = Some(position);
-                    }
-                    if let Some(err) = failed {
-                        break Err(err.into());
-                    }
-                    drain(&mut ack_rx, &mut tracker);
-                    if tracker.in_flight() >= settings.max_in_flight {
-                        if let Some(through) = &last_position {
-                            let flushing = Instant::now();
-                            if let Err(err) = sink.flush(through).await {
-                                break Err(err.into());
-                            }
-                            PipelineMetrics::flushed(flushing.elapsed());
-                            drain(&mut ack_rx, &mut tracker);
-                        }
-                    }
-                    // under a steady load the (biased) select may not reach the ticker for a
-                    // while: keep the metrics current from here too
-                    if last_published.elapsed() >= TICK {
-                        metrics.durable_through(tracker.durable_through(), now);
-                        metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed(), backpressure.total());
-                        last_published = Instant::now();
+                    if let Err(err) = running.take_batch(batch).await {
+                        break Err(err);
                     }
                 }
-                Some(ack) = ack_rx.recv() => {
-                    tracker.ack(ack);
-                }
+                Some(ack) = running.ack_rx.recv() => running.tracker.ack(ack),
                 _ = ticker.tick() => {
-                    if let Some(through) = &last_position {
-                        if let Err(err) = sink.tick(through).await {
-                            break Err(err.into());
-                        }
-                    }
-                    drain(&mut ack_rx, &mut tracker);
-                    let now = now_ms();
-                    metrics.durable_through(tracker.durable_through(), now);
-                    metrics.tick(now, tracker.in_flight(), last_durable_at.elapsed(), backpressure.total());
-                    last_published = Instant::now();
-                    if last_checkpoint_at.elapsed() >= settings.checkpoint_interval {
-                        let before = committed.clone();
-                        if let Err(err) = commit_checkpoint(&checkpoints, &tracker, &mut committed) {
-                            break Err(err);
-                        }
-                        if committed != before {
-                            last_durable_at = Instant::now();
-                            if let Some(durable) = &committed {
-                                settings.status.set_durable_position(durable.clone());
-                                PipelineMetrics::snapshot(durable.backfill().map(|b| b.as_ref()));
-                            }
-                        }
-                        offer_requests(&settings.requests, &backfills, committed.as_ref());
-                        durable_tx.send_if_modified(|current| {
-                            let changed = *current != committed;
-                            if changed {
-                                current.clone_from(&committed);
-                            }
-                            changed
-                        });
-                        last_checkpoint_at = Instant::now();
-                    }
-                    if last_log.elapsed() >= PROGRESS_LOG {
-                        let rate = (summary.records - records_at_last_log) as f64 / last_log.elapsed().as_secs_f64();
-                        tracing::info!(records = summary.records, rate_per_s = rate as u64, in_flight = tracker.in_flight(),
-                            durable = ?committed.as_ref().map(|p| p.to_string()), "progress");
-                        last_log = Instant::now();
-                        records_at_last_log = summary.records;
+                    if let Err(err) = running.tick().await {
+                        break Err(err);
                     }
                 }
             }
         };
         source_task.abort();
+        running.finish(outcome).await
+    }
+}
 
-        // Whatever happened, make durable what was handed to the sink, then commit it.
-        let flushed = match &last_position {
-            Some(through) => sink.flush(through).await.map_err(PipelineError::from),
+/// Where the run starts: the position stored with the sink's data wins over the checkpoint
+/// file (the sink's is the one its data matches).
+fn resume_position(sink: Option<Position>, checkpoint: Option<Position>) -> Option<Position> {
+    let resume = match (sink, checkpoint) {
+        (Some(sink), checkpoint) => {
+            if checkpoint.as_ref().is_some_and(|c| c != &sink) {
+                tracing::info!(sink = %sink, checkpoint = ?checkpoint.as_ref().map(|c| c.to_string()),
+                    "resuming from the position stored with the sink's data (it wins over the checkpoint file)");
+            }
+            Some(sink)
+        }
+        (None, checkpoint) => checkpoint,
+    };
+    match &resume {
+        Some(position) => tracing::info!(%position, "resuming"),
+        None => tracing::info!("no stored position: starting where the source config says"),
+    }
+    resume
+}
+
+/// What the runtime tells the running source, and reads from it.
+struct SourceLinks {
+    /// The committed position, for sources that confirm it to their server.
+    durable_tx: tokio::sync::watch::Sender<Option<Position>>,
+    /// Backfill requests and the pause switch.
+    backfills: BackfillInbox,
+    /// How long the source has waited for room in the event channel.
+    backpressure: headwater_contract::connector::BlockedTime,
+}
+
+/// A run's state between the source's batches, the sink's acknowledgements and the ticks.
+struct Running {
+    settings: Settings,
+    sink: Box<dyn Sink>,
+    checkpoints: CheckpointStore,
+    ack_rx: mpsc::UnboundedReceiver<Ack>,
+    tracker: AckTracker,
+    encoder: Encoder,
+    metrics: PipelineMetrics,
+    next_seq: u64,
+    /// The position of the last event handed to the sink (what a flush covers).
+    last_position: Option<Position>,
+    /// The position in the checkpoint file.
+    committed: Option<Position>,
+    links: SourceLinks,
+    summary: RunSummary,
+    last_checkpoint_at: Instant,
+    last_durable_at: Instant,
+    last_published: Instant,
+    last_log: Instant,
+    records_at_last_log: u64,
+}
+
+impl Running {
+    fn new(
+        settings: Settings,
+        sink: Box<dyn Sink>,
+        checkpoints: CheckpointStore,
+        ack_rx: mpsc::UnboundedReceiver<Ack>,
+        resume: Option<Position>,
+        links: SourceLinks,
+    ) -> Self {
+        let encoder = Encoder {
+            server_name: settings.server_name.clone(),
+            connector: settings.connector,
+            streams: HashMap::new(),
+            schema_changes: Arc::new(StreamSchema::for_schema_changes(
+                &settings.server_name,
+                settings.connector,
+            )),
+        };
+        Running {
+            metrics: PipelineMetrics::new(settings.column_stats),
+            settings,
+            sink,
+            checkpoints,
+            ack_rx,
+            tracker: AckTracker::new(1),
+            encoder,
+            next_seq: 1,
+            last_position: resume.clone(),
+            committed: resume,
+            links,
+            summary: RunSummary::default(),
+            last_checkpoint_at: Instant::now(),
+            last_durable_at: Instant::now(),
+            last_published: Instant::now(),
+            last_log: Instant::now(),
+            records_at_last_log: 0,
+        }
+    }
+
+    /// Encodes one batch of source events and hands the records to the sink; flushes when
+    /// too much is unacknowledged.
+    async fn take_batch(&mut self, batch: Vec<SourceEvent>) -> Result<(), PipelineError> {
+        let now = now_ms();
+        self.settings.status.set_source_connected(true);
+        let mut first_change = true;
+        for event in batch {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let position = event.position().clone();
+            self.observe(&event, seq, now, &mut first_change);
+            match self.encoder.encode(seq, event, now) {
+                Some(record) => {
+                    self.tracker.push(seq, position.clone(), true);
+                    self.summary.records += 1;
+                    self.metrics
+                        .written(record.value.len() + record.key.as_ref().map_or(0, Vec::len));
+                    self.sink.write(record).await?;
+                }
+                None => self.tracker.push(seq, position.clone(), false),
+            }
+            self.last_position = Some(position);
+        }
+        drain(&mut self.ack_rx, &mut self.tracker);
+        if self.tracker.in_flight() >= self.settings.max_in_flight {
+            if let Some(through) = &self.last_position {
+                let flushing = Instant::now();
+                self.sink.flush(through).await?;
+                PipelineMetrics::flushed(flushing.elapsed());
+                drain(&mut self.ack_rx, &mut self.tracker);
+            }
+        }
+        // under a steady load the (biased) select may not reach the ticker for a while: keep
+        // the metrics current from here too
+        if self.last_published.elapsed() >= TICK {
+            self.publish_metrics(now);
+        }
+        Ok(())
+    }
+
+    /// The volume, freshness and schema metrics of one event.
+    fn observe(&mut self, event: &SourceEvent, seq: u64, now: i64, first_change: &mut bool) {
+        match event {
+            SourceEvent::Change(change) => {
+                let commit_ms = change.source.ts_ms();
+                self.metrics.change(
+                    &change.table,
+                    change.op,
+                    commit_ms,
+                    now,
+                    change.after.as_deref(),
+                );
+                if change
+                    .transaction
+                    .as_ref()
+                    .is_some_and(|t| t.total_order == 1)
+                {
+                    self.metrics.transaction();
+                }
+                if *first_change && change.op != headwater_contract::Op::Read {
+                    self.metrics.batch_started(seq, commit_ms);
+                    *first_change = false;
+                }
+            }
+            SourceEvent::SchemaChange(ddl) => PipelineMetrics::schema_change(ddl.table.as_ref()),
+            SourceEvent::Progress(_) => {}
+        }
+    }
+
+    fn publish_metrics(&mut self, now: i64) {
+        let blocked = self.links.backpressure.total();
+        self.metrics
+            .durable_through(self.tracker.durable_through(), now);
+        self.metrics.tick(
+            now,
+            self.tracker.in_flight(),
+            self.last_durable_at.elapsed(),
+            blocked,
+        );
+        self.last_published = Instant::now();
+    }
+
+    /// The periodic work: the sink's tick, metrics, the checkpoint, the progress log.
+    async fn tick(&mut self) -> Result<(), PipelineError> {
+        if let Some(through) = &self.last_position {
+            self.sink.tick(through).await?;
+        }
+        drain(&mut self.ack_rx, &mut self.tracker);
+        self.publish_metrics(now_ms());
+        if self.last_checkpoint_at.elapsed() >= self.settings.checkpoint_interval {
+            self.checkpoint()?;
+            self.last_checkpoint_at = Instant::now();
+        }
+        if self.last_log.elapsed() >= PROGRESS_LOG {
+            let rate = (self.summary.records - self.records_at_last_log) as f64
+                / self.last_log.elapsed().as_secs_f64();
+            tracing::info!(records = self.summary.records, rate_per_s = rate as u64, in_flight = self.tracker.in_flight(),
+                durable = ?self.committed.as_ref().map(|p| p.to_string()), "progress");
+            self.last_log = Instant::now();
+            self.records_at_last_log = self.summary.records;
+        }
+        Ok(())
+    }
+
+    /// Commits what is durable, and tells the source and the backfill requests about it.
+    fn checkpoint(&mut self) -> Result<(), PipelineError> {
+        let before = self.committed.clone();
+        commit_checkpoint(&self.checkpoints, &self.tracker, &mut self.committed)?;
+        if self.committed != before {
+            self.last_durable_at = Instant::now();
+            if let Some(durable) = &self.committed {
+                self.settings.status.set_durable_position(durable.clone());
+                PipelineMetrics::snapshot(durable.backfill().map(|b| b.as_ref()));
+            }
+        }
+        offer_requests(
+            &self.settings.requests,
+            &self.links.backfills,
+            self.committed.as_ref(),
+        );
+        let committed = &self.committed;
+        self.links.durable_tx.send_if_modified(|current| {
+            let changed = current != committed;
+            if changed {
+                current.clone_from(committed);
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// Whatever ended the run: make durable what was handed to the sink, then commit it.
+    async fn finish(
+        mut self,
+        outcome: Result<(), PipelineError>,
+    ) -> Result<RunSummary, PipelineError> {
+        let flushed = match &self.last_position {
+            Some(through) => self.sink.flush(through).await.map_err(PipelineError::from),
             None => Ok(()),
         };
-        drain(&mut ack_rx, &mut tracker);
-        let committed_now = commit_checkpoint(&checkpoints, &tracker, &mut committed);
-        summary.durable = committed;
-        settings.status.set_sink_open(false);
-        settings.status.set_source_connected(false);
+        drain(&mut self.ack_rx, &mut self.tracker);
+        let committed_now =
+            commit_checkpoint(&self.checkpoints, &self.tracker, &mut self.committed);
+        self.summary.durable = self.committed;
+        self.settings.status.set_sink_open(false);
+        self.settings.status.set_source_connected(false);
         outcome?;
         flushed?;
         committed_now?;
-        Ok(summary)
+        Ok(self.summary)
     }
 }
 

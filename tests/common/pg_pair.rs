@@ -41,7 +41,6 @@ fn as_postgres(program: &Path) -> Command {
     command
 }
 
-
 impl PgNode {
     fn append_conf(&self, lines: &str) {
         use std::io::Write;
