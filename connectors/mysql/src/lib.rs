@@ -7,6 +7,7 @@ mod guard;
 mod preflight;
 mod read_event;
 mod retention;
+pub mod server;
 pub mod source;
 pub mod stream;
 pub mod table;

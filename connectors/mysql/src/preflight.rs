@@ -1,11 +1,11 @@
 //! Preflight (`headwater check`): every server setting, privilege and resource the MySQL/MariaDB
 //! source needs, each problem with its fix.
 
-use crate::source::MysqlSource;
+use crate::server::MysqlServer;
 use headwater_contract::{ConnectorError, Problem, SnapshotMode, TableId};
 use mysql_async::prelude::Queryable;
 
-pub(crate) async fn check(source: &MysqlSource) -> Result<Vec<Problem>, ConnectorError> {
+pub(crate) async fn check(source: &MysqlServer) -> Result<Vec<Problem>, ConnectorError> {
     let mut problems = Vec::new();
     let mut conn = match source.connect().await {
         Ok(conn) => conn,
@@ -129,7 +129,7 @@ pub(crate) async fn check(source: &MysqlSource) -> Result<Vec<Problem>, Connecto
 
 /// The captured base tables without a primary key.
 pub(crate) async fn keyless_tables(
-    source: &MysqlSource,
+    source: &MysqlServer,
     conn: &mut mysql_async::Conn,
 ) -> Result<Vec<TableId>, ConnectorError> {
     let keyless: Vec<(Vec<u8>, Vec<u8>)> = conn

@@ -1,7 +1,8 @@
 //! How a binlog position stands against the server's binlogs: bytes behind the end
 //! (`SHOW BINARY LOGS`) and when `binlog_expire_logs_seconds` may purge the file it needs.
 
-use crate::source::{integer, text, MysqlSource};
+use crate::server::{integer, text};
+use crate::source::MysqlSource;
 use futures_util::StreamExt;
 use headwater_contract::{BinlogPosition, ConnectorError, LogStatus, Retention};
 use mysql_async::prelude::Queryable;
@@ -16,12 +17,12 @@ impl MysqlSource {
         &self,
         position: Option<&BinlogPosition>,
     ) -> Result<LogStatus, ConnectorError> {
-        let mut conn = self.connect().await?;
-        let vars = self.variables(&mut conn).await?;
-        let rows: Vec<mysql_async::Row> = conn
-            .query("SHOW BINARY LOGS")
-            .await
-            .map_err(self.classify("listing the binlog files (SHOW BINARY LOGS)"))?;
+        let mut conn = self.server.connect().await?;
+        let vars = self.server.variables(&mut conn).await?;
+        let rows: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(
+            self.server
+                .classify("listing the binlog files (SHOW BINARY LOGS)"),
+        )?;
         let files: Vec<(String, u64)> = rows
             .iter()
             .filter_map(|row| Some((text(row, 0)?, integer(row, 1)? as u64)))
@@ -89,8 +90,8 @@ impl MysqlSource {
     /// times only through the binlog itself. Read with a server_id of its own (the pipeline's
     /// plus 2^31), so the probe never displaces the pipeline's own stream.
     async fn file_started_at(&self, file: &str) -> Result<Option<i64>, ConnectorError> {
-        let conn: Conn = self.connect().await?;
-        let probe_id = self.config.server_id.wrapping_add(1 << 31);
+        let conn: Conn = self.server.connect().await?;
+        let probe_id = self.server.config.server_id.wrapping_add(1 << 31);
         let request = BinlogStreamRequest::new(probe_id)
             .with_filename(file.as_bytes())
             .with_pos(4)
@@ -98,7 +99,7 @@ impl MysqlSource {
         let mut stream = conn
             .get_binlog_stream(request)
             .await
-            .map_err(self.classify("reading a binlog file's start time"))?;
+            .map_err(self.server.classify("reading a binlog file's start time"))?;
         let mut started = None;
         for _ in 0..4 {
             match stream.next().await {
@@ -109,7 +110,9 @@ impl MysqlSource {
                     }
                 }
                 Some(Err(err)) => {
-                    return Err(self.classify("reading a binlog file's start time")(err))
+                    return Err(self.server.classify("reading a binlog file's start time")(
+                        err,
+                    ))
                 }
                 None => break,
             }

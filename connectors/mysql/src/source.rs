@@ -1,190 +1,35 @@
 //! The MySQL/MariaDB source: connection, preflight checks, and the binlog stream loop.
 
-use crate::config::WatermarkKind;
 use crate::config::{MysqlConfig, StartFrom};
-use crate::error::classify;
 use crate::read_event::{next_event, ReadFailure};
+use crate::server::{text, MysqlServer};
 use crate::snapshot::{ChunkOutcome, ChunkReader, Watermark};
 use crate::stream::{BinlogReader, Step};
-use crate::table::{Collations, ColumnHints, TypeHint};
+use crate::table::{ColumnHints, TypeHint};
 use async_trait::async_trait;
 use headwater_contract::backfill::Chunk;
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    redact_url, BackfillKind, BackfillRequest, Backfiller, BinlogPosition, Completed,
-    ConnectorError, EventSender, GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem,
-    SnapshotMarker, SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter,
-    TableId, CONNECT_TIMEOUT,
+    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, Completed, ConnectorError,
+    EventSender, GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMarker,
+    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableId,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts};
-use std::collections::HashMap;
+use mysql_async::{BinlogStreamRequest, Conn};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct MysqlSource {
-    pub(crate) config: MysqlConfig,
-    pub(crate) filter: TableFilter,
-    pub(crate) opts: Opts,
+    pub(crate) server: MysqlServer,
     pub(crate) state_dir: PathBuf,
-}
-
-/// The server facts the stream needs.
-struct ServerInfo {
-    collations: Collations,
-    checksum: bool,
 }
 
 impl MysqlSource {
     pub fn new(config: MysqlConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
-        let filter = config.validate().map_err(ConnectorError::definite)?;
-        let mut opts = Opts::from_url(&config.url).map_err(|e| {
-            classify(
-                e.into(),
-                "reading source.url",
-                &config.url,
-                config.server_id,
-            )
-        })?;
-        if let Some(ca) = &config.tls_ca_file {
-            let tls = mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()]);
-            opts = mysql_async::OptsBuilder::from_opts(opts)
-                .ssl_opts(tls)
-                .into();
-        }
         Ok(MysqlSource {
-            config,
-            filter,
-            opts,
+            server: MysqlServer::new(config)?,
             state_dir: state_dir.to_path_buf(),
-        })
-    }
-
-    pub(crate) fn classify(
-        &self,
-        what: &str,
-    ) -> impl Fn(mysql_async::Error) -> ConnectorError + '_ {
-        let what = what.to_string();
-        move |e| classify(e, &what, &self.config.url, self.config.server_id)
-    }
-
-    pub(crate) async fn connect(&self) -> Result<Conn, ConnectorError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(self.opts.clone())).await {
-            Ok(conn) => conn.map_err(self.classify("connecting to the source")),
-            Err(_) => Err(ConnectorError::connect_timed_out(
-                "connecting to the source",
-                &redact_url(&self.config.url),
-            )),
-        }
-    }
-
-    pub(crate) async fn variables(
-        &self,
-        conn: &mut Conn,
-    ) -> Result<HashMap<String, String>, ConnectorError> {
-        // Typed rows with Option fields: mysql_async panics when a value does not convert.
-        let rows: Vec<mysql_async::Row> = conn
-            .query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin','binlog_format','binlog_row_image','binlog_row_metadata','binlog_checksum','log_bin_compress','gtid_strict_mode','gtid_mode','binlog_expire_logs_seconds','expire_logs_days','version','binlog_row_value_options')")
-            .await
-            .map_err(self.classify("reading server variables"))?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                Some((
-                    text(row, 0)?.to_ascii_lowercase(),
-                    text(row, 1).unwrap_or_default(),
-                ))
-            })
-            .collect())
-    }
-
-    async fn server_info(&self, conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
-        let rows: Vec<mysql_async::Row> = conn
-            .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
-            .await
-            .map_err(self.classify("reading the server's collations"))?;
-        let vars = self.variables(conn).await?;
-        Ok(ServerInfo {
-            collations: Collations::new(
-                rows.iter()
-                    .filter_map(|row| Some((u16::try_from(integer(row, 0)?).ok()?, text(row, 1)?)))
-                    .collect(),
-            ),
-            checksum: vars
-                .get("binlog_checksum")
-                .is_some_and(|v| !v.eq_ignore_ascii_case("NONE")),
-        })
-    }
-
-    pub(crate) async fn master_status(
-        &self,
-        conn: &mut Conn,
-    ) -> Result<BinlogPosition, ConnectorError> {
-        // MySQL 8.4 renamed SHOW MASTER STATUS.
-        let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
-            Ok(row) => row,
-            Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
-                .query_first("SHOW BINARY LOG STATUS")
-                .await
-                .map_err(self.classify("reading the binlog position"))?,
-            Err(err) => return Err(self.classify("reading the binlog position")(err)),
-        };
-        let Some(row) = row else {
-            return Err(ConnectorError::definite(
-                "the server has binary logging off (SHOW MASTER STATUS is empty); start it with log_bin=ON and binlog_format=ROW",
-            ));
-        };
-        let file: String = row.get_opt(0).and_then(Result::ok).unwrap_or_default();
-        let pos: u64 = row.get_opt(1).and_then(Result::ok).unwrap_or(4);
-        let gtid_query = if self.is_mariadb(conn).await? {
-            "SELECT @@gtid_binlog_pos"
-        } else {
-            "SELECT @@global.gtid_executed"
-        };
-        let gtid: Option<Option<String>> = conn
-            .query_first(gtid_query)
-            .await
-            .map_err(self.classify("reading the GTID position"))?;
-        let gtid_set = parse_gtid_state(gtid.flatten().as_deref().unwrap_or(""))?;
-        Ok(BinlogPosition {
-            file: Arc::from(file.as_str()),
-            pos,
-            gtid_set: Arc::new(gtid_set),
-            rows_done: 0,
-            backfill: None,
-        })
-    }
-
-    pub(crate) async fn is_mariadb(&self, conn: &mut Conn) -> Result<bool, ConnectorError> {
-        let version: Option<Option<String>> = conn
-            .query_first("SELECT VERSION()")
-            .await
-            .map_err(self.classify("reading the server version"))?;
-        Ok(version
-            .flatten()
-            .is_some_and(|v| v.to_ascii_lowercase().contains("mariadb")))
-    }
-
-    async fn first_binlog(&self, conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
-        let row: Option<mysql_async::Row> = conn
-            .query_first("SHOW BINARY LOGS")
-            .await
-            .map_err(self.classify("listing binary logs"))?;
-        let file: String = row
-            .and_then(|r| r.get_opt(0))
-            .and_then(Result::ok)
-            .ok_or_else(|| {
-                ConnectorError::definite(
-                    "the server lists no binary logs; start it with log_bin=ON",
-                )
-            })?;
-        Ok(BinlogPosition {
-            file: Arc::from(file.as_str()),
-            pos: 4,
-            gtid_set: Arc::default(),
-            rows_done: 0,
-            backfill: None,
         })
     }
 }
@@ -200,14 +45,17 @@ impl MysqlSource {
         let oldest: Option<mysql_async::Row> = conn
             .query_first("SHOW BINARY LOGS")
             .await
-            .map_err(self.classify("listing binary logs"))?;
+            .map_err(self.server.classify("listing binary logs"))?;
         let Some(oldest) = oldest.as_ref().and_then(|row| text(row, 0)) else {
             return Ok(());
         };
         let before_oldest: Option<Option<String>> = conn
             .exec_first("SELECT BINLOG_GTID_POS(?, 4)", (oldest.as_str(),))
             .await
-            .map_err(self.classify("reading the GTID state of the oldest binlog"))?;
+            .map_err(
+                self.server
+                    .classify("reading the GTID state of the oldest binlog"),
+            )?;
         let before_oldest: MariadbGtidState = before_oldest
             .flatten()
             .unwrap_or_default()
@@ -245,7 +93,7 @@ impl MysqlSource {
                  AND TABLE_SCHEMA NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema')",
             )
             .await
-            .map_err(self.classify("reading column types"))?;
+            .map_err(self.server.classify("reading column types"))?;
         for row in &typed {
             let (Some(db), Some(table), Some(column), Some(data_type)) =
                 (text(row, 0), text(row, 1), text(row, 2), text(row, 3))
@@ -293,7 +141,7 @@ impl MysqlSource {
     ) -> ConnectorError {
         let purged = matches!(&err, mysql_async::Error::Server(s)
             if s.code == crate::error::ER_MASTER_FATAL_ERROR_READING_BINLOG && !s.message.contains("same server"));
-        let classified = self.classify(what)(err);
+        let classified = self.server.classify(what)(err);
         if !purged {
             return classified;
         }
@@ -305,7 +153,7 @@ impl MysqlSource {
         } else {
             format!("binlog file {} at position {}", start.file, start.pos)
         };
-        let has = match self.connect().await {
+        let has = match self.server.connect().await {
             Ok(mut conn) => {
                 let files: Vec<mysql_async::Row> =
                     conn.query("SHOW BINARY LOGS").await.unwrap_or_default();
@@ -333,39 +181,10 @@ impl MysqlSource {
     }
 }
 
-/// Column `index` of `row` as text; `None` for NULL or a missing column. Typed row conversion
-/// in mysql_async panics on unexpected values, so rows from the server are read this way.
-pub(crate) fn text(row: &mysql_async::Row, index: usize) -> Option<String> {
-    match row.as_ref(index)? {
-        mysql_async::Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        mysql_async::Value::Int(n) => Some(n.to_string()),
-        mysql_async::Value::UInt(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Column `index` of `row` as an integer, when it is one.
-pub(crate) fn integer(row: &mysql_async::Row, index: usize) -> Option<i64> {
-    match row.as_ref(index)? {
-        mysql_async::Value::Int(n) => Some(*n),
-        mysql_async::Value::UInt(n) => i64::try_from(*n).ok(),
-        mysql_async::Value::Bytes(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn parse_gtid_state(text: &str) -> Result<GtidSet, ConnectorError> {
-    text.parse().map_err(|e| {
-        ConnectorError::definite(format!(
-            "the server reported a GTID state Headwater cannot read: {e}"
-        ))
-    })
-}
-
 #[async_trait]
 impl Source for MysqlSource {
     async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
-        crate::preflight::check(self).await
+        crate::preflight::check(&self.server).await
     }
 
     async fn check_backfill(
@@ -373,27 +192,27 @@ impl Source for MysqlSource {
         table: &TableId,
         condition: Option<&str>,
     ) -> Result<(), ConnectorError> {
-        if !self.filter.captures(&table.namespace, &table.table) {
+        if !self.server.filter.captures(&table.namespace, &table.table) {
             return Err(ConnectorError::definite(format!(
                 "table {table} is not captured by this pipeline (source.include / source.exclude); add it there first"
             )));
         }
-        let mut reader = self.chunk_reader().await?;
+        let mut reader = self.server.chunk_reader().await?;
         let checked = reader.check(table, condition).await;
         reader.disconnect().await;
         checked
     }
 
     async fn keyless_tables(&mut self) -> Result<Vec<TableId>, ConnectorError> {
-        let mut conn = self.connect().await?;
-        let tables = crate::preflight::keyless_tables(self, &mut conn).await;
+        let mut conn = self.server.connect().await?;
+        let tables = crate::preflight::keyless_tables(&self.server, &mut conn).await;
         let _ = conn.disconnect().await;
         tables
     }
 
     async fn log_end(&mut self) -> Result<Position, ConnectorError> {
-        let mut conn = self.connect().await?;
-        let end = self.master_status(&mut conn).await?;
+        let mut conn = self.server.connect().await?;
+        let end = self.server.master_status(&mut conn).await?;
         let _ = conn.disconnect().await;
         Ok(Position::Mysql(end))
     }
@@ -421,35 +240,40 @@ impl Source for MysqlSource {
             Some(Position::Mysql(p)) => Some(p),
             _ => None,
         };
-        let mut conn = self.connect().await?;
-        let server = self.server_info(&mut conn).await?;
+        let mut conn = self.server.connect().await?;
+        let server = self.server.server_info(&mut conn).await?;
         let fresh = resume.is_none();
         let mut backfill = Backfiller::new(
             resume.as_ref().and_then(|p| p.backfill.clone()),
-            self.config.snapshot_chunk_size,
+            self.server.config.snapshot_chunk_size,
         );
-        backfill.retain_captured(|t| self.filter.captures(&t.namespace, &t.table));
+        backfill.retain_captured(|t| self.server.filter.captures(&t.namespace, &t.table));
         let (start, gtid_mode) = match resume {
             Some(mut p) => {
                 p.backfill = None;
                 let gtid = !p.gtid_set.is_empty();
                 (p, gtid)
             }
-            None if self.config.snapshot != SnapshotMode::Never => {
-                let p = self.master_status(&mut conn).await?;
-                let tables = self.chunk_reader().await?.tables(&self.filter).await?;
+            None if self.server.config.snapshot != SnapshotMode::Never => {
+                let p = self.server.master_status(&mut conn).await?;
+                let tables = self
+                    .server
+                    .chunk_reader()
+                    .await?
+                    .tables(&self.server.filter)
+                    .await?;
                 tracing::info!(tables = tables.len(), "initial snapshot: copying every included table while streaming from the current binlog end");
                 backfill.enqueue(BackfillRequest::whole_tables(tables, BackfillKind::Initial));
                 let gtid = !p.gtid_set.is_empty();
                 (p, gtid)
             }
-            None => match self.config.start {
+            None => match self.server.config.start {
                 StartFrom::Latest => {
-                    let p = self.master_status(&mut conn).await?;
+                    let p = self.server.master_status(&mut conn).await?;
                     let gtid = !p.gtid_set.is_empty();
                     (p, gtid)
                 }
-                StartFrom::Earliest => (self.first_binlog(&mut conn).await?, false),
+                StartFrom::Earliest => (self.server.first_binlog(&mut conn).await?, false),
             },
         };
         if let (true, GtidSet::Mariadb(state)) = (gtid_mode, &*start.gtid_set) {
@@ -459,7 +283,7 @@ impl Source for MysqlSource {
         }
         let mut history = SchemaHistory::open(&self.state_dir, "mysql-schema-history.json")?;
         let mut reader = BinlogReader::new(
-            &self.filter,
+            &self.server.filter,
             &server.collations,
             &mut history,
             start.clone(),
@@ -468,11 +292,11 @@ impl Source for MysqlSource {
             server.checksum,
         );
         reader.set_hints(self.column_hints(&mut conn).await?);
-        if let Some(signal) = self.signal_table() {
+        if let Some(signal) = self.server.signal_table() {
             reader.watch_signals(signal);
         }
         // The binlog connection becomes the stream; this one answers metadata questions.
-        let mut meta = self.connect().await?;
+        let mut meta = self.server.connect().await?;
         if fresh {
             // Record where a new pipeline starts, so a restart before the first change
             // continues from here instead of from a later "latest".
@@ -485,18 +309,18 @@ impl Source for MysqlSource {
         if reader.starts_past_stop() && !backfill.is_active() {
             return Ok(());
         }
-        let heartbeat_ns = self.config.heartbeat_interval.as_nanos();
+        let heartbeat_ns = self.server.config.heartbeat_interval.as_nanos();
         conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
             .await
-            .map_err(self.classify("setting the heartbeat period"))?;
+            .map_err(self.server.classify("setting the heartbeat period"))?;
         // Ask MariaDB for its real GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
         conn.query_drop("SET @mariadb_slave_capability = 4")
             .await
-            .map_err(self.classify("announcing replica capabilities"))?;
+            .map_err(self.server.classify("announcing replica capabilities"))?;
         let file_name = start.file.as_bytes().to_vec();
         let request = if let (true, GtidSet::Mysql(set)) = (gtid_mode, &*start.gtid_set) {
             // MySQL: COM_BINLOG_DUMP_GTID with the executed set.
-            BinlogStreamRequest::new(self.config.server_id)
+            BinlogStreamRequest::new(self.server.config.server_id)
                 .with_gtid()
                 .with_pos(4)
                 .with_gtid_set(crate::request::mysql_sids(set))
@@ -507,10 +331,10 @@ impl Source for MysqlSource {
                 start.gtid_set
             ))
             .await
-            .map_err(self.classify("setting the GTID start position"))?;
-            BinlogStreamRequest::new(self.config.server_id)
+            .map_err(self.server.classify("setting the GTID start position"))?;
+            BinlogStreamRequest::new(self.server.config.server_id)
         } else {
-            BinlogStreamRequest::new(self.config.server_id)
+            BinlogStreamRequest::new(self.server.config.server_id)
                 .with_filename(&file_name)
                 .with_pos(start.pos)
         };
@@ -569,23 +393,6 @@ struct ReadyChunk {
 type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
 
 impl MysqlSource {
-    pub(crate) async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
-        ChunkReader::connect(
-            self.opts.clone(),
-            &self.config.url,
-            self.config.server_id,
-            self.signal_table(),
-        )
-        .await
-    }
-
-    /// The signal table, when snapshot watermarks are written to one.
-    pub(crate) fn signal_table(&self) -> Option<TableId> {
-        (self.config.watermarks == WatermarkKind::SignalTable)
-            .then(|| self.config.signal_table_id())
-            .flatten()
-    }
-
     /// With `snapshot = "when_needed"`, a purged position becomes a fresh start at the binlog
     /// end with every table copied again; otherwise the error stands.
     async fn recover_or_fail(
@@ -594,18 +401,20 @@ impl MysqlSource {
         events: &EventSender,
         backfill: &Backfiller,
     ) -> Result<(), ConnectorError> {
-        if self.config.snapshot != SnapshotMode::WhenNeeded || !err.is_position_lost() {
+        if self.server.config.snapshot != SnapshotMode::WhenNeeded || !err.is_position_lost() {
             return Err(err);
         }
         tracing::error!(error = %err.report(), "THE STORED BINLOG POSITION IS GONE. source.snapshot = \"when_needed\": continuing from the current binlog end and copying every included table again. Rows deleted while the position was lost stay in the destination until their table is cleaned up by hand");
-        let mut conn = self.connect().await?;
-        let start = self.master_status(&mut conn).await?;
+        let mut conn = self.server.connect().await?;
+        let start = self.server.master_status(&mut conn).await?;
         let _ = conn.disconnect().await;
-        let mut reader = self.chunk_reader().await?;
-        let tables = reader.tables(&self.filter).await?;
+        let mut reader = self.server.chunk_reader().await?;
+        let tables = reader.tables(&self.server.filter).await?;
         reader.disconnect().await;
-        let mut recovery =
-            Backfiller::new(backfill.state().cloned(), self.config.snapshot_chunk_size);
+        let mut recovery = Backfiller::new(
+            backfill.state().cloned(),
+            self.server.config.snapshot_chunk_size,
+        );
         recovery.abandon_chunks();
         recovery.enqueue(BackfillRequest::whole_tables(
             tables,
@@ -631,13 +440,13 @@ impl MysqlSource {
         start: &BinlogPosition,
         gtid_mode: bool,
     ) -> Result<(), ConnectorError> {
-        let silence = self.config.heartbeat_interval * 3;
+        let silence = self.server.config.heartbeat_interval * 3;
         let mut batch = Vec::new();
         let mut idle_reader: Option<ChunkReader> = None;
         let mut task: Option<AbortOnDrop> = None;
         let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
         let mut signals_seen: std::collections::HashSet<String> = Default::default();
-        let own_signals = crate::snapshot::signal_prefix(self.config.server_id);
+        let own_signals = crate::snapshot::signal_prefix(self.server.config.server_id);
         let mut inbox_timer = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut reached_stop = false;
         stream.backfill.accept(&stream.context.backfills);
@@ -748,7 +557,7 @@ impl MysqlSource {
                     snapshot: SnapshotMarker::True,
                     db: Arc::from(waiting.chunk.schema.id.namespace.as_str()),
                     table: Some(Arc::from(waiting.chunk.schema.id.table.as_str())),
-                    server_id: self.config.server_id,
+                    server_id: self.server.config.server_id,
                     gtid: None,
                     file: here.file.clone(),
                     pos: here.pos,
@@ -775,7 +584,7 @@ impl MysqlSource {
                 if let Some(request) = stream.backfill.next_chunk() {
                     let mut reader = match idle_reader.take() {
                         Some(reader) => reader,
-                        None => self.chunk_reader().await?,
+                        None => self.server.chunk_reader().await?,
                     };
                     task = Some(AbortOnDrop(tokio::spawn(async move {
                         let outcome = reader.read(&request).await;
