@@ -5,13 +5,13 @@
 //! source.url are asked directly.
 
 use crate::catalog;
-use crate::source::PostgresSource;
+use crate::server::PostgresServer;
 use headwater_contract::{redact_url, ConnectorError, Problem};
 use tokio_postgres::Client;
 
 /// The failover problems of `source` against its primary (`client`).
 pub(crate) async fn check(
-    source: &PostgresSource,
+    source: &PostgresServer,
     client: &Client,
     url: &str,
 ) -> Result<Vec<Problem>, ConnectorError> {
@@ -110,7 +110,7 @@ async fn primary_problems(client: &Client, url: &str) -> Result<Vec<Problem>, Co
 
 /// What a standby in source.url lacks to carry the slot through a failover; nothing for the
 /// primary itself.
-async fn standby_problems(source: &PostgresSource, host: &str, port: u16) -> Vec<Problem> {
+async fn standby_problems(source: &PostgresServer, host: &str, port: u16) -> Vec<Problem> {
     let slot = &source.config.slot;
     let at = format!("{host}:{port}");
     let client = match standby_client(source, host, port).await {
@@ -170,7 +170,7 @@ async fn standby_problems(source: &PostgresSource, host: &str, port: u16) -> Vec
 
 /// A connection to one host of source.url, with its user, password, database and TLS.
 async fn standby_client(
-    source: &PostgresSource,
+    source: &PostgresServer,
     host: &str,
     port: u16,
 ) -> Result<Client, ConnectorError> {

@@ -2,11 +2,11 @@
 //! source needs, each problem with its fix.
 
 use crate::catalog;
-use crate::source::PostgresSource;
+use crate::server::PostgresServer;
 use headwater_contract::{ConnectorError, Problem, SnapshotMode};
 use tokio_postgres::Client;
 
-pub(crate) async fn check(source: &PostgresSource) -> Result<Vec<Problem>, ConnectorError> {
+pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, ConnectorError> {
     let mut problems = Vec::new();
     let client = match catalog::connect(&source.config.url, source.params.tls.as_ref()).await {
         Ok(client) => client,

@@ -48,6 +48,10 @@ impl ProtocolError {
     }
 }
 
+/// Session settings for the walsender, so every value's text has one form.
+pub(crate) const SESSION_OPTIONS: &str =
+    "-c timezone=UTC -c datestyle=ISO -c intervalstyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex";
+
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectParams {

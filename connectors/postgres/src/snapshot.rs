@@ -6,8 +6,8 @@
 use crate::catalog::{self, sql_error};
 use crate::config::UnknownTypes;
 use crate::pgoutput::{Relation, RelationColumn};
+use crate::protocol::SESSION_OPTIONS;
 use crate::protocol::{ConnectParams, ProtocolError, ReplicationConnection};
-use crate::source::SESSION_OPTIONS;
 use crate::types::PgType;
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::backfill::{ChunkRequest, ChunkRow, KeyPart};
@@ -25,7 +25,7 @@ pub fn watermark_prefix(slot: &str) -> String {
 /// The prefix of watermark messages; their content names the slot and the chunk.
 pub const WATERMARK_PREFIX: &str = "headwater.watermark";
 
-/// Text formats pinned like the walsender's (see `SESSION_OPTIONS` in source.rs).
+/// Text formats pinned like the walsender's (see `SESSION_OPTIONS` in protocol.rs).
 const SESSION: &str =
     "SET timezone = 'UTC'; SET datestyle = 'ISO'; SET intervalstyle = 'iso_8601'; \
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET standard_conforming_strings = on";

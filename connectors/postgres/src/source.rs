@@ -4,9 +4,9 @@
 use crate::catalog;
 use crate::config::PostgresConfig;
 use crate::pgoutput::{self, Message};
-use crate::protocol::{
-    ConnectParams, ProtocolError, ReplicationConnection, ServerError, StreamMessage,
-};
+use crate::protocol::SESSION_OPTIONS;
+use crate::protocol::{ProtocolError, ReplicationConnection, ServerError, StreamMessage};
+use crate::server::PostgresServer;
 use crate::snapshot::{ChunkOutcome, ChunkReader, WATERMARK_PREFIX};
 use crate::stream::{PgReader, RelationInfo, Step};
 use async_trait::async_trait;
@@ -15,16 +15,12 @@ use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
     BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed, ConnectorError,
     DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem, SnapshotMarker,
-    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableFilter, TableId,
-    TableSchema,
+    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableId, TableSchema,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Session settings for the walsender, so every value's text has one form.
-pub(crate) const SESSION_OPTIONS: &str =
-    "-c timezone=UTC -c datestyle=ISO -c intervalstyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex";
 const HEARTBEAT_PREFIX: &str = "headwater.heartbeat";
 /// Events gathered before they are handed on, inside a large transaction.
 const BATCH: usize = 1024;
@@ -32,45 +28,40 @@ const BATCH: usize = 1024;
 const SLOT_BUSY_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct PostgresSource {
-    pub(crate) config: PostgresConfig,
-    pub(crate) filter: TableFilter,
-    pub(crate) params: ConnectParams,
+    pub(crate) server: PostgresServer,
     pub(crate) state_dir: PathBuf,
     pub(crate) slot_busy_since: Option<Instant>,
 }
 
 impl PostgresSource {
     pub fn new(config: PostgresConfig, state_dir: &Path) -> Result<Self, ConnectorError> {
-        let filter = config.validate().map_err(ConnectorError::definite)?;
-        let params = ConnectParams::from_url(&config.url, config.tls_ca_file.as_deref())?;
         Ok(PostgresSource {
-            config,
-            filter,
-            params,
+            server: PostgresServer::new(config)?,
             state_dir: state_dir.to_path_buf(),
             slot_busy_since: None,
         })
     }
 
-    /// Classifies an error of the replication connection, naming the fix.
     /// `ALTER_REPLICATION_SLOT … (FAILOVER true)`: a replication command (PostgreSQL 17+ has
     /// no SQL function for it), on a connection of its own.
     async fn make_failover_slot(&mut self) -> Result<(), ConnectorError> {
         let alter = format!(
             "ALTER_REPLICATION_SLOT \"{}\" ( FAILOVER true )",
-            self.config.slot
+            self.server.config.slot
         );
-        let altered = match ReplicationConnection::connect(&self.params, SESSION_OPTIONS).await {
-            Ok(mut conn) => conn.simple_query(&alter).await.map(|_| ()),
-            Err(err) => Err(err),
-        };
+        let altered =
+            match ReplicationConnection::connect(&self.server.params, SESSION_OPTIONS).await {
+                Ok(mut conn) => conn.simple_query(&alter).await.map(|_| ()),
+                Err(err) => Err(err),
+            };
         altered.map_err(|e| self.replication_error(e, "making the slot a failover slot"))?;
-        tracing::info!(slot = %self.config.slot, "the slot is now a failover slot (source.failover = true)");
+        tracing::info!(slot = %self.server.config.slot, "the slot is now a failover slot (source.failover = true)");
         Ok(())
     }
 
+    /// Classifies an error of the replication connection, naming the fix.
     fn replication_error(&mut self, err: ProtocolError, what: &str) -> ConnectorError {
-        let slot = &self.config.slot;
+        let slot = &self.server.config.slot;
         match err {
             ProtocolError::Server(ServerError {
                 code,
@@ -97,7 +88,7 @@ impl PostgresSource {
                         "{what}: {full}; create the publication (or set source.create_publication = true). Recreating it does not repair the slot: {recover}"
                     )),
                     "42704" => {
-                        let failover = if self.config.failover {
+                        let failover = if self.server.config.failover {
                             ""
                         } else {
                             " If the server failed over to a standby, the slot stayed behind on the old primary: set source.failover = true (PostgreSQL 17+, sync_replication_slots = on on the standbys) so standbys keep a copy."
@@ -117,7 +108,7 @@ impl PostgresSource {
                     "28P01" | "28000" => ConnectorError::definite(format!("{what}: authentication failed ({full}); check the user and password in source.url")),
                     "42501" => ConnectorError::definite(format!(
                         "{what}: permission denied ({full}); the role needs the REPLICATION attribute: ALTER ROLE {} REPLICATION",
-                        self.params.user
+                        self.server.params.user
                     )),
                     "57P01" | "57P02" | "57P03" | "53300" => ConnectorError::retryable(format!("{what}: {full} (SQLSTATE {code})")),
                     _ => ConnectorError::definite(format!("{what}: {full} (SQLSTATE {code})")),
@@ -174,12 +165,13 @@ impl Drop for AbortOnDrop {
 #[async_trait]
 impl Source for PostgresSource {
     async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
-        crate::preflight::check(self).await
+        crate::preflight::check(&self.server).await
     }
 
     async fn log_end(&mut self) -> Result<Position, ConnectorError> {
-        let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
-        let lsn = catalog::current_wal_lsn(&client, &self.config.url).await?;
+        let client =
+            catalog::connect(&self.server.config.url, self.server.params.tls.as_ref()).await?;
+        let lsn = catalog::current_wal_lsn(&client, &self.server.config.url).await?;
         Ok(Position::Postgres(PgPosition::at(lsn, 0)))
     }
 
@@ -187,12 +179,19 @@ impl Source for PostgresSource {
         &mut self,
         position: Option<&Position>,
     ) -> Result<headwater_contract::LogStatus, ConnectorError> {
-        let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
+        let client =
+            catalog::connect(&self.server.config.url, self.server.params.tls.as_ref()).await?;
         let lsn = match position {
             Some(Position::Postgres(p)) => Some(p.lsn),
             _ => None,
         };
-        catalog::log_status(&client, &self.config.url, &self.config.slot, lsn).await
+        catalog::log_status(
+            &client,
+            &self.server.config.url,
+            &self.server.config.slot,
+            lsn,
+        )
+        .await
     }
 
     async fn check_backfill(
@@ -200,7 +199,7 @@ impl Source for PostgresSource {
         table: &TableId,
         condition: Option<&str>,
     ) -> Result<(), ConnectorError> {
-        if !self.filter.captures(&table.namespace, &table.table) {
+        if !self.server.filter.captures(&table.namespace, &table.table) {
             return Err(ConnectorError::definite(format!(
                 "table {table} is not captured by this pipeline (source.include / source.exclude); add it there (and to the publication) first"
             )));
@@ -209,8 +208,10 @@ impl Source for PostgresSource {
     }
 
     async fn keyless_tables(&mut self) -> Result<Vec<TableId>, ConnectorError> {
-        let client = catalog::connect(&self.config.url, self.params.tls.as_ref()).await?;
-        let tables = catalog::captured_tables(&client, &self.config.url, &self.filter).await?;
+        let client =
+            catalog::connect(&self.server.config.url, self.server.params.tls.as_ref()).await?;
+        let tables =
+            catalog::captured_tables(&client, &self.server.config.url, &self.server.filter).await?;
         // a replica identity index identifies rows as a primary key does
         Ok(tables
             .into_iter()
@@ -229,7 +230,8 @@ impl Source for PostgresSource {
         let previous = resume.as_ref().and_then(|p| p.backfill().cloned());
         match self.run(resume, stop_at, &events, &context).await {
             Err(err)
-                if err.is_position_lost() && self.config.snapshot == SnapshotMode::WhenNeeded =>
+                if err.is_position_lost()
+                    && self.server.config.snapshot == SnapshotMode::WhenNeeded =>
             {
                 self.recover(err, previous, &events).await
             }
@@ -267,10 +269,10 @@ enum Wake {
 impl PostgresSource {
     pub(crate) async fn chunk_reader(&self) -> Result<ChunkReader, ConnectorError> {
         ChunkReader::connect(
-            &self.config.url,
-            &self.params,
-            &self.config.slot,
-            self.config.unknown_types,
+            &self.server.config.url,
+            &self.server.params,
+            &self.server.config.slot,
+            self.server.config.unknown_types,
         )
         .await
     }
@@ -284,21 +286,33 @@ impl PostgresSource {
         events: &EventSender,
     ) -> Result<(), ConnectorError> {
         tracing::error!(error = %err.report(), "THE REPLICATION SLOT'S POSITION IS LOST. source.snapshot = \"when_needed\": creating the slot again and copying every captured table. Rows deleted while the position was lost stay in the destination until cleaned up by hand");
-        let url = self.config.url.clone();
-        let client = catalog::connect(&url, self.params.tls.as_ref()).await?;
-        if catalog::slot_state(&client, &url, &self.config.slot)
+        let url = self.server.config.url.clone();
+        let client = catalog::connect(&url, self.server.params.tls.as_ref()).await?;
+        if catalog::slot_state(&client, &url, &self.server.config.slot)
             .await?
             .is_some()
         {
             client
-                .execute("SELECT pg_drop_replication_slot($1)", &[&self.config.slot])
+                .execute(
+                    "SELECT pg_drop_replication_slot($1)",
+                    &[&self.server.config.slot],
+                )
                 .await
                 .map_err(|e| catalog::sql_error("dropping the lost replication slot", &url, e))?;
         }
-        let lsn =
-            catalog::create_slot(&client, &url, &self.config.slot, self.config.failover).await?;
-        let tables = self.chunk_reader().await?.tables(&self.filter).await?;
-        let mut backfill = Backfiller::new(previous, self.config.snapshot_chunk_size);
+        let lsn = catalog::create_slot(
+            &client,
+            &url,
+            &self.server.config.slot,
+            self.server.config.failover,
+        )
+        .await?;
+        let tables = self
+            .chunk_reader()
+            .await?
+            .tables(&self.server.filter)
+            .await?;
+        let mut backfill = Backfiller::new(previous, self.server.config.snapshot_chunk_size);
         backfill.enqueue(BackfillRequest::whole_tables(
             tables,
             BackfillKind::Recovery,
@@ -324,9 +338,9 @@ impl PostgresSource {
     ) -> Result<(), ConnectorError> {
         let mut backfill = Backfiller::new(
             resume.as_ref().and_then(|p| p.backfill().cloned()),
-            self.config.snapshot_chunk_size,
+            self.server.config.snapshot_chunk_size,
         );
-        backfill.retain_captured(|t| self.filter.captures(&t.namespace, &t.table));
+        backfill.retain_captured(|t| self.server.filter.captures(&t.namespace, &t.table));
         // the backfill it carried is in `backfill` now
         let resume = resume
             .map(Position::into_postgres)
@@ -339,12 +353,16 @@ impl PostgresSource {
             Some(Position::Postgres(p)) => Some(p),
             _ => None,
         };
-        let url = self.config.url.clone();
-        let client = catalog::connect(&url, self.params.tls.as_ref()).await?;
-        catalog::ensure_publication(&client, &self.config, &self.filter).await?;
-        let slot = catalog::slot_state(&client, &url, &self.config.slot).await?;
-        if resume.is_none() && self.config.snapshot != SnapshotMode::Never {
-            let tables = self.chunk_reader().await?.tables(&self.filter).await?;
+        let url = self.server.config.url.clone();
+        let client = catalog::connect(&url, self.server.params.tls.as_ref()).await?;
+        catalog::ensure_publication(&client, &self.server.config, &self.server.filter).await?;
+        let slot = catalog::slot_state(&client, &url, &self.server.config.slot).await?;
+        if resume.is_none() && self.server.config.snapshot != SnapshotMode::Never {
+            let tables = self
+                .chunk_reader()
+                .await?
+                .tables(&self.server.filter)
+                .await?;
             tracing::info!(
                 tables = tables.len(),
                 "initial snapshot: copying every captured table while streaming"
@@ -353,7 +371,7 @@ impl PostgresSource {
         }
         // a slot made before source.failover was set becomes a failover slot on this start
         let make_failover =
-            self.config.failover && slot.as_ref().is_some_and(|s| s.failover == Some(false));
+            self.server.config.failover && slot.as_ref().is_some_and(|s| s.failover == Some(false));
         let start = match (slot, &resume) {
             (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
                 return Err(self.replication_error(
@@ -361,7 +379,7 @@ impl PostgresSource {
                         code: "55000".into(),
                         message: format!(
                             "cannot read from logical replication slot \"{}\"",
-                            self.config.slot
+                            self.server.config.slot
                         ),
                         detail: Some(
                             "its WAL status is lost: it exceeded the maximum reserved size".into(),
@@ -378,7 +396,7 @@ impl PostgresSource {
                     .unwrap_or("0/0")
                     .parse()
                     .unwrap_or_default();
-                tracing::info!(slot = %self.config.slot, %confirmed, "starting from the existing slot's confirmed position");
+                tracing::info!(slot = %self.server.config.slot, %confirmed, "starting from the existing slot's confirmed position");
                 let start = PgPosition::at(confirmed, 0);
                 let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
                 backfill.observe(&mut first);
@@ -388,10 +406,14 @@ impl PostgresSource {
                 start
             }
             (None, None) => {
-                let lsn =
-                    catalog::create_slot(&client, &url, &self.config.slot, self.config.failover)
-                        .await?;
-                tracing::info!(slot = %self.config.slot, %lsn, "created the replication slot");
+                let lsn = catalog::create_slot(
+                    &client,
+                    &url,
+                    &self.server.config.slot,
+                    self.server.config.failover,
+                )
+                .await?;
+                tracing::info!(slot = %self.server.config.slot, %lsn, "created the replication slot");
                 let start = PgPosition::at(lsn, 0);
                 let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
                 backfill.observe(&mut first);
@@ -406,7 +428,7 @@ impl PostgresSource {
                         code: "42704".into(),
                         message: format!(
                             "replication slot \"{}\" does not exist",
-                            self.config.slot
+                            self.server.config.slot
                         ),
                         detail: Some(format!("the checkpoint is at {resume}")),
                     }),
@@ -424,28 +446,29 @@ impl PostgresSource {
             return Ok(());
         }
         let mut history = SchemaHistory::open(&self.state_dir, "postgres-schema-history.json")?;
-        let mut conn = ReplicationConnection::connect(&self.params, SESSION_OPTIONS)
+        let mut conn = ReplicationConnection::connect(&self.server.params, SESSION_OPTIONS)
             .await
             .map_err(|e| self.replication_error(e, "connecting for replication"))?;
         let command = format!(
             "START_REPLICATION SLOT \"{}\" LOGICAL {} (proto_version '1', publication_names '\"{}\"', messages 'true')",
-            self.config.slot, start.lsn, self.config.publication
+            self.server.config.slot, start.lsn, self.server.config.publication
         );
         if let Err(err) = conn.start_replication(&command).await {
             return Err(self.replication_error(err, "starting replication"));
         }
         self.slot_busy_since = None;
-        tracing::info!(position = %start, slot = %self.config.slot, "streaming");
-        let _heartbeat = (!self.config.heartbeat_interval.is_zero()).then(|| {
+        tracing::info!(position = %start, slot = %self.server.config.slot, "streaming");
+        let _heartbeat = (!self.server.config.heartbeat_interval.is_zero()).then(|| {
             AbortOnDrop(tokio::spawn(heartbeats(
                 url.clone(),
-                self.params.tls.clone(),
-                self.config.heartbeat_interval,
+                self.server.params.tls.clone(),
+                self.server.config.heartbeat_interval,
             )))
         });
 
         let durable = &context.durable;
-        let mut reader = PgReader::new(&self.params.database, start.clone(), resume, stop_at);
+        let mut reader =
+            PgReader::new(&self.server.params.database, start.clone(), resume, stop_at);
         let mut received = start.lsn.0;
         let mut batch = Vec::new();
         let mut next_status = Instant::now();
@@ -453,11 +476,11 @@ impl PostgresSource {
         let mut task: Option<ChunkTaskGuard> = None;
         let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
         let mut watermarks_seen: std::collections::HashSet<String> = Default::default();
-        let own_watermarks = crate::snapshot::watermark_prefix(&self.config.slot);
+        let own_watermarks = crate::snapshot::watermark_prefix(&self.server.config.slot);
         let mut reached_stop = false;
         let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
         let mut requested_at = Instant::now();
-        let silence = self.config.silence_limit();
+        let silence = self.server.config.silence_limit();
         let mut last_heard = Instant::now();
         backfill.accept(&context.backfills);
         let result = 'stream: loop {
@@ -542,7 +565,7 @@ impl PostgresSource {
                             )))
                         }
                     }
-                    next_status = Instant::now() + self.config.status_interval;
+                    next_status = Instant::now() + self.server.config.status_interval;
                     Step::Continue
                 }
                 Wake::Stream(Ok(Err(err))) => {
@@ -576,13 +599,16 @@ impl PostgresSource {
                     };
                     let step = match message {
                         Message::Relation(relation) => {
-                            let info = if self.filter.captures(&relation.namespace, &relation.name)
+                            let info = if self
+                                .server
+                                .filter
+                                .captures(&relation.namespace, &relation.name)
                             {
                                 let (mut schema, types) = match catalog::describe_relation(
                                     &client,
                                     &url,
                                     &relation,
-                                    self.config.unknown_types,
+                                    self.server.config.unknown_types,
                                 )
                                 .await
                                 {
@@ -647,7 +673,7 @@ impl PostgresSource {
                 let template = PgSourceInfo {
                     ts_ms: headwater_contract::now_ms(),
                     snapshot: SnapshotMarker::True,
-                    db: Arc::from(self.params.database.as_str()),
+                    db: Arc::from(self.server.params.database.as_str()),
                     schema: Arc::from(waiting.schema.id.namespace.as_str()),
                     table: Some(Arc::from(waiting.schema.id.table.as_str())),
                     tx_id: None,
