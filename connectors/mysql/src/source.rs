@@ -300,9 +300,10 @@ impl Source for MysqlSource {
         if fresh {
             // Record where a new pipeline starts, so a restart before the first change
             // continues from here instead of from a later "latest".
-            let mut first = vec![SourceEvent::Progress(Position::Mysql(start.clone()))];
-            backfill.observe(&mut first);
-            if events.send(first).await.is_err() {
+            if !backfill
+                .send_start(Position::Mysql(start.clone()), &events)
+                .await
+            {
                 return Ok(());
             }
         }
@@ -420,9 +421,7 @@ impl MysqlSource {
             tables,
             BackfillKind::Recovery,
         ));
-        let mut first = vec![SourceEvent::Progress(Position::Mysql(start))];
-        recovery.observe(&mut first);
-        if events.send(first).await.is_err() {
+        if !recovery.send_start(Position::Mysql(start), events).await {
             return Ok(());
         }
         Err(ConnectorError::retryable(

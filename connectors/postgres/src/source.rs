@@ -317,11 +317,10 @@ impl PostgresSource {
             tables,
             BackfillKind::Recovery,
         ));
-        let mut first = vec![SourceEvent::Progress(Position::Postgres(PgPosition::at(
-            lsn, 0,
-        )))];
-        backfill.observe(&mut first);
-        if events.send(first).await.is_err() {
+        if !backfill
+            .send_start(Position::Postgres(PgPosition::at(lsn, 0)), events)
+            .await
+        {
             return Ok(());
         }
         Err(ConnectorError::retryable(
@@ -398,9 +397,10 @@ impl PostgresSource {
                     .unwrap_or_default();
                 tracing::info!(slot = %self.server.config.slot, %confirmed, "starting from the existing slot's confirmed position");
                 let start = PgPosition::at(confirmed, 0);
-                let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
-                backfill.observe(&mut first);
-                if events.send(first).await.is_err() {
+                if !backfill
+                    .send_start(Position::Postgres(start.clone()), events)
+                    .await
+                {
                     return Ok(());
                 }
                 start
@@ -415,9 +415,10 @@ impl PostgresSource {
                 .await?;
                 tracing::info!(slot = %self.server.config.slot, %lsn, "created the replication slot");
                 let start = PgPosition::at(lsn, 0);
-                let mut first = vec![SourceEvent::Progress(Position::Postgres(start.clone()))];
-                backfill.observe(&mut first);
-                if events.send(first).await.is_err() {
+                if !backfill
+                    .send_start(Position::Postgres(start.clone()), events)
+                    .await
+                {
                     return Ok(());
                 }
                 start

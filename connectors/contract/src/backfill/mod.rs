@@ -291,6 +291,15 @@ impl Backfiller {
         }
     }
 
+    /// Hands the position a stream starts at to the pipeline, stamped with the backfill state,
+    /// so the checkpoint moves there even before any event follows; `false` once the pipeline
+    /// has stopped receiving (the source then returns).
+    pub async fn send_start(&mut self, start: Position, events: &crate::EventSender) -> bool {
+        let mut first = vec![SourceEvent::Progress(start)];
+        self.observe(&mut first);
+        events.send(first).await.is_ok()
+    }
+
     /// Passes the stream's events: notes keys of the window's table that changed, abandons the
     /// chunk on a schema change or truncation of it, and stamps positions with the state.
     pub fn observe(&mut self, events: &mut [SourceEvent]) {
