@@ -304,6 +304,8 @@ struct Running {
     /// The position in the checkpoint file.
     committed: Option<Position>,
     links: SourceLinks,
+    /// The sink returned an error: it is not asked for anything more.
+    sink_failed: bool,
     summary: RunSummary,
     last_checkpoint_at: Instant,
     last_durable_at: Instant,
@@ -342,6 +344,7 @@ impl Running {
             last_position: resume.clone(),
             committed: resume,
             links,
+            sink_failed: false,
             summary: RunSummary::default(),
             last_checkpoint_at: Instant::now(),
             last_durable_at: Instant::now(),
@@ -368,7 +371,8 @@ impl Running {
                     self.summary.records += 1;
                     self.metrics
                         .written(record.value.len() + record.key.as_ref().map_or(0, Vec::len));
-                    self.sink.write(record).await?;
+                    let written = self.sink.write(record).await;
+                    self.sink_result(written)?;
                 }
                 None => self.tracker.push(seq, position.clone(), false),
             }
@@ -378,7 +382,8 @@ impl Running {
         if self.tracker.in_flight() >= self.settings.max_in_flight {
             if let Some(through) = &self.last_position {
                 let flushing = Instant::now();
-                self.sink.flush(through).await?;
+                let flushed = self.sink.flush(through).await;
+                self.sink_result(flushed)?;
                 PipelineMetrics::flushed(flushing.elapsed());
                 drain(&mut self.ack_rx, &mut self.tracker);
             }
@@ -389,6 +394,14 @@ impl Running {
             self.publish_metrics(now);
         }
         Ok(())
+    }
+
+    /// Notes a sink failure, so the run's end does not flush the failed sink.
+    fn sink_result(&mut self, result: Result<(), ConnectorError>) -> Result<(), PipelineError> {
+        if result.is_err() {
+            self.sink_failed = true;
+        }
+        Ok(result?)
     }
 
     /// The volume, freshness and schema metrics of one event.
@@ -436,7 +449,8 @@ impl Running {
     /// The periodic work: the sink's tick, metrics, the checkpoint, the progress log.
     async fn tick(&mut self) -> Result<(), PipelineError> {
         if let Some(through) = &self.last_position {
-            self.sink.tick(through).await?;
+            let ticked = self.sink.tick(through).await;
+            self.sink_result(ticked)?;
         }
         drain(&mut self.ack_rx, &mut self.tracker);
         self.publish_metrics(now_ms());
@@ -487,9 +501,14 @@ impl Running {
         mut self,
         outcome: Result<(), PipelineError>,
     ) -> Result<RunSummary, PipelineError> {
+        // A sink that failed may have dropped what it held (a commit that failed half-way):
+        // flushing it again could store a position past records it no longer has. Only what
+        // it acknowledged before the failure is committed.
         let flushed = match &self.last_position {
-            Some(through) => self.sink.flush(through).await.map_err(PipelineError::from),
-            None => Ok(()),
+            Some(through) if !self.sink_failed => {
+                self.sink.flush(through).await.map_err(PipelineError::from)
+            }
+            _ => Ok(()),
         };
         drain(&mut self.ack_rx, &mut self.tracker);
         let committed_now =

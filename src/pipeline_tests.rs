@@ -184,7 +184,8 @@ struct SinkScript {
     partial_ticks: bool,
     /// The process dies in the middle of this write (counting from 1).
     crash_at_write: Option<usize>,
-    /// This write fails with a retryable error (the destination went away).
+    /// This write fails with a retryable error (the destination went away), losing what the
+    /// sink held unacknowledged.
     fail_at_write: Option<usize>,
 }
 
@@ -245,6 +246,9 @@ impl Sink for MemorySink {
             std::future::pending::<()>().await;
         }
         if self.script.fail_at_write == Some(self.writes) {
+            // as a commit that failed half-way: what the sink held is gone, and a later flush
+            // would succeed with nothing to write
+            self.pending.clear();
             return Err(ConnectorError::retryable(
                 "scripted: the destination went away",
             ));
