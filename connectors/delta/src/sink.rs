@@ -53,6 +53,8 @@ pub struct DeltaSink {
     /// Per Delta table: the position its own last commit covers, when past the checkpoint (a
     /// round that did not finish): records up to it are already there.
     holds: HashMap<String, Position>,
+    /// A commit failed: see [`DeltaSink::commit`].
+    broken: bool,
     /// The highest round any table or the checkpoint records.
     highest_round: i64,
     last_vacuum_at: Instant,
@@ -125,6 +127,7 @@ impl DeltaSink {
             schema_changes: None,
             checkpoint: Checkpoint::default(),
             holds: HashMap::new(),
+            broken: false,
             highest_round: 0,
             last_vacuum_at: Instant::now(),
             pending_seq: None,
@@ -404,7 +407,20 @@ impl DeltaSink {
     }
 
     /// Commits one round: every table with pending changes, then the checkpoint, then the acks.
+    /// Commits a round; a round that failed half-way has taken its rows with it, so the sink
+    /// refuses every later round (the next start resumes from the tables' own commits).
     async fn commit(&mut self, through: &Position) -> Result<(), ConnectorError> {
+        if self.broken {
+            return Err(ConnectorError::definite(
+                "delta: an earlier commit of this run failed; nothing more is committed until the pipeline starts again (it resumes from the tables' last commits)",
+            ));
+        }
+        let committed = self.commit_round(through).await;
+        self.broken = committed.is_err();
+        committed
+    }
+
+    async fn commit_round(&mut self, through: &Position) -> Result<(), ConnectorError> {
         if self.pending_seq.is_none() && self.checkpoint.position.as_ref() == Some(through) {
             return Ok(());
         }
