@@ -172,7 +172,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Runs until `shutdown` resolves, the catch-up target is durable, or a definite error.
-    /// On every exit path it flushes the sink and commits what is durable first.
+    /// On every exit path it flushes the sink (unless the sink itself failed) and commits what
+    /// is durable first.
     pub async fn run(
         self,
         mode: RunMode,
