@@ -53,7 +53,9 @@ struct Logged {
 
 impl Logged {
     fn spawn(work: &Workdir) -> Self {
-        let mut child = work.spawn();
+        // the sources' info lines say when a stream is open (see `times_said`)
+        let mut child =
+            work.spawn_logging("warn,headwater_mysql::source=info,headwater_postgres::source=info");
         let said = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("piped stderr");
         let sink = said.clone();
@@ -71,19 +73,32 @@ impl Logged {
     fn said(&self, phrase: &str) -> bool {
         self.said.lock().expect("log buffer").contains(phrase)
     }
+
+    fn times_said(&self, phrase: &str) -> usize {
+        self.said
+            .lock()
+            .expect("log buffer")
+            .matches(phrase)
+            .count()
+    }
 }
 
-/// Cuts every connection five times at random moments, then holds the path silent until
-/// Headwater says it gave up on the silent connection (`gave_up`); returns how long that took.
+/// Cuts every connection five times at random moments (a cut may land while the previous
+/// reconnect is still setting up), then, once the stream is open again (Headwater said
+/// `streaming`), holds the path silent until Headwater says it gave up on the silent
+/// connection (`gave_up`); returns how long that took.
 async fn cut_then_black_hole(
     proxy: &FaultProxy,
     headwater: &mut Logged,
+    streaming: &str,
     gave_up: &str,
 ) -> Duration {
+    let mut streams_opened = 0;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..1500))).await;
         assert_still_running(&mut headwater.child);
         let before = proxy.accepted();
+        streams_opened = headwater.times_said(streaming);
         proxy.cut();
         wait_for(
             Duration::from_secs(60),
@@ -92,6 +107,13 @@ async fn cut_then_black_hole(
         )
         .await;
     }
+    // the black hole is to meet the running stream, not a reconnect half-way through its set-up
+    wait_for(
+        Duration::from_secs(60),
+        "the stream to open again after the last cut",
+        || async { headwater.times_said(streaming) > streams_opened },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!headwater.said(gave_up), "silence reported before any");
     proxy.black_hole();
@@ -175,6 +197,7 @@ async fn mariadb_cuts_and_a_black_hole_lose_and_repeat_nothing() {
     let noticed = cut_then_black_hole(
         &proxy,
         &mut headwater,
+        "requesting the binlog",
         "no event or heartbeat from the server",
     )
     .await;
@@ -228,8 +251,13 @@ async fn postgres_cuts_and_a_black_hole_lose_and_repeat_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(postgres_counter_load(schema.clone(), stop.clone()));
     let mut headwater = Logged::spawn(&work);
-    let noticed =
-        cut_then_black_hole(&proxy, &mut headwater, "no message from the server for").await;
+    let noticed = cut_then_black_hole(
+        &proxy,
+        &mut headwater,
+        "streaming from the slot",
+        "no message from the server for",
+    )
+    .await;
     assert!(
         noticed >= Duration::from_secs(15),
         "a silent stream is given up after 3 × max(heartbeat, status, 5 s), not {noticed:?}"

@@ -100,7 +100,11 @@ async fn a_million_row_transaction_streams_with_bounded_memory() {
     )
     .unwrap();
     assert_eq!(manifest["total_records"], ROWS);
-    assert!(peak_kib < 120 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    assert!(
+        peak_kib < LARGE_TRANSACTION_PEAK_RSS_KIB,
+        "peak RSS {} MiB",
+        peak_kib / 1024
+    );
     eprintln!(
         "1,000,000-row PostgreSQL transaction: peak RSS {} MiB",
         peak_kib / 1024

@@ -48,6 +48,21 @@ impl TableFilter {
         let name = format!("{namespace}.{table}");
         self.include.is_match(&name) && !self.exclude.is_match(&name)
     }
+
+    /// Refuses a backfill of a table the pipeline does not capture; `add_where` names where
+    /// to add it besides the filter (the publication, for PostgreSQL).
+    pub fn require_captured(
+        &self,
+        table: &crate::TableId,
+        add_where: &str,
+    ) -> Result<(), crate::ConnectorError> {
+        if self.captures(&table.namespace, &table.table) {
+            return Ok(());
+        }
+        Err(crate::ConnectorError::definite(format!(
+            "table {table} is not captured by this pipeline (source.include / source.exclude); add it there{add_where} first"
+        )))
+    }
 }
 
 fn build(key: &str, patterns: &[String]) -> Result<GlobSet, String> {

@@ -46,6 +46,18 @@ impl Position {
     }
 }
 
+impl From<BinlogPosition> for Position {
+    fn from(position: BinlogPosition) -> Self {
+        Position::Mysql(position)
+    }
+}
+
+impl From<PgPosition> for Position {
+    fn from(position: PgPosition) -> Self {
+        Position::Postgres(position)
+    }
+}
+
 impl PartialOrd for Position {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         match (self, other) {

@@ -93,6 +93,15 @@ impl SourceInfo {
         }
     }
 
+    /// The same block with its snapshot marker set to `marker`.
+    pub fn with_snapshot(mut self, marker: SnapshotMarker) -> Self {
+        match &mut self {
+            SourceInfo::Mysql(s) => s.snapshot = marker,
+            SourceInfo::Postgres(s) => s.snapshot = marker,
+        }
+        self
+    }
+
     pub fn connector(&self) -> ConnectorKind {
         match self {
             SourceInfo::Mysql(_) => ConnectorKind::Mysql,

@@ -10,33 +10,18 @@ use crate::sql_values::{
 use crate::table::{
     apply_hint, column_layout, may_be_zero_date, text_kind_of_charset, ColumnHints, TypeHint,
 };
+use async_trait::async_trait;
 use headwater_contract::avro::{RowEncoder, Value};
-use headwater_contract::backfill::{ChunkRequest, ChunkRow};
+use headwater_contract::backfill::{
+    check_saved_key, chunk_select, ChunkOutcome, ChunkRead, ChunkRequest, ChunkRow, ChunkRows,
+    ReadChunk, Watermark,
+};
 use headwater_contract::{
-    BinlogPosition, Column, ConnectorError, TableId, TableSchema, CONNECT_TIMEOUT,
+    BinlogPosition, Column, ConnectorError, Position, TableId, TableSchema, CONNECT_TIMEOUT,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::sync::Arc;
-
-/// A chunk as read, before the stream gives its schema a version.
-pub struct RawChunk {
-    pub schema: TableSchema,
-    pub rows: Vec<ChunkRow>,
-    pub exhausted: bool,
-    pub rows_estimate: Option<u64>,
-    /// Where the chunk ends in the change stream: it is emitted once the stream has passed it.
-    pub watermark: Watermark,
-}
-
-/// A chunk's high watermark.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Watermark {
-    /// The binlog end read right after the chunk's SELECT.
-    Position(BinlogPosition),
-    /// The value written to the signal table after the SELECT.
-    Signal(String),
-}
 
 static WATERMARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -55,12 +40,6 @@ pub fn signal_table_ddl(table: &TableId) -> String {
         "CREATE TABLE {} (id INT UNSIGNED PRIMARY KEY, watermark VARCHAR(128) NOT NULL)",
         quote_table(table)
     )
-}
-
-pub enum ChunkOutcome {
-    Rows(RawChunk),
-    /// The table cannot be copied (no primary key, gone): the reason.
-    Skip(String),
 }
 
 /// The connection snapshot chunks are read on. Moved into a task per chunk and handed back.
@@ -338,141 +317,40 @@ impl ChunkReader {
         Ok(())
     }
 
-    /// Reads the chunk `request` asks for, then the binlog end as its high watermark.
-    pub async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
-        let table = &request.table;
-        let Some(Described { schema, decoders }) = self.describe(table).await? else {
-            return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
-        };
-        if schema.primary_key.is_empty() {
-            return Ok(ChunkOutcome::Skip(
-                "it has no primary key, so it cannot be copied in chunks next to the stream (add a primary key, or copy it by other means)".into(),
-            ));
-        }
-        let rows_estimate = if request.estimate_rows {
-            let estimate: Option<Option<u64>> = self
-                .conn
-                .exec_first(
-                    "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (&table.namespace, &table.table),
-                )
-                .await
-                .map_err(self.error("estimating the table's rows"))?;
-            estimate.flatten()
-        } else {
-            None
-        };
-        let key_params: Vec<KeyParam> = schema
-            .primary_key
-            .iter()
-            .map(|&i| key_param(&decoders[i]))
-            .collect();
-        let key_names: Vec<String> = schema
-            .primary_key
-            .iter()
-            .map(|&i| quote(&schema.columns[i].name))
-            .collect();
-        let select_list: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let mut conditions = Vec::new();
-        let mut params: Vec<mysql_async::Value> = Vec::new();
-        if let Some(after) = &request.after {
-            if after.len() != key_names.len() {
-                return Err(ConnectorError::definite(format!(
-                    "table {table}: the saved backfill key has {} columns but the primary key now has {}; start the backfill again (headwater backfill)",
-                    after.len(),
-                    key_names.len()
-                )));
-            }
-            // (k1 > a) OR (k1 = a AND k2 > b) OR …: the range optimizer reads this as key ranges.
-            let mut alternatives = Vec::new();
-            for last in 0..key_names.len() {
-                let mut terms = Vec::new();
-                for (i, name) in key_names.iter().enumerate().take(last + 1) {
-                    let op = if i == last { ">" } else { "=" };
-                    terms.push(format!("{name} {op} {}", placeholder(key_params[i])));
-                    params.push(param(key_params[i], &after[i]));
-                }
-                alternatives.push(format!("({})", terms.join(" AND ")));
-            }
-            conditions.push(format!("({})", alternatives.join(" OR ")));
-        }
-        if let Some(condition) = &request.condition {
-            conditions.push(format!("({condition})"));
-        }
-        let sql = format!(
-            "SELECT {} FROM {}.{}{} ORDER BY {} LIMIT {}",
-            select_list.join(", "),
-            quote(&table.namespace),
-            quote(&table.table),
-            if conditions.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", conditions.join(" AND "))
-            },
-            key_names.join(", "),
-            request.limit
-        );
-        let raw_rows: Vec<mysql_async::Row> = self
+    /// The table's estimated row count, for progress reports.
+    async fn estimate_rows(&mut self, table: &TableId) -> Result<Option<u64>, ConnectorError> {
+        let estimate: Option<Option<u64>> = self
             .conn
-            .exec(sql, params)
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&table.namespace, &table.table),
+            )
             .await
-            .map_err(self.error("reading a snapshot chunk"))?;
-        let exhausted = raw_rows.len() < request.limit;
-        let mut rows = Vec::with_capacity(raw_rows.len());
-        let mut values: Vec<Value<'static>> = Vec::with_capacity(decoders.len());
-        for row in raw_rows {
-            let raw: Vec<mysql_async::Value> = row
-                .unwrap_raw()
-                .into_iter()
-                .map(|v| v.unwrap_or(mysql_async::Value::NULL))
-                .collect();
-            values.clear();
-            for ((value, decoder), column) in raw.iter().zip(&decoders).zip(&schema.columns) {
-                values.push(convert(decoder, value).map_err(|e| {
-                    ConnectorError::definite(format!(
-                        "table {table}, column {}: {e}; report this with the column's type",
-                        column.name
-                    ))
-                })?);
-            }
-            let resume_key = schema
-                .primary_key
-                .iter()
-                .map(|&i| key_part(&raw[i]))
-                .collect();
-            let key = RowEncoder::key_bytes(&schema, &values)?.unwrap_or_default();
-            let after = RowEncoder::row_bytes(&schema, &values)?;
-            rows.push(ChunkRow {
-                key,
-                after,
-                resume_key,
-            });
-        }
-        let watermark = match self.signal_table.clone() {
-            None => Watermark::Position(self.binlog_end().await?),
-            Some(signal) => {
-                let number = WATERMARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mark = format!("{}{number}", signal_prefix(self.server_id));
-                self.conn
-                    .exec_drop(
-                        format!(
-                            "REPLACE INTO {} (id, watermark) VALUES (?, ?)",
-                            quote_table(&signal)
-                        ),
-                        (self.server_id, &mark),
-                    )
-                    .await
-                    .map_err(self.error("writing a snapshot watermark to the signal table"))?;
-                Watermark::Signal(mark)
-            }
+            .map_err(self.error("estimating the table's rows"))?;
+        Ok(estimate.flatten())
+    }
+
+    /// Writes the next watermark into the signal table, or reads the binlog end, after a
+    /// chunk's SELECT.
+    async fn take_watermark(&mut self) -> Result<Watermark, ConnectorError> {
+        let Some(signal) = self.signal_table.clone() else {
+            return Ok(Watermark::Position(Position::Mysql(
+                self.binlog_end().await?,
+            )));
         };
-        Ok(ChunkOutcome::Rows(RawChunk {
-            schema,
-            rows,
-            exhausted,
-            rows_estimate,
-            watermark,
-        }))
+        let number = WATERMARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mark = format!("{}{number}", signal_prefix(self.server_id));
+        self.conn
+            .exec_drop(
+                format!(
+                    "REPLACE INTO {} (id, watermark) VALUES (?, ?)",
+                    quote_table(&signal)
+                ),
+                (self.server_id, &mark),
+            )
+            .await
+            .map_err(self.error("writing a snapshot watermark to the signal table"))?;
+        Ok(Watermark::Signal(mark))
     }
 
     async fn binlog_end(&mut self) -> Result<BinlogPosition, ConnectorError> {
@@ -514,4 +392,129 @@ impl ChunkReader {
     pub async fn disconnect(self) {
         let _ = self.conn.disconnect().await;
     }
+}
+
+#[async_trait]
+impl ChunkRead for ChunkReader {
+    /// Reads the chunk `request` asks for, then the binlog end as its high watermark.
+    async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
+        let table = &request.table;
+        let Some(Described { schema, decoders }) = self.describe(table).await? else {
+            return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
+        };
+        if schema.primary_key.is_empty() {
+            return Ok(ChunkOutcome::Skip(
+                "it has no primary key, so it cannot be copied in chunks next to the stream (add a primary key, or copy it by other means)".into(),
+            ));
+        }
+        let rows_estimate = if request.estimate_rows {
+            self.estimate_rows(table).await?
+        } else {
+            None
+        };
+        let (sql, params) = chunk_query(&schema, &decoders, request)?;
+        let raw_rows: Vec<mysql_async::Row> = self
+            .conn
+            .exec(sql, params)
+            .await
+            .map_err(self.error("reading a snapshot chunk"))?;
+        let exhausted = raw_rows.len() < request.limit;
+        let rows = encode_rows(table, &schema, &decoders, raw_rows)?;
+        let watermark = self.take_watermark().await?;
+        Ok(ChunkOutcome::Rows(Box::new(ReadChunk {
+            last_key: rows.last().map(|row| row.resume_key.clone()),
+            schema,
+            rows: ChunkRows::Ready(rows),
+            exhausted,
+            rows_estimate,
+            watermark,
+        })))
+    }
+}
+
+/// The chunk's SELECT: rows after the last key copied (and matching the backfill's condition),
+/// in key order, at most `limit`.
+fn chunk_query(
+    schema: &TableSchema,
+    decoders: &[ColumnDecoder],
+    request: &ChunkRequest,
+) -> Result<(String, Vec<mysql_async::Value>), ConnectorError> {
+    let key_params: Vec<KeyParam> = schema
+        .primary_key
+        .iter()
+        .map(|&i| key_param(&decoders[i]))
+        .collect();
+    let key_names: Vec<String> = schema
+        .primary_key
+        .iter()
+        .map(|&i| quote(&schema.columns[i].name))
+        .collect();
+    let select_list: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
+    let mut params: Vec<mysql_async::Value> = Vec::new();
+    let after = match &request.after {
+        None => None,
+        Some(after) => {
+            check_saved_key(&request.table, after, key_names.len())?;
+            // (k1 > a) OR (k1 = a AND k2 > b) OR …: the range optimizer reads this as key ranges.
+            let mut alternatives = Vec::new();
+            for last in 0..key_names.len() {
+                let mut terms = Vec::new();
+                for (i, name) in key_names.iter().enumerate().take(last + 1) {
+                    let op = if i == last { ">" } else { "=" };
+                    terms.push(format!("{name} {op} {}", placeholder(key_params[i])));
+                    params.push(param(key_params[i], &after[i]));
+                }
+                alternatives.push(format!("({})", terms.join(" AND ")));
+            }
+            Some(format!("({})", alternatives.join(" OR ")))
+        }
+    };
+    let sql = chunk_select(
+        &select_list,
+        &quote_table(&request.table),
+        &key_names,
+        after,
+        request,
+    );
+    Ok((sql, params))
+}
+
+/// Encodes the rows a chunk's SELECT returned against the table's schema.
+fn encode_rows(
+    table: &TableId,
+    schema: &TableSchema,
+    decoders: &[ColumnDecoder],
+    raw_rows: Vec<mysql_async::Row>,
+) -> Result<Vec<ChunkRow>, ConnectorError> {
+    let mut rows = Vec::with_capacity(raw_rows.len());
+    let mut values: Vec<Value<'static>> = Vec::with_capacity(decoders.len());
+    for row in raw_rows {
+        let raw: Vec<mysql_async::Value> = row
+            .unwrap_raw()
+            .into_iter()
+            .map(|v| v.unwrap_or(mysql_async::Value::NULL))
+            .collect();
+        values.clear();
+        for ((value, decoder), column) in raw.iter().zip(decoders).zip(&schema.columns) {
+            values.push(convert(decoder, value).map_err(|e| {
+                ConnectorError::definite(format!(
+                    "table {table}, column {}: {e}; report this with the column's type",
+                    column.name
+                ))
+            })?);
+        }
+        let resume_key = schema
+            .primary_key
+            .iter()
+            .map(|&i| key_part(&raw[i]))
+            .collect();
+        let key = RowEncoder::key_bytes(schema, &values)?.unwrap_or_default();
+        let after = RowEncoder::row_bytes(schema, &values)?;
+        rows.push(ChunkRow {
+            key,
+            after,
+            resume_key,
+        });
+    }
+    Ok(rows)
 }

@@ -3,16 +3,16 @@
 use crate::config::{MysqlConfig, StartFrom};
 use crate::read_event::{next_event, ReadFailure};
 use crate::server::{text, MysqlServer};
-use crate::snapshot::{ChunkOutcome, ChunkReader, Watermark};
+use crate::snapshot::ChunkReader;
 use crate::stream::{BinlogReader, Step};
 use crate::table::{ColumnHints, TypeHint};
 use async_trait::async_trait;
-use headwater_contract::backfill::Chunk;
+use headwater_contract::backfill::{ChunkScheduler, ChunkWake};
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, Completed, ConnectorError,
-    EventSender, GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMarker,
-    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableId,
+    BackfillKind, BackfillRequest, Backfiller, BinlogPosition, ConnectorError, EventSender,
+    GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMarker, SnapshotMode,
+    Source, SourceEvent, SourceInfo, StreamContext, TableId, TableSchema,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -192,11 +192,7 @@ impl Source for MysqlSource {
         table: &TableId,
         condition: Option<&str>,
     ) -> Result<(), ConnectorError> {
-        if !self.server.filter.captures(&table.namespace, &table.table) {
-            return Err(ConnectorError::definite(format!(
-                "table {table} is not captured by this pipeline (source.include / source.exclude); add it there first"
-            )));
-        }
+        self.server.filter.require_captured(table, "")?;
         let mut reader = self.server.chunk_reader().await?;
         let checked = reader.check(table, condition).await;
         reader.disconnect().await;
@@ -354,15 +350,21 @@ impl Source for MysqlSource {
         };
         let mut stream = Stream {
             reader,
-            backfill,
+            chunks: ChunkScheduler::new(
+                backfill,
+                crate::snapshot::signal_prefix(self.server.config.server_id),
+                &context.backfills,
+            ),
             events: &events,
-            context: &context,
         };
         let result = self
             .pump(binlog, &mut stream, &mut meta, &start, gtid_mode)
             .await;
         let result = match result {
-            Err(err) => self.recover_or_fail(err, &events, &stream.backfill).await,
+            Err(err) => {
+                self.recover_or_fail(err, &events, stream.chunks.backfill())
+                    .await
+            }
             ok => ok,
         };
         // bounded: after a black hole the server never answers
@@ -380,18 +382,16 @@ impl Source for MysqlSource {
 /// A running stream: the binlog state machine, the snapshot in progress, and where events go.
 struct Stream<'r, 'a> {
     reader: BinlogReader<'a>,
-    backfill: Backfiller,
+    chunks: ChunkScheduler<ChunkReader>,
     events: &'r EventSender,
-    context: &'r StreamContext,
 }
 
-/// A chunk read and waiting for the stream to pass its high watermark.
-struct ReadyChunk {
-    chunk: Chunk,
-    watermark: Watermark,
+/// What woke the binlog loop.
+enum Wake {
+    /// The binlog's next event, its end, or an error; `Err` when the connection went silent.
+    Binlog(Result<Option<Result<Event, ReadFailure>>, tokio::time::error::Elapsed>),
+    Chunks(ChunkWake),
 }
-
-type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
 
 impl MysqlSource {
     /// With `snapshot = "when_needed"`, a purged position becomes a fresh start at the binlog
@@ -440,175 +440,131 @@ impl MysqlSource {
         gtid_mode: bool,
     ) -> Result<(), ConnectorError> {
         let silence = self.server.config.heartbeat_interval * 3;
+        let server_id = self.server.config.server_id;
         let mut batch = Vec::new();
-        let mut idle_reader: Option<ChunkReader> = None;
-        let mut task: Option<AbortOnDrop> = None;
-        let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
-        let mut signals_seen: std::collections::HashSet<String> = Default::default();
-        let own_signals = crate::snapshot::signal_prefix(self.server.config.server_id);
-        let mut inbox_timer = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut reached_stop = false;
-        stream.backfill.accept(&stream.context.backfills);
         // a deadline, not a timeout per wait: the other branches wake the loop every second,
         // and a fresh timeout each time would never expire on a silent connection
         let mut silent_after = tokio::time::Instant::now() + silence;
         loop {
-            tokio::select! {
-                next = tokio::time::timeout_at(silent_after, next_event(&mut binlog)) => {
-                    let event: Event = match next {
-                        Err(_) => {
-                            return Err(ConnectorError::retryable(format!(
-                                "no event or heartbeat from the server for {silence:?}; reconnecting"
-                            )))
-                        }
-                        Ok(Some(Ok(event))) => event,
-                        Ok(Some(Err(ReadFailure::Server(err)))) => {
-                            return Err(self
-                                .explain_stream_error(err, "reading the binlog", start, gtid_mode)
-                                .await)
-                        }
-                        Ok(Some(Err(ReadFailure::Malformed(what)))) => {
-                            let after = stream.reader.boundary().map_or_else(
-                                || "inside a transaction".to_string(),
-                                |here| format!("after {}:{}", here.file, here.pos),
-                            );
-                            return Err(ConnectorError::definite(format!(
-                                "the server sent a binlog event that cannot be read ({what}), {after}; check the binlog there with `mariadb-binlog`/`mysqlbinlog` and report it. Nothing is lost: the last committed position is kept"
-                            )));
-                        }
-                        Ok(None) => {
-                            return Err(ConnectorError::retryable(
-                                "the server closed the binlog stream",
-                            ))
-                        }
-                    };
+            let wake = tokio::select! {
+                next = tokio::time::timeout_at(silent_after, next_event(&mut binlog)) => Wake::Binlog(next),
+                woke = stream.chunks.wake() => Wake::Chunks(woke),
+            };
+            match wake {
+                Wake::Binlog(next) => {
+                    let event = self
+                        .event_or_error(next, &stream.reader, silence, start, gtid_mode)
+                        .await?;
                     silent_after = tokio::time::Instant::now() + silence;
-                    let step = stream.reader.handle(&event, &mut batch)?;
-                    if step == Step::Done {
+                    if stream.reader.handle(&event, &mut batch)? == Step::Done {
                         reached_stop = true;
                     }
                     if batch
                         .iter()
                         .any(|e| matches!(e, SourceEvent::SchemaChange(_)))
                     {
-                        stream.reader.set_hints(self.column_hints(meta).await?);
+                        // bounded: the metadata connection may have gone silent too
+                        let hints = tokio::time::timeout(silence, self.column_hints(meta))
+                            .await
+                            .map_err(|_| {
+                                ConnectorError::retryable(format!(
+                                    "no answer from the server for {silence:?} while reading column details after a schema change; reconnecting"
+                                ))
+                            })??;
+                        stream.reader.set_hints(hints);
                     }
-                    stream.backfill.observe(&mut batch);
+                    stream.chunks.observe(&mut batch);
                 }
-                joined = async { match task.as_mut() { Some(t) => (&mut t.0).await, None => std::future::pending().await } }, if task.is_some() => {
-                    task = None;
-                    let (reader, outcome) = joined.map_err(|e| ConnectorError::retryable(format!("the snapshot chunk task failed: {e}")))?;
-                    idle_reader = Some(reader);
-                    match outcome? {
-                        ChunkOutcome::Rows(raw) => {
-                            let mut schema = raw.schema;
-                            schema.version = stream.reader.schema_version(&schema)?;
-                            let chunk = Chunk {
-                                schema: Arc::new(schema),
-                                rows: raw.rows,
-                                exhausted: raw.exhausted,
-                                rows_estimate: raw.rows_estimate,
-                            };
-                            stream.backfill.chunk_read(
-                                chunk.rows.last().map(|row| row.resume_key.clone()),
-                                chunk.exhausted,
-                            );
-                            ready.push_back(ReadyChunk {
-                                chunk,
-                                watermark: raw.watermark,
-                            });
-                        }
-                        ChunkOutcome::Skip(why) => {
-                            stream.backfill.skip_current(&why);
-                            ready.clear();
-                            if let Some(here) = stream.reader.boundary() {
-                                let mut progress = vec![SourceEvent::Progress(Position::Mysql(here))];
-                                stream.backfill.observe(&mut progress);
-                                batch.append(&mut progress);
-                            }
-                        }
-                    }
+                Wake::Chunks(ChunkWake::ChunkRead(outcome)) => {
+                    let here = stream.reader.boundary().map(Position::Mysql);
+                    let reader = &mut stream.reader;
+                    stream.chunks.chunk_done(
+                        outcome?,
+                        |schema| reader.schema_version(schema),
+                        here,
+                        &mut batch,
+                    )?;
                 }
-                _ = inbox_timer.tick() => {
-                    stream.backfill.accept(&stream.context.backfills);
-                }
+                Wake::Chunks(ChunkWake::InboxChecked) => {}
+            }
+            for signal in stream.reader.take_signals() {
+                stream.chunks.signal(&signal);
             }
             // Chunks are emitted in order, each once the stream has passed its watermark.
-            for signal in stream.reader.take_signals() {
-                if signal.starts_with(&own_signals) {
-                    signals_seen.insert(signal);
-                }
-            }
-            while let (Some(waiting), Some(here)) = (ready.front(), stream.reader.boundary()) {
-                let passed = match &waiting.watermark {
-                    Watermark::Position(high) => here >= *high,
-                    Watermark::Signal(mark) => signals_seen.remove(mark),
-                };
-                if !passed {
-                    break;
-                }
-                let Some(waiting) = ready.pop_front() else {
-                    break;
-                };
-                let at = Position::Mysql(here.clone());
-                let template = MysqlSourceInfo {
-                    ts_ms: headwater_contract::now_ms(),
-                    snapshot: SnapshotMarker::True,
-                    db: Arc::from(waiting.chunk.schema.id.namespace.as_str()),
-                    table: Some(Arc::from(waiting.chunk.schema.id.table.as_str())),
-                    server_id: self.server.config.server_id,
-                    gtid: None,
-                    file: here.file.clone(),
-                    pos: here.pos,
-                    row: 0,
-                };
-                match stream.backfill.complete(waiting.chunk, &at, |_, marker| {
-                    SourceInfo::Mysql(MysqlSourceInfo {
-                        snapshot: marker,
-                        ..template.clone()
-                    })
-                }) {
-                    Completed::Emitted(rows) => batch.extend(rows),
-                    Completed::Discarded => {
-                        // the chunks read after it are read again too
-                        ready.clear();
-                        signals_seen.clear();
-                        task = None;
-                        idle_reader = None;
-                    }
-                }
-            }
+            let reader = &stream.reader;
+            stream
+                .chunks
+                .emit_passed(
+                    || reader.boundary(),
+                    |schema, here| snapshot_source_info(server_id, schema, here),
+                    &mut batch,
+                )
+                .await?;
             // The next chunk is read while this batch goes down the pipeline.
-            if task.is_none() {
-                if let Some(request) = stream.backfill.next_chunk() {
-                    let mut reader = match idle_reader.take() {
-                        Some(reader) => reader,
-                        None => self.server.chunk_reader().await?,
-                    };
-                    task = Some(AbortOnDrop(tokio::spawn(async move {
-                        let outcome = reader.read(&request).await;
-                        (reader, outcome)
-                    })));
-                }
+            stream
+                .chunks
+                .read_next(|| self.server.chunk_reader())
+                .await?;
+            if !batch.is_empty()
+                && stream
+                    .events
+                    .send_all(std::mem::take(&mut batch))
+                    .await
+                    .is_err()
+            {
+                return Ok(());
             }
-            if !batch.is_empty() {
-                let full = std::mem::take(&mut batch);
-                if stream.events.send_all(full).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if reached_stop && !stream.backfill.is_copying() {
+            if reached_stop && !stream.chunks.is_copying() {
                 return Ok(());
             }
         }
     }
+
+    /// The binlog's next event, or the error that ends the stream.
+    async fn event_or_error(
+        &self,
+        next: Result<Option<Result<Event, ReadFailure>>, tokio::time::error::Elapsed>,
+        reader: &BinlogReader<'_>,
+        silence: std::time::Duration,
+        start: &BinlogPosition,
+        gtid_mode: bool,
+    ) -> Result<Event, ConnectorError> {
+        match next {
+            Ok(Some(Ok(event))) => Ok(event),
+            Err(_) => Err(ConnectorError::retryable(format!(
+                "no event or heartbeat from the server for {silence:?}; reconnecting"
+            ))),
+            Ok(Some(Err(ReadFailure::Server(err)))) => Err(self
+                .explain_stream_error(err, "reading the binlog", start, gtid_mode)
+                .await),
+            Ok(Some(Err(ReadFailure::Malformed(what)))) => {
+                let after = reader.boundary().map_or_else(
+                    || "inside a transaction".to_string(),
+                    |here| format!("after {}:{}", here.file, here.pos),
+                );
+                Err(ConnectorError::definite(format!(
+                    "the server sent a binlog event that cannot be read ({what}), {after}; check the binlog there with `mariadb-binlog`/`mysqlbinlog` and report it. Nothing is lost: the last committed position is kept"
+                )))
+            }
+            Ok(None) => Err(ConnectorError::retryable(
+                "the server closed the binlog stream",
+            )),
+        }
+    }
 }
 
-/// Aborts the chunk task when the stream ends.
-struct AbortOnDrop(ChunkTask);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// The source block of a snapshot row emitted at `here`.
+fn snapshot_source_info(server_id: u32, schema: &TableSchema, here: &BinlogPosition) -> SourceInfo {
+    SourceInfo::Mysql(MysqlSourceInfo {
+        ts_ms: headwater_contract::now_ms(),
+        snapshot: SnapshotMarker::True,
+        db: Arc::from(schema.id.namespace.as_str()),
+        table: Some(Arc::from(schema.id.table.as_str())),
+        server_id,
+        gtid: None,
+        file: here.file.clone(),
+        pos: here.pos,
+        row: 0,
+    })
 }

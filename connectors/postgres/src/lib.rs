@@ -8,6 +8,7 @@ pub use config::PostgresConfig;
 pub mod catalog;
 mod failover;
 mod preflight;
+mod replication;
 pub mod server;
 pub mod source;
 pub mod stream;

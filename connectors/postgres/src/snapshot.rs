@@ -9,8 +9,12 @@ use crate::pgoutput::{Relation, RelationColumn};
 use crate::protocol::SESSION_OPTIONS;
 use crate::protocol::{ConnectParams, ProtocolError, ReplicationConnection};
 use crate::types::PgType;
+use async_trait::async_trait;
 use headwater_contract::avro::{RowEncoder, Value};
-use headwater_contract::backfill::{ChunkRequest, ChunkRow, KeyPart};
+use headwater_contract::backfill::{
+    check_saved_key, chunk_select, ChunkOutcome, ChunkRead, ChunkRequest, ChunkRow, ChunkRows,
+    KeyPart, ReadChunk, Watermark,
+};
 use headwater_contract::{ConnectorError, TableFilter, TableId, TableSchema};
 use std::borrow::Cow;
 use tokio_postgres::Client;
@@ -29,25 +33,6 @@ pub const WATERMARK_PREFIX: &str = "headwater.watermark";
 const SESSION: &str =
     "SET timezone = 'UTC'; SET datestyle = 'ISO'; SET intervalstyle = 'iso_8601'; \
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET standard_conforming_strings = on";
-
-/// A chunk as read, before the stream gives its schema a version.
-pub struct RawChunk {
-    pub schema: TableSchema,
-    /// The rows, still being converted when the read returns (the next read need not wait).
-    pub rows: tokio::task::JoinHandle<Result<Vec<ChunkRow>, ConnectorError>>,
-    /// The key of the last row read: the next chunk starts after it.
-    pub last_key: Option<Vec<KeyPart>>,
-    pub exhausted: bool,
-    pub rows_estimate: Option<u64>,
-    /// The content of the watermark message written after the read.
-    pub watermark: String,
-}
-
-pub enum ChunkOutcome {
-    Rows(RawChunk),
-    /// The table cannot be copied (no key, gone): the reason.
-    Skip(String),
-}
 
 /// The connection snapshot chunks are read on. Moved into a task per chunk and handed back.
 pub struct ChunkReader {
@@ -420,101 +405,43 @@ impl ChunkReader {
         }
     }
 
-    /// Reads the chunk `request` asks for, then writes its high watermark into the WAL.
-    pub async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
-        let table = &request.table;
-        let Some(described) = self.describe_cached(table).await? else {
-            return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
-        };
-        let Described {
-            schema,
-            types,
-            type_names,
-            oid,
-        } = described;
-        if schema.primary_key.is_empty() {
-            return Ok(ChunkOutcome::Skip(
-                "it has no primary key or replica identity index, so it cannot be copied in chunks next to the stream (add a primary key)".into(),
-            ));
-        }
-        let rows_estimate = if request.estimate_rows {
-            let row = self
-                .client
-                .query_one(
-                    "SELECT GREATEST(c.reltuples::int8, COALESCE(s.n_live_tup, 0)) FROM pg_class c
-                     LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::int8::oid",
-                    &[&i64::from(oid)],
-                )
-                .await
-                .map_err(|e| sql_error("estimating the table's rows", &self.url, e))?;
+    /// The table's estimated row count, for progress reports.
+    async fn estimate_rows(
+        &mut self,
+        table: &TableId,
+        oid: u32,
+    ) -> Result<Option<u64>, ConnectorError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT GREATEST(c.reltuples::int8, COALESCE(s.n_live_tup, 0)) FROM pg_class c
+                 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::int8::oid",
+                &[&i64::from(oid)],
+            )
+            .await
+            .map_err(|e| sql_error("estimating the table's rows", &self.url, e))?;
+        Ok(
             match u64::try_from(row.get::<_, i64>(0)).ok().filter(|n| *n > 0) {
                 Some(estimate) => Some(estimate),
                 // never analyzed (a fresh bulk load): count, unless that takes long
                 None => self.count_rows(table).await,
-            }
-        } else {
-            None
-        };
-        let data_columns = types.len();
-        let keys: Vec<usize> = schema.primary_key.clone();
-        let key_names: Vec<String> = keys
-            .iter()
-            .map(|&i| quote_ident(&schema.columns[i].name))
-            .collect();
-        let mut conditions = Vec::new();
-        if let Some(after) = &request.after {
-            if after.len() != keys.len() {
-                return Err(ConnectorError::definite(format!(
-                    "table {table}: the saved backfill key has {} columns but the key now has {}; start the backfill again (headwater backfill)",
-                    after.len(),
-                    keys.len()
-                )));
-            }
-            let values: Vec<String> = keys
-                .iter()
-                .zip(after)
-                .map(|(&i, part)| {
-                    format!(
-                        "{}::{}",
-                        quote_literal(&String::from_utf8_lossy(&part.to_bytes())),
-                        type_names[i]
-                    )
-                })
-                .collect();
-            conditions.push(format!(
-                "({}) > ({})",
-                key_names.join(", "),
-                values.join(", ")
-            ));
-        }
-        if let Some(condition) = &request.condition {
-            conditions.push(format!("({condition})"));
-        }
-        let select_list: Vec<String> = schema
-            .columns
-            .iter()
-            .take(data_columns)
-            .map(|c| quote_ident(&c.name))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {}.{}{} ORDER BY {} LIMIT {}",
-            select_list.join(", "),
-            quote_ident(&table.namespace),
-            quote_ident(&table.table),
-            if conditions.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", conditions.join(" AND "))
             },
-            key_names.join(", "),
-            request.limit
-        );
+        )
+    }
+
+    /// Runs the chunk's query as a COPY, handing whole lines to a converter task on the other
+    /// core while this one receives more: the rows (still being converted), how many lines
+    /// came, and the last line (for its key).
+    async fn copy_rows(
+        &mut self,
+        sql: &str,
+        described: &Described,
+        limit: usize,
+    ) -> Result<(ChunkRows, usize, Option<bytes::Bytes>), ConnectorError> {
         // COPY streams the rows as the server produces them, so they are parsed while the
         // server is still reading; the text is the same output functions' as pgoutput's.
         let copy = format!("COPY ({sql}) TO STDOUT");
-        // Whole lines go to a converter task on the other core while this one receives more.
-        let converter = RowConverter::new(schema.clone(), types.clone());
-        let limit = request.limit;
+        let converter = RowConverter::new(described.schema.clone(), described.types.clone());
         let (blocks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let converting = tokio::spawn(async move {
             let mut rows = Vec::with_capacity(limit.min(100_000));
@@ -529,36 +456,19 @@ impl ChunkReader {
         });
         let read = self.copy_into(&copy, &blocks).await;
         drop(blocks);
-        let (count, last_line) = match read {
-            Ok(read) => read,
+        match read {
+            Ok((count, last_line)) => Ok((ChunkRows::Converting(converting), count, last_line)),
             Err(err) => {
                 converting.abort();
-                return Err(err);
+                Err(err)
             }
-        };
-        let last_key = match last_line {
-            None => None,
-            Some(line) => {
-                let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
-                let mut key = Vec::with_capacity(keys.len());
-                for &i in &keys {
-                    let text = fields
-                        .get(i)
-                        .and_then(|f| copy_field(f).ok().flatten())
-                        .ok_or_else(|| {
-                            ConnectorError::definite(format!(
-                                "table {table}: a key column without a value in the COPY output; report this"
-                            ))
-                        })?;
-                    key.push(KeyPart::Text(text.into_owned()));
-                }
-                Some(key)
-            }
-        };
-        // The read is complete, so its watermark can go into the WAL while the last rows are
-        // still being converted.
-        // unique across readers of this process, so a late watermark of a discarded chunk is
-        // never taken for a new one's
+        }
+    }
+
+    /// Writes the chunk's high watermark into the WAL as a logical message. Its content is
+    /// unique across readers of this process, so a late watermark of a discarded chunk is
+    /// never taken for a new one's.
+    async fn write_watermark(&mut self) -> Result<Watermark, ConnectorError> {
         let number = WATERMARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let watermark = format!("{}{number}", watermark_prefix(&self.slot));
         self.client
@@ -568,15 +478,119 @@ impl ChunkReader {
             )
             .await
             .map_err(|e| sql_error("writing a snapshot watermark", &self.url, e))?;
-        Ok(ChunkOutcome::Rows(RawChunk {
-            schema,
-            rows: converting,
+        Ok(Watermark::Signal(watermark))
+    }
+}
+
+#[async_trait]
+impl ChunkRead for ChunkReader {
+    /// Reads the chunk `request` asks for, then writes its high watermark into the WAL.
+    async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
+        let table = &request.table;
+        let Some(described) = self.describe_cached(table).await? else {
+            return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
+        };
+        if described.schema.primary_key.is_empty() {
+            return Ok(ChunkOutcome::Skip(
+                "it has no primary key or replica identity index, so it cannot be copied in chunks next to the stream (add a primary key)".into(),
+            ));
+        }
+        let rows_estimate = if request.estimate_rows {
+            self.estimate_rows(table, described.oid).await?
+        } else {
+            None
+        };
+        let sql = chunk_query(&described, request)?;
+        let (rows, count, last_line) = self.copy_rows(&sql, &described, request.limit).await?;
+        let last_key = match last_line {
+            Some(line) => Some(key_of_line(table, &described.schema.primary_key, &line)?),
+            None => None,
+        };
+        // The read is complete, so its watermark can go into the WAL while the last rows are
+        // still being converted.
+        let watermark = self.write_watermark().await?;
+        Ok(ChunkOutcome::Rows(Box::new(ReadChunk {
+            schema: described.schema,
+            rows,
             last_key,
             exhausted: count < request.limit,
             rows_estimate,
             watermark,
-        }))
+        })))
     }
+}
+
+/// The chunk's SELECT: rows after the last key copied (and matching the backfill's
+/// condition), in key order, at most `limit`.
+fn chunk_query(described: &Described, request: &ChunkRequest) -> Result<String, ConnectorError> {
+    let schema = &described.schema;
+    let keys = &schema.primary_key;
+    let key_names: Vec<String> = keys
+        .iter()
+        .map(|&i| quote_ident(&schema.columns[i].name))
+        .collect();
+    let after = match &request.after {
+        None => None,
+        Some(after) => {
+            check_saved_key(&request.table, after, keys.len())?;
+            let values: Vec<String> = keys
+                .iter()
+                .zip(after)
+                .map(|(&i, part)| {
+                    format!(
+                        "{}::{}",
+                        quote_literal(&String::from_utf8_lossy(&part.to_bytes())),
+                        described.type_names[i]
+                    )
+                })
+                .collect();
+            Some(format!(
+                "({}) > ({})",
+                key_names.join(", "),
+                values.join(", ")
+            ))
+        }
+    };
+    let select_list: Vec<String> = schema
+        .columns
+        .iter()
+        .take(described.types.len())
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let table = format!(
+        "{}.{}",
+        quote_ident(&request.table.namespace),
+        quote_ident(&request.table.table)
+    );
+    Ok(chunk_select(
+        &select_list,
+        &table,
+        &key_names,
+        after,
+        request,
+    ))
+}
+
+/// The resume key of a COPY text line: its key columns' values.
+fn key_of_line(
+    table: &TableId,
+    keys: &[usize],
+    line: &[u8],
+) -> Result<Vec<KeyPart>, ConnectorError> {
+    let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+    let mut key = Vec::with_capacity(keys.len());
+    for &i in keys {
+        let text = fields
+            .get(i)
+            .and_then(|f| copy_field(f).ok().flatten())
+            .ok_or_else(|| {
+                ConnectorError::definite(format!(
+                    "table {table}: a key column without a value in the COPY output; report this"
+                ))
+            })?;
+        key.push(KeyPart::Text(text.into_owned()));
+    }
+    Ok(key)
 }
 
 #[cfg(test)]

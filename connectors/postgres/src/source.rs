@@ -3,27 +3,24 @@
 
 use crate::catalog;
 use crate::config::PostgresConfig;
-use crate::pgoutput::{self, Message};
 use crate::protocol::SESSION_OPTIONS;
-use crate::protocol::{ProtocolError, ReplicationConnection, ServerError, StreamMessage};
+use crate::protocol::{ProtocolError, ReplicationConnection, ServerError};
+use crate::replication::Replication;
 use crate::server::PostgresServer;
-use crate::snapshot::{ChunkOutcome, ChunkReader, WATERMARK_PREFIX};
-use crate::stream::{PgReader, RelationInfo, Step};
+use crate::snapshot::ChunkReader;
+use crate::stream::PgReader;
 use async_trait::async_trait;
-use headwater_contract::backfill::{Chunk, ChunkRow};
+use headwater_contract::backfill::ChunkScheduler;
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
-    BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed, ConnectorError,
-    DurableWatch, EventSender, Lsn, PgPosition, PgSourceInfo, Position, Problem, SnapshotMarker,
-    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableId, TableSchema,
+    BackfillKind, BackfillRequest, BackfillState, Backfiller, ConnectorError, EventSender, Lsn,
+    PgPosition, Position, Problem, SnapshotMode, Source, StreamContext, TableId,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HEARTBEAT_PREFIX: &str = "headwater.heartbeat";
-/// Events gathered before they are handed on, inside a large transaction.
-const BATCH: usize = 1024;
+pub(crate) const HEARTBEAT_PREFIX: &str = "headwater.heartbeat";
 /// How long a slot may stay busy (e.g. the walsender of a killed predecessor) before giving up.
 const SLOT_BUSY_LIMIT: Duration = Duration::from_secs(20);
 
@@ -60,7 +57,7 @@ impl PostgresSource {
     }
 
     /// Classifies an error of the replication connection, naming the fix.
-    fn replication_error(&mut self, err: ProtocolError, what: &str) -> ConnectorError {
+    pub(crate) fn replication_error(&mut self, err: ProtocolError, what: &str) -> ConnectorError {
         let slot = &self.server.config.slot;
         match err {
             ProtocolError::Server(ServerError {
@@ -122,6 +119,21 @@ impl PostgresSource {
     }
 }
 
+/// Bounds a setup step's wait for the server: on a connection that went silent without a
+/// reset (a black hole) it would never return. Not used for creating a slot, which waits for
+/// the transactions running at the time however long they take.
+async fn answered<T>(
+    limit: Duration,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, ConnectorError>>,
+) -> Result<T, ConnectorError> {
+    tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
+        Err(ConnectorError::retryable(format!(
+            "no answer from the server for {limit:?} while {what}; reconnecting"
+        )))
+    })
+}
+
 /// Emits a transactional logical message now and then, so the slot advances on a quiet database.
 async fn heartbeats(url: String, tls: Option<Arc<rustls::ClientConfig>>, every: Duration) {
     let client = match catalog::connect(&url, tls.as_ref()).await {
@@ -143,14 +155,6 @@ async fn heartbeats(url: String, tls: Option<Arc<rustls::ClientConfig>>, every: 
         {
             tracing::warn!(error = %err, "could not write a heartbeat message");
         }
-    }
-}
-
-/// The LSN the sink has made durable, as the standby status update's flush position.
-fn durable_lsn(durable: &DurableWatch) -> u64 {
-    match &*durable.borrow() {
-        Some(Position::Postgres(p)) => p.lsn.0,
-        _ => 0,
     }
 }
 
@@ -199,11 +203,9 @@ impl Source for PostgresSource {
         table: &TableId,
         condition: Option<&str>,
     ) -> Result<(), ConnectorError> {
-        if !self.server.filter.captures(&table.namespace, &table.table) {
-            return Err(ConnectorError::definite(format!(
-                "table {table} is not captured by this pipeline (source.include / source.exclude); add it there (and to the publication) first"
-            )));
-        }
+        self.server
+            .filter
+            .require_captured(table, " (and to the publication)")?;
         self.chunk_reader().await?.check(table, condition).await
     }
 
@@ -238,32 +240,6 @@ impl Source for PostgresSource {
             other => other,
         }
     }
-}
-
-type ChunkTask = tokio::task::JoinHandle<(ChunkReader, Result<ChunkOutcome, ConnectorError>)>;
-
-/// Aborts the chunk task when the stream ends.
-struct ChunkTaskGuard(ChunkTask);
-
-impl Drop for ChunkTaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A chunk read and waiting for the stream to reach its watermark.
-struct ReadyChunk {
-    schema: Arc<TableSchema>,
-    rows: tokio::task::JoinHandle<Result<Vec<ChunkRow>, ConnectorError>>,
-    exhausted: bool,
-    rows_estimate: Option<u64>,
-    watermark: String,
-}
-
-/// What woke the replication loop.
-enum Wake {
-    Stream(Result<Result<StreamMessage, ProtocolError>, tokio::time::error::Elapsed>),
-    Other,
 }
 
 impl PostgresSource {
@@ -354,14 +330,17 @@ impl PostgresSource {
         };
         let url = self.server.config.url.clone();
         let client = catalog::connect(&url, self.server.params.tls.as_ref()).await?;
-        catalog::ensure_publication(&client, &self.server.config, &self.server.filter).await?;
-        let slot = catalog::slot_state(&client, &url, &self.server.config.slot).await?;
+        let limit = self.server.config.silence_limit();
+        let slot = answered(limit, "checking the publication and the slot", async {
+            catalog::ensure_publication(&client, &self.server.config, &self.server.filter).await?;
+            catalog::slot_state(&client, &url, &self.server.config.slot).await
+        })
+        .await?;
         if resume.is_none() && self.server.config.snapshot != SnapshotMode::Never {
-            let tables = self
-                .chunk_reader()
-                .await?
-                .tables(&self.server.filter)
-                .await?;
+            let tables = answered(limit, "listing the tables to copy", async {
+                self.chunk_reader().await?.tables(&self.server.filter).await
+            })
+            .await?;
             tracing::info!(
                 tables = tables.len(),
                 "initial snapshot: copying every captured table while streaming"
@@ -371,74 +350,19 @@ impl PostgresSource {
         // a slot made before source.failover was set becomes a failover slot on this start
         let make_failover =
             self.server.config.failover && slot.as_ref().is_some_and(|s| s.failover == Some(false));
-        let start = match (slot, &resume) {
-            (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
-                return Err(self.replication_error(
-                    ProtocolError::Server(ServerError {
-                        code: "55000".into(),
-                        message: format!(
-                            "cannot read from logical replication slot \"{}\"",
-                            self.server.config.slot
-                        ),
-                        detail: Some(
-                            "its WAL status is lost: it exceeded the maximum reserved size".into(),
-                        ),
-                    }),
-                    "checking the slot",
-                ))
-            }
-            (Some(_), Some(resume)) => resume.clone(),
-            (Some(slot), None) => {
-                let confirmed: Lsn = slot
-                    .confirmed_flush
-                    .as_deref()
-                    .unwrap_or("0/0")
-                    .parse()
-                    .unwrap_or_default();
-                tracing::info!(slot = %self.server.config.slot, %confirmed, "starting from the existing slot's confirmed position");
-                let start = PgPosition::at(confirmed, 0);
-                if !backfill
-                    .send_start(Position::Postgres(start.clone()), events)
-                    .await
-                {
-                    return Ok(());
-                }
-                start
-            }
-            (None, None) => {
-                let lsn = catalog::create_slot(
-                    &client,
-                    &url,
-                    &self.server.config.slot,
-                    self.server.config.failover,
-                )
-                .await?;
-                tracing::info!(slot = %self.server.config.slot, %lsn, "created the replication slot");
-                let start = PgPosition::at(lsn, 0);
-                if !backfill
-                    .send_start(Position::Postgres(start.clone()), events)
-                    .await
-                {
-                    return Ok(());
-                }
-                start
-            }
-            (None, Some(resume)) => {
-                return Err(self.replication_error(
-                    ProtocolError::Server(ServerError {
-                        code: "42704".into(),
-                        message: format!(
-                            "replication slot \"{}\" does not exist",
-                            self.server.config.slot
-                        ),
-                        detail: Some(format!("the checkpoint is at {resume}")),
-                    }),
-                    "checking the slot",
-                ))
-            }
+        let Some(start) = self
+            .start_position(slot, &resume, &client, &mut backfill, events)
+            .await?
+        else {
+            return Ok(());
         };
         if make_failover {
-            self.make_failover_slot().await?;
+            answered(
+                limit,
+                "making the slot a failover slot",
+                self.make_failover_slot(),
+            )
+            .await?;
         }
         if stop_at.as_ref().is_some_and(|stop| start >= *stop)
             && start.rows_done == 0
@@ -446,7 +370,110 @@ impl PostgresSource {
         {
             return Ok(());
         }
-        let mut history = SchemaHistory::open(&self.state_dir, "postgres-schema-history.json")?;
+        let history = SchemaHistory::open(&self.state_dir, "postgres-schema-history.json")?;
+        let conn = answered(
+            limit,
+            "starting replication",
+            self.start_replication(&start),
+        )
+        .await?;
+        let _heartbeat = (!self.server.config.heartbeat_interval.is_zero()).then(|| {
+            AbortOnDrop(tokio::spawn(heartbeats(
+                url.clone(),
+                self.server.params.tls.clone(),
+                self.server.config.heartbeat_interval,
+            )))
+        });
+        let reader = PgReader::new(&self.server.params.database, start.clone(), resume, stop_at);
+        let chunks = ChunkScheduler::new(
+            backfill,
+            crate::snapshot::watermark_prefix(&self.server.config.slot),
+            &context.backfills,
+        );
+        Replication {
+            source: self,
+            conn,
+            client,
+            history,
+            reader,
+            chunks,
+            events,
+            durable: &context.durable,
+            received: start.lsn.0,
+        }
+        .run()
+        .await
+    }
+
+    /// Where the stream starts: the checkpoint, or the existing slot's confirmed position, or
+    /// a new slot's (both recorded as the pipeline's start). `None` once the pipeline has
+    /// stopped receiving.
+    async fn start_position(
+        &mut self,
+        slot: Option<catalog::SlotState>,
+        resume: &Option<PgPosition>,
+        client: &tokio_postgres::Client,
+        backfill: &mut Backfiller,
+        events: &EventSender,
+    ) -> Result<Option<PgPosition>, ConnectorError> {
+        let name = self.server.config.slot.clone();
+        let start = match (slot, resume) {
+            (Some(slot), _) if slot.wal_status.as_deref() == Some("lost") => {
+                return Err(self.replication_error(
+                    ProtocolError::Server(ServerError {
+                        code: "55000".into(),
+                        message: format!("cannot read from logical replication slot \"{name}\""),
+                        detail: Some(
+                            "its WAL status is lost: it exceeded the maximum reserved size".into(),
+                        ),
+                    }),
+                    "checking the slot",
+                ))
+            }
+            (Some(_), Some(resume)) => return Ok(Some(resume.clone())),
+            (Some(slot), None) => {
+                let confirmed: Lsn = slot
+                    .confirmed_flush
+                    .as_deref()
+                    .unwrap_or("0/0")
+                    .parse()
+                    .unwrap_or_default();
+                tracing::info!(slot = %name, %confirmed, "starting from the existing slot's confirmed position");
+                PgPosition::at(confirmed, 0)
+            }
+            (None, None) => {
+                let lsn = catalog::create_slot(
+                    client,
+                    &self.server.config.url,
+                    &name,
+                    self.server.config.failover,
+                )
+                .await?;
+                tracing::info!(slot = %name, %lsn, "created the replication slot");
+                PgPosition::at(lsn, 0)
+            }
+            (None, Some(resume)) => {
+                return Err(self.replication_error(
+                    ProtocolError::Server(ServerError {
+                        code: "42704".into(),
+                        message: format!("replication slot \"{name}\" does not exist"),
+                        detail: Some(format!("the checkpoint is at {resume}")),
+                    }),
+                    "checking the slot",
+                ))
+            }
+        };
+        let sent = backfill
+            .send_start(Position::Postgres(start.clone()), events)
+            .await;
+        Ok(sent.then_some(start))
+    }
+
+    /// Opens the replication connection and starts streaming from `start`.
+    async fn start_replication(
+        &mut self,
+        start: &PgPosition,
+    ) -> Result<ReplicationConnection, ConnectorError> {
         let mut conn = ReplicationConnection::connect(&self.server.params, SESSION_OPTIONS)
             .await
             .map_err(|e| self.replication_error(e, "connecting for replication"))?;
@@ -458,297 +485,7 @@ impl PostgresSource {
             return Err(self.replication_error(err, "starting replication"));
         }
         self.slot_busy_since = None;
-        tracing::info!(position = %start, slot = %self.server.config.slot, "streaming");
-        let _heartbeat = (!self.server.config.heartbeat_interval.is_zero()).then(|| {
-            AbortOnDrop(tokio::spawn(heartbeats(
-                url.clone(),
-                self.server.params.tls.clone(),
-                self.server.config.heartbeat_interval,
-            )))
-        });
-
-        let durable = &context.durable;
-        let mut reader =
-            PgReader::new(&self.server.params.database, start.clone(), resume, stop_at);
-        let mut received = start.lsn.0;
-        let mut batch = Vec::new();
-        let mut next_status = Instant::now();
-        let mut idle_reader: Option<ChunkReader> = None;
-        let mut task: Option<ChunkTaskGuard> = None;
-        let mut ready: std::collections::VecDeque<ReadyChunk> = Default::default();
-        let mut watermarks_seen: std::collections::HashSet<String> = Default::default();
-        let own_watermarks = crate::snapshot::watermark_prefix(&self.server.config.slot);
-        let mut reached_stop = false;
-        let mut inbox_timer = tokio::time::interval(Duration::from_secs(1));
-        let mut requested_at = Instant::now();
-        let silence = self.server.config.silence_limit();
-        let mut last_heard = Instant::now();
-        backfill.accept(&context.backfills);
-        let result = 'stream: loop {
-            let deadline = tokio::time::Instant::from_std(next_status);
-            let wake = tokio::select! {
-                message = tokio::time::timeout_at(deadline, conn.next()) => Wake::Stream(message),
-                joined = async { match task.as_mut() { Some(t) => (&mut t.0).await, None => std::future::pending().await } }, if task.is_some() => {
-                    task = None;
-                    let (chunk_reader, outcome) = match joined {
-                        Ok(done) => done,
-                        Err(e) => break Err(ConnectorError::retryable(format!("the snapshot chunk task failed: {e}"))),
-                    };
-                    idle_reader = Some(chunk_reader);
-                    match outcome {
-                        Err(err) => break Err(err),
-                        Ok(ChunkOutcome::Rows(raw)) => {
-                            let mut schema = raw.schema;
-                            schema.version = match history.version_of(&schema) {
-                                Ok(version) => version,
-                                Err(err) => break Err(err),
-                            };
-                            tracing::debug!(exhausted = raw.exhausted, read_ms = requested_at.elapsed().as_millis() as u64, "snapshot chunk read");
-                            backfill.chunk_read(raw.last_key, raw.exhausted);
-                            ready.push_back(ReadyChunk {
-                                schema: Arc::new(schema),
-                                rows: raw.rows,
-                                exhausted: raw.exhausted,
-                                rows_estimate: raw.rows_estimate,
-                                watermark: raw.watermark,
-                            });
-                        }
-                        Ok(ChunkOutcome::Skip(why)) => {
-                            backfill.skip_current(&why);
-                            ready.clear();
-                            if let Some(here) = reader.boundary() {
-                                let mut progress = vec![SourceEvent::Progress(Position::Postgres(here.clone()))];
-                                backfill.observe(&mut progress);
-                                batch.append(&mut progress);
-                            }
-                        }
-                    }
-                    Wake::Other
-                }
-                _ = inbox_timer.tick() => {
-                    backfill.accept(&context.backfills);
-                    Wake::Other
-                }
-            };
-            let observed_from = batch.len();
-            if matches!(wake, Wake::Stream(Ok(Ok(_)))) {
-                last_heard = Instant::now();
-            }
-            let step = match wake {
-                Wake::Other => Step::Continue,
-                Wake::Stream(Err(_)) => {
-                    // A connection that went silent without a reset (a black hole) is noticed
-                    // here: the server answers every status update asking for a reply, and the
-                    // heartbeats put a message into the stream at least every interval.
-                    if last_heard.elapsed() > silence {
-                        break Err(ConnectorError::retryable(format!(
-                            "no message from the server for {silence:?} (it is asked for a keepalive every status_interval); reconnecting"
-                        )));
-                    }
-                    let flushed = durable_lsn(durable);
-                    // Between transactions, ask for a keepalive: its WAL end moves the position
-                    // on while the published tables are quiet.
-                    match tokio::time::timeout(
-                        silence,
-                        conn.send_status(received, flushed, !reader.in_transaction()),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => {
-                            break Err(
-                                self.replication_error(err, "confirming the durable position")
-                            )
-                        }
-                        Err(_) => {
-                            break Err(ConnectorError::retryable(format!(
-                                "the server took no status update for {silence:?}; reconnecting"
-                            )))
-                        }
-                    }
-                    next_status = Instant::now() + self.server.config.status_interval;
-                    Step::Continue
-                }
-                Wake::Stream(Ok(Err(err))) => {
-                    break Err(self.replication_error(err, "reading the replication stream"))
-                }
-
-                Wake::Stream(Ok(Ok(StreamMessage::Keepalive {
-                    wal_end,
-                    reply_requested,
-                }))) => {
-                    received = received.max(wal_end);
-                    if reply_requested {
-                        next_status = Instant::now();
-                    }
-                    reader.keepalive(wal_end, &mut batch)
-                }
-                Wake::Stream(Ok(Ok(StreamMessage::XLogData {
-                    wal_start,
-                    wal_end,
-                    data,
-                }))) => {
-                    received = received.max(wal_end);
-                    let message = match pgoutput::parse(&data) {
-                        Ok(message) => message,
-                        Err(err) => {
-                            break Err(ConnectorError::definite(format!(
-                                "{err} at {}; report this",
-                                Lsn(wal_start)
-                            )))
-                        }
-                    };
-                    let step = match message {
-                        Message::Relation(relation) => {
-                            let info = if self
-                                .server
-                                .filter
-                                .captures(&relation.namespace, &relation.name)
-                            {
-                                let (mut schema, types) = match catalog::describe_relation(
-                                    &client,
-                                    &url,
-                                    &relation,
-                                    self.server.config.unknown_types,
-                                )
-                                .await
-                                {
-                                    Ok(described) => described,
-                                    Err(err) => break Err(err),
-                                };
-                                let known = history.known_versions(&schema.id.to_string());
-                                schema.version = match history.version_of(&schema) {
-                                    Ok(version) => version,
-                                    Err(err) => break Err(err),
-                                };
-                                let info = Arc::new(RelationInfo {
-                                    schema: Arc::new(schema),
-                                    types,
-                                });
-                                if info.schema.version > known && known > 0 {
-                                    reader.schema_change(&info, &mut batch);
-                                }
-                                Some(info)
-                            } else {
-                                None
-                            };
-                            reader.set_relation(relation.oid, info);
-                            Ok(Step::Continue)
-                        }
-                        Message::Message {
-                            prefix, content, ..
-                        } if prefix == WATERMARK_PREFIX => {
-                            // every slot of the database decodes every pipeline's watermarks: keep
-                            // this process's (one may arrive before its chunk's read returns)
-                            let content = String::from_utf8_lossy(content);
-                            if content.starts_with(&own_watermarks) {
-                                watermarks_seen.insert(content.into_owned());
-                            }
-                            Ok(Step::Continue)
-                        }
-                        Message::Message { prefix, .. } if prefix != HEARTBEAT_PREFIX => {
-                            tracing::debug!(prefix, "ignoring a logical decoding message");
-                            Ok(Step::Continue)
-                        }
-                        other => reader.handle(other, wal_start, &mut batch),
-                    };
-                    match step {
-                        Ok(step) => step,
-                        Err(err) => break Err(err),
-                    }
-                }
-            };
-            backfill.observe(&mut batch[observed_from..]);
-            if step == Step::Done {
-                reached_stop = true;
-            }
-            // Chunks are emitted in order, each once the stream has passed its watermark.
-            while let (Some(waiting), Some(here)) = (ready.front(), reader.boundary()) {
-                if !watermarks_seen.remove(&waiting.watermark) {
-                    break;
-                }
-                let at = Position::Postgres(here.clone());
-                let Some(waiting) = ready.pop_front() else {
-                    break;
-                };
-                let template = PgSourceInfo {
-                    ts_ms: headwater_contract::now_ms(),
-                    snapshot: SnapshotMarker::True,
-                    db: Arc::from(self.server.params.database.as_str()),
-                    schema: Arc::from(waiting.schema.id.namespace.as_str()),
-                    table: Some(Arc::from(waiting.schema.id.table.as_str())),
-                    tx_id: None,
-                    lsn: Some(here.lsn.0 as i64),
-                };
-                // usually converted by now; the wait is for its last rows at most
-                let rows = match waiting.rows.await {
-                    Ok(Ok(rows)) => rows,
-                    Ok(Err(err)) => break 'stream Err(err),
-                    Err(e) => {
-                        break 'stream Err(ConnectorError::retryable(format!(
-                            "the snapshot converter failed: {e}"
-                        )))
-                    }
-                };
-                let chunk = Chunk {
-                    schema: waiting.schema,
-                    rows,
-                    exhausted: waiting.exhausted,
-                    rows_estimate: waiting.rows_estimate,
-                };
-                match backfill.complete(chunk, &at, |_, marker| {
-                    SourceInfo::Postgres(PgSourceInfo {
-                        snapshot: marker,
-                        ..template.clone()
-                    })
-                }) {
-                    Completed::Emitted(rows) => batch.extend(rows),
-                    Completed::Discarded => {
-                        // the chunks read after it are read again too
-                        ready.clear();
-                        watermarks_seen.clear();
-                        task = None;
-                        idle_reader = None;
-                    }
-                }
-            }
-            // The next chunk is read while this batch goes down the pipeline.
-            if task.is_none() {
-                if let Some(request) = backfill.next_chunk() {
-                    let mut chunk_reader = match idle_reader.take() {
-                        Some(r) => r,
-                        None => match self.chunk_reader().await {
-                            Ok(r) => r,
-                            Err(err) => break Err(err),
-                        },
-                    };
-                    requested_at = Instant::now();
-                    task = Some(ChunkTaskGuard(tokio::spawn(async move {
-                        let outcome = chunk_reader.read(&request).await;
-                        (chunk_reader, outcome)
-                    })));
-                }
-            }
-            let finished = reached_stop && !backfill.is_copying();
-            let flush = finished || batch.len() >= BATCH || !reader.in_transaction();
-            if flush
-                && !batch.is_empty()
-                && events.send_all(std::mem::take(&mut batch)).await.is_err()
-            {
-                break Ok(());
-            }
-            if finished {
-                break Ok(());
-            }
-        };
-        // bounded: after a black hole neither would return
-        let closing = async {
-            let _ = conn
-                .send_status(received, durable_lsn(durable), false)
-                .await;
-            conn.finish().await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
-        result
+        tracing::info!(position = %start, slot = %self.server.config.slot, "streaming from the slot");
+        Ok(conn)
     }
 }

@@ -22,8 +22,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod reader;
+mod scheduler;
 mod state;
 
+pub use reader::{
+    check_saved_key, chunk_select, ChunkOutcome, ChunkRead, ChunkRows, ReadChunk, Watermark,
+};
+pub use scheduler::{ChunkScheduler, ChunkWake};
 pub use state::{
     BackfillInbox, BackfillKind, BackfillRequest, BackfillState, KeyPart, SnapshotMode,
     TableProgress,
