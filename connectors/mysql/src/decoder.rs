@@ -361,77 +361,9 @@ impl ColumnDecoder {
                 let b = take(buf, at, 1, "YEAR")?[0];
                 Value::Int(if b == 0 { 0 } else { 1900 + i32::from(b) })
             }
-            D::Date => {
-                let v = le_uint(take(buf, at, 3, "DATE")?) as u32;
-                let (year, month, day) = (v >> 9, (v >> 5) & 15, v & 31);
-                match (CivilTime {
-                    year,
-                    month,
-                    day,
-                    hour: 0,
-                    minute: 0,
-                    second: 0,
-                    micros: 0,
-                })
-                .epoch_micros()
-                {
-                    Some(micros) => Value::Date((micros / 86_400_000_000) as i32),
-                    None => Value::Null,
-                }
-            }
-            D::Time2 { fsp } => {
-                let int_part = be_uint(take(buf, at, 3, "TIME")?) as i64 - 0x80_0000;
-                let n = usize::from(*fsp).div_ceil(2);
-                let raw_frac = be_uint(take(buf, at, n, "TIME fraction")?) as i64;
-                // MySQL's packed TIME: (integer part << 24) + microseconds, signed as a whole.
-                let packed: i64 = match n {
-                    0 => int_part << 24,
-                    1 => {
-                        let (mut i, mut f) = (int_part, raw_frac);
-                        if i < 0 && f != 0 {
-                            i += 1;
-                            f -= 0x100;
-                        }
-                        (i << 24) + f * 10_000
-                    }
-                    2 => {
-                        let (mut i, mut f) = (int_part, raw_frac);
-                        if i < 0 && f != 0 {
-                            i += 1;
-                            f -= 0x1_0000;
-                        }
-                        (i << 24) + f * 100
-                    }
-                    // fsp 5–6: the six bytes are one big-endian number offset by 2^47
-                    _ => (((int_part + 0x80_0000) << 24) | raw_frac) - 0x8000_0000_0000,
-                };
-                let negative = packed < 0;
-                let magnitude = packed.unsigned_abs();
-                let hms = magnitude >> 24;
-                let micros = magnitude & 0xFF_FFFF;
-                let hour = (hms >> 12) & 0x3FF;
-                let minute = (hms >> 6) & 0x3F;
-                let second = hms & 0x3F;
-                let total = ((hour * 3600 + minute * 60 + second) * 1_000_000 + micros) as i64;
-                Value::Micros(if negative { -total } else { total })
-            }
-            D::Datetime2 { fsp } => {
-                let packed = be_uint(take(buf, at, 5, "DATETIME")?) as i64 - 0x80_0000_0000;
-                let micros = read_fraction(buf, at, *fsp)?;
-                let ymd = (packed >> 17) as u32;
-                let ym = ymd >> 5;
-                let hms = (packed & 0x1_FFFF) as u32;
-                let civil = CivilTime {
-                    year: ym / 13,
-                    month: ym % 13,
-                    day: ymd & 31,
-                    hour: hms >> 12,
-                    minute: (hms >> 6) & 63,
-                    second: hms & 63,
-                    micros,
-                };
-                civil.epoch_micros().map_or(Value::Null, Value::Micros)
-            }
+            D::Date => date(le_uint(take(buf, at, 3, "DATE")?) as u32),
+            D::Time2 { fsp } => time2(buf, at, *fsp)?,
+            D::Datetime2 { fsp } => datetime2(buf, at, *fsp)?,
             D::Timestamp2 { fsp } => {
                 let seconds = be_uint(take(buf, at, 4, "TIMESTAMP")?) as i64;
                 let micros = read_fraction(buf, at, *fsp)?;
@@ -441,32 +373,8 @@ impl ColumnDecoder {
                     Value::Micros(seconds * 1_000_000 + i64::from(micros))
                 }
             }
-            D::TimeOld => {
-                let v = le_uint(take(buf, at, 3, "TIME")?) as i64;
-                let v = if v & 0x80_0000 != 0 {
-                    v - 0x100_0000
-                } else {
-                    v
-                };
-                let (sign, v) = (v.signum(), v.abs());
-                Value::Micros(
-                    sign * ((v / 10_000) * 3600 + (v / 100 % 100) * 60 + v % 100) * 1_000_000,
-                )
-            }
-            D::DatetimeOld => {
-                let v = le_uint(take(buf, at, 8, "DATETIME")?);
-                let (date, time) = (v / 1_000_000, v % 1_000_000);
-                let civil = CivilTime {
-                    year: (date / 10_000) as u32,
-                    month: (date / 100 % 100) as u32,
-                    day: (date % 100) as u32,
-                    hour: (time / 10_000) as u32,
-                    minute: (time / 100 % 100) as u32,
-                    second: (time % 100) as u32,
-                    micros: 0,
-                };
-                civil.epoch_micros().map_or(Value::Null, Value::Micros)
-            }
+            D::TimeOld => time_old(le_uint(take(buf, at, 3, "TIME")?) as i64),
+            D::DatetimeOld => datetime_old(le_uint(take(buf, at, 8, "DATETIME")?)),
             D::TimestampOld => {
                 let seconds = le_uint(take(buf, at, 4, "TIMESTAMP")?) as i64;
                 if seconds == 0 {
@@ -496,35 +404,10 @@ impl ColumnDecoder {
                 }
             }
             D::Enum { size, labels } => {
-                let index = le_uint(take(buf, at, usize::from(*size), "ENUM")?) as usize;
-                match index {
-                    // MySQL stores '' (index 0) for a value that was invalid on insert.
-                    0 => Value::Text(Cow::Borrowed("")),
-                    i => Value::Text(Cow::Borrowed(
-                        labels
-                            .get(i - 1)
-                            .ok_or_else(|| {
-                                DecodeError(format!(
-                                    "ENUM index {i} beyond its {} labels",
-                                    labels.len()
-                                ))
-                            })?
-                            .as_str(),
-                    )),
-                }
+                enum_label(le_uint(take(buf, at, usize::from(*size), "ENUM")?), labels)?
             }
             D::Set { size, labels } => {
-                let bits = le_uint(take(buf, at, usize::from(*size), "SET")?);
-                let mut joined = String::new();
-                for (i, label) in labels.iter().enumerate().take(64) {
-                    if bits & (1 << i) != 0 {
-                        if !joined.is_empty() {
-                            joined.push(',');
-                        }
-                        joined.push_str(label);
-                    }
-                }
-                Value::Text(Cow::Owned(joined))
+                set_labels(le_uint(take(buf, at, usize::from(*size), "SET")?), labels)
             }
             D::Bit { bytes, boolean } => {
                 let raw = take(buf, at, usize::from(*bytes), "BIT")?;
@@ -536,19 +419,155 @@ impl ColumnDecoder {
             }
             D::Address { prefix, kind } => {
                 let len = le_uint(take(buf, at, usize::from(*prefix), "length")?) as usize;
-                let raw = take(buf, at, len, "UUID/INET")?;
-                if len > kind.width() {
-                    return Err(DecodeError(format!(
-                        "{kind:?} value of {len} bytes, expected at most {}",
-                        kind.width()
-                    )));
-                }
-                let mut padded = [0u8; 16];
-                padded[..len].copy_from_slice(raw);
-                Value::Text(Cow::Owned(kind.format(&padded)))
+                address(take(buf, at, len, "UUID/INET")?, *kind)?
             }
         })
     }
+}
+
+/// DATE: 3 bytes, day in the low 5 bits, month in the next 4, year above.
+fn date(v: u32) -> Value<'static> {
+    let (year, month, day) = (v >> 9, (v >> 5) & 15, v & 31);
+    let civil = CivilTime {
+        year,
+        month,
+        day,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        micros: 0,
+    };
+    match civil.epoch_micros() {
+        Some(micros) => Value::Date((micros / 86_400_000_000) as i32),
+        None => Value::Null,
+    }
+}
+
+/// TIME(fsp) in MySQL 5.6+'s packed format: (integer part << 24) + microseconds, signed as a
+/// whole, big-endian.
+fn time2(buf: &[u8], at: &mut usize, fsp: u8) -> Result<Value<'static>, DecodeError> {
+    let int_part = be_uint(take(buf, at, 3, "TIME")?) as i64 - 0x80_0000;
+    let n = usize::from(fsp).div_ceil(2);
+    let raw_frac = be_uint(take(buf, at, n, "TIME fraction")?) as i64;
+    let packed: i64 = match n {
+        0 => int_part << 24,
+        1 => {
+            let (mut i, mut f) = (int_part, raw_frac);
+            if i < 0 && f != 0 {
+                i += 1;
+                f -= 0x100;
+            }
+            (i << 24) + f * 10_000
+        }
+        2 => {
+            let (mut i, mut f) = (int_part, raw_frac);
+            if i < 0 && f != 0 {
+                i += 1;
+                f -= 0x1_0000;
+            }
+            (i << 24) + f * 100
+        }
+        // fsp 5–6: the six bytes are one big-endian number offset by 2^47
+        _ => (((int_part + 0x80_0000) << 24) | raw_frac) - 0x8000_0000_0000,
+    };
+    let negative = packed < 0;
+    let magnitude = packed.unsigned_abs();
+    let hms = magnitude >> 24;
+    let micros = magnitude & 0xFF_FFFF;
+    let hour = (hms >> 12) & 0x3FF;
+    let minute = (hms >> 6) & 0x3F;
+    let second = hms & 0x3F;
+    let total = ((hour * 3600 + minute * 60 + second) * 1_000_000 + micros) as i64;
+    Ok(Value::Micros(if negative { -total } else { total }))
+}
+
+/// DATETIME(fsp) in MySQL 5.6+'s packed format.
+fn datetime2(buf: &[u8], at: &mut usize, fsp: u8) -> Result<Value<'static>, DecodeError> {
+    let packed = be_uint(take(buf, at, 5, "DATETIME")?) as i64 - 0x80_0000_0000;
+    let micros = read_fraction(buf, at, fsp)?;
+    let ymd = (packed >> 17) as u32;
+    let ym = ymd >> 5;
+    let hms = (packed & 0x1_FFFF) as u32;
+    let civil = CivilTime {
+        year: ym / 13,
+        month: ym % 13,
+        day: ymd & 31,
+        hour: hms >> 12,
+        minute: (hms >> 6) & 63,
+        second: hms & 63,
+        micros,
+    };
+    Ok(civil.epoch_micros().map_or(Value::Null, Value::Micros))
+}
+
+/// The pre-5.6 TIME: a signed 24-bit HHMMSS number.
+fn time_old(v: i64) -> Value<'static> {
+    let v = if v & 0x80_0000 != 0 {
+        v - 0x100_0000
+    } else {
+        v
+    };
+    let (sign, v) = (v.signum(), v.abs());
+    Value::Micros(sign * ((v / 10_000) * 3600 + (v / 100 % 100) * 60 + v % 100) * 1_000_000)
+}
+
+/// The pre-5.6 DATETIME: the decimal number YYYYMMDDHHMMSS.
+fn datetime_old(v: u64) -> Value<'static> {
+    let (date, time) = (v / 1_000_000, v % 1_000_000);
+    let civil = CivilTime {
+        year: (date / 10_000) as u32,
+        month: (date / 100 % 100) as u32,
+        day: (date % 100) as u32,
+        hour: (time / 10_000) as u32,
+        minute: (time / 100 % 100) as u32,
+        second: (time % 100) as u32,
+        micros: 0,
+    };
+    civil.epoch_micros().map_or(Value::Null, Value::Micros)
+}
+
+/// An ENUM's label by its 1-based index.
+fn enum_label(index: u64, labels: &[String]) -> Result<Value<'_>, DecodeError> {
+    let index = index as usize;
+    if index == 0 {
+        // MySQL stores '' (index 0) for a value that was invalid on insert.
+        return Ok(Value::Text(Cow::Borrowed("")));
+    }
+    let label = labels.get(index - 1).ok_or_else(|| {
+        DecodeError(format!(
+            "ENUM index {index} beyond its {} labels",
+            labels.len()
+        ))
+    })?;
+    Ok(Value::Text(Cow::Borrowed(label.as_str())))
+}
+
+/// A SET's members, comma-separated in definition order, from its bit mask.
+fn set_labels(bits: u64, labels: &[String]) -> Value<'static> {
+    let mut joined = String::new();
+    for (i, label) in labels.iter().enumerate().take(64) {
+        if bits & (1 << i) != 0 {
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(label);
+        }
+    }
+    Value::Text(Cow::Owned(joined))
+}
+
+/// MariaDB's UUID and INET4/INET6 columns, in their text forms.
+fn address(raw: &[u8], kind: AddressKind) -> Result<Value<'static>, DecodeError> {
+    let len = raw.len();
+    if len > kind.width() {
+        return Err(DecodeError(format!(
+            "{kind:?} value of {len} bytes, expected at most {}",
+            kind.width()
+        )));
+    }
+    let mut padded = [0u8; 16];
+    padded[..len].copy_from_slice(raw);
+    Ok(Value::Text(Cow::Owned(kind.format(&padded))))
 }
 
 #[cfg(test)]

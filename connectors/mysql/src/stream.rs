@@ -13,9 +13,11 @@ use headwater_contract::ServerUuid;
 use headwater_contract::{
     BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlGtidSet,
     MysqlSourceInfo, Op, Position, SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo,
-    TableFilter, TransactionInfo,
+    TableFilter, TableSchema, TransactionInfo,
 };
-use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_common::binlog::events::{
+    Event, EventData, PreviousGtidsEvent, QueryEvent, RowsEventData, TableMapEvent,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -100,6 +102,15 @@ impl TxnGtid {
 }
 
 /// Where a resumed stream must skip records already durable.
+/// Where an event stands in the binlog, from its header.
+struct EventAt {
+    start: u64,
+    /// The position after it (`log_pos`); 0 for artificial events sent at connect.
+    end: u64,
+    timestamp: u32,
+    server_id: u32,
+}
+
 struct Skip {
     file: Arc<str>,
     pos: u64,
@@ -273,146 +284,38 @@ impl<'a> BinlogReader<'a> {
         out: &mut Vec<SourceEvent>,
     ) -> Result<Step, ConnectorError> {
         let header = event.header();
-        let kind = header.event_type_raw();
-        let event_start =
-            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
-        // Artificial events (log_pos 0) sent at connect do not move the position.
-        let advances = header.log_pos() != 0;
-
-        match kind {
-            ROTATE_EVENT => {
-                let data = event.data();
-                let name_bytes = data.get(8..).unwrap_or_default();
-                let name_bytes = if self.strip_rotate_checksum && name_bytes.len() > 4 {
-                    &name_bytes[..name_bytes.len() - 4]
-                } else {
-                    name_bytes
-                };
-                self.strip_rotate_checksum = false;
-                let position = data
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .unwrap_or(4);
-                self.file = Arc::from(String::from_utf8_lossy(name_bytes).as_ref());
-                self.next_pos = position;
-                return Ok(Step::Continue);
-            }
-            MARIADB_GTID_EVENT => {
-                let gtid = parse_gtid(event.data(), header.server_id()).map_err(defect)?;
-                self.begin(
-                    event_start,
-                    Some(TxnGtid::Mariadb(gtid.gtid)),
-                    header.timestamp(),
-                    header.server_id(),
-                );
-                self.next_pos = u64::from(header.log_pos());
-                return Ok(Step::Continue);
-            }
-            MARIADB_GTID_LIST_EVENT => {
-                // The server's state at this point: fills in domains we have not seen.
-                let list = parse_gtid_list(event.data()).map_err(defect)?;
-                if let (None, GtidSet::Mariadb(current)) = (&self.txn, &*self.gtid_state) {
-                    let mut state = current.clone();
-                    for gtid in list {
-                        if state
-                            .get(gtid.domain)
-                            .is_none_or(|known| known.sequence < gtid.sequence)
-                        {
-                            state.apply(gtid);
-                        }
-                    }
-                    self.gtid_state = Arc::new(GtidSet::Mariadb(state));
-                }
-                if advances {
-                    self.next_pos = u64::from(header.log_pos());
-                }
-                return Ok(Step::Continue);
-            }
-            HEARTBEAT_EVENT => {
-                if let Some(here) = self.boundary() {
-                    out.push(SourceEvent::Progress(Position::Mysql(here)));
-                }
-                return Ok(if self.reached_stop() {
-                    Step::Done
-                } else {
-                    Step::Continue
-                });
-            }
-            MARIADB_COMPRESSED_FIRST..=MARIADB_COMPRESSED_LAST => {
-                return Err(ConnectorError::definite(
-                    "the server writes compressed binlog events (log_bin_compress=ON), which Headwater does not decode yet; set log_bin_compress=OFF on the server",
-                ));
-            }
-            MYSQL_PREVIOUS_GTIDS_EVENT if !previous_gtids_fit(event.data()) => {
-                return Err(defect(format!(
-                    "a PREVIOUS_GTIDS event at {}:{event_start} whose counts exceed its {} bytes",
-                    self.file,
-                    event.data().len()
-                )));
-            }
-            _ => {}
+        let at = EventAt {
+            start: u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
+            end: u64::from(header.log_pos()),
+            timestamp: header.timestamp(),
+            server_id: header.server_id(),
+        };
+        if let Some(step) = self.unparsed_event(event, &at, out)? {
+            return Ok(step);
         }
-
+        // Artificial events (log_pos 0) sent at connect do not move the position.
+        let advances = at.end != 0;
         let data = match event.read_data() {
             Ok(Some(data)) => data,
             Ok(None) => {
                 if advances {
-                    self.next_pos = u64::from(header.log_pos());
+                    self.next_pos = at.end;
                 }
                 return Ok(Step::Continue);
             }
             Err(err) => {
                 return Err(defect(format!(
-                    "event type {kind} at {}:{event_start}: {err}",
-                    self.file
+                    "event type {} at {}:{}: {err}",
+                    header.event_type_raw(),
+                    self.file,
+                    at.start
                 )))
             }
         };
-        let mut step = Step::Continue;
         match data {
             EventData::QueryEvent(query) => {
-                let text = query.query();
-                let trimmed = text.trim_start();
-                let keyword = trimmed
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_uppercase();
-                match keyword.as_str() {
-                    "BEGIN" => {
-                        if self.txn.is_none() {
-                            self.begin(event_start, None, header.timestamp(), header.server_id());
-                        }
-                    }
-                    "COMMIT" => {
-                        self.next_pos = u64::from(header.log_pos());
-                        step = self.commit(out);
-                        return Ok(step);
-                    }
-                    "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" => {}
-                    _ => {
-                        let db = query.schema().into_owned();
-                        if self.txn.is_none() {
-                            self.begin(event_start, None, header.timestamp(), header.server_id());
-                        }
-                        self.next_pos = u64::from(header.log_pos());
-                        // DDL of captured databases only; statements outside any database
-                        // (users, grants) are not schema changes of captured tables.
-                        let database = if db.is_empty() {
-                            qualified_databases(&text)
-                                .into_iter()
-                                .find(|d| self.filter.covers_namespace(d))
-                        } else {
-                            Some(db).filter(|d| self.filter.covers_namespace(d))
-                        };
-                        if let Some(database) = database.filter(|d| !is_system(d)) {
-                            self.schema_change(database, text.into_owned(), out);
-                        }
-                        // DDL commits implicitly (MariaDB marks it standalone).
-                        step = self.commit(out);
-                        return Ok(step);
-                    }
+                if let Some(step) = self.query(&query, &at, out) {
+                    return Ok(step);
                 }
             }
             EventData::GtidEvent(gtid) => {
@@ -421,50 +324,186 @@ impl<'a> BinlogReader<'a> {
                         "the server writes tagged GTIDs (MySQL 8.4 gtid tags), which Headwater does not support yet; use untagged GTIDs",
                     ));
                 }
-                self.begin(
-                    event_start,
-                    Some(TxnGtid::Mysql(gtid.sid(), gtid.gno())),
-                    header.timestamp(),
-                    header.server_id(),
-                );
+                self.begin_at(&at, Some(TxnGtid::Mysql(gtid.sid(), gtid.gno())));
             }
-            EventData::AnonymousGtidEvent(_) => {
-                self.begin(event_start, None, header.timestamp(), header.server_id());
-            }
-            // MySQL's executed set before this file: fills in what we have not seen.
+            EventData::AnonymousGtidEvent(_) => self.begin_at(&at, None),
             EventData::PreviousGtidsEvent(previous) if self.txn.is_none() => {
-                let mut state = match &*self.gtid_state {
-                    GtidSet::Mysql(set) => set.clone(),
-                    GtidSet::Mariadb(set) if set.is_empty() => MysqlGtidSet::default(),
-                    GtidSet::Mariadb(_) => {
-                        return Err(defect("a MySQL PREVIOUS_GTIDS event on a MariaDB stream"))
-                    }
-                };
-                for sid in previous.sids() {
-                    for interval in sid.intervals() {
-                        state.add_interval(sid.uuid(), interval.start(), interval.end());
-                    }
-                }
-                self.gtid_state = Arc::new(GtidSet::Mysql(state));
+                self.previous_gtids(&previous)?
             }
             EventData::XidEvent(_) => {
-                self.next_pos = u64::from(header.log_pos());
-                step = self.commit(out);
-                return Ok(step);
+                self.next_pos = at.end;
+                return Ok(self.commit(out));
             }
             EventData::TableMapEvent(tme) => self.table_map(event.data(), &tme)?,
             EventData::RowsEvent(rows) => {
                 if self.txn.is_none() {
-                    self.begin(event_start, None, header.timestamp(), header.server_id());
+                    self.begin_at(&at, None);
                 }
                 self.rows(&rows, out)?;
             }
             _ => {}
         }
         if advances {
-            self.next_pos = u64::from(header.log_pos());
+            self.next_pos = at.end;
         }
-        Ok(step)
+        Ok(Step::Continue)
+    }
+
+    /// The events read from their raw bytes (rotations, MariaDB's GTID events, heartbeats)
+    /// or refused before parsing; `None` for every other event.
+    fn unparsed_event(
+        &mut self,
+        event: &Event,
+        at: &EventAt,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<Option<Step>, ConnectorError> {
+        match event.header().event_type_raw() {
+            ROTATE_EVENT => self.rotate(event.data()),
+            MARIADB_GTID_EVENT => {
+                let gtid = parse_gtid(event.data(), at.server_id).map_err(defect)?;
+                self.begin_at(at, Some(TxnGtid::Mariadb(gtid.gtid)));
+                self.next_pos = at.end;
+            }
+            MARIADB_GTID_LIST_EVENT => {
+                self.gtid_list(event.data())?;
+                if at.end != 0 {
+                    self.next_pos = at.end;
+                }
+            }
+            HEARTBEAT_EVENT => {
+                if let Some(here) = self.boundary() {
+                    out.push(SourceEvent::Progress(Position::Mysql(here)));
+                }
+                return Ok(Some(if self.reached_stop() {
+                    Step::Done
+                } else {
+                    Step::Continue
+                }));
+            }
+            MARIADB_COMPRESSED_FIRST..=MARIADB_COMPRESSED_LAST => {
+                return Err(ConnectorError::definite(
+                    "the server writes compressed binlog events (log_bin_compress=ON), which Headwater does not decode yet; set log_bin_compress=OFF on the server",
+                ));
+            }
+            MYSQL_PREVIOUS_GTIDS_EVENT if !previous_gtids_fit(event.data()) => {
+                return Err(defect(format!(
+                    "a PREVIOUS_GTIDS event at {}:{} whose counts exceed its {} bytes",
+                    self.file,
+                    at.start,
+                    event.data().len()
+                )));
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(Step::Continue))
+    }
+
+    /// A ROTATE event: the next binlog file and the position in it.
+    fn rotate(&mut self, data: &[u8]) {
+        let name_bytes = data.get(8..).unwrap_or_default();
+        let name_bytes = if self.strip_rotate_checksum && name_bytes.len() > 4 {
+            &name_bytes[..name_bytes.len() - 4]
+        } else {
+            name_bytes
+        };
+        self.strip_rotate_checksum = false;
+        let position = data
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(4);
+        self.file = Arc::from(String::from_utf8_lossy(name_bytes).as_ref());
+        self.next_pos = position;
+    }
+
+    /// MariaDB's GTID list: the server's state at this point fills in domains not seen yet.
+    fn gtid_list(&mut self, data: &[u8]) -> Result<(), ConnectorError> {
+        let list = parse_gtid_list(data).map_err(defect)?;
+        if let (None, GtidSet::Mariadb(current)) = (&self.txn, &*self.gtid_state) {
+            let mut state = current.clone();
+            for gtid in list {
+                if state
+                    .get(gtid.domain)
+                    .is_none_or(|known| known.sequence < gtid.sequence)
+                {
+                    state.apply(gtid);
+                }
+            }
+            self.gtid_state = Arc::new(GtidSet::Mariadb(state));
+        }
+        Ok(())
+    }
+
+    /// MySQL's executed set before this file: fills in what has not been seen.
+    fn previous_gtids(&mut self, previous: &PreviousGtidsEvent<'_>) -> Result<(), ConnectorError> {
+        let mut state = match &*self.gtid_state {
+            GtidSet::Mysql(set) => set.clone(),
+            GtidSet::Mariadb(set) if set.is_empty() => MysqlGtidSet::default(),
+            GtidSet::Mariadb(_) => {
+                return Err(defect("a MySQL PREVIOUS_GTIDS event on a MariaDB stream"))
+            }
+        };
+        for sid in previous.sids() {
+            for interval in sid.intervals() {
+                state.add_interval(sid.uuid(), interval.start(), interval.end());
+            }
+        }
+        self.gtid_state = Arc::new(GtidSet::Mysql(state));
+        Ok(())
+    }
+
+    /// A QUERY event: BEGIN opens a transaction, COMMIT ends one, DDL of a captured database
+    /// becomes a schema change and commits implicitly. `Some` when it ended a transaction.
+    fn query(
+        &mut self,
+        query: &QueryEvent<'_>,
+        at: &EventAt,
+        out: &mut Vec<SourceEvent>,
+    ) -> Option<Step> {
+        let text = query.query();
+        let keyword = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match keyword.as_str() {
+            "BEGIN" => {
+                if self.txn.is_none() {
+                    self.begin_at(at, None);
+                }
+                None
+            }
+            "COMMIT" => {
+                self.next_pos = at.end;
+                Some(self.commit(out))
+            }
+            "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" => None,
+            _ => {
+                let db = query.schema().into_owned();
+                if self.txn.is_none() {
+                    self.begin_at(at, None);
+                }
+                self.next_pos = at.end;
+                // DDL of captured databases only; statements outside any database
+                // (users, grants) are not schema changes of captured tables.
+                let database = if db.is_empty() {
+                    qualified_databases(&text)
+                        .into_iter()
+                        .find(|d| self.filter.covers_namespace(d))
+                } else {
+                    Some(db).filter(|d| self.filter.covers_namespace(d))
+                };
+                if let Some(database) = database.filter(|d| !is_system(d)) {
+                    self.schema_change(database, text.into_owned(), out);
+                }
+                // DDL commits implicitly (MariaDB marks it standalone).
+                Some(self.commit(out))
+            }
+        }
+    }
+
+    fn begin_at(&mut self, at: &EventAt, gtid: Option<TxnGtid>) {
+        self.begin(at.start, gtid, at.timestamp, at.server_id);
     }
 
     fn begin(&mut self, start: u64, gtid: Option<TxnGtid>, timestamp: u32, server_id: u32) {
@@ -617,32 +656,13 @@ impl<'a> BinlogReader<'a> {
             return self.signal_rows(rows, &info);
         }
         let schema = &info.schema;
-        let (op, has_before, has_after) = match rows {
-            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => (Op::Create, false, true),
-            RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => (Op::Update, true, true),
-            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => (Op::Delete, true, false),
-            RowsEventData::PartialUpdateRowsEvent(_) => {
-                return Err(ConnectorError::definite(format!(
-                    "table {}: partial JSON updates in the binlog (binlog_row_value_options=PARTIAL_JSON) cannot be captured; set binlog_row_value_options='' on the server",
-                    schema.id
-                )))
-            }
-        };
+        let (op, has_before, has_after) = row_images(rows, schema)?;
         let count = schema.columns.len();
-        for image in [rows.columns_before_image(), rows.columns_after_image()]
-            .into_iter()
-            .flatten()
-        {
-            if image.count_ones() != count {
-                return Err(ConnectorError::definite(format!(
-                    "table {}: the binlog holds partial row images; set binlog_row_image=FULL on the server (SET GLOBAL binlog_row_image=FULL, and in my.cnf)",
-                    schema.id
-                )));
-            }
-        }
+        let names = (
+            Arc::<str>::from(schema.id.namespace.as_str()),
+            Arc::<str>::from(schema.id.table.as_str()),
+        );
         let data = rows.rows_data();
-        let db: Arc<str> = Arc::from(schema.id.namespace.as_str());
-        let table: Arc<str> = Arc::from(schema.id.table.as_str());
         let mut at = 0;
         let mut row_index = 0u32;
         let mut before_values: Vec<Value<'_>> = Vec::with_capacity(count);
@@ -666,99 +686,115 @@ impl<'a> BinlogReader<'a> {
                     DecodeError("a row image of no bytes".into()),
                 ));
             }
-            let image = |present: bool, values: &[Value<'_>]| -> Result<_, ConnectorError> {
-                Ok(if present {
-                    (
-                        Some(RowEncoder::row_bytes(schema, values)?),
-                        RowEncoder::key_bytes(schema, values)?,
-                    )
-                } else {
-                    (None, None)
-                })
-            };
-            let (before, before_key) = image(has_before, &before_values)?;
-            let (after, after_key) = image(has_after, &after_values)?;
-            // A key change is a delete of the old row and a create of the new one, so keyed
-            // consumers (Kafka compaction) forget the old key.
-            let changes = if op == Op::Update && before_key != after_key {
-                [
-                    Some(RowChange {
-                        op: Op::Delete,
-                        key: before_key,
-                        before,
-                        after: None,
-                    }),
-                    Some(RowChange {
-                        op: Op::Create,
-                        key: after_key,
-                        before: None,
-                        after,
-                    }),
-                ]
-            } else {
-                let key = if op == Op::Delete {
-                    before_key
-                } else {
-                    after_key
-                };
-                [
-                    Some(RowChange {
-                        op,
-                        key,
-                        before,
-                        after,
-                    }),
-                    None,
-                ]
-            };
-            for RowChange {
-                op,
-                key,
-                before,
-                after,
-            } in changes.into_iter().flatten()
-            {
-                let Some(txn) = self.txn.as_mut() else {
-                    return Err(defect("row outside a transaction"));
-                };
-                txn.records += 1;
-                let table_order = txn.per_table.entry(table_id).or_insert(0);
-                *table_order += 1;
-                let data_collection_order = *table_order;
-                if txn.records <= self.skip_records {
-                    continue;
-                }
-                let position = Position::Mysql(BinlogPosition {
-                    file: txn.start_file.clone(),
-                    pos: txn.start_pos,
-                    gtid_set: txn.state_before.clone(),
-                    rows_done: txn.records,
-                    backfill: None,
-                });
-                let transaction = txn.gtid_text.clone().map(|id| TransactionInfo {
-                    id,
-                    total_order: txn.records,
-                    data_collection_order,
-                });
-                let Some(txn) = self.txn.as_ref() else {
-                    continue;
-                };
-                let source = self.source_info(txn, &db, Some(table.clone()), row_index);
-                out.push(SourceEvent::Change(ChangeRecord {
-                    table: Arc::clone(schema),
-                    op,
-                    key,
-                    before,
-                    after,
-                    source,
-                    transaction,
-                    position,
-                }));
+            let before = encode_image(schema, has_before, &before_values)?;
+            let after = encode_image(schema, has_after, &after_values)?;
+            for change in RowChange::of(op, before, after).into_iter().flatten() {
+                self.emit_row(change, table_id, schema, &names, row_index, out)?;
             }
             row_index += 1;
         }
         Ok(())
     }
+
+    /// Appends one row change as a change event, counted in its transaction (and skipped
+    /// when a resumed transaction had already delivered it).
+    fn emit_row(
+        &mut self,
+        change: RowChange,
+        table_id: u64,
+        schema: &Arc<TableSchema>,
+        (db, table): &(Arc<str>, Arc<str>),
+        row_index: u32,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), ConnectorError> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(defect("row outside a transaction"));
+        };
+        txn.records += 1;
+        let table_order = txn.per_table.entry(table_id).or_insert(0);
+        *table_order += 1;
+        let data_collection_order = *table_order;
+        if txn.records <= self.skip_records {
+            return Ok(());
+        }
+        let position = Position::Mysql(BinlogPosition {
+            file: txn.start_file.clone(),
+            pos: txn.start_pos,
+            gtid_set: txn.state_before.clone(),
+            rows_done: txn.records,
+            backfill: None,
+        });
+        let transaction = txn.gtid_text.clone().map(|id| TransactionInfo {
+            id,
+            total_order: txn.records,
+            data_collection_order,
+        });
+        let Some(txn) = self.txn.as_ref() else {
+            return Ok(());
+        };
+        let source = self.source_info(txn, db, Some(table.clone()), row_index);
+        out.push(SourceEvent::Change(ChangeRecord {
+            table: Arc::clone(schema),
+            op: change.op,
+            key: change.key,
+            before: change.before,
+            after: change.after,
+            source,
+            transaction,
+            position,
+        }));
+        Ok(())
+    }
+}
+
+/// A rows event's operation and which images its rows carry, refusing what cannot be
+/// captured (partial JSON updates, partial row images).
+fn row_images(
+    rows: &RowsEventData<'_>,
+    schema: &TableSchema,
+) -> Result<(Op, bool, bool), ConnectorError> {
+    let images = match rows {
+        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => (Op::Create, false, true),
+        RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => (Op::Update, true, true),
+        RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => (Op::Delete, true, false),
+        RowsEventData::PartialUpdateRowsEvent(_) => {
+            return Err(ConnectorError::definite(format!(
+                "table {}: partial JSON updates in the binlog (binlog_row_value_options=PARTIAL_JSON) cannot be captured; set binlog_row_value_options='' on the server",
+                schema.id
+            )))
+        }
+    };
+    let count = schema.columns.len();
+    for image in [rows.columns_before_image(), rows.columns_after_image()]
+        .into_iter()
+        .flatten()
+    {
+        if image.count_ones() != count {
+            return Err(ConnectorError::definite(format!(
+                "table {}: the binlog holds partial row images; set binlog_row_image=FULL on the server (SET GLOBAL binlog_row_image=FULL, and in my.cnf)",
+                schema.id
+            )));
+        }
+    }
+    Ok(images)
+}
+
+/// A row image encoded, with its key: (row, key), or nothing for an image the event lacks.
+type EncodedImage = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn encode_image(
+    schema: &TableSchema,
+    present: bool,
+    values: &[Value<'_>],
+) -> Result<EncodedImage, ConnectorError> {
+    Ok(if present {
+        (
+            Some(RowEncoder::row_bytes(schema, values)?),
+            RowEncoder::key_bytes(schema, values)?,
+        )
+    } else {
+        (None, None)
+    })
 }
 
 impl BinlogReader<'_> {
@@ -851,6 +887,47 @@ struct RowChange {
     key: Option<Vec<u8>>,
     before: Option<Vec<u8>>,
     after: Option<Vec<u8>>,
+}
+
+impl RowChange {
+    /// The changes a row of `op` makes. A key change is a delete of the old row and a create
+    /// of the new one, so keyed consumers (Kafka compaction) forget the old key.
+    fn of(
+        op: Op,
+        (before, before_key): EncodedImage,
+        (after, after_key): EncodedImage,
+    ) -> [Option<RowChange>; 2] {
+        if op == Op::Update && before_key != after_key {
+            return [
+                Some(RowChange {
+                    op: Op::Delete,
+                    key: before_key,
+                    before,
+                    after: None,
+                }),
+                Some(RowChange {
+                    op: Op::Create,
+                    key: after_key,
+                    before: None,
+                    after,
+                }),
+            ];
+        }
+        let key = if op == Op::Delete {
+            before_key
+        } else {
+            after_key
+        };
+        [
+            Some(RowChange {
+                op,
+                key,
+                before,
+                after,
+            }),
+            None,
+        ]
+    }
 }
 
 fn row_error(
