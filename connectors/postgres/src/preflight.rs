@@ -19,22 +19,51 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
         }
     };
     let url = &source.config.url;
-    let setting = |name: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one("SELECT current_setting($1)", &[&name])
-                .await
-                .map(|r| r.get::<_, String>(0))
-                .map_err(|e| catalog::sql_error("reading server settings", url, e))
-        }
-    };
-    if setting("wal_level").await? != "logical" {
+    if setting(&client, url, "wal_level").await? != "logical" {
         problems.push(Problem::error(
             "wal_level is not logical",
             "set wal_level = logical in postgresql.conf and restart the server",
         ));
     }
+    check_role(source, &client, &mut problems).await?;
+    check_slot(source, &client, &mut problems).await?;
+    let keep = setting(&client, url, "max_slot_wal_keep_size").await?;
+    tracing::info!(max_slot_wal_keep_size = %keep, "a slot holding more WAL than this is invalidated");
+    let tables = catalog::captured_tables(&client, url, &source.filter).await?;
+    if tables.is_empty() {
+        problems.push(Problem::error(
+            format!(
+                "source.include {:?} matches no table",
+                source.config.include
+            ),
+            "check the schema.table globs",
+        ));
+    }
+    check_tables(source, &client, &tables, &mut problems).await;
+    problems.extend(crate::failover::check(source, &client, url).await?);
+    check_emit_message(source, &client, &mut problems).await?;
+    check_publication(source, &client, &tables, &mut problems).await?;
+    Ok(problems)
+}
+
+/// The tables a pipeline captures: (schema, table, replica identity, has a key).
+type CapturedTables = [(String, String, String, bool)];
+
+async fn setting(client: &Client, url: &str, name: &str) -> Result<String, ConnectorError> {
+    client
+        .query_one("SELECT current_setting($1)", &[&name])
+        .await
+        .map(|r| r.get::<_, String>(0))
+        .map_err(|e| catalog::sql_error("reading server settings", url, e))
+}
+
+/// The role's REPLICATION attribute, and free replication slots and WAL senders.
+async fn check_role(
+    source: &PostgresServer,
+    client: &Client,
+    problems: &mut Vec<Problem>,
+) -> Result<(), ConnectorError> {
+    let url = &source.config.url;
     let row = client
         .query_one(
             "SELECT rolreplication OR rolsuper, (SELECT count(*) FROM pg_replication_slots)::int8,
@@ -82,7 +111,17 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
             "raise max_wal_senders (restart needed)",
         ));
     }
-    if let Some(slot) = catalog::slot_state(&client, url, &source.config.slot).await? {
+    Ok(())
+}
+
+/// An existing slot: not invalidated, and made with pgoutput.
+async fn check_slot(
+    source: &PostgresServer,
+    client: &Client,
+    problems: &mut Vec<Problem>,
+) -> Result<(), ConnectorError> {
+    let url = &source.config.url;
+    if let Some(slot) = catalog::slot_state(client, url, &source.config.slot).await? {
         if slot.wal_status.as_deref() == Some("lost") {
             let what = format!(
                 "replication slot {} was invalidated (wal_status lost)",
@@ -110,19 +149,18 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
             ));
         }
     }
-    let keep = setting("max_slot_wal_keep_size").await?;
-    tracing::info!(max_slot_wal_keep_size = %keep, "a slot holding more WAL than this is invalidated");
-    let tables = catalog::captured_tables(&client, url, &source.filter).await?;
-    if tables.is_empty() {
-        problems.push(Problem::error(
-            format!(
-                "source.include {:?} matches no table",
-                source.config.include
-            ),
-            "check the schema.table globs",
-        ));
-    }
-    for (schema, table, identity, has_key) in &tables {
+    Ok(())
+}
+
+/// Each captured table: readable, with a replica identity that gives updates and deletes
+/// their key, and a key to copy it by.
+async fn check_tables(
+    source: &PostgresServer,
+    client: &Client,
+    tables: &CapturedTables,
+    problems: &mut Vec<Problem>,
+) {
+    for (schema, table, identity, has_key) in tables {
         let allowed: bool = client
             .query_one(
                 "SELECT has_table_privilege(format('%I.%I', $1::text, $2::text), 'SELECT')",
@@ -155,7 +193,16 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
             ));
         }
     }
-    problems.extend(crate::failover::check(source, &client, url).await?);
+}
+
+/// Snapshot chunks end with a watermark written as a logical message, and heartbeats are
+/// logical messages too: the role must be allowed to write them.
+async fn check_emit_message(
+    source: &PostgresServer,
+    client: &Client,
+    problems: &mut Vec<Problem>,
+) -> Result<(), ConnectorError> {
+    let url = &source.config.url;
     // Snapshot chunks end with a watermark written as a logical message. PostgreSQL 17 replaced
     // the three-argument function with one taking a fourth, defaulted `flush` argument, so ask
     // about whichever one a three-argument call resolves to.
@@ -188,6 +235,17 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
             "use PostgreSQL 10 or newer",
         )),
     }
+    Ok(())
+}
+
+/// The publication exists (or will be created), and publishes every captured table.
+async fn check_publication(
+    source: &PostgresServer,
+    client: &Client,
+    tables: &CapturedTables,
+    problems: &mut Vec<Problem>,
+) -> Result<(), ConnectorError> {
+    let url = &source.config.url;
     let publication = client
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
@@ -204,7 +262,7 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
             ),
         ));
     } else if publication.is_some() {
-        let Some(published) = published_tables(&client, url, &source.config.publication).await?
+        let Some(published) = published_tables(client, url, &source.config.publication).await?
         else {
             problems.push(Problem::warning(
                 format!(
@@ -213,9 +271,9 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
                 ),
                 "run `headwater check` again once the lock is released",
             ));
-            return Ok(problems);
+            return Ok(());
         };
-        for (schema, table, _, _) in &tables {
+        for (schema, table, _, _) in tables {
             if !published.iter().any(|(s, t)| s == schema && t == table) {
                 problems.push(Problem::warning(
                     format!("{schema}.{table} is included but not in publication {}: its changes are not captured", source.config.publication),
@@ -224,7 +282,7 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
             }
         }
     }
-    Ok(problems)
+    Ok(())
 }
 
 /// How long listing a publication's tables may wait for a table lock: from PostgreSQL 18 on,
