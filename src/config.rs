@@ -2,11 +2,6 @@
 //! `[pipeline]`. Every section is closed (`deny_unknown_fields`); sources and sinks are tagged
 //! by `kind`. `${VAR}` anywhere in the file is replaced by the environment variable VAR.
 
-use headwater_delta::DeltaConfig;
-use headwater_kafka::KafkaConfig;
-use headwater_lake::LakeConfig;
-use headwater_mysql::MysqlConfig;
-use headwater_postgres::PostgresConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,28 +35,10 @@ fn default_true() -> bool {
     true
 }
 
-/// `[source]`: where changes are read, chosen by `kind`. Adding a source adds one arm here.
-#[derive(Debug)]
-pub enum SourceConfig {
-    /// `kind = "mysql"`: MySQL or MariaDB binlog.
-    Mysql(MysqlConfig),
-    /// `kind = "postgres"`: a PostgreSQL logical replication slot (pgoutput).
-    Postgres(PostgresConfig),
-}
-
-/// `[sink]`: where records are written, chosen by `kind`. Adding a sink adds one arm here.
-#[derive(Debug)]
-pub enum SinkConfig {
-    /// `kind = "lake"`: Avro files in a local directory, exactly-once.
-    Lake(LakeConfig),
-    /// `kind = "delta"`: Delta Lake tables (mirror and changelog), local or S3, exactly-once.
-    Delta(DeltaConfig),
-    /// `kind = "kafka"`: a topic per table, at-least-once.
-    Kafka(KafkaConfig),
-}
+pub use crate::connectors::{SinkConfig, SourceConfig};
 
 /// Splits a `kind`-tagged section into its kind and the remaining keys.
-fn tagged_section<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn tagged_section<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
     section: &str,
     kinds: &[&str],
@@ -90,7 +67,7 @@ fn tagged_section<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Deserializes a section's keys, naming the full key path of any bad value.
-fn section_body<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+pub(crate) fn section_body<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     section: &str,
     table: toml::Table,
 ) -> Result<T, E> {
@@ -108,33 +85,6 @@ fn section_body<T: serde::de::DeserializeOwned, E: serde::de::Error>(
             }
         }
     })
-}
-
-impl<'de> Deserialize<'de> for SourceConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, table) = tagged_section(deserializer, "source", &["mysql", "postgres"])?;
-        match kind.as_str() {
-            "mysql" => section_body("source", table).map(SourceConfig::Mysql),
-            "postgres" => section_body("source", table).map(SourceConfig::Postgres),
-            other => Err(serde::de::Error::custom(format!(
-                "source.kind = {other:?} is not known"
-            ))),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for SinkConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, table) = tagged_section(deserializer, "sink", &["lake", "delta", "kafka"])?;
-        match kind.as_str() {
-            "lake" => section_body("sink", table).map(SinkConfig::Lake),
-            "delta" => section_body("sink", table).map(SinkConfig::Delta),
-            "kafka" => section_body("sink", table).map(SinkConfig::Kafka),
-            other => Err(serde::de::Error::custom(format!(
-                "sink.kind = {other:?} is not known"
-            ))),
-        }
-    }
 }
 
 /// `[state]`: where Headwater keeps its checkpoint and each table's schema history.
@@ -206,15 +156,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
-}
-
-impl SourceConfig {
-    pub fn server_name(&self) -> &str {
-        match self {
-            SourceConfig::Mysql(c) => &c.name,
-            SourceConfig::Postgres(c) => &c.name,
-        }
-    }
 }
 
 /// Replaces `${VAR}` with the environment's value; `$${` stays a literal `${`.
@@ -322,15 +263,8 @@ impl Config {
 
     /// Checks every section's values; pure, nothing connects.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.source {
-            SourceConfig::Mysql(c) => c.validate().map(|_| ())?,
-            SourceConfig::Postgres(c) => c.validate().map(|_| ())?,
-        }
-        match &self.sink {
-            SinkConfig::Lake(c) => c.validate()?,
-            SinkConfig::Delta(c) => c.validate()?,
-            SinkConfig::Kafka(c) => c.validate()?,
-        }
+        self.source.validate()?;
+        self.sink.validate()?;
         let name = self.source.server_name();
         if name.is_empty()
             || !name
@@ -505,10 +439,11 @@ mod tests {
 /// Every key of every config section is in the README's configuration reference, so the two
 /// cannot drift: the keys come from the config structs themselves (the field list serde hands
 /// a deserializer), the documented ones from the README's table under the section's heading.
+/// The field names of a config struct, as serde hands them to a deserializer.
 #[cfg(test)]
-mod documented {
-    use super::*;
+pub(crate) mod field_names {
     use serde::de::{self, Visitor};
+    use serde::Deserialize;
 
     /// A deserializer that records the field names a struct asks for, then stops.
     struct FieldNames(Vec<&'static str>);
@@ -554,7 +489,7 @@ mod documented {
         }
     }
 
-    fn keys<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+    pub(crate) fn keys<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
         let mut names = FieldNames(Vec::new());
         let _ = T::deserialize(&mut names);
         assert!(
@@ -564,6 +499,12 @@ mod documented {
         );
         names.0
     }
+}
+
+#[cfg(test)]
+mod documented {
+    use super::field_names::keys;
+    use super::*;
 
     /// The keys in the first table after the README heading that starts with `heading`.
     fn documented_keys(readme: &str, heading: &str) -> Vec<String> {
@@ -594,19 +535,16 @@ mod documented {
     #[test]
     fn every_config_key_is_in_the_readme() {
         let readme = include_str!("../README.md");
-        let sections: [(&str, Vec<&'static str>); 8] = [
-            ("`[source]` with `kind = \"mysql\"`", keys::<MysqlConfig>()),
-            (
-                "`[source]` with `kind = \"postgres\"`",
-                keys::<PostgresConfig>(),
-            ),
-            ("`[sink]` with `kind = \"lake\"`", keys::<LakeConfig>()),
-            ("`[sink]` with `kind = \"delta\"`", keys::<DeltaConfig>()),
-            ("`[sink]` with `kind = \"kafka\"`", keys::<KafkaConfig>()),
-            ("`[state]`", keys::<StateConfig>()),
-            ("`[pipeline]`", keys::<PipelineConfig>()),
-            ("`[metrics]`", keys::<MetricsConfig>()),
-        ];
+        let mut sections: Vec<(String, Vec<&'static str>)> = Vec::new();
+        for (kind, keys) in SourceConfig::keys_by_kind() {
+            sections.push((format!("`[source]` with `kind = \"{kind}\"`"), keys));
+        }
+        for (kind, keys) in SinkConfig::keys_by_kind() {
+            sections.push((format!("`[sink]` with `kind = \"{kind}\"`"), keys));
+        }
+        sections.push(("`[state]`".into(), keys::<StateConfig>()));
+        sections.push(("`[pipeline]`".into(), keys::<PipelineConfig>()));
+        sections.push(("`[metrics]`".into(), keys::<MetricsConfig>()));
         let mut missing = Vec::new();
         for (heading, fields) in &sections {
             let documented = documented_keys(readme, heading);

@@ -6,6 +6,7 @@ mod ack;
 mod checkpoint;
 mod column_stats;
 mod config;
+mod connectors;
 mod pipeline;
 mod pipeline_metrics;
 mod requests;
@@ -137,36 +138,13 @@ fn build_source(
     config: &SourceConfig,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<(Box<dyn Source>, ConnectorKind)> {
-    Ok(match config {
-        SourceConfig::Mysql(c) => (
-            Box::new(
-                headwater_mysql::MysqlSource::new(c.clone(), state_dir)
-                    .map_err(|e| anyhow::anyhow!(e.report()))?,
-            ),
-            ConnectorKind::Mysql,
-        ),
-        SourceConfig::Postgres(c) => (
-            Box::new(
-                headwater_postgres::PostgresSource::new(c.clone(), state_dir)
-                    .map_err(|e| anyhow::anyhow!(e.report()))?,
-            ),
-            ConnectorKind::Postgres,
-        ),
-    })
+    config
+        .build(state_dir)
+        .map_err(|e| anyhow::anyhow!(e.report()))
 }
 
 fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
-    Ok(match config {
-        SinkConfig::Lake(c) => Box::new(
-            headwater_lake::LakeSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
-        ),
-        SinkConfig::Delta(c) => Box::new(
-            headwater_delta::DeltaSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
-        ),
-        SinkConfig::Kafka(c) => Box::new(
-            headwater_kafka::KafkaSink::new(c.clone()).map_err(|e| anyhow::anyhow!(e.report()))?,
-        ),
-    })
+    config.build().map_err(|e| anyhow::anyhow!(e.report()))
 }
 
 /// `headwater inspect` of a Delta sink: each table's version, files, rows and last position.

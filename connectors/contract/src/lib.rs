@@ -11,6 +11,7 @@ pub mod error;
 pub mod filter;
 pub mod position;
 pub mod record;
+pub mod registry;
 pub mod retention;
 pub mod schema;
 pub mod schema_history;
@@ -32,6 +33,7 @@ pub use record::{
     ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
     SnapshotMarker, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,
 };
+pub use registry::{SinkConnector, SourceConnector};
 pub use retention::{LogStatus, Retention};
 pub use schema::{Column, ConnectorKind, FieldType, TableId, TableSchema};
 

@@ -16,3 +16,21 @@ pub use config::DeltaConfig;
 pub use sink::DeltaSink;
 
 pub(crate) use headwater_contract::now_ms;
+
+/// The `[sink]` `kind = "delta"` descriptor: Delta Lake tables (mirror and changelog), local or S3, exactly-once.
+pub struct Connector;
+
+impl headwater_contract::SinkConnector for Connector {
+    const KIND: &'static str = "delta";
+    type Config = DeltaConfig;
+
+    fn validate(config: &DeltaConfig) -> Result<(), String> {
+        config.validate()
+    }
+
+    fn build(
+        config: &DeltaConfig,
+    ) -> Result<Box<dyn headwater_contract::Sink>, headwater_contract::ConnectorError> {
+        Ok(Box::new(DeltaSink::new(config.clone())?))
+    }
+}

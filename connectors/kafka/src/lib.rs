@@ -7,3 +7,21 @@ pub mod sink;
 
 pub use config::KafkaConfig;
 pub use sink::KafkaSink;
+
+/// The `[sink]` `kind = "kafka"` descriptor: a topic per table, at-least-once.
+pub struct Connector;
+
+impl headwater_contract::SinkConnector for Connector {
+    const KIND: &'static str = "kafka";
+    type Config = KafkaConfig;
+
+    fn validate(config: &KafkaConfig) -> Result<(), String> {
+        config.validate()
+    }
+
+    fn build(
+        config: &KafkaConfig,
+    ) -> Result<Box<dyn headwater_contract::Sink>, headwater_contract::ConnectorError> {
+        Ok(Box::new(KafkaSink::new(config.clone())?))
+    }
+}
