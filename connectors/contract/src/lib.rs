@@ -27,7 +27,7 @@ pub use error::{ConnectorError, ErrorClass, Problem, Severity, CONNECT_TIMEOUT};
 pub use filter::{redact_url, TableFilter};
 pub use position::{
     BinlogPosition, GtidSet, Lsn, MariadbGtid, MariadbGtidState, MysqlGtidSet, PgPosition,
-    Position, ServerUuid,
+    Position, PositionText, ServerUuid,
 };
 pub use record::{
     ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,

@@ -433,18 +433,92 @@ impl PartialOrd for BinlogPosition {
 
 impl fmt::Display for BinlogPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.pos)?;
-        if self.rows_done > 0 {
-            write!(f, "+{} rows", self.rows_done)?;
-        }
-        if !self.gtid_set.is_empty() {
-            write!(f, " (gtid {})", self.gtid_set)?;
-        }
-        if let Some(backfill) = &self.backfill {
-            write!(f, "{backfill}")?;
-        }
-        Ok(())
+        let backfill = self.backfill.as_deref().map(|b| b as &dyn fmt::Display);
+        write_binlog_position(f, self, &*self.gtid_set, backfill)
     }
+}
+
+/// The text of a MySQL position, with its GTID set and backfill state given already
+/// formatted or not (see [`PositionText`]).
+fn write_binlog_position(
+    out: &mut dyn fmt::Write,
+    position: &BinlogPosition,
+    gtid_set: &dyn fmt::Display,
+    backfill: Option<&dyn fmt::Display>,
+) -> fmt::Result {
+    write!(out, "{}:{}", position.file, position.pos)?;
+    if position.rows_done > 0 {
+        write!(out, "+{} rows", position.rows_done)?;
+    }
+    if !position.gtid_set.is_empty() {
+        write!(out, " (gtid {gtid_set})")?;
+    }
+    if let Some(backfill) = backfill {
+        write!(out, "{backfill}")?;
+    }
+    Ok(())
+}
+
+/// The text of a PostgreSQL position, with its backfill state given already formatted or not.
+fn write_pg_position(
+    out: &mut dyn fmt::Write,
+    position: &PgPosition,
+    backfill: Option<&dyn fmt::Display>,
+) -> fmt::Result {
+    write!(out, "{}", position.lsn)?;
+    if position.rows_done > 0 {
+        write!(out, "+{} rows", position.rows_done)?;
+    }
+    if let Some(backfill) = backfill {
+        write!(out, "{backfill}")?;
+    }
+    Ok(())
+}
+
+/// Writes positions as their `Display` text, formatting the parts every record of a
+/// transaction or batch shares once: the GTID set (one `Arc` per transaction; a MySQL set
+/// with many server UUIDs runs to hundreds of bytes) and the backfill state. For writers that
+/// put a position on every record (the Kafka sink's `headwater.position` header).
+#[derive(Default)]
+pub struct PositionText {
+    gtid_set: Option<(Arc<GtidSet>, String)>,
+    backfill: Option<(Arc<BackfillState>, String)>,
+}
+
+impl PositionText {
+    /// Appends `position`'s text to `out`: the same as `position.to_string()`.
+    pub fn write(&mut self, position: &Position, out: &mut String) {
+        let _ = match position {
+            Position::Mysql(p) => {
+                let gtid_set = formatted(&mut self.gtid_set, &p.gtid_set);
+                let backfill = p
+                    .backfill
+                    .as_ref()
+                    .map(|b| formatted(&mut self.backfill, b) as &dyn fmt::Display);
+                write_binlog_position(out, p, gtid_set, backfill)
+            }
+            Position::Postgres(p) => {
+                let backfill = p
+                    .backfill
+                    .as_ref()
+                    .map(|b| formatted(&mut self.backfill, b) as &dyn fmt::Display);
+                write_pg_position(out, p, backfill)
+            }
+        };
+    }
+}
+
+/// The text of `value`, formatted again only when it is another `Arc` than last time.
+fn formatted<'c, T: fmt::Display>(
+    slot: &'c mut Option<(Arc<T>, String)>,
+    value: &Arc<T>,
+) -> &'c String {
+    if !matches!(slot, Some((held, _)) if Arc::ptr_eq(held, value)) {
+        *slot = None;
+    }
+    &slot
+        .get_or_insert_with(|| (Arc::clone(value), value.to_string()))
+        .1
 }
 
 /// A PostgreSQL write-ahead-log location.
@@ -534,14 +608,8 @@ fn backfill_rows(backfill: &Option<Arc<BackfillState>>) -> u64 {
 
 impl fmt::Display for PgPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.lsn)?;
-        if self.rows_done > 0 {
-            write!(f, "+{} rows", self.rows_done)?;
-        }
-        if let Some(backfill) = &self.backfill {
-            write!(f, "{backfill}")?;
-        }
-        Ok(())
+        let backfill = self.backfill.as_deref().map(|b| b as &dyn fmt::Display);
+        write_pg_position(f, self, backfill)
     }
 }
 
@@ -642,6 +710,31 @@ mod tests {
         assert!(format!("{uuid}:0").parse::<MysqlGtidSet>().is_err());
         assert!(format!("{uuid}:5-3").parse::<MysqlGtidSet>().is_err());
         assert_eq!("".parse::<GtidSet>().unwrap(), GtidSet::default());
+    }
+
+    #[test]
+    fn position_text_is_the_display_text_and_follows_a_new_gtid_set() {
+        let mut text = PositionText::default();
+        let at = |gtid: &Arc<GtidSet>, rows_done| {
+            Position::Mysql(BinlogPosition {
+                file: Arc::from("bin.000002"),
+                pos: 120,
+                gtid_set: Arc::clone(gtid),
+                rows_done,
+                backfill: Some(Arc::new(BackfillState::default())),
+            })
+        };
+        let first: Arc<GtidSet> = Arc::new("0-1-5,1-2-9".parse().unwrap());
+        let second: Arc<GtidSet> = Arc::new("0-1-6,1-2-9".parse().unwrap());
+        for position in [at(&first, 1), at(&first, 2), at(&second, 1)] {
+            let mut out = String::new();
+            text.write(&position, &mut out);
+            assert_eq!(out, position.to_string());
+        }
+        let pg = Position::Postgres(PgPosition::at(Lsn(0x16_B374_D848), 3));
+        let mut out = String::new();
+        text.write(&pg, &mut out);
+        assert_eq!(out, pg.to_string());
     }
 
     #[test]

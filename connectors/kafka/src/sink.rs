@@ -11,7 +11,7 @@ use apache_avro::schema::{ResolvedSchema, Schema};
 use async_trait::async_trait;
 use headwater_contract::avro_json::to_json;
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, Op, Position, Sink, SinkRecord, StreamSchema,
+    Ack, AckSender, ConnectorError, Op, Position, PositionText, Sink, SinkRecord, StreamSchema,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -22,7 +22,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +112,8 @@ pub struct KafkaSink {
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
     position_buf: String,
+    /// Formats the parts of positions a transaction's records share once.
+    position_text: PositionText,
 }
 
 fn kafka_error(what: &str, err: KafkaError) -> ConnectorError {
@@ -136,6 +137,7 @@ impl KafkaSink {
             key_buf: Vec::new(),
             value_buf: Vec::new(),
             position_buf: String::new(),
+            position_text: PositionText::default(),
         })
     }
 
@@ -515,7 +517,8 @@ impl Sink for KafkaSink {
             }
         };
         self.position_buf.clear();
-        let _ = write!(self.position_buf, "{}", record.position);
+        self.position_text
+            .write(&record.position, &mut self.position_buf);
         let key = has_key.then_some(key_buf.as_slice());
         let tombstone = record.op == Some(Op::Delete) && self.config.tombstones && key.is_some();
         let first_seq = if tombstone { 0 } else { seq };
