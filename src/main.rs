@@ -423,118 +423,131 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        Command::Offsets { config } => {
-            let config = Config::load(&config)?;
-            let (sink_position, checkpoint) = status::stored_positions(&config)?;
-            let durable = sink_position
-                .as_ref()
-                .or(checkpoint.as_ref().map(|c| &c.position));
-            let backfill = durable.and_then(|p| p.backfill()).map(|state| {
-                // rate and ETA as of the last commit, not of this moment
-                let now = checkpoint
-                    .as_ref()
-                    .map(|c| c.updated_at_ms)
-                    .unwrap_or_else(headwater_contract::now_ms);
-                serde_json::json!({
-                    "current": state.current.as_ref().map(|c| c.describe(now)),
-                    "queued": state.queued.iter().map(|r| r.table.to_string()).collect::<Vec<_>>(),
-                    "rows_copied": state.rows_emitted,
-                })
-            });
-            let waiting: Vec<String> = requests::RequestDir::new(&config.state.path)
-                .pending()
-                .iter()
-                .map(|r| r.table.to_string())
-                .collect();
-            let paused = requests::RequestDir::new(&config.state.path).paused();
-            let out = serde_json::json!({
-                "server_name": config.source.server_name(),
-                "backfills_paused": paused,
-                "checkpoint": checkpoint.as_ref().map(|c| &c.position),
-                "checkpoint_updated_at_ms": checkpoint.as_ref().map(|c| c.updated_at_ms),
-                "sink_position": sink_position,
-                "backfill": backfill,
-                "backfill_requests_waiting": waiting,
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(true)
-        }
+        Command::Offsets { config } => offsets(&Config::load(&config)?),
         Command::Backfill {
             config,
             table,
             condition,
             pause,
             resume,
-        } => {
-            let config = Config::load(&config)?;
-            let Some(table) = table else {
-                switch_backfills(&config, pause && !resume)?;
-                return Ok(true);
-            };
-            let Some((namespace, name)) = table.split_once('.') else {
-                bail!("--table {table:?} needs the form database.table (MySQL) or schema.table (PostgreSQL)");
-            };
-            let table = headwater_contract::TableId {
-                namespace: namespace.to_string(),
-                table: name.to_string(),
-            };
-            let (mut source, _) = build_source(&config.source, &config.state.path)?;
-            source
-                .check_backfill(&table, condition.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!(e.report()))?;
-            let request = requests::RequestDir::new(&config.state.path)
-                .submit(table.clone(), condition)
-                .with_context(|| {
-                    format!(
-                        "writing the request into {}; check that state.path is writable",
-                        config.state.path.display()
-                    )
-                })?;
-            let running =
-                CheckpointStore::open(&config.state.path, config.source.server_name()).is_err();
-            if running {
-                println!("backfill of {table} requested (id {}): the running pipeline starts it within a second; follow it with `headwater offsets`", request.id);
-            } else {
-                println!("backfill of {table} requested (id {}): no pipeline is running; it starts when you run `headwater run`", request.id);
-            }
-            Ok(true)
-        }
-        Command::Inspect { config } => {
-            let config = Config::load(&config)?;
-            if let SinkConfig::Delta(delta) = &config.sink {
-                inspect_delta(delta).await?;
-                return Ok(true);
-            }
-            let SinkConfig::Lake(lake) = &config.sink else {
-                anyhow::bail!(
-                    "inspect reads lake and Delta sinks; read Kafka topics with any Kafka consumer"
-                );
-            };
-            let summary = headwater_lake::inspect::summarize(&lake.path)
-                .map_err(|e| anyhow::anyhow!(e.report()))?;
-            match &summary.manifest {
-                Some(m) => println!(
-                    "lake {}: commit {}, {} records, position {}",
-                    lake.path.display(),
-                    m.commit,
-                    m.total_records,
-                    m.position
-                        .as_ref()
-                        .map_or("none".to_string(), |p| p.to_string())
-                ),
-                None => println!("lake {}: nothing committed yet", lake.path.display()),
-            }
-            for stream in &summary.streams {
-                println!(
-                    "\n{}: {} records in {} files",
-                    stream.stream, stream.records, stream.files
-                );
-                if let Some(latest) = &stream.latest {
-                    println!("latest record:\n{}", serde_json::to_string_pretty(latest)?);
-                }
-            }
-            Ok(true)
+        } => request_backfill(&Config::load(&config)?, table, condition, pause, resume).await,
+        Command::Inspect { config } => inspect(&Config::load(&config)?).await,
+    }
+}
+
+/// `headwater offsets`: the checkpoint, the sink's stored position and the backfill state.
+fn offsets(config: &Config) -> anyhow::Result<bool> {
+    let (sink_position, checkpoint) = status::stored_positions(config)?;
+    let durable = sink_position
+        .as_ref()
+        .or(checkpoint.as_ref().map(|c| &c.position));
+    let backfill = durable.and_then(|p| p.backfill()).map(|state| {
+        // rate and ETA as of the last commit, not of this moment
+        let now = checkpoint
+            .as_ref()
+            .map(|c| c.updated_at_ms)
+            .unwrap_or_else(headwater_contract::now_ms);
+        serde_json::json!({
+            "current": state.current.as_ref().map(|c| c.describe(now)),
+            "queued": state.queued.iter().map(|r| r.table.to_string()).collect::<Vec<_>>(),
+            "rows_copied": state.rows_emitted,
+        })
+    });
+    let waiting: Vec<String> = requests::RequestDir::new(&config.state.path)
+        .pending()
+        .iter()
+        .map(|r| r.table.to_string())
+        .collect();
+    let paused = requests::RequestDir::new(&config.state.path).paused();
+    let out = serde_json::json!({
+        "server_name": config.source.server_name(),
+        "backfills_paused": paused,
+        "checkpoint": checkpoint.as_ref().map(|c| &c.position),
+        "checkpoint_updated_at_ms": checkpoint.as_ref().map(|c| c.updated_at_ms),
+        "sink_position": sink_position,
+        "backfill": backfill,
+        "backfill_requests_waiting": waiting,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(true)
+}
+
+/// `headwater backfill`: asks the pipeline to copy a table again (or pauses/resumes copies).
+async fn request_backfill(
+    config: &Config,
+    table: Option<String>,
+    condition: Option<String>,
+    pause: bool,
+    resume: bool,
+) -> anyhow::Result<bool> {
+    let Some(table) = table else {
+        switch_backfills(config, pause && !resume)?;
+        return Ok(true);
+    };
+    let Some((namespace, name)) = table.split_once('.') else {
+        bail!(
+            "--table {table:?} needs the form database.table (MySQL) or schema.table (PostgreSQL)"
+        );
+    };
+    let table = headwater_contract::TableId {
+        namespace: namespace.to_string(),
+        table: name.to_string(),
+    };
+    let (mut source, _) = build_source(&config.source, &config.state.path)?;
+    source
+        .check_backfill(&table, condition.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!(e.report()))?;
+    let request = requests::RequestDir::new(&config.state.path)
+        .submit(table.clone(), condition)
+        .with_context(|| {
+            format!(
+                "writing the request into {}; check that state.path is writable",
+                config.state.path.display()
+            )
+        })?;
+    let running = CheckpointStore::open(&config.state.path, config.source.server_name()).is_err();
+    if running {
+        println!("backfill of {table} requested (id {}): the running pipeline starts it within a second; follow it with `headwater offsets`", request.id);
+    } else {
+        println!("backfill of {table} requested (id {}): no pipeline is running; it starts when you run `headwater run`", request.id);
+    }
+    Ok(true)
+}
+
+/// `headwater inspect`: what a lake or Delta sink holds.
+async fn inspect(config: &Config) -> anyhow::Result<bool> {
+    if let SinkConfig::Delta(delta) = &config.sink {
+        inspect_delta(delta).await?;
+        return Ok(true);
+    }
+    let SinkConfig::Lake(lake) = &config.sink else {
+        anyhow::bail!(
+            "inspect reads lake and Delta sinks; read Kafka topics with any Kafka consumer"
+        );
+    };
+    let summary =
+        headwater_lake::inspect::summarize(&lake.path).map_err(|e| anyhow::anyhow!(e.report()))?;
+    match &summary.manifest {
+        Some(m) => println!(
+            "lake {}: commit {}, {} records, position {}",
+            lake.path.display(),
+            m.commit,
+            m.total_records,
+            m.position
+                .as_ref()
+                .map_or("none".to_string(), |p| p.to_string())
+        ),
+        None => println!("lake {}: nothing committed yet", lake.path.display()),
+    }
+    for stream in &summary.streams {
+        println!(
+            "\n{}: {} records in {} files",
+            stream.stream, stream.records, stream.files
+        );
+        if let Some(latest) = &stream.latest {
+            println!("latest record:\n{}", serde_json::to_string_pretty(latest)?);
         }
     }
+    Ok(true)
 }

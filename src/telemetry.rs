@@ -77,149 +77,66 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// What a metric is.
+enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric Headwater exports: kind, name, unit and help text.
+const METRICS: &[(MetricKind, &str, Option<metrics::Unit>, &str)] = {
+    use metrics::Unit;
+    use MetricKind::*;
+    &[
+        (Counter, "headwater_changes_total", None, "Row changes read from the source, by table and op (c, u, d, r = copied by a snapshot, t)"),
+        (Counter, "headwater_schema_changes_total", None, "Schema changes seen in the source's log, by table"),
+        (Gauge, "headwater_schema_version", None, "The schema version of each table's latest records"),
+        (Counter, "headwater_records_written_total", None, "Records handed to the sink (changes and schema-change records)"),
+        (Counter, "headwater_sink_bytes_total", Some(Unit::Bytes), "Encoded bytes (key and value) handed to the sink"),
+        (Gauge, "headwater_read_lag_seconds", Some(Unit::Seconds), "How far behind the source the reader was: read time minus commit time of the last change read"),
+        (Gauge, "headwater_durable_lag_seconds", Some(Unit::Seconds), "Age of the oldest change read but not yet durable in the sink (0 when everything read is durable)"),
+        (Gauge, "headwater_last_read_commit_timestamp_seconds", Some(Unit::Seconds), "Source commit time (Unix seconds) of the last change read"),
+        (Gauge, "headwater_last_durable_commit_timestamp_seconds", Some(Unit::Seconds), "Source commit time (Unix seconds) of the last change made durable by the sink"),
+        (Histogram, "headwater_commit_to_durable_seconds", Some(Unit::Seconds), "From the source commit to durable in the sink (one sample per batch of changes)"),
+        (Gauge, "headwater_records_in_flight", None, "Records handed to the sink and not yet acknowledged"),
+        (Gauge, "headwater_checkpoint_age_seconds", Some(Unit::Seconds), "Time since the durable position last advanced"),
+        (Gauge, "headwater_source_connected", None, "1 while the source is streaming, 0 while it reconnects"),
+        (Counter, "headwater_source_retries_total", None, "Retryable source failures (each followed by a reconnect with backoff)"),
+        (Gauge, "headwater_snapshot_rows_estimated", None, "The server's row estimate of the table being copied"),
+        (Gauge, "headwater_snapshot_tables_remaining", None, "Tables queued for a snapshot or backfill, the one being copied included"),
+        (Gauge, "headwater_build_info", None, "Headwater's version"),
+        (Counter, "headwater_transactions_total", None, "Source transactions with captured changes"),
+        (Histogram, "headwater_sink_flush_seconds", Some(Unit::Seconds), "Sink flushes forced by the in-flight limit"),
+        (Histogram, "headwater_checkpoint_commit_seconds", Some(Unit::Seconds), "Writing the checkpoint file (fsync included)"),
+        (Gauge, "headwater_backpressure_wait_seconds", Some(Unit::Seconds), "Total time the source has waited for the pipeline to take its events (the sink is the bottleneck while it grows)"),
+        (Counter, "headwater_errors_total", None, "Retryable errors by stage: source (reconnected with backoff) or pipeline (restarted from the durable position)"),
+        (Counter, "headwater_column_values_total", None, "Row images (inserts, updates, copied rows) in which the column had a value, by table and column"),
+        (Counter, "headwater_column_nulls_total", None, "Row images in which the column was NULL, by table and column"),
+        (Gauge, "headwater_lag_bytes", Some(Unit::Bytes), "Log bytes between the durable position and the source log's end (binlog bytes, or WAL bytes after the slot's confirmed position)"),
+        (Gauge, "headwater_position_loss_eta_seconds", Some(Unit::Seconds), "Estimated time until the source's retention discards the log the durable position needs (+Inf when retention is unbounded)"),
+        (Gauge, "headwater_position_lost", None, "1 when the log the durable position needs is already gone (purged binlog, invalidated or dropped slot)"),
+        (Gauge, "headwater_log_retention_seconds", Some(Unit::Seconds), "MySQL/MariaDB: how long the server keeps binlogs (binlog_expire_logs_seconds; +Inf when never purged)"),
+        (Gauge, "headwater_needed_binlog_age_seconds", Some(Unit::Seconds), "MySQL/MariaDB: age of the oldest binlog file the durable position still needs (since its last write; 0 while it is the file being written)"),
+        (Gauge, "headwater_slot_wal_headroom_bytes", Some(Unit::Bytes), "PostgreSQL: WAL that may still be written before the slot is invalidated (safe_wal_size; +Inf when unbounded)"),
+        (Gauge, "headwater_slot_active", None, "PostgreSQL: 1 while a walsender is attached to the pipeline's slot, 0 while none reads it (WAL piles up)"),
+        (Gauge, "headwater_log_growth_bytes_per_second", Some(Unit::Bytes), "PostgreSQL: the rate at which the server writes WAL, measured between retention checks"),
+    ]
+};
+
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        "headwater_changes_total",
-        "Row changes read from the source, by table and op (c, u, d, r = copied by a snapshot, t)"
-    );
-    describe_counter!(
-        "headwater_schema_changes_total",
-        "Schema changes seen in the source's log, by table"
-    );
-    describe_gauge!(
-        "headwater_schema_version",
-        "The schema version of each table's latest records"
-    );
-    describe_counter!(
-        "headwater_records_written_total",
-        "Records handed to the sink (changes and schema-change records)"
-    );
-    describe_counter!(
-        "headwater_sink_bytes_total",
-        Unit::Bytes,
-        "Encoded bytes (key and value) handed to the sink"
-    );
-    describe_gauge!(
-        "headwater_read_lag_seconds",
-        Unit::Seconds,
-        "How far behind the source the reader was: read time minus commit time of the last change read"
-    );
-    describe_gauge!(
-        "headwater_durable_lag_seconds",
-        Unit::Seconds,
-        "Age of the oldest change read but not yet durable in the sink (0 when everything read is durable)"
-    );
-    describe_gauge!(
-        "headwater_last_read_commit_timestamp_seconds",
-        Unit::Seconds,
-        "Source commit time (Unix seconds) of the last change read"
-    );
-    describe_gauge!(
-        "headwater_last_durable_commit_timestamp_seconds",
-        Unit::Seconds,
-        "Source commit time (Unix seconds) of the last change made durable by the sink"
-    );
-    describe_histogram!(
-        "headwater_commit_to_durable_seconds",
-        Unit::Seconds,
-        "From the source commit to durable in the sink (one sample per batch of changes)"
-    );
-    describe_gauge!(
-        "headwater_records_in_flight",
-        "Records handed to the sink and not yet acknowledged"
-    );
-    describe_gauge!(
-        "headwater_checkpoint_age_seconds",
-        Unit::Seconds,
-        "Time since the durable position last advanced"
-    );
-    describe_gauge!(
-        "headwater_source_connected",
-        "1 while the source is streaming, 0 while it reconnects"
-    );
-    describe_counter!(
-        "headwater_source_retries_total",
-        "Retryable source failures (each followed by a reconnect with backoff)"
-    );
-    describe_gauge!(
-        "headwater_snapshot_rows_estimated",
-        "The server's row estimate of the table being copied"
-    );
-    describe_gauge!(
-        "headwater_snapshot_tables_remaining",
-        "Tables queued for a snapshot or backfill, the one being copied included"
-    );
-    describe_gauge!("headwater_build_info", "Headwater's version");
-    describe_counter!(
-        "headwater_transactions_total",
-        "Source transactions with captured changes"
-    );
-    describe_histogram!(
-        "headwater_sink_flush_seconds",
-        Unit::Seconds,
-        "Sink flushes forced by the in-flight limit"
-    );
-    describe_histogram!(
-        "headwater_checkpoint_commit_seconds",
-        Unit::Seconds,
-        "Writing the checkpoint file (fsync included)"
-    );
-    describe_gauge!(
-        "headwater_backpressure_wait_seconds",
-        Unit::Seconds,
-        "Total time the source has waited for the pipeline to take its events (the sink is the bottleneck while it grows)"
-    );
-    describe_counter!(
-        "headwater_errors_total",
-        "Retryable errors by stage: source (reconnected with backoff) or pipeline (restarted from the durable position)"
-    );
-    describe_counter!(
-        "headwater_column_values_total",
-        "Row images (inserts, updates, copied rows) in which the column had a value, by table and column"
-    );
-    describe_counter!(
-        "headwater_column_nulls_total",
-        "Row images in which the column was NULL, by table and column"
-    );
-    describe_gauge!(
-        "headwater_lag_bytes",
-        Unit::Bytes,
-        "Log bytes between the durable position and the source log's end (binlog bytes, or WAL bytes after the slot's confirmed position)"
-    );
-    describe_gauge!(
-        "headwater_position_loss_eta_seconds",
-        Unit::Seconds,
-        "Estimated time until the source's retention discards the log the durable position needs (+Inf when retention is unbounded)"
-    );
-    describe_gauge!(
-        "headwater_position_lost",
-        "1 when the log the durable position needs is already gone (purged binlog, invalidated or dropped slot)"
-    );
-    describe_gauge!(
-        "headwater_log_retention_seconds",
-        Unit::Seconds,
-        "MySQL/MariaDB: how long the server keeps binlogs (binlog_expire_logs_seconds; +Inf when never purged)"
-    );
-    describe_gauge!(
-        "headwater_needed_binlog_age_seconds",
-        Unit::Seconds,
-        "MySQL/MariaDB: age of the oldest binlog file the durable position still needs (since its last write; 0 while it is the file being written)"
-    );
-    describe_gauge!(
-        "headwater_slot_wal_headroom_bytes",
-        Unit::Bytes,
-        "PostgreSQL: WAL that may still be written before the slot is invalidated (safe_wal_size; +Inf when unbounded)"
-    );
-    describe_gauge!(
-        "headwater_slot_active",
-        "PostgreSQL: 1 while a walsender is attached to the pipeline's slot, 0 while none reads it (WAL piles up)"
-    );
-    describe_gauge!(
-        "headwater_log_growth_bytes_per_second",
-        Unit::Bytes,
-        "PostgreSQL: the rate at which the server writes WAL, measured between retention checks"
-    );
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for (kind, name, unit, help) in METRICS {
+        let (name, help) = (*name, *help);
+        match (kind, unit) {
+            (MetricKind::Counter, Some(unit)) => describe_counter!(name, *unit, help),
+            (MetricKind::Counter, None) => describe_counter!(name, help),
+            (MetricKind::Gauge, Some(unit)) => describe_gauge!(name, *unit, help),
+            (MetricKind::Gauge, None) => describe_gauge!(name, help),
+            (MetricKind::Histogram, Some(unit)) => describe_histogram!(name, *unit, help),
+            (MetricKind::Histogram, None) => describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Serves `/metrics`, `/health` and `/ready` on `listen` until the process ends.

@@ -244,34 +244,9 @@ impl Source for MysqlSource {
             self.server.config.snapshot_chunk_size,
         );
         backfill.retain_captured(|t| self.server.filter.captures(&t.namespace, &t.table));
-        let (start, gtid_mode) = match resume {
-            Some(mut p) => {
-                p.backfill = None;
-                let gtid = !p.gtid_set.is_empty();
-                (p, gtid)
-            }
-            None if self.server.config.snapshot != SnapshotMode::Never => {
-                let p = self.server.master_status(&mut conn).await?;
-                let tables = self
-                    .server
-                    .chunk_reader()
-                    .await?
-                    .tables(&self.server.filter)
-                    .await?;
-                tracing::info!(tables = tables.len(), "initial snapshot: copying every included table while streaming from the current binlog end");
-                backfill.enqueue(BackfillRequest::whole_tables(tables, BackfillKind::Initial));
-                let gtid = !p.gtid_set.is_empty();
-                (p, gtid)
-            }
-            None => match self.server.config.start {
-                StartFrom::Latest => {
-                    let p = self.server.master_status(&mut conn).await?;
-                    let gtid = !p.gtid_set.is_empty();
-                    (p, gtid)
-                }
-                StartFrom::Earliest => (self.server.first_binlog(&mut conn).await?, false),
-            },
-        };
+        let (start, gtid_mode) = self
+            .start_position(&mut conn, resume, &mut backfill)
+            .await?;
         if let (true, GtidSet::Mariadb(state)) = (gtid_mode, &*start.gtid_set) {
             if let Err(err) = self.check_unknown_domains(&mut conn, state).await {
                 return self.recover_or_fail(err, &events, &backfill).await;
@@ -306,35 +281,7 @@ impl Source for MysqlSource {
         if reader.starts_past_stop() && !backfill.is_active() {
             return Ok(());
         }
-        let heartbeat_ns = self.server.config.heartbeat_interval.as_nanos();
-        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
-            .await
-            .map_err(self.server.classify("setting the heartbeat period"))?;
-        // Ask MariaDB for its real GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
-        conn.query_drop("SET @mariadb_slave_capability = 4")
-            .await
-            .map_err(self.server.classify("announcing replica capabilities"))?;
-        let file_name = start.file.as_bytes().to_vec();
-        let request = if let (true, GtidSet::Mysql(set)) = (gtid_mode, &*start.gtid_set) {
-            // MySQL: COM_BINLOG_DUMP_GTID with the executed set.
-            BinlogStreamRequest::new(self.server.config.server_id)
-                .with_gtid()
-                .with_pos(4)
-                .with_gtid_set(crate::request::mysql_sids(set))
-        } else if gtid_mode {
-            // MariaDB refuses COM_BINLOG_DUMP_GTID; it takes the state as a session variable.
-            conn.query_drop(format!(
-                "SET @slave_connect_state = '{}', @slave_gtid_strict_mode = 1, @slave_gtid_ignore_duplicates = 0",
-                start.gtid_set
-            ))
-            .await
-            .map_err(self.server.classify("setting the GTID start position"))?;
-            BinlogStreamRequest::new(self.server.config.server_id)
-        } else {
-            BinlogStreamRequest::new(self.server.config.server_id)
-                .with_filename(&file_name)
-                .with_pos(start.pos)
-        };
+        let request = self.binlog_request(&mut conn, &start, gtid_mode).await?;
         tracing::info!(position = %start, gtid_mode, "requesting the binlog");
         // The dump thread only notices a vanished replica when it next writes; ending it
         // explicitly frees the server_id and lets binlogs be purged at once.
@@ -394,6 +341,84 @@ enum Wake {
 }
 
 impl MysqlSource {
+    /// Where the stream starts, and whether by GTID: the checkpoint, or the binlog end (with
+    /// every included table queued for the initial snapshot), or as `source.start` says.
+    async fn start_position(
+        &self,
+        conn: &mut Conn,
+        resume: Option<BinlogPosition>,
+        backfill: &mut Backfiller,
+    ) -> Result<(BinlogPosition, bool), ConnectorError> {
+        Ok(match resume {
+            Some(mut p) => {
+                p.backfill = None;
+                let gtid = !p.gtid_set.is_empty();
+                (p, gtid)
+            }
+            None if self.server.config.snapshot != SnapshotMode::Never => {
+                let p = self.server.master_status(conn).await?;
+                let tables = self
+                    .server
+                    .chunk_reader()
+                    .await?
+                    .tables(&self.server.filter)
+                    .await?;
+                tracing::info!(tables = tables.len(), "initial snapshot: copying every included table while streaming from the current binlog end");
+                backfill.enqueue(BackfillRequest::whole_tables(tables, BackfillKind::Initial));
+                let gtid = !p.gtid_set.is_empty();
+                (p, gtid)
+            }
+            None => match self.server.config.start {
+                StartFrom::Latest => {
+                    let p = self.server.master_status(conn).await?;
+                    let gtid = !p.gtid_set.is_empty();
+                    (p, gtid)
+                }
+                StartFrom::Earliest => (self.server.first_binlog(conn).await?, false),
+            },
+        })
+    }
+
+    /// Sets the dump session up (heartbeats, MariaDB GTID events, the GTID start state) and
+    /// builds the binlog request for `start`.
+    async fn binlog_request<'p>(
+        &self,
+        conn: &mut Conn,
+        start: &'p BinlogPosition,
+        gtid_mode: bool,
+    ) -> Result<BinlogStreamRequest<'p>, ConnectorError> {
+        let heartbeat_ns = self.server.config.heartbeat_interval.as_nanos();
+        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await
+            .map_err(self.server.classify("setting the heartbeat period"))?;
+        // Ask MariaDB for its real GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(self.server.classify("announcing replica capabilities"))?;
+        Ok(
+            if let (true, GtidSet::Mysql(set)) = (gtid_mode, &*start.gtid_set) {
+                // MySQL: COM_BINLOG_DUMP_GTID with the executed set.
+                BinlogStreamRequest::new(self.server.config.server_id)
+                    .with_gtid()
+                    .with_pos(4)
+                    .with_gtid_set(crate::request::mysql_sids(set))
+            } else if gtid_mode {
+                // MariaDB refuses COM_BINLOG_DUMP_GTID; it takes the state as a session variable.
+                conn.query_drop(format!(
+                "SET @slave_connect_state = '{}', @slave_gtid_strict_mode = 1, @slave_gtid_ignore_duplicates = 0",
+                start.gtid_set
+            ))
+            .await
+            .map_err(self.server.classify("setting the GTID start position"))?;
+                BinlogStreamRequest::new(self.server.config.server_id)
+            } else {
+                BinlogStreamRequest::new(self.server.config.server_id)
+                    .with_filename(start.file.as_bytes())
+                    .with_pos(start.pos)
+            },
+        )
+    }
+
     /// With `snapshot = "when_needed"`, a purged position becomes a fresh start at the binlog
     /// end with every table copied again; otherwise the error stands.
     async fn recover_or_fail(
