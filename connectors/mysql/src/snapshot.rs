@@ -147,17 +147,6 @@ impl ChunkReader {
 
     /// The table as `information_schema` describes it now; `None` when it does not exist.
     async fn describe(&mut self, table: &TableId) -> Result<Option<Described>, ConnectorError> {
-        type ColumnRow = (
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<Vec<u8>>,
-        );
         let rows: Vec<ColumnRow> = self
             .conn
             .exec(
@@ -180,6 +169,34 @@ impl ChunkReader {
             )
             .await
             .map_err(self.error("reading the table's primary key"))?;
+        let mut hints = self.json_check_hints(table).await;
+        let mut columns = Vec::with_capacity(rows.len());
+        let mut decoders = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (column, decoder) = describe_column(table, row, &mut hints)?;
+            columns.push(column);
+            decoders.push(decoder);
+        }
+        let primary_key: Vec<usize> = key_names
+            .iter()
+            .filter_map(|k| {
+                let k = String::from_utf8_lossy(k);
+                columns.iter().position(|c| c.name == k)
+            })
+            .collect();
+        Ok(Some(Described {
+            schema: TableSchema {
+                id: table.clone(),
+                version: 0,
+                columns,
+                primary_key,
+            },
+            decoders,
+        }))
+    }
+
+    /// MariaDB's JSON columns are LONGTEXT with a `json_valid` check: hints naming them JSON.
+    async fn json_check_hints(&mut self, table: &TableId) -> ColumnHints {
         let json_checks: Vec<Vec<u8>> = self
             .conn
             .exec(
@@ -198,92 +215,7 @@ impl ChunkReader {
                 .trim_matches('`');
             hints.insert(&table.namespace, &table.table, column, TypeHint::Json);
         }
-        let mut columns = Vec::with_capacity(rows.len());
-        let mut decoders = Vec::with_capacity(rows.len());
-        let mut names = Vec::with_capacity(rows.len());
-        for (name, data_type, column_type, nullable, octets, precision, scale, fsp, charset) in rows
-        {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            let data_type = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
-            let column_type = String::from_utf8_lossy(&column_type).into_owned();
-            let charset = charset.map(|c| String::from_utf8_lossy(&c).into_owned());
-            let hint = match data_type.as_str() {
-                "uuid" => Some(TypeHint::Uuid),
-                "inet6" => Some(TypeHint::Inet6),
-                "inet4" => Some(TypeHint::Inet4),
-                "json" => Some(TypeHint::Json),
-                _ => None,
-            };
-            if let Some(hint) = hint {
-                hints.insert(&table.namespace, &table.table, &name, hint);
-            }
-            let spec = BinlogSpec::of(
-                &data_type,
-                &column_type,
-                octets.unwrap_or(0),
-                precision.unwrap_or(0),
-                scale.unwrap_or(0),
-                fsp.unwrap_or(0),
-            )
-            .ok_or_else(|| {
-                ConnectorError::definite(format!(
-                    "table {table}: column {name} has type {column_type}, which Headwater cannot copy yet; exclude the table with source.exclude"
-                ))
-            })?;
-            let binary = matches!(data_type.as_str(), "uuid" | "inet6" | "inet4");
-            let mut text = |kind: &str| -> Result<Text, ConnectorError> {
-                if binary {
-                    return Ok(Text::Binary);
-                }
-                text_kind_of_charset(charset.as_deref()).map_err(|charset| {
-                    ConnectorError::definite(format!(
-                        "table {table}: column {name} ({kind}) uses character set {charset}, which Headwater does not decode yet; convert the column to utf8mb4 or latin1, or exclude the table"
-                    ))
-                })
-            };
-            let labels = parse_labels(&column_type);
-            let mut enum_labels = std::iter::once(labels.clone());
-            let mut set_labels = std::iter::once(labels);
-            let (decoder, field_type, sql_type) = column_layout(
-                table,
-                &name,
-                spec.column_type,
-                &spec.meta,
-                column_type.contains("unsigned"),
-                &mut text,
-                &mut enum_labels,
-                &mut set_labels,
-            )?;
-            let (decoder, field_type, sql_type) = match hints.get(table, &name) {
-                Some(hint) => apply_hint(hint, decoder, field_type, sql_type),
-                None => (decoder, field_type, sql_type),
-            };
-            let nullable = nullable.eq_ignore_ascii_case(b"YES") || may_be_zero_date(&decoder);
-            columns.push(Column {
-                name: name.clone(),
-                field_type,
-                nullable,
-                sql_type,
-            });
-            decoders.push(decoder);
-            names.push(name);
-        }
-        let primary_key: Vec<usize> = key_names
-            .iter()
-            .filter_map(|k| {
-                let k = String::from_utf8_lossy(k);
-                names.iter().position(|n| *n == k)
-            })
-            .collect();
-        Ok(Some(Described {
-            schema: TableSchema {
-                id: table.clone(),
-                version: 0,
-                columns,
-                primary_key,
-            },
-            decoders,
-        }))
+        hints
     }
 
     /// Checks that `table` can be copied and `condition` is valid for it.
@@ -392,6 +324,94 @@ impl ChunkReader {
     pub async fn disconnect(self) {
         let _ = self.conn.disconnect().await;
     }
+}
+
+/// One row of `information_schema.COLUMNS`: name, data type, column type, nullable, octet
+/// length, numeric precision and scale, datetime precision, character set.
+type ColumnRow = (
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<Vec<u8>>,
+);
+
+/// A column as `information_schema` describes it, mapped through the same layout as a
+/// TABLE_MAP event's column, so both paths give one schema.
+fn describe_column(
+    table: &TableId,
+    (name, data_type, column_type, nullable, octets, precision, scale, fsp, charset): ColumnRow,
+    hints: &mut ColumnHints,
+) -> Result<(Column, ColumnDecoder), ConnectorError> {
+    let name = String::from_utf8_lossy(&name).into_owned();
+    let data_type = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
+    let column_type = String::from_utf8_lossy(&column_type).into_owned();
+    let charset = charset.map(|c| String::from_utf8_lossy(&c).into_owned());
+    let hint = match data_type.as_str() {
+        "uuid" => Some(TypeHint::Uuid),
+        "inet6" => Some(TypeHint::Inet6),
+        "inet4" => Some(TypeHint::Inet4),
+        "json" => Some(TypeHint::Json),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        hints.insert(&table.namespace, &table.table, &name, hint);
+    }
+    let spec = BinlogSpec::of(
+        &data_type,
+        &column_type,
+        octets.unwrap_or(0),
+        precision.unwrap_or(0),
+        scale.unwrap_or(0),
+        fsp.unwrap_or(0),
+    )
+    .ok_or_else(|| {
+        ConnectorError::definite(format!(
+            "table {table}: column {name} has type {column_type}, which Headwater cannot copy yet; exclude the table with source.exclude"
+        ))
+    })?;
+    let binary = matches!(data_type.as_str(), "uuid" | "inet6" | "inet4");
+    let mut text = |kind: &str| -> Result<Text, ConnectorError> {
+        if binary {
+            return Ok(Text::Binary);
+        }
+        text_kind_of_charset(charset.as_deref()).map_err(|charset| {
+            ConnectorError::definite(format!(
+                "table {table}: column {name} ({kind}) uses character set {charset}, which Headwater does not decode yet; convert the column to utf8mb4 or latin1, or exclude the table"
+            ))
+        })
+    };
+    let labels = parse_labels(&column_type);
+    let mut enum_labels = std::iter::once(labels.clone());
+    let mut set_labels = std::iter::once(labels);
+    let (decoder, field_type, sql_type) = column_layout(
+        table,
+        &name,
+        spec.column_type,
+        &spec.meta,
+        column_type.contains("unsigned"),
+        &mut text,
+        &mut enum_labels,
+        &mut set_labels,
+    )?;
+    let (decoder, field_type, sql_type) = match hints.get(table, &name) {
+        Some(hint) => apply_hint(hint, decoder, field_type, sql_type),
+        None => (decoder, field_type, sql_type),
+    };
+    let nullable = nullable.eq_ignore_ascii_case(b"YES") || may_be_zero_date(&decoder);
+    Ok((
+        Column {
+            name,
+            field_type,
+            nullable,
+            sql_type,
+        },
+        decoder,
+    ))
 }
 
 #[async_trait]

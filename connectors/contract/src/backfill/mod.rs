@@ -78,6 +78,16 @@ struct Window {
     read: Option<ReadEnd>,
 }
 
+/// A chunk [`Backfiller::accept_chunk`] let through: the state to advance per row, and what
+/// the rows need from the copy being made.
+struct Accepted {
+    state: Arc<BackfillState>,
+    kind: BackfillKind,
+    /// No table is queued after this one (its last row is the snapshot's last).
+    last_table: bool,
+    request: Arc<BackfillRequest>,
+}
+
 struct ReadEnd {
     last_key: Option<Vec<KeyPart>>,
     exhausted: bool,
@@ -357,59 +367,27 @@ impl Backfiller {
         let Some(window) = self.windows.pop_front() else {
             return Completed::Discarded;
         };
-        let aborted = window.aborted.or_else(|| {
-            window
-                .stream_versions
-                .iter()
-                .any(|v| *v != chunk.schema.version)
-                .then(|| "the stream saw the table in another schema version".to_string())
-        });
-        if let Some(why) = aborted {
-            tracing::info!(table = %window.table, "chunk discarded and read again: {why}");
-            self.windows.clear();
-            return Completed::Discarded;
-        }
-        let Some(mut state) = self.state.take() else {
-            self.windows.clear();
-            return Completed::Discarded;
-        };
-        let valid = {
-            let edit = Arc::make_mut(&mut state);
-            let last_table = edit.queued.is_empty();
-            match edit.current.as_mut() {
-                Some(current)
-                    if current.request.table == window.table && chunk.schema.id == window.table =>
-                {
-                    if chunk.rows_estimate.is_some() {
-                        current.rows_estimate = chunk.rows_estimate;
-                    }
-                    Some((current.request.kind, last_table))
-                }
-                _ => None,
-            }
-        };
-        let Some((kind, last_table)) = valid else {
-            self.state = Some(state);
+        let Some(Accepted {
+            mut state,
+            kind,
+            last_table,
+            request,
+        }) = self.accept_chunk(&window, &chunk)
+        else {
             self.windows.clear();
             return Completed::Discarded;
         };
         let mut out = Vec::with_capacity(chunk.rows.len() + 1);
         // Each row's position names its own key, so the lake's exactly-once holds for copied
         // rows; a state per row is one small allocation (the request and queue are shared).
-        let (request, queued, last_request_id, rows_estimate, started_at_ms) = {
+        let (queued, last_request_id, rows_estimate, started_at_ms) = {
             let current = state.current.as_ref();
             (
-                current.map(|c| Arc::clone(&c.request)),
                 Arc::clone(&state.queued),
                 state.last_request_id,
                 current.and_then(|c| c.rows_estimate),
                 current.map_or(0, |c| c.started_at_ms),
             )
-        };
-        let Some(request) = request else {
-            self.state = Some(state);
-            self.windows.clear();
-            return Completed::Discarded;
         };
         let mut rows_done = state.current.as_ref().map_or(0, |c| c.rows_done);
         let mut rows_emitted = state.rows_emitted;
@@ -463,15 +441,7 @@ impl Backfiller {
             }
         }
         if chunk.exhausted {
-            let edit = Arc::make_mut(&mut state);
-            if let Some(done) = &edit.current {
-                let seconds = (now_ms() - done.started_at_ms) as f64 / 1000.0;
-                tracing::info!(table = %done.request.table, rows = done.rows_done, seconds, "backfill of the table done");
-            }
-            Self::advance(edit);
-            if edit.current.is_none() {
-                tracing::info!(rows = edit.rows_emitted, "every queued backfill is done");
-            }
+            Self::finish_table(Arc::make_mut(&mut state));
         }
         let mut position = at.clone();
         position.set_backfill(Some(Arc::clone(&state)));
@@ -483,6 +453,59 @@ impl Backfiller {
         }
         self.log_progress();
         Completed::Emitted(out)
+    }
+
+    /// Whether the chunk read for `window` may be emitted: not aborted inside its window, read
+    /// in the schema version the stream saw, and of the table being copied. Takes the state
+    /// for the rows when it may; when not, says why and keeps the state.
+    fn accept_chunk(&mut self, window: &Window, chunk: &Chunk) -> Option<Accepted> {
+        let aborted = window.aborted.clone().or_else(|| {
+            window
+                .stream_versions
+                .iter()
+                .any(|v| *v != chunk.schema.version)
+                .then(|| "the stream saw the table in another schema version".to_string())
+        });
+        if let Some(why) = aborted {
+            tracing::info!(table = %window.table, "chunk discarded and read again: {why}");
+            return None;
+        }
+        let mut state = self.state.take()?;
+        let edit = Arc::make_mut(&mut state);
+        let last_table = edit.queued.is_empty();
+        let accepted = match edit.current.as_mut() {
+            Some(current)
+                if current.request.table == window.table && chunk.schema.id == window.table =>
+            {
+                if chunk.rows_estimate.is_some() {
+                    current.rows_estimate = chunk.rows_estimate;
+                }
+                Some((current.request.kind, Arc::clone(&current.request)))
+            }
+            _ => None,
+        };
+        let Some((kind, request)) = accepted else {
+            self.state = Some(state);
+            return None;
+        };
+        Some(Accepted {
+            state,
+            kind,
+            last_table,
+            request,
+        })
+    }
+
+    /// The current table's copy is complete: log it and move to the next queued one.
+    fn finish_table(state: &mut BackfillState) {
+        if let Some(done) = &state.current {
+            let seconds = (now_ms() - done.started_at_ms) as f64 / 1000.0;
+            tracing::info!(table = %done.request.table, rows = done.rows_done, seconds, "backfill of the table done");
+        }
+        Self::advance(state);
+        if state.current.is_none() {
+            tracing::info!(rows = state.rows_emitted, "every queued backfill is done");
+        }
     }
 
     /// Abandons the open chunks (the source reconnects or stops); they are read again later.
