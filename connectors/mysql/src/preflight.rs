@@ -15,6 +15,24 @@ pub(crate) async fn check(source: &MysqlServer) -> Result<Vec<Problem>, Connecto
         }
     };
     let vars = source.variables(&mut conn).await?;
+    check_settings(&vars, &mut problems);
+    check_grants(source, &mut conn, &mut problems).await?;
+    check_signal_table(source, &mut problems).await;
+    if source.config.snapshot != SnapshotMode::Never {
+        // Snapshot chunks need a primary key to be matched against the stream.
+        for table in keyless_tables(source, &mut conn).await.unwrap_or_default() {
+            problems.push(Problem::warning(
+                format!("{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
+                format!("add a primary key to {table} to copy it"),
+            ));
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(problems)
+}
+
+/// The binlog settings the source needs, and the retention it works within.
+fn check_settings(vars: &std::collections::HashMap<String, String>, problems: &mut Vec<Problem>) {
     let var = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
     let expect = |problems: &mut Vec<Problem>, name: &str, want: &str| {
         if !var(name).eq_ignore_ascii_case(want) {
@@ -24,10 +42,10 @@ pub(crate) async fn check(source: &MysqlServer) -> Result<Vec<Problem>, Connecto
             ));
         }
     };
-    expect(&mut problems, "log_bin", "ON");
-    expect(&mut problems, "binlog_format", "ROW");
-    expect(&mut problems, "binlog_row_image", "FULL");
-    expect(&mut problems, "binlog_row_metadata", "FULL");
+    expect(problems, "log_bin", "ON");
+    expect(problems, "binlog_format", "ROW");
+    expect(problems, "binlog_row_image", "FULL");
+    expect(problems, "binlog_row_metadata", "FULL");
     if var("log_bin_compress").eq_ignore_ascii_case("ON") {
         problems.push(Problem::error(
             "log_bin_compress is ON: compressed binlog events are not decoded yet",
@@ -68,6 +86,14 @@ pub(crate) async fn check(source: &MysqlServer) -> Result<Vec<Problem>, Connecto
             ));
         }
     }
+}
+
+/// The replication and SELECT privileges.
+async fn check_grants(
+    source: &MysqlServer,
+    conn: &mut mysql_async::Conn,
+    problems: &mut Vec<Problem>,
+) -> Result<(), ConnectorError> {
     let grants: Vec<Option<String>> = conn
         .query("SHOW GRANTS")
         .await
@@ -97,34 +123,31 @@ pub(crate) async fn check(source: &MysqlServer) -> Result<Vec<Problem>, Connecto
             ));
         }
     }
-    if let Some(signal) = source.signal_table() {
-        match source.chunk_reader().await {
-            Ok(mut reader) => {
-                if let Err(err) = reader.check_signal_table().await {
-                    problems.push(Problem::error(
-                        format!("the snapshot signal table {signal} cannot be written ({err})"),
-                        format!(
-                            "{}; GRANT INSERT, DELETE ON {signal} TO the Headwater user (or set source.watermarks = \"binlog_position\")",
-                            crate::snapshot::signal_table_ddl(&signal)
-                        ),
-                    ));
-                }
-                reader.disconnect().await;
-            }
-            Err(err) => problems.push(Problem::error(err.report(), "check source.url")),
+    Ok(())
+}
+
+/// With `watermarks = "signal_table"`: the signal table can be written.
+async fn check_signal_table(source: &MysqlServer, problems: &mut Vec<Problem>) {
+    let Some(signal) = source.signal_table() else {
+        return;
+    };
+    let mut reader = match source.chunk_reader().await {
+        Ok(reader) => reader,
+        Err(err) => {
+            problems.push(Problem::error(err.report(), "check source.url"));
+            return;
         }
+    };
+    if let Err(err) = reader.check_signal_table().await {
+        problems.push(Problem::error(
+            format!("the snapshot signal table {signal} cannot be written ({err})"),
+            format!(
+                "{}; GRANT INSERT, DELETE ON {signal} TO the Headwater user (or set source.watermarks = \"binlog_position\")",
+                crate::snapshot::signal_table_ddl(&signal)
+            ),
+        ));
     }
-    if source.config.snapshot != SnapshotMode::Never {
-        // Snapshot chunks need a primary key to be matched against the stream.
-        for table in keyless_tables(source, &mut conn).await.unwrap_or_default() {
-            problems.push(Problem::warning(
-                format!("{table} has no primary key: snapshots and backfills skip it (rows changed during a chunk could not be told apart)"),
-                format!("add a primary key to {table} to copy it"),
-            ));
-        }
-    }
-    let _ = conn.disconnect().await;
-    Ok(problems)
+    reader.disconnect().await;
 }
 
 /// The captured base tables without a primary key.

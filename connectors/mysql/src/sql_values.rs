@@ -200,17 +200,6 @@ pub(crate) fn convert(
 ) -> Result<Value<'static>, String> {
     use mysql_async::Value as V;
     use ColumnDecoder as D;
-    let integer = |value: &V| -> Result<i128, String> {
-        match value {
-            V::Int(n) => Ok(i128::from(*n)),
-            V::UInt(n) => Ok(i128::from(*n)),
-            V::Bytes(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-                .ok_or_else(|| format!("expected an integer, got {b:?}")),
-            other => Err(format!("expected an integer, got {other:?}")),
-        }
-    };
     if matches!(value, V::NULL) {
         return Ok(Value::Null);
     }
@@ -263,17 +252,7 @@ pub(crate) fn convert(
                 None => Value::Null,
             }
         }
-        D::Time2 { .. } | D::TimeOld => match value {
-            V::Time(negative, days, h, m, s, us) => {
-                let total = ((i64::from(*days) * 24 + i64::from(*h)) * 3600
-                    + i64::from(*m) * 60
-                    + i64::from(*s))
-                    * 1_000_000
-                    + i64::from(*us);
-                Value::Micros(if *negative { -total } else { total })
-            }
-            other => return Err(format!("expected a TIME, got {other:?}")),
-        },
+        D::Time2 { .. } | D::TimeOld => time(value)?,
         D::VarString { text, .. } | D::Blob { text, .. } | D::Char { text, .. } => {
             let V::Bytes(bytes) = value else {
                 return Err(format!("expected a string, got {value:?}"));
@@ -291,39 +270,74 @@ pub(crate) fn convert(
         D::Bit {
             boolean,
             bytes: width,
-        } => {
-            let raw: Vec<u8> = match value {
-                V::Bytes(b) => b.clone(),
-                V::Int(n) => n.to_be_bytes()[8 - usize::from(*width).min(8)..].to_vec(),
-                V::UInt(n) => n.to_be_bytes()[8 - usize::from(*width).min(8)..].to_vec(),
-                other => return Err(format!("expected BIT bytes, got {other:?}")),
-            };
-            if *boolean {
-                Value::Boolean(raw.iter().any(|&b| b != 0))
-            } else {
-                Value::Bytes(Cow::Owned(raw))
-            }
-        }
-        D::Address { kind, .. } => {
-            let V::Bytes(bytes) = value else {
-                return Err(format!("expected an address, got {value:?}"));
-            };
-            let text = String::from_utf8_lossy(bytes);
-            // Printed the way the row-image decoder prints it.
-            let normalized = match kind {
-                crate::decoder::AddressKind::Uuid => text.to_ascii_lowercase(),
-                crate::decoder::AddressKind::Inet6 => text
-                    .parse::<std::net::Ipv6Addr>()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| text.into_owned()),
-                crate::decoder::AddressKind::Inet4 => text
-                    .parse::<std::net::Ipv4Addr>()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| text.into_owned()),
-            };
-            Value::Text(Cow::Owned(normalized))
-        }
+        } => bit(value, *boolean, *width)?,
+        D::Address { kind, .. } => address(value, *kind)?,
     })
+}
+
+/// An integer of any width, as the binary protocol sends it (or as text).
+fn integer(value: &mysql_async::Value) -> Result<i128, String> {
+    use mysql_async::Value as V;
+    match value {
+        V::Int(n) => Ok(i128::from(*n)),
+        V::UInt(n) => Ok(i128::from(*n)),
+        V::Bytes(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| format!("expected an integer, got {b:?}")),
+        other => Err(format!("expected an integer, got {other:?}")),
+    }
+}
+
+/// A TIME value in microseconds (signed; beyond 24 hours as MySQL allows).
+fn time(value: &mysql_async::Value) -> Result<Value<'static>, String> {
+    let mysql_async::Value::Time(negative, days, h, m, s, us) = value else {
+        return Err(format!("expected a TIME, got {value:?}"));
+    };
+    let total =
+        ((i64::from(*days) * 24 + i64::from(*h)) * 3600 + i64::from(*m) * 60 + i64::from(*s))
+            * 1_000_000
+            + i64::from(*us);
+    Ok(Value::Micros(if *negative { -total } else { total }))
+}
+
+/// A BIT(n) value: a boolean for BIT(1) read as one, else its bytes.
+fn bit(value: &mysql_async::Value, boolean: bool, width: u8) -> Result<Value<'static>, String> {
+    use mysql_async::Value as V;
+    let raw: Vec<u8> = match value {
+        V::Bytes(b) => b.clone(),
+        V::Int(n) => n.to_be_bytes()[8 - usize::from(width).min(8)..].to_vec(),
+        V::UInt(n) => n.to_be_bytes()[8 - usize::from(width).min(8)..].to_vec(),
+        other => return Err(format!("expected BIT bytes, got {other:?}")),
+    };
+    Ok(if boolean {
+        Value::Boolean(raw.iter().any(|&b| b != 0))
+    } else {
+        Value::Bytes(Cow::Owned(raw))
+    })
+}
+
+/// A MariaDB UUID/INET6/INET4 value, printed the way the row-image decoder prints it.
+fn address(
+    value: &mysql_async::Value,
+    kind: crate::decoder::AddressKind,
+) -> Result<Value<'static>, String> {
+    let mysql_async::Value::Bytes(bytes) = value else {
+        return Err(format!("expected an address, got {value:?}"));
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let normalized = match kind {
+        crate::decoder::AddressKind::Uuid => text.to_ascii_lowercase(),
+        crate::decoder::AddressKind::Inet6 => text
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| text.into_owned()),
+        crate::decoder::AddressKind::Inet4 => text
+            .parse::<std::net::Ipv4Addr>()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| text.into_owned()),
+    };
+    Ok(Value::Text(Cow::Owned(normalized)))
 }
 
 /// A DATE/DATETIME/TIMESTAMP value; `None` for the zero date.

@@ -90,37 +90,7 @@ pub fn describe(
             format!("the TABLE_MAP event names primary key column {beyond} of a table of {count} columns: the event is corrupt; check the binlog at this position with mariadb-binlog/mysqlbinlog"),
         ));
     }
-    let mut enum_labels = Vec::new();
-    let mut set_labels = Vec::new();
-    for field in tme.iter_optional_meta() {
-        match field.map_err(bad_meta)? {
-            OptionalMetadataField::EnumStrValue(values) => {
-                for labels in values.iter_values() {
-                    let labels = labels.map_err(bad_meta)?;
-                    enum_labels.push(
-                        labels
-                            .values()
-                            .iter()
-                            .map(|v| v.value().into_owned())
-                            .collect::<Vec<_>>(),
-                    );
-                }
-            }
-            OptionalMetadataField::SetStrValue(values) => {
-                for labels in values.iter_values() {
-                    let labels = labels.map_err(bad_meta)?;
-                    set_labels.push(
-                        labels
-                            .values()
-                            .iter()
-                            .map(|v| v.value().into_owned())
-                            .collect::<Vec<_>>(),
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
+    let (enum_labels, set_labels) = enum_and_set_labels(tme).map_err(bad_meta)?;
     let mut enum_labels = enum_labels.into_iter();
     let mut set_labels = set_labels.into_iter();
     let nulls = tme.null_bitmask();
@@ -185,6 +155,46 @@ pub fn describe(
         },
         decoders,
     ))
+}
+
+/// Each ENUM's (or SET's) labels, one list per column.
+type Labels = Vec<Vec<String>>;
+
+/// The labels of each ENUM and of each SET column, in column order, from TABLE_MAP's
+/// optional metadata.
+fn enum_and_set_labels(tme: &TableMapEvent<'_>) -> Result<(Labels, Labels), std::io::Error> {
+    let mut enum_labels = Vec::new();
+    let mut set_labels = Vec::new();
+    for field in tme.iter_optional_meta() {
+        match field? {
+            OptionalMetadataField::EnumStrValue(values) => {
+                for labels in values.iter_values() {
+                    let labels = labels?;
+                    enum_labels.push(
+                        labels
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for labels in values.iter_values() {
+                    let labels = labels?;
+                    set_labels.push(
+                        labels
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((enum_labels, set_labels))
 }
 
 /// Column types the binlog cannot tell apart from others (MariaDB's UUID, INET6 and INET4 look

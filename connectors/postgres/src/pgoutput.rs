@@ -157,6 +157,66 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl<'a> Reader<'a> {
+    fn relation(&mut self) -> Result<Relation, Malformed> {
+        let oid = self.u32()?;
+        let namespace = self.cstr()?.to_string();
+        let name = self.cstr()?.to_string();
+        let replica_identity = self.u8()?;
+        let count = self.i16()?;
+        let mut columns = Vec::with_capacity(count.max(0) as usize);
+        for _ in 0..count {
+            let flags = self.u8()?;
+            columns.push(RelationColumn {
+                key: flags & 1 != 0,
+                name: self.cstr()?.to_string(),
+                type_oid: self.u32()?,
+                type_modifier: self.i32()?,
+            });
+        }
+        Ok(Relation {
+            oid,
+            namespace,
+            name,
+            replica_identity,
+            columns,
+        })
+    }
+
+    /// An Update: the old key (`K`) or whole old row (`O`) when sent, then the new row.
+    fn update(&mut self) -> Result<Message<'a>, Malformed> {
+        let relation = self.u32()?;
+        let mut old = None;
+        let mut kind = self.u8()?;
+        if kind == b'K' || kind == b'O' {
+            old = Some((kind == b'O', self.tuple()?));
+            kind = self.u8()?;
+        }
+        if kind != b'N' {
+            return Err(Malformed(self.what));
+        }
+        Ok(Message::Update {
+            relation,
+            old,
+            new: self.tuple()?,
+        })
+    }
+
+    fn truncate(&mut self) -> Result<Message<'a>, Malformed> {
+        let count = self.u32()?;
+        let options = self.u8()?;
+        let mut relations = Vec::with_capacity(count.min(10_000) as usize);
+        for _ in 0..count {
+            relations.push(self.u32()?);
+        }
+        Ok(Message::Truncate {
+            relations,
+            cascade: options & 1 != 0,
+            restart_identity: options & 2 != 0,
+        })
+    }
+}
+
 /// Parses one pgoutput message.
 pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
     let Some((&tag, rest)) = data.split_first() else {
@@ -191,30 +251,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
             }
         }
         b'O' => Message::Origin,
-        b'R' => {
-            let oid = r.u32()?;
-            let namespace = r.cstr()?.to_string();
-            let name = r.cstr()?.to_string();
-            let replica_identity = r.u8()?;
-            let count = r.i16()?;
-            let mut columns = Vec::with_capacity(count.max(0) as usize);
-            for _ in 0..count {
-                let flags = r.u8()?;
-                columns.push(RelationColumn {
-                    key: flags & 1 != 0,
-                    name: r.cstr()?.to_string(),
-                    type_oid: r.u32()?,
-                    type_modifier: r.i32()?,
-                });
-            }
-            Message::Relation(Relation {
-                oid,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            })
-        }
+        b'R' => Message::Relation(r.relation()?),
         b'Y' => Message::Type {
             oid: r.u32()?,
             namespace: r.cstr()?.to_string(),
@@ -230,23 +267,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
                 new: r.tuple()?,
             }
         }
-        b'U' => {
-            let relation = r.u32()?;
-            let mut old = None;
-            let mut kind = r.u8()?;
-            if kind == b'K' || kind == b'O' {
-                old = Some((kind == b'O', r.tuple()?));
-                kind = r.u8()?;
-            }
-            if kind != b'N' {
-                return Err(Malformed(what));
-            }
-            Message::Update {
-                relation,
-                old,
-                new: r.tuple()?,
-            }
-        }
+        b'U' => r.update()?,
         b'D' => {
             let relation = r.u32()?;
             let kind = r.u8()?;
@@ -258,19 +279,7 @@ pub fn parse(data: &[u8]) -> Result<Message<'_>, Malformed> {
                 old: (kind == b'O', r.tuple()?),
             }
         }
-        b'T' => {
-            let count = r.u32()?;
-            let options = r.u8()?;
-            let mut relations = Vec::with_capacity(count.min(10_000) as usize);
-            for _ in 0..count {
-                relations.push(r.u32()?);
-            }
-            Message::Truncate {
-                relations,
-                cascade: options & 1 != 0,
-                restart_identity: options & 2 != 0,
-            }
-        }
+        b'T' => r.truncate()?,
         b'M' => {
             let transactional = r.u8()? & 1 != 0;
             let lsn = r.u64()?;
