@@ -40,6 +40,8 @@ struct Tables {
     mirror: Option<Mirror>,
     changelog: Option<Changelog>,
     key_columns: Vec<String>,
+    /// The schema `key_columns` were named from (they are named again only when it changes).
+    named_from: Option<Arc<TableSchema>>,
 }
 
 pub struct DeltaSink {
@@ -335,6 +337,7 @@ impl DeltaSink {
                     mirror,
                     changelog,
                     key_columns,
+                    named_from: Some(Arc::clone(table)),
                 },
             );
         }
@@ -342,12 +345,19 @@ impl DeltaSink {
             .tables
             .get_mut(&name)
             .ok_or_else(|| ConnectorError::definite("delta: internal error, table missing"))?;
-        let names = delta_column_names(table);
-        tables.key_columns = table
-            .primary_key
-            .iter()
-            .map(|i| names[*i].clone())
-            .collect();
+        if !tables
+            .named_from
+            .as_ref()
+            .is_some_and(|named| Arc::ptr_eq(named, table))
+        {
+            let names = delta_column_names(table);
+            tables.key_columns = table
+                .primary_key
+                .iter()
+                .map(|i| names[*i].clone())
+                .collect();
+            tables.named_from = Some(Arc::clone(table));
+        }
         Ok(tables)
     }
 
@@ -363,9 +373,16 @@ impl DeltaSink {
         let Some(op) = record.op else { return Ok(()) };
         let envelope = EnvelopeView::parse(&record.value, &table, stream.connector)
             .map_err(|e| ConnectorError::definite(format!("delta: {e}")))?;
-        let name = stream.default_name();
-        let skip_mirror = self.already_held(&format!("mirror {name}"), &record.position);
-        let skip_changelog = self.already_held(&format!("changelog {name}"), &record.position);
+        // a replay after a restart skips what each table holds; after it, nothing is held
+        let (skip_mirror, skip_changelog) = if self.holds.is_empty() {
+            (false, false)
+        } else {
+            let name = stream.default_name();
+            (
+                self.already_held(&format!("mirror {name}"), &record.position),
+                self.already_held(&format!("changelog {name}"), &record.position),
+            )
+        };
         let tables = self.tables_for(&stream, &table).await?;
         if let (Some(mirror), false) = (&mut tables.mirror, skip_mirror) {
             mirror.apply(
