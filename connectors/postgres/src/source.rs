@@ -129,7 +129,7 @@ async fn answered<T>(
 ) -> Result<T, ConnectorError> {
     tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
         Err(ConnectorError::retryable(format!(
-            "no answer from the server for {limit:?} while {what}; reconnecting"
+            "no answer from the server for {limit:?} while {what} (a connection that went silent, or a lock another session holds); reconnecting"
         )))
     })
 }
