@@ -310,31 +310,9 @@ impl ColumnDecoder {
     pub fn decode<'a>(&'a self, buf: &'a [u8], at: &mut usize) -> Result<Value<'a>, DecodeError> {
         use ColumnDecoder as D;
         Ok(match self {
-            D::Tiny { unsigned } => {
-                let b = take(buf, at, 1, "TINYINT")?[0];
-                Value::Int(if *unsigned {
-                    i32::from(b)
-                } else {
-                    i32::from(b as i8)
-                })
-            }
-            D::Short { unsigned } => {
-                let v = le_uint(take(buf, at, 2, "SMALLINT")?) as u16;
-                Value::Int(if *unsigned {
-                    i32::from(v)
-                } else {
-                    i32::from(v as i16)
-                })
-            }
-            D::Int24 { unsigned } => {
-                let v = le_uint(take(buf, at, 3, "MEDIUMINT")?) as u32;
-                // sign-extend from 24 bits
-                Value::Int(if *unsigned {
-                    v as i32
-                } else {
-                    ((v << 8) as i32) >> 8
-                })
-            }
+            D::Tiny { unsigned } => small_int(buf, at, 1, *unsigned, "TINYINT")?,
+            D::Short { unsigned } => small_int(buf, at, 2, *unsigned, "SMALLINT")?,
+            D::Int24 { unsigned } => small_int(buf, at, 3, *unsigned, "MEDIUMINT")?,
             D::Long { unsigned } => {
                 let v = le_uint(take(buf, at, 4, "INT")?) as u32;
                 if *unsigned {
@@ -364,25 +342,10 @@ impl ColumnDecoder {
             D::Date => date(le_uint(take(buf, at, 3, "DATE")?) as u32),
             D::Time2 { fsp } => time2(buf, at, *fsp)?,
             D::Datetime2 { fsp } => datetime2(buf, at, *fsp)?,
-            D::Timestamp2 { fsp } => {
-                let seconds = be_uint(take(buf, at, 4, "TIMESTAMP")?) as i64;
-                let micros = read_fraction(buf, at, *fsp)?;
-                if seconds == 0 && micros == 0 {
-                    Value::Null // the zero timestamp '0000-00-00 00:00:00'
-                } else {
-                    Value::Micros(seconds * 1_000_000 + i64::from(micros))
-                }
-            }
+            D::Timestamp2 { fsp } => timestamp2(buf, at, *fsp)?,
             D::TimeOld => time_old(le_uint(take(buf, at, 3, "TIME")?) as i64),
             D::DatetimeOld => datetime_old(le_uint(take(buf, at, 8, "DATETIME")?)),
-            D::TimestampOld => {
-                let seconds = le_uint(take(buf, at, 4, "TIMESTAMP")?) as i64;
-                if seconds == 0 {
-                    Value::Null
-                } else {
-                    Value::Micros(seconds * 1_000_000)
-                }
-            }
+            D::TimestampOld => timestamp_old(le_uint(take(buf, at, 4, "TIMESTAMP")?) as i64),
             D::VarString { prefix, text } | D::Blob { prefix, text } => {
                 let len = le_uint(take(buf, at, usize::from(*prefix), "length")?) as usize;
                 text_value(take(buf, at, len, "string")?, *text)?
@@ -391,18 +354,7 @@ impl ColumnDecoder {
                 prefix,
                 max_len,
                 text,
-            } => {
-                let len = le_uint(take(buf, at, usize::from(*prefix), "length")?) as usize;
-                let bytes = take(buf, at, len, "CHAR")?;
-                if *text == Text::Binary && len < usize::from(*max_len) {
-                    // BINARY(n) is stored without its trailing 0x00 padding; restore it.
-                    let mut padded = bytes.to_vec();
-                    padded.resize(usize::from(*max_len), 0);
-                    Value::Bytes(Cow::Owned(padded))
-                } else {
-                    text_value(bytes, *text)?
-                }
-            }
+            } => fixed_char(buf, at, *prefix, *max_len, *text)?,
             D::Enum { size, labels } => {
                 enum_label(le_uint(take(buf, at, usize::from(*size), "ENUM")?), labels)?
             }
@@ -422,6 +374,63 @@ impl ColumnDecoder {
                 address(take(buf, at, len, "UUID/INET")?, *kind)?
             }
         })
+    }
+}
+
+/// TINYINT, SMALLINT and MEDIUMINT: `width` little-endian bytes, sign-extended unless unsigned.
+fn small_int(
+    buf: &[u8],
+    at: &mut usize,
+    width: usize,
+    unsigned: bool,
+    what: &'static str,
+) -> Result<Value<'static>, DecodeError> {
+    let v = le_uint(take(buf, at, width, what)?);
+    let unused_bits = 64 - 8 * width as u32;
+    Ok(Value::Int(if unsigned {
+        v as i32
+    } else {
+        ((v << unused_bits) as i64 >> unused_bits) as i32
+    }))
+}
+
+/// TIMESTAMP(fsp): big-endian seconds and a fraction; all zero is the zero timestamp.
+fn timestamp2(buf: &[u8], at: &mut usize, fsp: u8) -> Result<Value<'static>, DecodeError> {
+    let seconds = be_uint(take(buf, at, 4, "TIMESTAMP")?) as i64;
+    let micros = read_fraction(buf, at, fsp)?;
+    Ok(if seconds == 0 && micros == 0 {
+        Value::Null // the zero timestamp '0000-00-00 00:00:00'
+    } else {
+        Value::Micros(seconds * 1_000_000 + i64::from(micros))
+    })
+}
+
+/// The pre-5.6 TIMESTAMP: little-endian seconds, 0 being the zero timestamp.
+fn timestamp_old(seconds: i64) -> Value<'static> {
+    if seconds == 0 {
+        Value::Null
+    } else {
+        Value::Micros(seconds * 1_000_000)
+    }
+}
+
+/// CHAR/BINARY(n): a length-prefixed value; BINARY is stored without its trailing 0x00
+/// padding, which is restored.
+fn fixed_char<'a>(
+    buf: &'a [u8],
+    at: &mut usize,
+    prefix: u8,
+    max_len: u16,
+    text: Text,
+) -> Result<Value<'a>, DecodeError> {
+    let len = le_uint(take(buf, at, usize::from(prefix), "length")?) as usize;
+    let bytes = take(buf, at, len, "CHAR")?;
+    if text == Text::Binary && len < usize::from(max_len) {
+        let mut padded = bytes.to_vec();
+        padded.resize(usize::from(max_len), 0);
+        Ok(Value::Bytes(Cow::Owned(padded)))
+    } else {
+        text_value(bytes, text)
     }
 }
 

@@ -65,31 +65,10 @@ pub fn describe(
     let bad_meta =
         |e: std::io::Error| definite(&id, format!("unreadable TABLE_MAP optional metadata ({e})"));
     let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(bad_meta)?;
-    let names: Vec<String> = extractor
-        .iter_column_name()
-        .map(|n| n.map(|n| n.name().into_owned()))
-        .collect::<Result<_, _>>()
-        .map_err(bad_meta)?;
-    if names.len() != count {
-        return Err(definite(
-            &id,
-            "the binlog carries no column names; set binlog_row_metadata=FULL on the server (SET GLOBAL binlog_row_metadata=FULL, and in my.cnf), then restart Headwater".into(),
-        ));
-    }
+    let (names, primary_key) = names_and_primary_key(&id, &extractor, count)?;
     let mut unsigned = extractor.iter_signedness();
     let mut charsets = extractor.iter_charset();
     let mut enum_charsets = extractor.iter_enum_and_set_charset();
-    let primary_key: Vec<usize> = extractor
-        .iter_primary_key()
-        .map(|k| k.map(|k| k as usize))
-        .collect::<Result<_, _>>()
-        .map_err(bad_meta)?;
-    if let Some(beyond) = primary_key.iter().find(|&&k| k >= count) {
-        return Err(definite(
-            &id,
-            format!("the TABLE_MAP event names primary key column {beyond} of a table of {count} columns: the event is corrupt; check the binlog at this position with mariadb-binlog/mysqlbinlog"),
-        ));
-    }
     let (enum_labels, set_labels) = enum_and_set_labels(tme).map_err(bad_meta)?;
     let mut enum_labels = enum_labels.into_iter();
     let mut set_labels = set_labels.into_iter();
@@ -155,6 +134,40 @@ pub fn describe(
         },
         decoders,
     ))
+}
+
+/// The column names and the primary key's column indexes from TABLE_MAP's optional metadata,
+/// refused when the names are missing (`binlog_row_metadata` is not FULL) or the key is corrupt.
+fn names_and_primary_key(
+    id: &TableId,
+    extractor: &OptionalMetaExtractor<'_>,
+    count: usize,
+) -> Result<(Vec<String>, Vec<usize>), ConnectorError> {
+    let bad_meta =
+        |e: std::io::Error| definite(id, format!("unreadable TABLE_MAP optional metadata ({e})"));
+    let names: Vec<String> = extractor
+        .iter_column_name()
+        .map(|n| n.map(|n| n.name().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(bad_meta)?;
+    if names.len() != count {
+        return Err(definite(
+            id,
+            "the binlog carries no column names; set binlog_row_metadata=FULL on the server (SET GLOBAL binlog_row_metadata=FULL, and in my.cnf), then restart Headwater".into(),
+        ));
+    }
+    let primary_key: Vec<usize> = extractor
+        .iter_primary_key()
+        .map(|k| k.map(|k| k as usize))
+        .collect::<Result<_, _>>()
+        .map_err(bad_meta)?;
+    if let Some(beyond) = primary_key.iter().find(|&&k| k >= count) {
+        return Err(definite(
+            id,
+            format!("the TABLE_MAP event names primary key column {beyond} of a table of {count} columns: the event is corrupt; check the binlog at this position with mariadb-binlog/mysqlbinlog"),
+        ));
+    }
+    Ok((names, primary_key))
 }
 
 /// Each ENUM's (or SET's) labels, one list per column.
@@ -300,6 +313,120 @@ pub(crate) fn may_be_zero_date(decoder: &ColumnDecoder) -> bool {
     )
 }
 
+/// The decoder, type and SQL type of a numeric column; `None` for any other type.
+fn number_layout(
+    column_type: ColumnType,
+    meta: &[u8],
+    unsigned: bool,
+) -> Option<(ColumnDecoder, FieldType, String)> {
+    use ColumnType as T;
+    let sql = |s: &str| {
+        if unsigned {
+            format!("{s} unsigned")
+        } else {
+            s.to_string()
+        }
+    };
+    Some(match column_type {
+        T::MYSQL_TYPE_TINY => (
+            ColumnDecoder::Tiny { unsigned },
+            FieldType::Int,
+            sql("tinyint"),
+        ),
+        T::MYSQL_TYPE_SHORT => (
+            ColumnDecoder::Short { unsigned },
+            FieldType::Int,
+            sql("smallint"),
+        ),
+        T::MYSQL_TYPE_INT24 => (
+            ColumnDecoder::Int24 { unsigned },
+            FieldType::Int,
+            sql("mediumint"),
+        ),
+        T::MYSQL_TYPE_LONG => {
+            let field_type = if unsigned {
+                FieldType::Long
+            } else {
+                FieldType::Int
+            };
+            (ColumnDecoder::Long { unsigned }, field_type, sql("int"))
+        }
+        T::MYSQL_TYPE_LONGLONG => {
+            // BIGINT UNSIGNED exceeds a long: it is carried as DECIMAL(20,0).
+            let field_type = if unsigned {
+                FieldType::Decimal {
+                    precision: 20,
+                    scale: 0,
+                }
+            } else {
+                FieldType::Long
+            };
+            (
+                ColumnDecoder::LongLong { unsigned },
+                field_type,
+                sql("bigint"),
+            )
+        }
+        T::MYSQL_TYPE_FLOAT => (ColumnDecoder::Float, FieldType::Float, "float".into()),
+        T::MYSQL_TYPE_DOUBLE => (ColumnDecoder::Double, FieldType::Double, "double".into()),
+        T::MYSQL_TYPE_NEWDECIMAL => {
+            let precision = meta.first().copied().unwrap_or(0);
+            let scale = meta.get(1).copied().unwrap_or(0);
+            let field_type = FieldType::Decimal {
+                precision: u32::from(precision),
+                scale: u32::from(scale),
+            };
+            let decoder = ColumnDecoder::NewDecimal { precision, scale };
+            (decoder, field_type, format!("decimal({precision},{scale})"))
+        }
+        _ => return None,
+    })
+}
+
+/// The decoder, type and SQL type of a temporal column (its metadata byte is the
+/// fractional-seconds precision); `None` for any other type.
+fn time_layout(column_type: ColumnType, meta: &[u8]) -> Option<(ColumnDecoder, FieldType, String)> {
+    use ColumnType as T;
+    let fsp = meta.first().copied().unwrap_or(0);
+    Some(match column_type {
+        T::MYSQL_TYPE_YEAR => (ColumnDecoder::Year, FieldType::Int, "year".into()),
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => {
+            (ColumnDecoder::Date, FieldType::Date, "date".into())
+        }
+        T::MYSQL_TYPE_TIME2 => (
+            ColumnDecoder::Time2 { fsp },
+            FieldType::TimeMicros,
+            format!("time({fsp})"),
+        ),
+        T::MYSQL_TYPE_DATETIME2 => {
+            let field_type = FieldType::LocalTimestampMicros;
+            (
+                ColumnDecoder::Datetime2 { fsp },
+                field_type,
+                format!("datetime({fsp})"),
+            )
+        }
+        T::MYSQL_TYPE_TIMESTAMP2 => {
+            let field_type = FieldType::TimestampMicros;
+            (
+                ColumnDecoder::Timestamp2 { fsp },
+                field_type,
+                format!("timestamp({fsp})"),
+            )
+        }
+        T::MYSQL_TYPE_TIME => (ColumnDecoder::TimeOld, FieldType::TimeMicros, "time".into()),
+        T::MYSQL_TYPE_DATETIME => {
+            let field_type = FieldType::LocalTimestampMicros;
+            (ColumnDecoder::DatetimeOld, field_type, "datetime".into())
+        }
+        T::MYSQL_TYPE_TIMESTAMP => {
+            let field_type = FieldType::TimestampMicros;
+            (ColumnDecoder::TimestampOld, field_type, "timestamp".into())
+        }
+        _ => return None,
+    })
+}
+
 /// The decoder, Avro type and SQL spelling of one column, from its binlog type and metadata
 /// bytes. The snapshot reader builds the same inputs from `information_schema`, so both paths
 /// give identical schemas.
@@ -316,54 +443,11 @@ pub(crate) fn column_layout(
 ) -> Result<(ColumnDecoder, FieldType, String), ConnectorError> {
     let meta_byte = |i: usize| meta.get(i).copied().unwrap_or(0);
     use ColumnType as T;
-    let u = |s: &str| {
-        if is_unsigned {
-            format!("{s} unsigned")
-        } else {
-            s.to_string()
-        }
-    };
+    let simple = number_layout(column_type, meta, is_unsigned);
+    if let Some(layout) = simple.or_else(|| time_layout(column_type, meta)) {
+        return Ok(layout);
+    }
     Ok(match column_type {
-        T::MYSQL_TYPE_TINY => (ColumnDecoder::Tiny { unsigned: is_unsigned }, FieldType::Int, u("tinyint")),
-        T::MYSQL_TYPE_SHORT => (ColumnDecoder::Short { unsigned: is_unsigned }, FieldType::Int, u("smallint")),
-        T::MYSQL_TYPE_INT24 => (ColumnDecoder::Int24 { unsigned: is_unsigned }, FieldType::Int, u("mediumint")),
-        T::MYSQL_TYPE_LONG => (
-            ColumnDecoder::Long { unsigned: is_unsigned },
-            if is_unsigned { FieldType::Long } else { FieldType::Int },
-            u("int"),
-        ),
-        T::MYSQL_TYPE_LONGLONG => (
-            ColumnDecoder::LongLong { unsigned: is_unsigned },
-            if is_unsigned { FieldType::Decimal { precision: 20, scale: 0 } } else { FieldType::Long },
-            u("bigint"),
-        ),
-        T::MYSQL_TYPE_FLOAT => (ColumnDecoder::Float, FieldType::Float, "float".into()),
-        T::MYSQL_TYPE_DOUBLE => (ColumnDecoder::Double, FieldType::Double, "double".into()),
-        T::MYSQL_TYPE_NEWDECIMAL => {
-            let (precision, scale) = (meta_byte(0), meta_byte(1));
-            (
-                ColumnDecoder::NewDecimal { precision, scale },
-                FieldType::Decimal { precision: u32::from(precision), scale: u32::from(scale) },
-                format!("decimal({precision},{scale})"),
-            )
-        }
-        T::MYSQL_TYPE_YEAR => (ColumnDecoder::Year, FieldType::Int, "year".into()),
-        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => (ColumnDecoder::Date, FieldType::Date, "date".into()),
-        T::MYSQL_TYPE_TIME2 => {
-            let fsp = meta_byte(0);
-            (ColumnDecoder::Time2 { fsp }, FieldType::TimeMicros, format!("time({fsp})"))
-        }
-        T::MYSQL_TYPE_DATETIME2 => {
-            let fsp = meta_byte(0);
-            (ColumnDecoder::Datetime2 { fsp }, FieldType::LocalTimestampMicros, format!("datetime({fsp})"))
-        }
-        T::MYSQL_TYPE_TIMESTAMP2 => {
-            let fsp = meta_byte(0);
-            (ColumnDecoder::Timestamp2 { fsp }, FieldType::TimestampMicros, format!("timestamp({fsp})"))
-        }
-        T::MYSQL_TYPE_TIME => (ColumnDecoder::TimeOld, FieldType::TimeMicros, "time".into()),
-        T::MYSQL_TYPE_DATETIME => (ColumnDecoder::DatetimeOld, FieldType::LocalTimestampMicros, "datetime".into()),
-        T::MYSQL_TYPE_TIMESTAMP => (ColumnDecoder::TimestampOld, FieldType::TimestampMicros, "timestamp".into()),
         T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
             let max_len = u16::from_le_bytes([meta_byte(0), meta_byte(1)]);
             let text = text("varchar")?;
