@@ -488,22 +488,28 @@ pub struct PositionText {
 impl PositionText {
     /// Appends `position`'s text to `out`: the same as `position.to_string()`.
     pub fn write(&mut self, position: &Position, out: &mut String) {
+        self.write_parts(position, true, out);
+    }
+
+    /// Appends the text of the log position alone: the same as
+    /// `position.without_backfill().to_string()`, without cloning the position.
+    pub fn write_without_backfill(&mut self, position: &Position, out: &mut String) {
+        self.write_parts(position, false, out);
+    }
+
+    fn write_parts(&mut self, position: &Position, with_backfill: bool, out: &mut String) {
+        let backfill = match position.backfill() {
+            Some(state) if with_backfill => {
+                Some(formatted(&mut self.backfill, state) as &dyn fmt::Display)
+            }
+            _ => None,
+        };
         let _ = match position {
             Position::Mysql(p) => {
                 let gtid_set = formatted(&mut self.gtid_set, &p.gtid_set);
-                let backfill = p
-                    .backfill
-                    .as_ref()
-                    .map(|b| formatted(&mut self.backfill, b) as &dyn fmt::Display);
                 write_binlog_position(out, p, gtid_set, backfill)
             }
-            Position::Postgres(p) => {
-                let backfill = p
-                    .backfill
-                    .as_ref()
-                    .map(|b| formatted(&mut self.backfill, b) as &dyn fmt::Display);
-                write_pg_position(out, p, backfill)
-            }
+            Position::Postgres(p) => write_pg_position(out, p, backfill),
         };
     }
 }
@@ -735,6 +741,11 @@ mod tests {
         let mut out = String::new();
         text.write(&pg, &mut out);
         assert_eq!(out, pg.to_string());
+        for position in [at(&first, 1), at(&second, 2), pg] {
+            let mut out = String::new();
+            text.write_without_backfill(&position, &mut out);
+            assert_eq!(out, position.without_backfill().to_string());
+        }
     }
 
     #[test]

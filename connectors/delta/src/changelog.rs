@@ -59,21 +59,29 @@ impl Pending {
     }
 }
 
+/// The rows of one changelog table waiting for the next round.
 pub struct Changelog {
-    pub target: DeltaTarget,
+    label: String,
     partitioned: bool,
     current: Option<Pending>,
-    /// Rows of earlier table versions in this commit.
+    /// Rows of earlier table versions in this round.
     finished: Vec<RecordBatch>,
-    /// Fields of every version seen in this commit, for the table's schema.
+    /// Fields of every version seen in this round, for the table's schema.
+    fields: Vec<Field>,
+    rows: usize,
+}
+
+/// One round's rows of a changelog table, taken away to be committed.
+pub struct ChangelogRound {
+    batches: Vec<RecordBatch>,
     fields: Vec<Field>,
     rows: usize,
 }
 
 impl Changelog {
-    pub fn new(target: DeltaTarget, partitioned: bool) -> Self {
+    pub fn new(label: String, partitioned: bool) -> Self {
         Changelog {
-            target,
+            label,
             partitioned,
             current: None,
             finished: Vec::new(),
@@ -95,12 +103,13 @@ impl Changelog {
         }
     }
 
+    /// Adds one change; `position` is the text of the log position after it.
     pub fn append(
         &mut self,
         table: &Arc<TableSchema>,
         op: Op,
         envelope: &EnvelopeView<'_>,
-        position: &Position,
+        position: &str,
     ) -> Result<(), ConnectorError> {
         let same_version = self.current.as_ref().is_some_and(|p| {
             Arc::ptr_eq(p.row.table(), table) || p.row.table().version == table.version
@@ -123,10 +132,7 @@ impl Changelog {
             .append(image)
             .map_err(|e| ConnectorError::definite(e.to_string()))?;
         pending.op.append_value(op.code());
-        pending.lineage.append(
-            envelope.source_ts_ms,
-            &position.without_backfill().to_string(),
-        );
+        pending.lineage.append(envelope.source_ts_ms, position);
         pending.tx_id.append_option(envelope.transaction_id);
         if let Some(dates) = &mut pending.commit_date {
             dates.append_value(envelope.source_ts_ms.div_euclid(MS_PER_DAY) as i32);
@@ -146,7 +152,7 @@ impl Changelog {
     fn finish_current(&mut self) -> Result<(), ConnectorError> {
         if let Some(mut pending) = self.current.take() {
             if !pending.row.is_empty() {
-                self.finished.push(pending.finish(&self.target.label)?);
+                self.finished.push(pending.finish(&self.label)?);
             }
         }
         Ok(())
@@ -156,29 +162,39 @@ impl Changelog {
         self.rows > 0
     }
 
-    /// Appends the pending rows as round `round`, covering `through`.
+    /// The pending rows, taken for a round; the next change starts a new batch.
+    pub fn take_round(&mut self) -> Result<ChangelogRound, ConnectorError> {
+        self.finish_current()?;
+        Ok(ChangelogRound {
+            batches: std::mem::take(&mut self.finished),
+            fields: std::mem::take(&mut self.fields),
+            rows: std::mem::take(&mut self.rows),
+        })
+    }
+}
+
+impl ChangelogRound {
+    /// Appends the rows to `target` as round `round`, covering `through`.
     pub async fn commit(
-        &mut self,
+        self,
+        target: &mut DeltaTarget,
         round: i64,
         through: &Position,
     ) -> Result<usize, ConnectorError> {
-        self.finish_current()?;
-        let rows = std::mem::take(&mut self.rows);
-        let batches = std::mem::take(&mut self.finished);
-        let fields = std::mem::take(&mut self.fields);
-        if rows == 0 {
+        if self.rows == 0 {
             return Ok(0);
         }
-        self.target.add_columns(&fields).await?;
-        let schema = self.target.arrow_schema()?;
-        let batches = batches
+        target.add_columns(&self.fields).await?;
+        let schema = target.arrow_schema()?;
+        let batches = self
+            .batches
             .iter()
-            .map(|b| conform(b, &schema, &self.target.label))
+            .map(|b| conform(b, &schema, &target.label))
             .collect::<Result<Vec<_>, _>>()?;
-        let actions = self.target.write_files(batches, true).await?;
-        self.target
+        let actions = target.write_files(batches, true).await?;
+        target
             .commit(actions, append_operation(), round, Some(through.clone()))
             .await?;
-        Ok(rows)
+        Ok(self.rows)
     }
 }

@@ -4,6 +4,7 @@
 pub mod arrow_rows;
 pub mod batch;
 pub mod changelog;
+pub mod committer;
 pub mod config;
 pub mod error;
 pub mod maintenance;

@@ -66,6 +66,8 @@ impl DeltaTarget {
             }
             let merged = concat_batches(&schema, &batches)
                 .map_err(|e| delta_error(&format!("compacting {}", self.label), e))?;
+            // the rows are in `merged` now: hold them once, not twice, while sorting and writing
+            drop(batches);
             let merged = sort(merged, sort_by)
                 .map_err(|e| delta_error(&format!("sorting {}", self.label), e))?;
             let mut actions: Vec<_> = files.iter().map(|f| f.remove(false)).collect();

@@ -55,8 +55,8 @@ struct Truncation {
     position: String,
 }
 
+/// The changes of one mirror table waiting for the next round.
 pub struct Mirror {
-    pub target: DeltaTarget,
     soft_deletes: bool,
     truncation: Option<Truncation>,
     /// Key bytes (the key columns' encoding) → index in `entries`.
@@ -105,9 +105,8 @@ fn has_unchanged_toast(table: &TableSchema, image: &[u8]) -> Option<bool> {
 }
 
 impl Mirror {
-    pub fn new(target: DeltaTarget, soft_deletes: bool) -> Self {
+    pub fn new(soft_deletes: bool) -> Self {
         Mirror {
-            target,
             soft_deletes,
             truncation: None,
             keys: foldhash::HashMap::default(),
@@ -130,6 +129,7 @@ impl Mirror {
     }
 
     /// Records one change: the key's last change wins; a key change deletes the old key.
+    /// `position` is the text of the log position after the change.
     pub fn apply(
         &mut self,
         table: &Arc<TableSchema>,
@@ -137,7 +137,7 @@ impl Mirror {
         before: Option<&[u8]>,
         after: Option<&[u8]>,
         commit_ts_ms: i64,
-        position: &Position,
+        position: &str,
     ) -> Result<(), ConnectorError> {
         let malformed = || {
             ConnectorError::definite(format!(
@@ -145,14 +145,13 @@ impl Mirror {
                 table.id, table.version
             ))
         };
-        let position = position.without_backfill().to_string();
         if op == Op::Truncate {
             // what this commit changed before the TRUNCATE is gone with everything else
             self.entries.clear();
             self.keys.clear();
             self.truncation = Some(Truncation {
                 commit_ts_ms,
-                position,
+                position: position.to_string(),
             });
             return Ok(());
         }
@@ -160,7 +159,7 @@ impl Mirror {
             let old = key_bytes(table, before).ok_or_else(malformed)?;
             let new = key_bytes(table, after).ok_or_else(malformed)?;
             if old != new {
-                self.set(old, table, before, true, commit_ts_ms, position.clone());
+                self.set(old, table, before, true, commit_ts_ms, position);
             }
         }
         if let Some(after) = after {
@@ -188,14 +187,14 @@ impl Mirror {
         image: &[u8],
         delete: bool,
         commit_ts_ms: i64,
-        position: String,
+        position: &str,
     ) {
         let entry = Entry {
             table: Arc::clone(table),
             image: image.to_vec(),
             delete,
             commit_ts_ms,
-            position,
+            position: position.to_string(),
         };
         // a later change moves the key to the end, so entries stay in change order
         if let Some(old) = self.keys.remove(&key) {
@@ -205,16 +204,35 @@ impl Mirror {
         self.entries.push(Some(entry));
     }
 
+    /// The pending changes, taken for a round.
+    pub fn take_round(&mut self) -> MirrorRound {
+        self.keys.clear();
+        MirrorRound {
+            entries: self.entries.drain(..).flatten().collect(),
+            truncation: self.truncation.take(),
+            soft_deletes: self.soft_deletes,
+        }
+    }
+}
+
+/// One round's changes of a mirror table, taken away to be committed: the last change of each
+/// changed key, in change order.
+pub struct MirrorRound {
+    entries: Vec<Entry>,
+    truncation: Option<Truncation>,
+    soft_deletes: bool,
+}
+
+impl MirrorRound {
     /// Every pending entry as one batch in the table's schema, with its delete flags.
     fn changes(
-        &mut self,
+        &self,
         schema: &SchemaRef,
+        label: &str,
     ) -> Result<(RecordBatch, BooleanArray), ConnectorError> {
-        let label = self.target.label.clone();
+        let entries = &self.entries;
         let mut batches = Vec::new();
         let mut deletes = BooleanBuilder::new();
-        let entries: Vec<Entry> = self.entries.drain(..).flatten().collect();
-        self.keys.clear();
         let mut at = 0;
         while at < entries.len() {
             let table = Arc::clone(&entries[at].table);
@@ -244,8 +262,8 @@ impl Mirror {
                 columns.push(Arc::new(deleted.finish()) as ArrayRef);
                 columns.push(Arc::new(deleted_at.finish()) as ArrayRef);
             }
-            let part = batch::batch(fields, columns, &label)?;
-            batches.push(conform(&part, schema, &label)?);
+            let part = batch::batch(fields, columns, label)?;
+            batches.push(conform(&part, schema, label)?);
             at = end;
         }
         let all = concat_batches(schema, &batches)
@@ -253,34 +271,37 @@ impl Mirror {
         Ok((all, deletes.finish()))
     }
 
-    /// Applies the pending changes as round `round`, covering `through`.
+    /// Applies the changes to `target` as round `round`, covering `through`.
     pub async fn commit(
-        &mut self,
+        self,
+        target: &mut DeltaTarget,
         round: i64,
         through: &Position,
         key_columns: &[String],
     ) -> Result<MergeStats, ConnectorError> {
         let mut stats = MergeStats {
-            changed_keys: self.keys.len(),
+            changed_keys: self.entries.len(),
             ..MergeStats::default()
         };
-        if !self.has_pending() {
+        if self.entries.is_empty() && self.truncation.is_none() {
             return Ok(stats);
         }
-        let label = self.target.label.clone();
-        if let Some(last) = self.entries.iter().flatten().last() {
+        let label = target.label.clone();
+        if let Some(last) = self.entries.last() {
             let fields = Mirror::initial_fields(&last.table, self.soft_deletes);
-            self.target.add_columns(&fields).await?;
+            target.add_columns(&fields).await?;
         }
-        let schema = self.target.arrow_schema()?;
-        let truncation = self.truncation.take();
-        let (changes, deletes) = self.changes(&schema)?;
+        let schema = target.arrow_schema()?;
+        let (changes, deletes) = self.changes(&schema, &label)?;
+        let truncation = self.truncation;
+        // the images are in `changes` now; a merge of a large round holds them once
+        drop(self.entries);
         let keys = KeyMatcher::new(&schema, key_columns, &label)?;
         let changed = keys.key_set(&changes)?;
         let bounds = keys.int_bounds(&changes);
         let mut actions = Vec::new();
         let first_key = key_columns.first().map(String::as_str);
-        for file in self.target.live_files(first_key).await? {
+        for file in target.live_files(first_key).await? {
             if truncation.is_none() && !may_hold(&file, bounds) {
                 continue;
             }
@@ -293,7 +314,7 @@ impl Mirror {
             stats.files_read += 1;
             let mut removed_any = truncation.is_some();
             let mut carried = Vec::new();
-            for part in self.target.read_file(&file.path).await? {
+            for part in target.read_file(&file.path).await? {
                 let part = conform(&part, &schema, &label)?;
                 let keep = keys.not_in(&part, &changed)?;
                 if keep.true_count() < part.num_rows() {
@@ -311,7 +332,7 @@ impl Mirror {
                 stats.rows_carried += carried.iter().map(RecordBatch::num_rows).sum::<usize>();
                 actions.push(file.remove(true));
                 // written file by file, so a merge holds one file's rows, not the table's
-                actions.extend(self.target.write_files(carried, true).await?);
+                actions.extend(target.write_files(carried, true).await?);
             }
         }
         let upserts = if self.soft_deletes {
@@ -321,7 +342,7 @@ impl Mirror {
                 .map_err(|e| delta_error("selecting upserts", e))?;
             filter_record_batch(&changes, &keep).map_err(|e| delta_error("selecting upserts", e))?
         };
-        actions.extend(self.target.write_files(vec![upserts], true).await?);
+        actions.extend(target.write_files(vec![upserts], true).await?);
         let operation = DeltaOperation::Merge {
             predicate: None,
             merge_predicate: Some(format!("key in {} changed keys", stats.changed_keys)),
@@ -329,7 +350,7 @@ impl Mirror {
             not_matched_predicates: vec![],
             not_matched_by_source_predicates: vec![],
         };
-        self.target
+        target
             .commit(actions, operation, round, Some(through.clone()))
             .await?;
         tracing::debug!(table = %label, ?stats, "delta: mirror merged");

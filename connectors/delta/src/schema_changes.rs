@@ -2,14 +2,14 @@
 
 use crate::batch::{self, Lineage};
 use crate::table::{append_operation, DeltaTarget};
-use deltalake::arrow::array::{ArrayRef, StringBuilder};
+use deltalake::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use headwater_contract::envelope::SchemaChangeView;
 use headwater_contract::{ConnectorError, ConnectorKind, Position};
 use std::sync::Arc;
 
+/// The schema changes waiting for the next round.
 pub struct SchemaChanges {
-    pub target: DeltaTarget,
     lineage: Lineage,
     database: StringBuilder,
     table: StringBuilder,
@@ -17,10 +17,9 @@ pub struct SchemaChanges {
     rows: usize,
 }
 
-impl SchemaChanges {
-    pub fn new(target: DeltaTarget) -> Self {
+impl Default for SchemaChanges {
+    fn default() -> Self {
         SchemaChanges {
-            target,
             lineage: Lineage::new(16),
             database: StringBuilder::new(),
             table: StringBuilder::new(),
@@ -28,7 +27,9 @@ impl SchemaChanges {
             rows: 0,
         }
     }
+}
 
+impl SchemaChanges {
     fn fields() -> Vec<Field> {
         let mut fields = Lineage::fields();
         fields.push(Field::new("database", DataType::Utf8, true));
@@ -45,13 +46,12 @@ impl SchemaChanges {
         &mut self,
         value: &[u8],
         connector: ConnectorKind,
-        position: &Position,
+        position: &str,
     ) -> Result<(), ConnectorError> {
         let view = SchemaChangeView::parse(value, connector).ok_or_else(|| {
             ConnectorError::definite("delta: a schema-change record does not follow its schema")
         })?;
-        self.lineage
-            .append(view.source_ts_ms, &position.without_backfill().to_string());
+        self.lineage.append(view.source_ts_ms, position);
         self.database.append_value(view.database);
         self.table.append_option(view.table);
         self.ddl.append_value(view.ddl);
@@ -63,16 +63,26 @@ impl SchemaChanges {
         self.rows > 0
     }
 
-    pub async fn commit(&mut self, round: i64, through: &Position) -> Result<(), ConnectorError> {
+    /// The pending rows, taken for a round.
+    pub fn take_round(&mut self, label: &str) -> Result<RecordBatch, ConnectorError> {
         self.rows = 0;
         let mut columns: Vec<ArrayRef> = self.lineage.finish();
         columns.push(Arc::new(self.database.finish()));
         columns.push(Arc::new(self.table.finish()));
         columns.push(Arc::new(self.ddl.finish()));
-        let rows = batch::batch(Self::fields(), columns, &self.target.label)?;
-        let actions = self.target.write_files(vec![rows], true).await?;
-        self.target
-            .commit(actions, append_operation(), round, Some(through.clone()))
-            .await
+        batch::batch(Self::fields(), columns, label)
     }
+}
+
+/// Appends one round's schema changes to `target`.
+pub async fn commit(
+    target: &mut DeltaTarget,
+    rows: RecordBatch,
+    round: i64,
+    through: &Position,
+) -> Result<(), ConnectorError> {
+    let actions = target.write_files(vec![rows], true).await?;
+    target
+        .commit(actions, append_operation(), round, Some(through.clone()))
+        .await
 }

@@ -6,36 +6,26 @@
 
 use crate::arrow_rows::delta_column_names;
 use crate::changelog::Changelog;
+use crate::committer::{Checkpoint, Committer, Round, TableRound, CHECKPOINT};
 use crate::config::{DeltaConfig, PartitionBy};
 use crate::error::delta_error;
 use crate::mirror::Mirror;
 use crate::schema_changes::SchemaChanges;
-use crate::table::DeltaTarget;
 use async_trait::async_trait;
-use deltalake::arrow::datatypes::Schema;
 use deltalake::{DeltaTableBuilder, ObjectStore};
 use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, Position, Problem, Sink, SinkRecord, StreamSchema, TableId,
-    TableSchema,
+    AckSender, ConnectorError, Position, PositionText, Problem, Sink, SinkRecord, StreamSchema,
+    TableId, TableSchema,
 };
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::task::JoinHandle;
 use url::Url;
 
-const CHECKPOINT: &str = "_headwater/sink.json";
-
-/// The last round committed to every table it touched.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    round: i64,
-    position: Option<Position>,
-}
-
-/// The Delta tables of one source table.
+/// The pending changes of one source table.
 struct Tables {
     mirror: Option<Mirror>,
     changelog: Option<Changelog>,
@@ -44,33 +34,42 @@ struct Tables {
     named_from: Option<Arc<TableSchema>>,
 }
 
+/// A committer at work on a round, and what it hands back.
+type InFlight = JoinHandle<(Committer, Result<(), ConnectorError>)>;
+
 pub struct DeltaSink {
-    config: DeltaConfig,
+    config: Arc<DeltaConfig>,
     base: Url,
     store: Arc<dyn ObjectStore>,
-    acks: Option<AckSender>,
     tables: BTreeMap<String, Tables>,
     schema_changes: Option<SchemaChanges>,
-    checkpoint: Checkpoint,
+    /// The Delta tables; `None` while a round commits on a task of its own (`in_flight`).
+    committer: Option<Committer>,
+    in_flight: Option<InFlight>,
     /// Per Delta table: the position its own last commit covers, when past the checkpoint (a
     /// round that did not finish): records up to it are already there.
     holds: HashMap<String, Position>,
     /// A commit failed: see [`DeltaSink::commit`].
     broken: bool,
-    /// The highest round any table or the checkpoint records.
+    /// The highest round any table or the checkpoint records, or any round handed over since.
     highest_round: i64,
-    last_vacuum_at: Instant,
+    /// The position the last round handed over covers.
+    last_round_through: Option<Position>,
     pending_seq: Option<u64>,
     first_pending_at: Option<Instant>,
     /// Encoded bytes of the records since the last commit (see [`MAX_PENDING_BYTES`]).
     pending_bytes: usize,
     last_commit_at: Instant,
+    /// Every row's lineage names its log position; the GTID set is formatted once per set.
+    position_text: PositionText,
+    lineage: String,
 }
 
-/// A round is committed early once its records add up to this many encoded bytes: pending
-/// mirror entries and changelog columns take several times their encoded size in memory, and a
-/// large transaction or a catch-up would otherwise grow a round to the pipeline's whole
-/// in-flight window (the benchmark's 250,000 changes took 430 MB).
+/// A round is handed over early once its records add up to this many encoded bytes: pending
+/// mirror entries and changelog columns take several times their encoded size in memory, and
+/// one round is gathered while the one before commits; a large transaction or a catch-up would
+/// otherwise grow a round to the pipeline's whole in-flight window (the benchmark's 250,000
+/// changes took 430 MB).
 const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// One Delta table as `headwater inspect` shows it.
@@ -120,109 +119,70 @@ impl DeltaSink {
             .and_then(|b| b.with_storage_options(storage).build())
             .map_err(|e| delta_error(&format!("opening {base}"), e))?
             .object_store();
+        let config = Arc::new(config);
         Ok(DeltaSink {
+            committer: Some(Committer::new(
+                Arc::clone(&config),
+                base.clone(),
+                Arc::clone(&store),
+            )),
             config,
             base,
             store,
-            acks: None,
             tables: BTreeMap::new(),
             schema_changes: None,
-            checkpoint: Checkpoint::default(),
+            in_flight: None,
             holds: HashMap::new(),
             broken: false,
             highest_round: 0,
-            last_vacuum_at: Instant::now(),
+            last_round_through: None,
             pending_seq: None,
             first_pending_at: None,
             pending_bytes: 0,
             last_commit_at: Instant::now(),
+            position_text: PositionText::default(),
+            lineage: String::new(),
         })
     }
 
-    fn table_url(&self, kind: &str, name: &str) -> Result<Url, ConnectorError> {
-        self.base
-            .join(&format!("{kind}/{}/", urlencode(name)))
-            .map_err(|e| {
-                ConnectorError::definite(format!("delta: table {name} has no valid location: {e}"))
-            })
-    }
-
-    fn app_id(&self, kind: &str, name: &str) -> String {
-        format!("headwater/{kind}/{name}")
-    }
-
-    async fn read_checkpoint(&mut self) -> Result<(), ConnectorError> {
-        let path = deltalake::Path::from(CHECKPOINT);
-        match self.store.get(&path).await {
-            Ok(found) => {
-                let bytes = found
-                    .bytes()
-                    .await
-                    .map_err(|e| delta_error(&format!("reading {}{CHECKPOINT}", self.base), e))?;
-                self.checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
-                    ConnectorError::definite(format!(
-                        "delta: {}{CHECKPOINT} is unreadable ({e}); delete it and Headwater rebuilds it from the tables' own commits",
-                        self.base
-                    ))
-                })?;
-            }
-            Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(delta_error(
-                    &format!("reading {}{CHECKPOINT}", self.base),
-                    e,
-                ))
+    /// The committer, once the round it is at (if any) has finished; that round's error, if
+    /// it failed, and from then on the refusal of [`DeltaSink::commit`].
+    async fn committer(&mut self) -> Result<&mut Committer, ConnectorError> {
+        if let Some(in_flight) = self.in_flight.take() {
+            match in_flight.await {
+                Ok((committer, result)) => {
+                    self.committer = Some(committer);
+                    if let Err(e) = result {
+                        self.broken = true;
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.broken = true;
+                    return Err(ConnectorError::definite(format!(
+                        "delta: a commit stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)"
+                    )));
+                }
             }
         }
-        Ok(())
-    }
-
-    async fn write_checkpoint(&self) -> Result<(), ConnectorError> {
-        let bytes = serde_json::to_vec_pretty(&self.checkpoint).map_err(|e| {
-            ConnectorError::definite(format!("delta: encoding the checkpoint: {e}"))
-        })?;
-        self.store
-            .put(&deltalake::Path::from(CHECKPOINT), bytes.into())
-            .await
-            .map_err(|e| delta_error(&format!("writing {}{CHECKPOINT}", self.base), e))?;
-        Ok(())
-    }
-
-    /// The tables already under the path, opened.
-    async fn existing_tables(&self) -> Result<Vec<DeltaTarget>, ConnectorError> {
-        let mut targets = Vec::new();
-        for kind in ["mirror", "changelog"] {
-            let listing = self
-                .store
-                .list_with_delimiter(Some(&deltalake::Path::from(kind)))
-                .await
-                .map_err(|e| delta_error("listing the tables", e))?;
-            for dir in listing.common_prefixes {
-                let Some(name) = dir.filename().map(urldecode) else {
-                    continue;
-                };
-                let target = DeltaTarget::open_or_create(
-                    self.table_url(kind, &name)?,
-                    format!("{kind} {name}"),
-                    self.app_id(kind, &name),
-                    &Schema::empty(),
-                    Vec::new(),
-                    &self.config,
-                )
-                .await?;
-                targets.push(target);
-            }
+        if self.broken {
+            return Err(ConnectorError::definite(
+                "delta: an earlier commit of this run failed; nothing more is committed until the pipeline starts again (it resumes from the tables' last commits)",
+            ));
         }
-        Ok(targets)
+        self.committer
+            .as_mut()
+            .ok_or_else(|| ConnectorError::definite("delta: internal error, no committer"))
     }
 
     /// `headwater inspect`: the last complete round's position and every table's state.
     pub async fn summary(
         &mut self,
     ) -> Result<(Option<Position>, Vec<TableSummary>), ConnectorError> {
-        self.read_checkpoint().await?;
+        let committer = self.committer().await?;
+        committer.read_checkpoint().await?;
         let mut tables = Vec::new();
-        for target in self.existing_tables().await? {
+        for target in committer.existing_tables().await? {
             let files = target.live_files(None).await?;
             tables.push(TableSummary {
                 label: target.label.clone(),
@@ -234,49 +194,7 @@ impl DeltaSink {
                 position: target.committed.clone(),
             });
         }
-        Ok((self.checkpoint.position.clone(), tables))
-    }
-
-    /// Opens every table already under the path and learns how far each got.
-    async fn recover(&mut self) -> Result<Option<Position>, ConnectorError> {
-        self.read_checkpoint().await?;
-        let mut positions = Vec::new();
-        for target in self.existing_tables().await? {
-            let label = target.label.clone();
-            {
-                // a table ahead of the checkpoint (its round's checkpoint was not written, or a
-                // later round covered less of the log) skips what it already holds; positions
-                // rather than rounds decide, since a table's position never goes back
-                if let Some(position) = &target.committed {
-                    let ahead = match &self.checkpoint.position {
-                        Some(checkpoint) => position > checkpoint,
-                        None => true,
-                    };
-                    if ahead {
-                        self.holds.insert(label.clone(), position.clone());
-                    }
-                }
-                if let Some(position) = &target.committed {
-                    positions.push(position.clone());
-                }
-                self.highest_round = self.highest_round.max(target.round);
-                tracing::info!(table = %label, round = target.round, position = ?target.committed.as_ref().map(ToString::to_string), "delta: found table");
-            }
-        }
-        if self.checkpoint.position.is_some() {
-            return Ok(self.checkpoint.position.clone());
-        }
-        // no checkpoint (a new sink, or the file was deleted): the oldest table position is
-        // safe, since every table skips what it already holds
-        let oldest = positions
-            .into_iter()
-            .reduce(|a, b| if b < a { b } else { a });
-        if oldest.is_some() {
-            tracing::warn!(
-                "delta: {CHECKPOINT} is missing; resuming from the oldest table position"
-            );
-        }
-        Ok(oldest)
+        Ok((committer.checkpoint().position.clone(), tables))
     }
 
     async fn tables_for(
@@ -293,49 +211,26 @@ impl DeltaSink {
                     table.id
                 )));
             }
-            let partitioned = self.config.partition_by == PartitionBy::Day;
-            let soft = self.config.deletes == crate::config::Deletes::Soft;
             let names = delta_column_names(table);
             let key_columns: Vec<String> = table
                 .primary_key
                 .iter()
                 .map(|i| names[*i].clone())
                 .collect();
-            let mirror = if self.config.tables.mirror() && !key_columns.is_empty() {
-                let fields = Mirror::initial_fields(table, soft);
-                let target = DeltaTarget::open_or_create(
-                    self.table_url("mirror", &name)?,
-                    format!("mirror {name}"),
-                    self.app_id("mirror", &name),
-                    &Schema::new(fields),
-                    Vec::new(),
-                    &self.config,
-                )
+            // a new table waits for the round in flight: the committer opens its Delta tables
+            let (mirror, changelog) = self
+                .committer()
+                .await?
+                .open_tables(&name, table, &key_columns)
                 .await?;
-                Some(Mirror::new(target, soft))
-            } else {
-                None
-            };
-            let changelog = if self.config.tables.changelog() {
-                let fields = Changelog::initial_fields(table, partitioned);
-                let target = DeltaTarget::open_or_create(
-                    self.table_url("changelog", &name)?,
-                    format!("changelog {name}"),
-                    self.app_id("changelog", &name),
-                    &Schema::new(fields),
-                    Changelog::partition_columns(partitioned),
-                    &self.config,
-                )
-                .await?;
-                Some(Changelog::new(target, partitioned))
-            } else {
-                None
-            };
+            let partitioned = self.config.partition_by == PartitionBy::Day;
+            let soft = self.config.deletes == crate::config::Deletes::Soft;
             self.tables.insert(
                 name.clone(),
                 Tables {
-                    mirror,
-                    changelog,
+                    mirror: mirror.then(|| Mirror::new(soft)),
+                    changelog: changelog
+                        .then(|| Changelog::new(format!("changelog {name}"), partitioned)),
                     key_columns,
                     named_from: Some(Arc::clone(table)),
                 },
@@ -365,6 +260,13 @@ impl DeltaSink {
         self.holds.get(label).is_some_and(|held| position <= held)
     }
 
+    /// The text of `position` without backfill progress, in `self.lineage`.
+    fn format_lineage(&mut self, position: &Position) {
+        self.lineage.clear();
+        self.position_text
+            .write_without_backfill(position, &mut self.lineage);
+    }
+
     async fn write_change(&mut self, record: &SinkRecord) -> Result<(), ConnectorError> {
         let stream = Arc::clone(&record.stream);
         let Some(table) = stream.table_schema.clone() else {
@@ -383,7 +285,11 @@ impl DeltaSink {
                 self.already_held(&format!("changelog {name}"), &record.position),
             )
         };
-        let tables = self.tables_for(&stream, &table).await?;
+        self.tables_for(&stream, &table).await?;
+        self.format_lineage(&record.position);
+        let Some(tables) = self.tables.get_mut(&stream.default_name()) else {
+            return Ok(());
+        };
         if let (Some(mirror), false) = (&mut tables.mirror, skip_mirror) {
             mirror.apply(
                 &table,
@@ -391,11 +297,11 @@ impl DeltaSink {
                 envelope.before,
                 envelope.after,
                 envelope.source_ts_ms,
-                &record.position,
+                &self.lineage,
             )?;
         }
         if let (Some(changelog), false) = (&mut tables.changelog, skip_changelog) {
-            changelog.append(&table, op, &envelope, &record.position)?;
+            changelog.append(&table, op, &envelope, &self.lineage)?;
         }
         Ok(())
     }
@@ -406,116 +312,84 @@ impl DeltaSink {
             return Ok(());
         }
         if self.schema_changes.is_none() {
-            let target = DeltaTarget::open_or_create(
-                self.table_url("changelog", &name)?,
-                format!("changelog {name}"),
-                self.app_id("changelog", &name),
-                &SchemaChanges::schema(),
-                Vec::new(),
-                &self.config,
-            )
-            .await?;
-            self.schema_changes = Some(SchemaChanges::new(target));
+            self.committer().await?.open_schema_changes(&name).await?;
+            self.schema_changes = Some(SchemaChanges::default());
         }
+        self.format_lineage(&record.position);
         if let Some(log) = &mut self.schema_changes {
-            log.append(&record.value, record.stream.connector, &record.position)?;
+            log.append(&record.value, record.stream.connector, &self.lineage)?;
         }
         Ok(())
     }
 
-    /// Commits one round: every table with pending changes, then the checkpoint, then the acks.
-    /// Commits a round; a round that failed half-way has taken its rows with it, so the sink
-    /// refuses every later round (the next start resumes from the tables' own commits).
+    /// Hands the pending changes over as one round covering `through`, once the round before
+    /// has finished: the committer commits it on a task of its own. A round that failed
+    /// half-way has taken its rows with it, so the sink refuses every later round (the next
+    /// start resumes from the tables' own commits).
     async fn commit(&mut self, through: &Position) -> Result<(), ConnectorError> {
-        if self.broken {
-            return Err(ConnectorError::definite(
-                "delta: an earlier commit of this run failed; nothing more is committed until the pipeline starts again (it resumes from the tables' last commits)",
-            ));
-        }
-        let committed = self.commit_round(through).await;
-        self.broken = committed.is_err();
-        committed
-    }
-
-    async fn commit_round(&mut self, through: &Position) -> Result<(), ConnectorError> {
-        if self.pending_seq.is_none() && self.checkpoint.position.as_ref() == Some(through) {
+        self.committer().await?;
+        if self.pending_seq.is_none() && self.last_round_through.as_ref() == Some(through) {
             return Ok(());
         }
-        let round = self.checkpoint.round.max(self.highest_round) + 1;
-        self.highest_round = round;
-        let started = Instant::now();
-        let mut changes = 0;
-        let mut merged = crate::mirror::MergeStats::default();
-        for tables in self.tables.values_mut() {
-            if let Some(changelog) = &mut tables.changelog {
-                if changelog.has_pending() {
-                    changes += changelog.commit(round, through).await?;
-                }
-            }
-            if let Some(mirror) = &mut tables.mirror {
-                if mirror.has_pending() {
-                    let stats = mirror.commit(round, through, &tables.key_columns).await?;
-                    merged.changed_keys += stats.changed_keys;
-                    merged.files_rewritten += stats.files_rewritten;
-                    merged.rows_carried += stats.rows_carried;
-                }
-            }
-        }
-        if let Some(log) = &mut self.schema_changes {
-            if log.has_pending() {
-                log.commit(round, through).await?;
-            }
-        }
-        self.checkpoint = Checkpoint {
-            round,
-            position: Some(through.clone()),
+        let round = self.take_round(through)?;
+        let Some(mut committer) = self.committer.take() else {
+            return Err(ConnectorError::definite(
+                "delta: internal error, no committer",
+            ));
         };
-        self.write_checkpoint().await?;
+        self.in_flight = Some(tokio::spawn(async move {
+            let result = committer.commit_round(round).await;
+            (committer, result)
+        }));
+        Ok(())
+    }
+
+    fn take_round(&mut self, through: &Position) -> Result<Round, ConnectorError> {
+        self.highest_round += 1;
+        let mut tables = BTreeMap::new();
+        for (name, pending) in &mut self.tables {
+            let changelog = match &mut pending.changelog {
+                Some(rows) if rows.has_pending() => Some(rows.take_round()?),
+                _ => None,
+            };
+            let mirror = match &mut pending.mirror {
+                Some(keys) if keys.has_pending() => Some(keys.take_round()),
+                _ => None,
+            };
+            if changelog.is_some() || mirror.is_some() {
+                let key_columns = pending.key_columns.clone();
+                tables.insert(
+                    name.clone(),
+                    TableRound {
+                        mirror,
+                        changelog,
+                        key_columns,
+                    },
+                );
+            }
+        }
+        let schema_changes = match &mut self.schema_changes {
+            Some(log) if log.has_pending() => Some(log.take_round("schema changes")?),
+            _ => None,
+        };
         // a replay may take several rounds to pass what a table already holds
         self.holds.retain(|_, held| &*held > through);
-        tracing::debug!(round, changes, ?merged, elapsed = ?started.elapsed(), position = %through, "delta commit");
+        self.last_round_through = Some(through.clone());
         self.first_pending_at = None;
         self.pending_bytes = 0;
         self.last_commit_at = Instant::now();
-        if let (Some(seq), Some(acks)) = (self.pending_seq.take(), &self.acks) {
-            acks.ack(Ack::Through(seq));
-        }
-        self.maintain(Some(round)).await
+        Ok(Round {
+            number: self.highest_round,
+            through: through.clone(),
+            tables,
+            schema_changes,
+            ack: self.pending_seq.take(),
+        })
     }
 
-    /// Compacts the tables this round touched; vacuums every table now and then.
-    async fn maintain(&mut self, round: Option<i64>) -> Result<(), ConnectorError> {
-        let (min_files, target_size) =
-            (self.config.compact_min_files, self.config.target_file_size);
-        let vacuum_due = self.last_vacuum_at.elapsed() >= self.config.vacuum_interval;
-        let retention = self.config.vacuum_retention;
-        let mut vacuumed = 0;
-        let mut targets: Vec<(&mut DeltaTarget, &[String])> = Vec::new();
-        for tables in self.tables.values_mut() {
-            let keys = tables.key_columns.as_slice();
-            if let Some(mirror) = &mut tables.mirror {
-                targets.push((&mut mirror.target, keys));
-            }
-            if let Some(changelog) = &mut tables.changelog {
-                targets.push((&mut changelog.target, &[]));
-            }
-        }
-        if let Some(log) = &mut self.schema_changes {
-            targets.push((&mut log.target, &[]));
-        }
-        for (target, sort_by) in targets {
-            if round == Some(target.round) {
-                target.compact(min_files, target_size, sort_by).await?;
-            }
-            if vacuum_due {
-                vacuumed += target.vacuum(retention).await?;
-            }
-        }
-        if vacuum_due {
-            self.last_vacuum_at = Instant::now();
-            tracing::debug!(files = vacuumed, "delta: vacuum done");
-        }
-        Ok(())
+    /// Waits for the round in flight; its error, if it failed.
+    async fn finish_round(&mut self) -> Result<(), ConnectorError> {
+        self.committer().await.map(|_| ())
     }
 }
 
@@ -540,7 +414,7 @@ pub fn committed_position(path: &str) -> Result<Option<Position>, ConnectorError
 }
 
 /// Table names may hold characters a path cannot; keep them readable where possible.
-fn urlencode(name: &str) -> String {
+pub(crate) fn urlencode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         match byte {
@@ -551,7 +425,7 @@ fn urlencode(name: &str) -> String {
     out
 }
 
-fn urldecode(name: &str) -> String {
+pub(crate) fn urldecode(name: &str) -> String {
     let bytes = name.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
@@ -604,9 +478,13 @@ impl Sink for DeltaSink {
     }
 
     async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
-        let position = self.recover().await?;
-        self.acks = Some(acks);
-        Ok(position)
+        let committer = self.committer().await?;
+        let recovered = committer.recover().await?;
+        committer.set_acks(acks);
+        self.holds = recovered.holds;
+        self.highest_round = recovered.highest_round;
+        self.last_round_through = recovered.position.clone();
+        Ok(recovered.position)
     }
 
     async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
@@ -626,18 +504,25 @@ impl Sink for DeltaSink {
             Some(since) => since.elapsed() >= self.config.commit_interval,
             None => self.last_commit_at.elapsed() >= self.config.commit_interval,
         };
+        if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
+            // a failed round stops the pipeline now, not at the next commit
+            self.finish_round().await?;
+        }
         if due {
             self.commit(through).await?;
         }
-        if self.last_vacuum_at.elapsed() >= self.config.vacuum_interval {
-            // a quiet pipeline still deletes what its last compactions replaced
-            self.maintain(None).await?;
+        if let Some(committer) = &mut self.committer {
+            if committer.vacuum_due() {
+                // a quiet pipeline still deletes what its last compactions replaced
+                committer.maintain(None).await?;
+            }
         }
         Ok(())
     }
 
     async fn flush(&mut self, through: &Position) -> Result<(), ConnectorError> {
-        self.commit(through).await
+        self.commit(through).await?;
+        self.finish_round().await
     }
 }
 
