@@ -591,3 +591,66 @@ async fn a_truncate_empties_the_mirror_or_flags_its_rows() {
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", soft.slot()))
         .await;
 }
+
+/// A MariaDB TRUNCATE (a statement of its own, logged as text) empties the mirror, whether the
+/// stream had read the table's layout before it or, first thing after a restart, has to ask
+/// the server; the changelog records each as `t`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_truncate_empties_the_mirror() {
+    let (db_name, mut db) = mysql_database("hw_delta_mtrunc").await;
+    let table = format!("`{db_name}`.t");
+    let insert = |id: i64, note: &str| {
+        format!("INSERT INTO {table} (id, v, amount, note) VALUES ({id}, {id}, {id}.00, '{note}')")
+    };
+    let work = Workdir::new();
+    work.mysql_config("dmtrunc", &db_name, "snapshot = \"initial\"", "");
+    work.use_delta_sink(None, "");
+    db.execute(&[insert(1, "a"), insert(2, "b")]).await;
+    work.catch_up();
+    // a new run whose first event of the table is the TRUNCATE: no layout seen yet
+    db.execute(&[
+        format!("TRUNCATE TABLE {table}"),
+        insert(3, "c"),
+        insert(4, "d"),
+    ])
+    .await;
+    work.catch_up();
+    // the layout known from the row just before
+    db.execute(&[insert(5, "e"), format!("TRUNCATE {table}"), insert(6, "f")])
+        .await;
+    work.catch_up();
+    let stream = format!("dmtrunc.{db_name}.t");
+    for reader in READERS {
+        let mirror = read_delta(reader, &work.delta_table("mirror", &stream));
+        assert_eq!(
+            mirror.project(&["id", "note"]),
+            vec![vec![json!(6), json!("f")]],
+            "{reader}"
+        );
+        let changes = read_delta(reader, &work.delta_table("changelog", &stream));
+        let mut ops: Vec<(String, serde_json::Value)> = changes
+            .project(&["__op", "id"])
+            .into_iter()
+            .map(|r| (r[0].as_str().unwrap_or_default().to_string(), r[1].clone()))
+            .collect();
+        ops.sort_by_key(|(op, id)| (id.as_i64(), op.clone()));
+        assert_eq!(
+            ops,
+            vec![
+                ("t".to_string(), json!(null)),
+                ("t".to_string(), json!(null)),
+                ("r".to_string(), json!(1)),
+                ("r".to_string(), json!(2)),
+                ("c".to_string(), json!(3)),
+                ("c".to_string(), json!(4)),
+                ("c".to_string(), json!(5)),
+                ("c".to_string(), json!(6)),
+            ],
+            "{reader}"
+        );
+    }
+    let _ = mysql_admin()
+        .await
+        .query_drop(format!("DROP DATABASE `{db_name}`"))
+        .await;
+}

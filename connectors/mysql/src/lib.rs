@@ -15,6 +15,7 @@ pub use source::MysqlSource;
 pub mod request;
 pub mod snapshot;
 mod sql_values;
+mod statement;
 
 /// The `[source]` `kind = "mysql"` descriptor: MySQL or MariaDB binlog.
 pub struct Connector;

@@ -195,6 +195,18 @@ impl ChunkReader {
         }))
     }
 
+    /// The table's layout as the server describes it now (version 0: the caller numbers it);
+    /// `None` when it does not exist.
+    pub async fn table_schema(
+        &mut self,
+        table: &TableId,
+    ) -> Result<Option<TableSchema>, ConnectorError> {
+        Ok(self
+            .describe(table)
+            .await?
+            .map(|described| described.schema))
+    }
+
     /// MariaDB's JSON columns are LONGTEXT with a `json_valid` check: hints naming them JSON.
     async fn json_check_hints(&mut self, table: &TableId) -> ColumnHints {
         let json_checks: Vec<Vec<u8>> = self

@@ -485,6 +485,17 @@ impl MysqlSource {
                     if stream.reader.handle(&event, &mut batch)? == Step::Done {
                         reached_stop = true;
                     }
+                    let truncates = stream.reader.take_unresolved_truncates();
+                    if !truncates.is_empty() {
+                        // bounded: the server may have gone silent
+                        let resolve =
+                            self.resolve_truncates(&mut batch, truncates, &mut stream.reader);
+                        tokio::time::timeout(silence, resolve).await.map_err(|_| {
+                            ConnectorError::retryable(format!(
+                                "no answer from the server for {silence:?} while reading the layout of a truncated table; reconnecting"
+                            ))
+                        })??;
+                    }
                     if batch
                         .iter()
                         .any(|e| matches!(e, SourceEvent::SchemaChange(_)))
@@ -544,6 +555,39 @@ impl MysqlSource {
                 return Ok(());
             }
         }
+    }
+
+    /// Completes the TRUNCATE records the reader had no layout for with their table's layout
+    /// as the server has it now, or drops one whose table is gone (dropped since): nothing
+    /// then says which columns its rows had, so sinks keep what they hold of it.
+    async fn resolve_truncates(
+        &self,
+        batch: &mut Vec<SourceEvent>,
+        truncates: Vec<usize>,
+        reader: &mut BinlogReader<'_>,
+    ) -> Result<(), ConnectorError> {
+        for at in truncates.into_iter().rev() {
+            let Some(SourceEvent::Change(record)) = batch.get_mut(at) else {
+                continue;
+            };
+            let mut server = self.server.chunk_reader().await?;
+            let described = server.table_schema(&record.table.id).await;
+            server.disconnect().await;
+            match described? {
+                Some(mut schema) => {
+                    schema.version = reader.schema_version(&schema)?;
+                    record.table = Arc::new(schema);
+                }
+                None => {
+                    tracing::warn!(
+                        table = %record.table.id,
+                        "a TRUNCATE of a table that no longer exists, whose columns are unknown: it is not passed on, and sinks keep the rows they hold of it"
+                    );
+                    batch.remove(at);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The binlog's next event, or the error that ends the stream.

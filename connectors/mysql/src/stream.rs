@@ -5,6 +5,7 @@ use crate::config::SYSTEM_DATABASES;
 use crate::decoder::{ColumnDecoder, DecodeError};
 use crate::gtid::{parse_gtid, parse_gtid_list};
 use crate::guard::{panic_message, previous_gtids_fit, table_map_counts_fit};
+use crate::statement::{qualified_databases, truncated_table};
 use crate::table::{describe, Collations, ColumnHints, TableInfo};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::position::format_uuid;
@@ -13,7 +14,7 @@ use headwater_contract::ServerUuid;
 use headwater_contract::{
     BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlGtidSet,
     MysqlSourceInfo, Op, Position, SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo,
-    TableFilter, TableSchema, TransactionInfo,
+    TableFilter, TableId, TableSchema, TransactionInfo,
 };
 use mysql_common::binlog::events::{
     Event, EventData, PreviousGtidsEvent, QueryEvent, RowsEventData, TableMapEvent,
@@ -139,6 +140,9 @@ pub struct BinlogReader<'a> {
     signal_table: Option<headwater_contract::TableId>,
     /// Watermarks read from it since the last `take_signals`.
     signals: Vec<String>,
+    /// Where in the caller's output TRUNCATE records wait for their table's layout
+    /// (`take_unresolved_truncates`).
+    unresolved_truncates: Vec<usize>,
 }
 
 fn is_system(db: &str) -> bool {
@@ -192,12 +196,20 @@ impl<'a> BinlogReader<'a> {
             hints: ColumnHints::default(),
             signal_table: None,
             signals: Vec::new(),
+            unresolved_truncates: Vec::new(),
         }
     }
 
     /// Reads snapshot watermarks from `table`'s rows instead of capturing it.
     pub fn watch_signals(&mut self, table: headwater_contract::TableId) {
         self.signal_table = Some(table);
+    }
+
+    /// The indices, in the output of the last `handle`, of TRUNCATE records of tables the stream
+    /// had no layout of (none seen since it started or since the last DDL). Their `table` holds
+    /// the table's name only: the caller reads the layout from the server and puts it in.
+    pub fn take_unresolved_truncates(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.unresolved_truncates)
     }
 
     /// The watermarks written to the signal table that the stream has passed so far.
@@ -493,6 +505,11 @@ impl<'a> BinlogReader<'a> {
                 } else {
                     Some(db).filter(|d| self.filter.covers_namespace(d))
                 };
+                if keyword == "TRUNCATE" {
+                    if let Some(table) = truncated_table(&text, &query.schema()) {
+                        self.truncate(table, out);
+                    }
+                }
                 if let Some(database) = database.filter(|d| !is_system(d)) {
                     self.schema_change(database, text.into_owned(), out);
                 }
@@ -586,6 +603,57 @@ impl<'a> BinlogReader<'a> {
             source,
             position,
         }));
+    }
+
+    /// A TRUNCATE of a captured table: a change record of its own (op `t`, no row images)
+    /// before the statement's schema-change record, so that sinks holding the table's rows
+    /// (the Delta mirror) empty it. The layout is the one of the table's last TABLE_MAP when
+    /// the stream has one; else the record is left for the caller to complete with the layout
+    /// the server has now (`take_unresolved_truncates`) — a truncate carries no row, so a
+    /// layout from after a later DDL changes only the record's schema version.
+    fn truncate(&mut self, table: TableId, out: &mut Vec<SourceEvent>) {
+        let signal = self.signal_table.as_ref() == Some(&table);
+        if signal
+            || is_system(&table.namespace)
+            || !self.filter.captures(&table.namespace, &table.table)
+        {
+            return;
+        }
+        let known = self
+            .tables
+            .iter()
+            .filter_map(|(id, cached)| Some((*id, cached.info.as_ref()?)))
+            .filter(|(_, info)| info.schema.id == table)
+            .max_by_key(|(id, _)| *id)
+            .map(|(id, info)| (id, Arc::clone(&info.schema)));
+        let (table_id, schema) = known.unwrap_or_else(|| {
+            let bare = TableSchema {
+                id: table.clone(),
+                version: 0,
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+            };
+            (u64::MAX, Arc::new(bare))
+        });
+        let names = (
+            Arc::<str>::from(table.namespace.as_str()),
+            Arc::<str>::from(table.table.as_str()),
+        );
+        let change = RowChange {
+            op: Op::Truncate,
+            key: None,
+            before: None,
+            after: None,
+        };
+        let at = out.len();
+        if self
+            .emit_row(change, table_id, &schema, &names, 0, out)
+            .is_ok()
+            && out.len() > at
+            && table_id == u64::MAX
+        {
+            self.unresolved_truncates.push(at);
+        }
     }
 
     fn table_map(&mut self, raw: &[u8], tme: &TableMapEvent<'_>) -> Result<(), ConnectorError> {
@@ -848,39 +916,6 @@ impl BinlogReader<'_> {
     }
 }
 
-/// Database names that qualify an identifier in a statement (`db.table`, `` `db`.`table` ``):
-/// DDL run without a default database names its database this way.
-fn qualified_databases(statement: &str) -> Vec<String> {
-    let bytes = statement.as_bytes();
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let (name, end) = if bytes[i] == b'`' {
-            match statement[i + 1..].find('`') {
-                Some(close) => (statement[i + 1..i + 1 + close].to_string(), i + close + 2),
-                None => break,
-            }
-        } else if bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$' {
-            let start = i;
-            let mut end = i;
-            while end < bytes.len()
-                && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_' || bytes[end] == b'$')
-            {
-                end += 1;
-            }
-            (statement[start..end].to_string(), end)
-        } else {
-            i += 1;
-            continue;
-        };
-        if bytes.get(end) == Some(&b'.') && !found.contains(&name) {
-            found.push(name);
-        }
-        i = end.max(i + 1);
-    }
-    found
-}
-
 /// One record's worth of a row event: an update that changes the key becomes two.
 struct RowChange {
     op: Op,
@@ -961,29 +996,6 @@ fn read_image<'d>(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::qualified_databases;
-
-    #[test]
-    fn finds_the_database_of_qualified_names() {
-        assert_eq!(
-            qualified_databases("ALTER TABLE `shop`.`orders` ADD x INT"),
-            ["shop"]
-        );
-        assert_eq!(
-            qualified_databases("alter table shop.orders add x int"),
-            ["shop"]
-        );
-        assert_eq!(qualified_databases("RENAME TABLE a.t1 TO b.t2"), ["a", "b"]);
-        assert!(
-            qualified_databases("CREATE TABLE t (x DECIMAL(5,2) DEFAULT 1.5)")
-                .iter()
-                .all(|d| d != "t")
-        );
-    }
 }
 
 /// A MySQL 8 stream (which no server here can produce) fed as bytes built from the documented
