@@ -31,7 +31,7 @@ cargo build --release --locked --quiet
 bin=$repo/target/release/headwater
 scripts/services.sh start mariadb >/dev/null
 sql() { mariadb --no-defaults -uroot --socket="$HEADWATER_SERVICES_DIR/mariadb/sock" "$@"; }
-sql -e "CREATE DATABASE bench; CREATE TABLE bench.items (
+sql -e "CREATE DATABASE bench; USE bench; CREATE TABLE bench.items (
   id BIGINT PRIMARY KEY, sku VARCHAR(32) NOT NULL, name VARCHAR(100) NOT NULL, price DECIMAL(10,2) NOT NULL,
   qty INT NOT NULL, weight DOUBLE, created DATETIME(6) NOT NULL, updated TIMESTAMP(6) NULL, active TINYINT NOT NULL,
   note TEXT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -4,7 +4,9 @@ use crate::error::delta_error;
 use deltalake::arrow::array::{
     new_null_array, ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::compute::{cast_with_options, CastOptions};
+use deltalake::arrow::compute::{
+    cast_with_options, lexsort_to_indices, take_record_batch, CastOptions, SortColumn,
+};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use headwater_contract::ConnectorError;
 use std::sync::Arc;
@@ -99,4 +101,25 @@ pub fn batch(
 ) -> Result<RecordBatch, ConnectorError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| delta_error(&format!("building rows of {label}"), e))
+}
+
+/// `batch` with its rows in the order of the columns `by` (unchanged when `by` is empty).
+pub fn sorted_by(
+    batch: RecordBatch,
+    by: &[String],
+) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    if by.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let columns = by
+        .iter()
+        .map(|name| {
+            Ok(SortColumn {
+                values: Arc::clone(batch.column(batch.schema().index_of(name)?)),
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>, deltalake::arrow::error::ArrowError>>()?;
+    let order = lexsort_to_indices(&columns, None)?;
+    take_record_batch(&batch, &order)
 }

@@ -2,6 +2,7 @@
 //! be reached is retried (the runtime resumes from the last commit, so nothing is lost); bad data,
 //! a changed table or a refused write stops the pipeline with what to do.
 
+use deltalake::parquet::errors::ParquetError;
 use deltalake::{DeltaTableError, ObjectStoreError};
 use headwater_contract::ConnectorError;
 use std::error::Error as StdError;
@@ -16,6 +17,9 @@ where
         delta_retryable(delta)
     } else if let Some(store) = any.downcast_ref::<ObjectStoreError>() {
         store_retryable(store)
+    } else if any.is::<ParquetError>() {
+        // a file read back by byte ranges: the store's error, wrapped by the Parquet reader
+        store_in_chain(any).is_some_and(store_retryable)
     } else {
         false
     };
@@ -174,7 +178,6 @@ fn network_io(io: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::parquet::errors::ParquetError;
 
     fn refused() -> ObjectStoreError {
         ObjectStoreError::Generic {
@@ -198,6 +201,11 @@ mod tests {
         };
         assert!(delta_error("writing", buffered).is_retryable());
         assert!(delta_error("reading", refused()).is_retryable());
+        // a file read back by byte ranges (a merge, a compaction)
+        let ranged = ParquetError::External(Box::new(refused()));
+        assert!(delta_error("reading keys", ranged).is_retryable());
+        let corrupt = ParquetError::General("bad footer".into());
+        assert!(!delta_error("reading keys", corrupt).is_retryable());
     }
 
     #[test]

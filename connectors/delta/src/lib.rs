@@ -7,6 +7,7 @@ pub mod changelog;
 pub mod committer;
 pub mod config;
 pub mod error;
+mod file_reader;
 pub mod maintenance;
 pub mod mirror;
 pub mod schema_changes;

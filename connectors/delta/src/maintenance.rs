@@ -4,12 +4,9 @@
 
 use crate::error::delta_error;
 use crate::table::{DeltaTarget, LiveFile};
-use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::compute::{
-    concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
-};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::DeltaOperation;
+use futures::StreamExt;
 use headwater_contract::ConnectorError;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +20,8 @@ pub struct Compaction {
 
 impl DeltaTarget {
     /// Merges the small files of each partition once `min_files` of them have gathered, at most
-    /// about one target file's worth at a time; `sort_by` orders the merged rows (the mirror's
-    /// key, so its files cover narrow key ranges and a merge reads few of them).
+    /// about one target file's worth at a time; `sort_by` (the mirror's key) orders the files
+    /// merged, each sorted by it already, so merged files cover narrow key ranges.
     pub async fn compact(
         &mut self,
         min_files: usize,
@@ -33,7 +30,7 @@ impl DeltaTarget {
     ) -> Result<Compaction, ConnectorError> {
         let small_below = (target_size / 2) as i64;
         let mut groups: BTreeMap<String, Vec<LiveFile>> = BTreeMap::new();
-        for file in self.live_files(None).await? {
+        for file in self.live_files(sort_by.first().map(String::as_str)).await? {
             if file.size < small_below {
                 let mut partition: Vec<_> = file.partition.iter().collect();
                 partition.sort();
@@ -57,21 +54,25 @@ impl DeltaTarget {
             if files.len() < 2 {
                 continue;
             }
+            // in key order of their first rows: files written by rounds hold sorted rows, so
+            // merged files keep covering narrow key ranges (a later merge reads few of them)
+            files.sort_by(|a, b| compare_bounds(&a.min, &b.min));
             let schema = self.arrow_schema()?;
-            let mut batches = Vec::new();
+            let mut actions: Vec<_> = files.iter().map(|f| f.remove(false)).collect();
+            // batch by batch: a compaction holds one batch and one row group, not its files
+            let mut writer = self.file_writer(false)?;
             for file in &files {
-                for part in self.read_file(&file.path).await? {
-                    batches.push(crate::batch::conform(&part, &schema, &self.label)?);
+                let mut batches = self.read_batches(file, None).await?;
+                while let Some(part) = batches.next().await {
+                    let part = part.map_err(|e| {
+                        delta_error(&format!("compacting {} ({})", self.label, file.path), e)
+                    })?;
+                    writer
+                        .write(crate::batch::conform(&part, &schema, &self.label)?)
+                        .await?;
                 }
             }
-            let merged = concat_batches(&schema, &batches)
-                .map_err(|e| delta_error(&format!("compacting {}", self.label), e))?;
-            // the rows are in `merged` now: hold them once, not twice, while sorting and writing
-            drop(batches);
-            let merged = sort(merged, sort_by)
-                .map_err(|e| delta_error(&format!("sorting {}", self.label), e))?;
-            let mut actions: Vec<_> = files.iter().map(|f| f.remove(false)).collect();
-            let adds = self.write_files(vec![merged], false).await?;
+            let adds = writer.finish().await?;
             done.files_in += files.len();
             done.files_out += adds.len();
             actions.extend(adds);
@@ -116,22 +117,17 @@ impl DeltaTarget {
     }
 }
 
-fn sort(
-    batch: RecordBatch,
-    by: &[String],
-) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
-    if by.is_empty() || batch.num_rows() < 2 {
-        return Ok(batch);
+/// Orders file statistics bounds: numbers as numbers, anything else as its JSON text; a file
+/// without them first.
+fn compare_bounds(
+    a: &Option<serde_json::Value>,
+    b: &Option<serde_json::Value>,
+) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            _ => a.to_string().cmp(&b.to_string()),
+        },
+        (a, b) => a.is_some().cmp(&b.is_some()),
     }
-    let columns = by
-        .iter()
-        .map(|name| {
-            Ok(SortColumn {
-                values: batch.column(batch.schema().index_of(name)?).clone(),
-                options: None,
-            })
-        })
-        .collect::<Result<Vec<_>, deltalake::arrow::error::ArrowError>>()?;
-    let order = lexsort_to_indices(&columns, None)?;
-    take_record_batch(&batch, &order)
 }

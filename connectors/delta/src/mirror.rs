@@ -10,12 +10,13 @@ use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::compute::{concat_batches, filter_record_batch};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
 use deltalake::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType,
 };
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::protocol::DeltaOperation;
+use futures::StreamExt;
 use headwater_contract::avro_scan::AvroReader;
 use headwater_contract::{ConnectorError, Op, Position, TableSchema};
 use std::sync::Arc;
@@ -299,6 +300,7 @@ impl MirrorRound {
         let keys = KeyMatcher::new(&schema, key_columns, &label)?;
         let changed = keys.key_set(&changes)?;
         let bounds = keys.int_bounds(&changes);
+        let upserts = upserts(changes, &deletes, self.soft_deletes, key_columns, &label)?;
         let mut actions = Vec::new();
         let first_key = key_columns.first().map(String::as_str);
         for file in target.live_files(first_key).await? {
@@ -311,37 +313,31 @@ impl MirrorRound {
                 actions.push(file.remove(true));
                 continue;
             }
+            // the key columns alone say whether the file holds a changed key
+            if truncation.is_none() && !keys.file_holds_any(target, &file, &changed).await? {
+                continue;
+            }
             stats.files_read += 1;
-            let mut removed_any = truncation.is_some();
-            let mut carried = Vec::new();
-            for part in target.read_file(&file.path).await? {
+            stats.files_rewritten += 1;
+            actions.push(file.remove(true));
+            // batch by batch, so a merge holds one batch of the file's rows, not the file
+            let mut rewrite = target.file_writer(true)?;
+            let mut batches = target.read_batches(&file, None).await?;
+            while let Some(part) = batches.next().await {
+                let part = part.map_err(|e| delta_error(&format!("reading {}", file.path), e))?;
                 let part = conform(&part, &schema, &label)?;
                 let keep = keys.not_in(&part, &changed)?;
-                if keep.true_count() < part.num_rows() {
-                    removed_any = true;
-                }
                 let part = filter_record_batch(&part, &keep)
                     .map_err(|e| delta_error("filtering rows", e))?;
-                carried.push(match &truncation {
+                let part = match &truncation {
                     Some(t) => flag_deleted(&part, t.commit_ts_ms, &t.position, &label)?,
                     None => part,
-                });
+                };
+                stats.rows_carried += part.num_rows();
+                rewrite.write(part).await?;
             }
-            if removed_any {
-                stats.files_rewritten += 1;
-                stats.rows_carried += carried.iter().map(RecordBatch::num_rows).sum::<usize>();
-                actions.push(file.remove(true));
-                // written file by file, so a merge holds one file's rows, not the table's
-                actions.extend(target.write_files(carried, true).await?);
-            }
+            actions.extend(rewrite.finish().await?);
         }
-        let upserts = if self.soft_deletes {
-            changes
-        } else {
-            let keep = deltalake::arrow::compute::not(&deletes)
-                .map_err(|e| delta_error("selecting upserts", e))?;
-            filter_record_batch(&changes, &keep).map_err(|e| delta_error("selecting upserts", e))?
-        };
         actions.extend(target.write_files(vec![upserts], true).await?);
         let operation = DeltaOperation::Merge {
             predicate: None,
@@ -356,6 +352,26 @@ impl MirrorRound {
         tracing::debug!(table = %label, ?stats, "delta: mirror merged");
         Ok(stats)
     }
+}
+
+/// The rows a round writes: its changes but hard deletes, in key order, so that a file covers
+/// a narrow key range and a later merge reads few files. Each step drops the batch before it.
+fn upserts(
+    changes: RecordBatch,
+    deletes: &BooleanArray,
+    soft_deletes: bool,
+    key_columns: &[String],
+    label: &str,
+) -> Result<RecordBatch, ConnectorError> {
+    let upserts = if soft_deletes {
+        changes
+    } else {
+        let keep = deltalake::arrow::compute::not(deletes)
+            .map_err(|e| delta_error("selecting upserts", e))?;
+        filter_record_batch(&changes, &keep).map_err(|e| delta_error("selecting upserts", e))?
+    };
+    batch::sorted_by(upserts, key_columns)
+        .map_err(|e| delta_error(&format!("sorting the changes of {label}"), e))
 }
 
 /// `rows` of a soft-deleting mirror after a TRUNCATE: each row not deleted yet is flagged
@@ -429,6 +445,8 @@ type KeySet = foldhash::HashSet<Box<[u8]>>;
 /// Compares rows by their key columns (Arrow's row format: one byte string per key).
 struct KeyMatcher {
     indexes: Vec<usize>,
+    names: Vec<String>,
+    converter_fields: Vec<DataType>,
     converter: RowConverter,
 }
 
@@ -439,17 +457,27 @@ impl KeyMatcher {
         label: &str,
     ) -> Result<Self, ConnectorError> {
         let mut indexes = Vec::new();
-        let mut sort_fields = Vec::new();
+        let mut converter_fields = Vec::new();
         for name in key_columns {
             let index = schema
                 .index_of(name)
                 .map_err(|e| delta_error(&format!("finding key column {name} of {label}"), e))?;
-            sort_fields.push(SortField::new(schema.field(index).data_type().clone()));
+            converter_fields.push(schema.field(index).data_type().clone());
             indexes.push(index);
         }
+        let sort_fields = converter_fields
+            .iter()
+            .cloned()
+            .map(SortField::new)
+            .collect();
         let converter = RowConverter::new(sort_fields)
             .map_err(|e| delta_error(&format!("comparing keys of {label}"), e))?;
-        Ok(KeyMatcher { indexes, converter })
+        Ok(KeyMatcher {
+            indexes,
+            names: key_columns.to_vec(),
+            converter_fields,
+            converter,
+        })
     }
 
     fn columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
@@ -465,6 +493,40 @@ impl KeyMatcher {
             .convert_columns(&self.columns(batch))
             .map_err(|e| delta_error("encoding keys", e))?;
         Ok(rows.iter().map(|r| Box::from(r.as_ref())).collect())
+    }
+
+    /// Whether `file` holds any key of `keys`, from its key columns alone.
+    async fn file_holds_any(
+        &self,
+        target: &DeltaTarget,
+        file: &LiveFile,
+        keys: &KeySet,
+    ) -> Result<bool, ConnectorError> {
+        let what = format!("reading the keys of {}", file.path);
+        let mut batches = target.read_batches(file, Some(&self.names)).await?;
+        while let Some(part) = batches.next().await {
+            let part = part.map_err(|e| delta_error(&what, e))?;
+            let mut columns = Vec::with_capacity(self.names.len());
+            for (name, field) in self.names.iter().zip(self.converter_fields.iter()) {
+                let Some(column) = part.column_by_name(name) else {
+                    return Ok(true); // not this layout: let the full read decide
+                };
+                let column = if column.data_type() == field {
+                    Arc::clone(column)
+                } else {
+                    cast(column, field).map_err(|e| delta_error(&what, e))?
+                };
+                columns.push(column);
+            }
+            let rows = self
+                .converter
+                .convert_columns(&columns)
+                .map_err(|e| delta_error("encoding keys", e))?;
+            if rows.iter().any(|r| keys.contains(r.as_ref())) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `true` for each row of `batch` whose key is not in `keys`.
