@@ -325,6 +325,7 @@ impl Committer {
             }
             let stats = merging?;
             merged.changed_keys += stats.changed_keys;
+            merged.files_read += stats.files_read;
             merged.files_rewritten += stats.files_rewritten;
             merged.rows_carried += stats.rows_carried;
         }
