@@ -121,5 +121,15 @@ pub fn sorted_by(
         })
         .collect::<Result<Vec<_>, deltalake::arrow::error::ArrowError>>()?;
     let order = lexsort_to_indices(&columns, None)?;
+    // rows mostly arrive in key order (inserts of growing keys, copies of a snapshot): then
+    // the batch is kept as it is rather than copied
+    if order
+        .values()
+        .iter()
+        .enumerate()
+        .all(|(at, row)| *row as usize == at)
+    {
+        return Ok(batch);
+    }
     take_record_batch(&batch, &order)
 }

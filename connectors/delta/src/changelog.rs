@@ -15,6 +15,8 @@ pub const TX_ID: &str = "__tx_id";
 pub const COMMIT_DATE: &str = "__commit_date";
 
 const MS_PER_DAY: i64 = 86_400_000;
+/// Rows per batch a round's changelog rows are gathered in.
+const CHUNK_ROWS: usize = 8192;
 
 /// Rows of one table version waiting for the next commit.
 struct Pending {
@@ -138,6 +140,12 @@ impl Changelog {
             dates.append_value(envelope.source_ts_ms.div_euclid(MS_PER_DAY) as i32);
         }
         self.rows += 1;
+        if pending.row.len() >= CHUNK_ROWS {
+            // a round is gathered in batches of bounded size: builders grown to a whole round
+            // would copy it again at every doubling and hold up to twice its size
+            let chunk = pending.finish(&self.label)?;
+            self.finished.push(chunk);
+        }
         Ok(())
     }
 

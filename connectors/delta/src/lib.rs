@@ -1,6 +1,7 @@
 //! The Delta Lake sink: per source table a current-state mirror and a changelog, as Delta tables
 //! on local disk or S3, committed exactly once with the source position.
 
+mod arena;
 pub mod arrow_rows;
 pub mod batch;
 pub mod changelog;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod error;
 mod file_reader;
 pub mod maintenance;
+mod merge;
 pub mod mirror;
 pub mod schema_changes;
 pub mod sink;

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use deltalake::{DeltaTableBuilder, ObjectStore};
 use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{
-    AckSender, ConnectorError, Position, PositionText, Problem, Sink, SinkRecord, StreamSchema,
+    AckSender, ConnectorError, Op, Position, PositionText, Problem, Sink, SinkRecord, StreamSchema,
     TableId, TableSchema,
 };
 use object_store::ObjectStoreExt;
@@ -63,6 +63,8 @@ pub struct DeltaSink {
     /// Every row's lineage names its log position; the GTID set is formatted once per set.
     position_text: PositionText,
     lineage: String,
+    /// The stream of the last change and its table name (named once per stream, not per change).
+    named_stream: Option<(Arc<StreamSchema>, Arc<str>)>,
 }
 
 /// A round is handed over early once its records add up to this many encoded bytes: pending
@@ -142,6 +144,7 @@ impl DeltaSink {
             last_commit_at: Instant::now(),
             position_text: PositionText::default(),
             lineage: String::new(),
+            named_stream: None,
         })
     }
 
@@ -197,13 +200,24 @@ impl DeltaSink {
         Ok((committer.checkpoint().position.clone(), tables))
     }
 
+    /// The name of `stream`'s table (`<server>.<namespace>.<table>`).
+    fn stream_name(&mut self, stream: &Arc<StreamSchema>) -> Arc<str> {
+        match &self.named_stream {
+            Some((named, name)) if Arc::ptr_eq(named, stream) => Arc::clone(name),
+            _ => {
+                let name: Arc<str> = stream.default_name().into();
+                self.named_stream = Some((Arc::clone(stream), Arc::clone(&name)));
+                name
+            }
+        }
+    }
+
     async fn tables_for(
         &mut self,
-        stream: &StreamSchema,
+        name: &str,
         table: &Arc<TableSchema>,
     ) -> Result<&mut Tables, ConnectorError> {
-        let name = stream.default_name();
-        if !self.tables.contains_key(&name) {
+        if !self.tables.contains_key(name) {
             if name.contains(['/', '\\']) {
                 // the store would read it as directories (`a/b`, or `../x` outside sink.path)
                 return Err(ConnectorError::definite(format!(
@@ -221,12 +235,12 @@ impl DeltaSink {
             let (mirror, changelog) = self
                 .committer()
                 .await?
-                .open_tables(&name, table, &key_columns)
+                .open_tables(name, table, &key_columns)
                 .await?;
             let partitioned = self.config.partition_by == PartitionBy::Day;
             let soft = self.config.deletes == crate::config::Deletes::Soft;
             self.tables.insert(
-                name.clone(),
+                name.to_string(),
                 Tables {
                     mirror: mirror.then(|| Mirror::new(soft)),
                     changelog: changelog
@@ -238,7 +252,7 @@ impl DeltaSink {
         }
         let tables = self
             .tables
-            .get_mut(&name)
+            .get_mut(name)
             .ok_or_else(|| ConnectorError::definite("delta: internal error, table missing"))?;
         if !tables
             .named_from
@@ -275,33 +289,56 @@ impl DeltaSink {
         let Some(op) = record.op else { return Ok(()) };
         let envelope = EnvelopeView::parse(&record.value, &table, stream.connector)
             .map_err(|e| ConnectorError::definite(format!("delta: {e}")))?;
+        let name = self.stream_name(&stream);
         // a replay after a restart skips what each table holds; after it, nothing is held
         let (skip_mirror, skip_changelog) = if self.holds.is_empty() {
             (false, false)
         } else {
-            let name = stream.default_name();
             (
                 self.already_held(&format!("mirror {name}"), &record.position),
                 self.already_held(&format!("changelog {name}"), &record.position),
             )
         };
-        self.tables_for(&stream, &table).await?;
         self.format_lineage(&record.position);
-        let Some(tables) = self.tables.get_mut(&stream.default_name()) else {
-            return Ok(());
-        };
+        let lineage = std::mem::take(&mut self.lineage);
+        let applied = self
+            .apply_change(
+                &name,
+                &table,
+                op,
+                &envelope,
+                &lineage,
+                (skip_mirror, skip_changelog),
+            )
+            .await;
+        self.lineage = lineage;
+        applied
+    }
+
+    /// Applies one change to the pending rows of `name`'s tables but those `held` (mirror,
+    /// changelog) already hold.
+    async fn apply_change(
+        &mut self,
+        name: &str,
+        table: &Arc<TableSchema>,
+        op: Op,
+        envelope: &EnvelopeView<'_>,
+        lineage: &str,
+        (skip_mirror, skip_changelog): (bool, bool),
+    ) -> Result<(), ConnectorError> {
+        let tables = self.tables_for(name, table).await?;
         if let (Some(mirror), false) = (&mut tables.mirror, skip_mirror) {
             mirror.apply(
-                &table,
+                table,
                 op,
                 envelope.before,
                 envelope.after,
                 envelope.source_ts_ms,
-                &self.lineage,
+                lineage,
             )?;
         }
         if let (Some(changelog), false) = (&mut tables.changelog, skip_changelog) {
-            changelog.append(&table, op, &envelope, &self.lineage)?;
+            changelog.append(table, op, envelope, lineage)?;
         }
         Ok(())
     }
