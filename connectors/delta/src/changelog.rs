@@ -18,6 +18,13 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// Rows per batch a round's changelog rows are gathered in.
 const CHUNK_ROWS: usize = 8192;
 
+/// Where a change's row is among a round's changelog batches.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangelogRow {
+    pub batch: usize,
+    pub row: usize,
+}
+
 /// Rows of one table version waiting for the next commit.
 struct Pending {
     op: StringBuilder,
@@ -105,14 +112,15 @@ impl Changelog {
         }
     }
 
-    /// Adds one change; `position` is the text of the log position after it.
+    /// Adds one change; `position` is the text of the log position after it. Says where its
+    /// row is among the batches [`Changelog::take_round`] will give.
     pub fn append(
         &mut self,
         table: &Arc<TableSchema>,
         op: Op,
         envelope: &EnvelopeView<'_>,
         position: &str,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<ChangelogRow, ConnectorError> {
         let same_version = self.current.as_ref().is_some_and(|p| {
             Arc::ptr_eq(p.row.table(), table) || p.row.table().version == table.version
         });
@@ -123,7 +131,14 @@ impl Changelog {
             self.current = Some(pending);
         }
         let Some(pending) = self.current.as_mut() else {
-            return Ok(());
+            return Err(ConnectorError::definite(
+                "delta: internal error, no changelog rows",
+            ));
+        };
+        // the current rows become the next finished batch
+        let at = ChangelogRow {
+            batch: self.finished.len(),
+            row: pending.row.len(),
         };
         let image = match op {
             Op::Delete => envelope.before,
@@ -146,7 +161,7 @@ impl Changelog {
             let chunk = pending.finish(&self.label)?;
             self.finished.push(chunk);
         }
-        Ok(())
+        Ok(at)
     }
 
     fn merge_fields(&mut self, fields: Vec<Field>) {
@@ -182,6 +197,10 @@ impl Changelog {
 }
 
 impl ChangelogRound {
+    pub fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+
     /// Appends the rows to `target` as round `round`, covering `through`.
     pub async fn commit(
         self,

@@ -48,11 +48,12 @@ impl MirrorRound {
         // the images are in `changes` now; a merge of a large round holds them once
         let MirrorRound {
             entries,
+            changelog,
             arena,
             truncation,
             soft_deletes,
         } = self;
-        drop((entries, arena));
+        drop((entries, changelog, arena));
         let keys = KeyMatcher::new(&schema, key_columns, &label)?;
         // the changed keys as a set, made only once a file may hold one of them (rounds of new
         // keys past every file's range need none)

@@ -5,14 +5,14 @@
 use crate::arena::{Arena, Span};
 use crate::arrow_rows::RowColumns;
 use crate::batch::{self, conform, utc_micros, Lineage};
+use crate::changelog::ChangelogRow;
 use crate::error::delta_error;
-use deltalake::arrow::array::{
-    ArrayRef, BooleanArray, BooleanBuilder, RecordBatch, TimestampMicrosecondBuilder,
-};
-use deltalake::arrow::compute::concat_batches;
+use deltalake::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use deltalake::arrow::compute::interleave;
 use deltalake::arrow::datatypes::{DataType, Field, SchemaRef};
 use hashbrown::HashTable;
 use headwater_contract::avro_scan::AvroReader;
+use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{ConnectorError, Op, TableSchema};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -31,13 +31,22 @@ pub(crate) struct Entry {
     pub(crate) table: Arc<TableSchema>,
     key: Span,
     /// The row after the change; for a delete, the row before it.
-    image: Span,
-    /// The text of the log position after the change.
-    position: Span,
+    image: Image,
     delete: bool,
     commit_ts_ms: i64,
     /// `false` once a later change of the same key replaced it.
     live: bool,
+}
+
+/// Where an entry's row image and lineage are.
+#[derive(Debug, Clone, Copy)]
+enum Image {
+    /// A row of the round's changelog, which holds the same image, commit time and position
+    /// (decoded once, for both tables).
+    Changelog(ChangelogRow),
+    /// In the round's arena: the changelog is not written, already holds the change (a replay),
+    /// or holds another image (the old key of a key change).
+    Bytes { image: Span, position: Span },
 }
 
 /// What one commit did, for logs and the benchmark.
@@ -60,10 +69,15 @@ pub(crate) struct Truncation {
 pub struct Mirror {
     soft_deletes: bool,
     truncation: Option<Truncation>,
-    /// The index in `entries` of each key's last change, found by the key's bytes.
-    keys: HashTable<usize>,
+    /// The hash of each changed key and the index in `entries` of its last change (the hash is
+    /// kept so growing the table reads no key bytes back).
+    keys: HashTable<(u64, usize)>,
     hasher: foldhash::fast::RandomState,
     entries: Vec<Entry>,
+    /// How many of `entries` a later change of their key replaced.
+    replaced: usize,
+    /// Whether an entry names a changelog row (the round then takes the changelog's rows).
+    uses_changelog: bool,
     arena: Arena,
     /// The key being read (reused: no allocation per change).
     scratch: Vec<u8>,
@@ -134,6 +148,8 @@ impl Mirror {
             keys: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
             entries: Vec::new(),
+            replaced: 0,
+            uses_changelog: false,
             arena: Arena::default(),
             scratch: Vec::with_capacity(16),
         }
@@ -154,16 +170,18 @@ impl Mirror {
     }
 
     /// Records one change: the key's last change wins; a key change deletes the old key.
-    /// `position` is the text of the log position after the change.
+    /// `position` is the text of the log position after the change; `in_changelog` the row the
+    /// changelog wrote for it, when it did.
     pub fn apply(
         &mut self,
         table: &Arc<TableSchema>,
         op: Op,
-        before: Option<&[u8]>,
-        after: Option<&[u8]>,
-        commit_ts_ms: i64,
+        envelope: &EnvelopeView<'_>,
         position: &str,
+        in_changelog: Option<ChangelogRow>,
     ) -> Result<(), ConnectorError> {
+        let (before, after) = (envelope.before, envelope.after);
+        let commit_ts_ms = envelope.source_ts_ms;
         let malformed = || {
             ConnectorError::definite(format!(
                 "delta: a row image of {} does not follow its schema (version {})",
@@ -173,6 +191,7 @@ impl Mirror {
         if op == Op::Truncate {
             // what this commit changed before the TRUNCATE is gone with everything else
             self.entries.clear();
+            self.replaced = 0;
             self.keys.clear();
             self.arena = Arena::default();
             self.truncation = Some(Truncation {
@@ -196,16 +215,33 @@ impl Mirror {
         };
         let mut key = std::mem::take(&mut self.scratch);
         key_bytes(table, image, &mut key).ok_or_else(malformed)?;
-        let position = self.arena.push(position.as_bytes());
+        let mut position_bytes = None;
         if let (Some(before), Some(_)) = (before, after) {
             // a key change: the old key leaves the mirror
             let mut old = Vec::with_capacity(key.len());
             key_bytes(table, before, &mut old).ok_or_else(malformed)?;
             if old != key {
-                self.set(&old, table, before, true, commit_ts_ms, position);
+                let at =
+                    *position_bytes.get_or_insert_with(|| self.arena.push(position.as_bytes()));
+                let before = Image::Bytes {
+                    image: self.arena.push(before),
+                    position: at,
+                };
+                self.set(&old, table, before, true, commit_ts_ms);
             }
         }
-        self.set(&key, table, image, delete, commit_ts_ms, position);
+        let image = match in_changelog {
+            Some(row) => {
+                self.uses_changelog = true;
+                Image::Changelog(row)
+            }
+            None => Image::Bytes {
+                image: self.arena.push(image),
+                position: *position_bytes
+                    .get_or_insert_with(|| self.arena.push(position.as_bytes())),
+            },
+        };
+        self.set(&key, table, image, delete, commit_ts_ms);
         self.scratch = key;
         Ok(())
     }
@@ -214,46 +250,54 @@ impl Mirror {
         &mut self,
         key: &[u8],
         table: &Arc<TableSchema>,
-        image: &[u8],
+        image: Image,
         delete: bool,
         commit_ts_ms: i64,
-        position: Span,
     ) {
         let index = self.entries.len();
         let hash = self.hasher.hash_one(key);
         let (arena, entries) = (&self.arena, &mut self.entries);
         // a later change moves the key to the end, so entries stay in change order
-        let same_key = |i: &usize| arena.get(entries[*i].key) == key;
+        let same_key = |(h, i): &(u64, usize)| *h == hash && arena.get(entries[*i].key) == key;
         let key = match self.keys.find_mut(hash, same_key) {
-            Some(slot) => {
+            Some((_, slot)) => {
                 let old = std::mem::replace(slot, index);
                 entries[old].live = false;
+                self.replaced += 1;
                 entries[old].key
             }
             None => {
-                let hasher = &self.hasher;
-                self.keys
-                    .insert_unique(hash, index, |i| hasher.hash_one(arena.get(entries[*i].key)));
+                self.keys.insert_unique(hash, (hash, index), |(h, _)| *h);
                 self.arena.push(key)
             }
         };
-        let image = self.arena.push(image);
         self.entries.push(Entry {
             table: Arc::clone(table),
             key,
             image,
-            position,
             delete,
             commit_ts_ms,
             live: true,
         });
     }
 
-    /// The pending changes, taken for a round.
-    pub fn take_round(&mut self) -> MirrorRound {
-        self.keys.clear();
+    /// The pending changes, taken for a round; `changelog` is the round's changelog rows.
+    pub fn take_round(&mut self, changelog: &[RecordBatch]) -> MirrorRound {
+        // not sized for the next round: a table idle from now on would hold the memory
+        self.keys = HashTable::new();
+        let taken = std::mem::take(&mut self.entries);
+        let entries = if std::mem::take(&mut self.replaced) == 0 {
+            taken
+        } else {
+            taken.into_iter().filter(|e| e.live).collect()
+        };
         MirrorRound {
-            entries: self.entries.drain(..).filter(|e| e.live).collect(),
+            entries,
+            changelog: if std::mem::take(&mut self.uses_changelog) {
+                changelog.to_vec()
+            } else {
+                Vec::new()
+            },
             arena: std::mem::take(&mut self.arena),
             truncation: self.truncation.take(),
             soft_deletes: self.soft_deletes,
@@ -265,62 +309,123 @@ impl Mirror {
 /// changed key, in change order.
 pub struct MirrorRound {
     pub(crate) entries: Vec<Entry>,
+    /// The round's changelog rows, when entries name some of them.
+    pub(crate) changelog: Vec<RecordBatch>,
     pub(crate) arena: Arena,
     pub(crate) truncation: Option<Truncation>,
     pub(crate) soft_deletes: bool,
 }
 
 impl MirrorRound {
-    /// Every pending entry as one batch in the table's schema, with its delete flags.
+    /// Every pending entry as one batch in the table's schema, with its delete flags: rows
+    /// taken from the changelog's rows where they are there, decoded otherwise.
     pub(crate) fn changes(
         &self,
         schema: &SchemaRef,
         label: &str,
     ) -> Result<(RecordBatch, BooleanArray), ConnectorError> {
-        let entries = &self.entries;
-        let mut batches = Vec::new();
-        let mut deletes = BooleanBuilder::new();
-        let mut at = 0;
-        while at < entries.len() {
-            let table = Arc::clone(&entries[at].table);
-            let end = entries[at..]
-                .iter()
-                .position(|e| e.table.version != table.version)
-                .map_or(entries.len(), |n| at + n);
-            let mut row = RowColumns::new(&table, kept, end - at);
-            let mut lineage = Lineage::new(end - at);
-            let mut deleted = BooleanBuilder::new();
-            let mut deleted_at = TimestampMicrosecondBuilder::new().with_data_type(utc_micros());
-            for entry in &entries[at..end] {
-                row.append(Some(self.arena.get(entry.image)))
-                    .map_err(|e| ConnectorError::definite(e.to_string()))?;
-                let position = std::str::from_utf8(self.arena.get(entry.position))
-                    .map_err(|e| delta_error("reading a position text", e))?;
-                lineage.append(entry.commit_ts_ms, position);
-                deletes.append_value(entry.delete);
-                deleted.append_value(entry.delete);
-                deleted_at.append_option(entry.delete.then_some(entry.commit_ts_ms * 1000));
-            }
-            let mut fields = row.fields();
-            fields.extend(Lineage::fields());
-            let mut columns = row.finish();
-            columns.extend(lineage.finish());
-            if self.soft_deletes {
-                fields.push(Field::new(DELETED, DataType::Boolean, true));
-                fields.push(Field::new(DELETED_AT, utc_micros(), true));
-                columns.push(Arc::new(deleted.finish()) as ArrayRef);
-                columns.push(Arc::new(deleted_at.finish()) as ArrayRef);
-            }
-            let part = batch::batch(fields, columns, label)?;
-            batches.push(conform(&part, schema, label)?);
-            at = end;
+        let deletes: BooleanArray = self.entries.iter().map(|e| Some(e.delete)).collect();
+        if self.entries.is_empty() {
+            return Ok((RecordBatch::new_empty(Arc::clone(schema)), deletes));
         }
-        let all = if batches.len() == 1 {
-            batches.remove(0)
-        } else {
-            concat_batches(schema, &batches)
-                .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?
-        };
-        Ok((all, deletes.finish()))
+        let mut sources = self
+            .changelog
+            .iter()
+            .map(|rows| conform(rows, schema, label))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut indices = Vec::with_capacity(self.entries.len());
+        let mut decoding: Option<Decoding> = None;
+        for entry in &self.entries {
+            let (image, position) = match entry.image {
+                Image::Changelog(row) => {
+                    indices.push((row.batch, row.row));
+                    continue;
+                }
+                Image::Bytes { image, position } => (image, position),
+            };
+            // rows are decoded by table version, each version's batch made to fit the table
+            if decoding
+                .as_ref()
+                .is_some_and(|d| d.row.table().version != entry.table.version)
+            {
+                if let Some(done) = decoding.take() {
+                    sources.push(done.finish(schema, label)?);
+                }
+            }
+            let decoded = decoding.get_or_insert_with(|| Decoding::new(&entry.table));
+            indices.push((sources.len(), decoded.row.len()));
+            decoded.append(
+                self.arena.get(image),
+                entry.commit_ts_ms,
+                self.arena.get(position),
+            )?;
+        }
+        if let Some(done) = decoding {
+            sources.push(done.finish(schema, label)?);
+        }
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for index in 0..schema.fields().len() {
+            let arrays: Vec<&dyn Array> =
+                sources.iter().map(|b| b.column(index).as_ref()).collect();
+            columns.push(
+                interleave(&arrays, &indices)
+                    .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?,
+            );
+        }
+        if self.soft_deletes {
+            let column = |name: &str| {
+                schema
+                    .index_of(name)
+                    .map_err(|e| delta_error(&format!("finding column {name} of {label}"), e))
+            };
+            let deleted_at: TimestampMicrosecondArray = self
+                .entries
+                .iter()
+                .map(|e| e.delete.then_some(e.commit_ts_ms.saturating_mul(1000)))
+                .collect();
+            columns[column(DELETED)?] = Arc::new(deletes.clone());
+            columns[column(DELETED_AT)?] = Arc::new(deleted_at.with_timezone("UTC"));
+        }
+        let all = RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?;
+        Ok((all, deletes))
+    }
+}
+
+/// Entries' row images being decoded (those the changelog does not hold), of one table version.
+struct Decoding {
+    row: RowColumns,
+    lineage: Lineage,
+}
+
+impl Decoding {
+    fn new(table: &Arc<TableSchema>) -> Self {
+        Decoding {
+            row: RowColumns::new(table, kept, 0),
+            lineage: Lineage::new(0),
+        }
+    }
+
+    fn append(
+        &mut self,
+        image: &[u8],
+        commit_ts_ms: i64,
+        position: &[u8],
+    ) -> Result<(), ConnectorError> {
+        self.row
+            .append(Some(image))
+            .map_err(|e| ConnectorError::definite(e.to_string()))?;
+        let position =
+            std::str::from_utf8(position).map_err(|e| delta_error("reading a position text", e))?;
+        self.lineage.append(commit_ts_ms, position);
+        Ok(())
+    }
+
+    fn finish(mut self, schema: &SchemaRef, label: &str) -> Result<RecordBatch, ConnectorError> {
+        let mut fields = self.row.fields();
+        fields.extend(Lineage::fields());
+        let mut columns = self.row.finish();
+        columns.extend(self.lineage.finish());
+        conform(&batch::batch(fields, columns, label)?, schema, label)
     }
 }

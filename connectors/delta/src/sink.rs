@@ -327,18 +327,13 @@ impl DeltaSink {
         (skip_mirror, skip_changelog): (bool, bool),
     ) -> Result<(), ConnectorError> {
         let tables = self.tables_for(name, table).await?;
-        if let (Some(mirror), false) = (&mut tables.mirror, skip_mirror) {
-            mirror.apply(
-                table,
-                op,
-                envelope.before,
-                envelope.after,
-                envelope.source_ts_ms,
-                lineage,
-            )?;
-        }
+        // the changelog first: the mirror takes the row it decoded rather than decoding again
+        let mut in_changelog = None;
         if let (Some(changelog), false) = (&mut tables.changelog, skip_changelog) {
-            changelog.append(table, op, envelope, lineage)?;
+            in_changelog = Some(changelog.append(table, op, envelope, lineage)?);
+        }
+        if let (Some(mirror), false) = (&mut tables.mirror, skip_mirror) {
+            mirror.apply(table, op, envelope, lineage, in_changelog)?;
         }
         Ok(())
     }
@@ -390,7 +385,10 @@ impl DeltaSink {
                 _ => None,
             };
             let mirror = match &mut pending.mirror {
-                Some(keys) if keys.has_pending() => Some(keys.take_round()),
+                Some(keys) if keys.has_pending() => {
+                    let rows = changelog.as_ref().map_or(&[][..], |c| c.batches());
+                    Some(keys.take_round(rows))
+                }
                 _ => None,
             };
             if changelog.is_some() || mirror.is_some() {
