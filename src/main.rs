@@ -26,7 +26,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-// A third of the binlog hot path was glibc malloc/free; mimalloc measured faster here.
+// A third of the binlog hot path was glibc malloc/free; mimalloc measured faster here. Version 2
+// (feature `v2`): version 3 kept freed pages a second longer, and a Delta run peaked 70 MiB higher.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

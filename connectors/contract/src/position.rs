@@ -446,12 +446,21 @@ fn write_binlog_position(
     gtid_set: &dyn fmt::Display,
     backfill: Option<&dyn fmt::Display>,
 ) -> fmt::Result {
-    write!(out, "{}:{}", position.file, position.pos)?;
+    // a sink writes one per row (the Delta tables' lineage): numbers through itoa rather than
+    // the formatting machinery
+    let mut number = itoa::Buffer::new();
+    out.write_str(&position.file)?;
+    out.write_char(':')?;
+    out.write_str(number.format(position.pos))?;
     if position.rows_done > 0 {
-        write!(out, "+{} rows", position.rows_done)?;
+        out.write_char('+')?;
+        out.write_str(number.format(position.rows_done))?;
+        out.write_str(" rows")?;
     }
     if !position.gtid_set.is_empty() {
-        write!(out, " (gtid {gtid_set})")?;
+        out.write_str(" (gtid ")?;
+        write!(out, "{gtid_set}")?;
+        out.write_char(')')?;
     }
     if let Some(backfill) = backfill {
         write!(out, "{backfill}")?;

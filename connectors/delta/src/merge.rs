@@ -39,8 +39,8 @@ impl MirrorRound {
             return Ok(stats);
         }
         let label = target.label.clone();
-        if let Some(last) = self.entries.last() {
-            let fields = Mirror::initial_fields(&last.table, self.soft_deletes);
+        if let (Some(last), false) = (self.tables.last(), self.entries.is_empty()) {
+            let fields = Mirror::initial_fields(last, self.soft_deletes);
             target.add_columns(&fields).await?;
         }
         let schema = target.arrow_schema()?;
@@ -48,12 +48,13 @@ impl MirrorRound {
         // the images are in `changes` now; a merge of a large round holds them once
         let MirrorRound {
             entries,
+            tables,
             changelog,
             arena,
             truncation,
             soft_deletes,
         } = self;
-        drop((entries, changelog, arena));
+        drop((entries, tables, changelog, arena));
         let keys = KeyMatcher::new(&schema, key_columns, &label)?;
         // the changed keys as a set, made only once a file may hold one of them (rounds of new
         // keys past every file's range need none)

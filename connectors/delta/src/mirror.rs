@@ -28,7 +28,9 @@ fn kept(name: &str) -> bool {
 
 /// The last change of one key in this commit; its bytes are in the round's [`Arena`].
 pub(crate) struct Entry {
-    pub(crate) table: Arc<TableSchema>,
+    /// Index of the entry's table version in the round's `tables` (not an `Arc` each: counting
+    /// references to a schema every thread touches was most of the time spent here).
+    version: usize,
     key: Span,
     /// The row after the change; for a delete, the row before it.
     image: Image,
@@ -76,6 +78,8 @@ pub struct Mirror {
     entries: Vec<Entry>,
     /// How many of `entries` a later change of their key replaced.
     replaced: usize,
+    /// The table versions entries name.
+    tables: Vec<Arc<TableSchema>>,
     /// Whether an entry names a changelog row (the round then takes the changelog's rows).
     uses_changelog: bool,
     arena: Arena,
@@ -149,6 +153,7 @@ impl Mirror {
             hasher: foldhash::fast::RandomState::default(),
             entries: Vec::new(),
             replaced: 0,
+            tables: Vec::new(),
             uses_changelog: false,
             arena: Arena::default(),
             scratch: Vec::with_capacity(16),
@@ -191,6 +196,7 @@ impl Mirror {
         if op == Op::Truncate {
             // what this commit changed before the TRUNCATE is gone with everything else
             self.entries.clear();
+            self.tables.clear();
             self.replaced = 0;
             self.keys.clear();
             self.arena = Arena::default();
@@ -271,8 +277,12 @@ impl Mirror {
                 self.arena.push(key)
             }
         };
+        let same_version = self.tables.last().is_some_and(|t| Arc::ptr_eq(t, table));
+        if !same_version {
+            self.tables.push(Arc::clone(table));
+        }
         self.entries.push(Entry {
-            table: Arc::clone(table),
+            version: self.tables.len() - 1,
             key,
             image,
             delete,
@@ -293,6 +303,7 @@ impl Mirror {
         };
         MirrorRound {
             entries,
+            tables: std::mem::take(&mut self.tables),
             changelog: if std::mem::take(&mut self.uses_changelog) {
                 changelog.to_vec()
             } else {
@@ -309,6 +320,8 @@ impl Mirror {
 /// changed key, in change order.
 pub struct MirrorRound {
     pub(crate) entries: Vec<Entry>,
+    /// The table versions of `entries`, in the order they were first seen.
+    pub(crate) tables: Vec<Arc<TableSchema>>,
     /// The round's changelog rows, when entries name some of them.
     pub(crate) changelog: Vec<RecordBatch>,
     pub(crate) arena: Arena,
@@ -346,13 +359,14 @@ impl MirrorRound {
             // rows are decoded by table version, each version's batch made to fit the table
             if decoding
                 .as_ref()
-                .is_some_and(|d| d.row.table().version != entry.table.version)
+                .is_some_and(|d| d.row.table().version != self.tables[entry.version].version)
             {
                 if let Some(done) = decoding.take() {
                     sources.push(done.finish(schema, label)?);
                 }
             }
-            let decoded = decoding.get_or_insert_with(|| Decoding::new(&entry.table));
+            let decoded =
+                decoding.get_or_insert_with(|| Decoding::new(&self.tables[entry.version]));
             indices.push((sources.len(), decoded.row.len()));
             decoded.append(
                 self.arena.get(image),

@@ -13,7 +13,7 @@ use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transactio
 use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStream;
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use deltalake::parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -82,6 +82,12 @@ fn writer_properties(compression: Compression) -> WriterProperties {
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT)
         // one distinct value per row: a dictionary only costs time
         .set_column_dictionary_enabled(ColumnPath::from(crate::batch::POSITION), false)
+        // position texts do not sort in log order (`file:12` > `file:100`), so their minimum and
+        // maximum would let no reader skip a file, and comparing every value is wasted work
+        .set_column_statistics_enabled(
+            ColumnPath::from(crate::batch::POSITION),
+            EnabledStatistics::None,
+        )
         // a row group is encoded in memory until it is complete: bounded rows, bounded memory
         // (a merge or compaction never holds a whole target-size file)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
