@@ -443,3 +443,107 @@ impl Decoding {
         conform(&batch::batch(fields, columns, label)?, schema, label)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changelog::Changelog;
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{Int64Type, Schema, TimestampMicrosecondType};
+    use headwater_contract::avro::{RowEncoder, Value};
+    use headwater_contract::{Column, FieldType, TableId};
+
+    fn table() -> Arc<TableSchema> {
+        let column = |name: &str, field_type, nullable| Column {
+            name: name.into(),
+            field_type,
+            nullable,
+            sql_type: "t".into(),
+        };
+        Arc::new(TableSchema {
+            id: TableId {
+                namespace: "db".into(),
+                table: "t".into(),
+            },
+            version: 1,
+            columns: vec![
+                column("id", FieldType::Long, false),
+                column("name", FieldType::String, true),
+            ],
+            primary_key: vec![0],
+        })
+    }
+
+    fn row(table: &TableSchema, id: i64, name: &str) -> Vec<u8> {
+        RowEncoder::row_bytes(table, &[Value::Long(id), Value::Text(name.into())]).unwrap()
+    }
+
+    /// Rows the changelog decoded and images only the mirror kept (a key change's old key, a
+    /// change the changelog skipped) come out as one batch, in the order of each key's last
+    /// change, with soft-delete flags.
+    #[test]
+    fn a_round_takes_rows_from_the_changelog_and_from_its_own_images() {
+        let table = table();
+        let mut changelog = Changelog::new("changelog t".into(), false);
+        let mut mirror = Mirror::new(true);
+        let (a1, b2, c3, d4) = (
+            row(&table, 1, "a"),
+            row(&table, 2, "b"),
+            row(&table, 3, "c"),
+            row(&table, 4, "d"),
+        );
+        let changes: [(Op, Option<&[u8]>, Option<&[u8]>, bool); 5] = [
+            (Op::Create, None, Some(&a1), true),
+            (Op::Create, None, Some(&b2), true),
+            (Op::Update, Some(&a1), Some(&c3), true), // key 1 becomes key 3
+            (Op::Delete, Some(&b2), None, true),
+            (Op::Create, None, Some(&d4), false), // the changelog holds it already
+        ];
+        for (at, (op, before, after, logged)) in changes.into_iter().enumerate() {
+            let envelope = EnvelopeView {
+                before,
+                after,
+                source_ts_ms: 1000 + at as i64,
+                transaction_id: None,
+            };
+            let position = format!("p{at}");
+            let in_changelog = if logged {
+                Some(changelog.append(&table, op, &envelope, &position).unwrap())
+            } else {
+                None
+            };
+            mirror
+                .apply(&table, op, &envelope, &position, in_changelog)
+                .unwrap();
+        }
+        let logged = changelog.take_round().unwrap();
+        let round = mirror.take_round(logged.batches());
+        let schema = Arc::new(Schema::new(Mirror::initial_fields(&table, true)));
+        let (rows, deletes) = round.changes(&schema, "mirror t").unwrap();
+        let column = |name: &str| rows.column(schema.index_of(name).unwrap()).clone();
+        let ids: Vec<i64> = column("id").as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(ids, [1, 3, 2, 4]);
+        let names: Vec<_> = column("name")
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(names, ["a", "c", "b", "d"]);
+        let positions: Vec<_> = column(batch::POSITION)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(positions, ["p2", "p2", "p3", "p4"]);
+        let flags: Vec<_> = deletes.iter().flatten().collect();
+        assert_eq!(flags, [true, false, true, false]);
+        let deleted: Vec<_> = column(DELETED).as_boolean().iter().flatten().collect();
+        assert_eq!(deleted, flags);
+        let deleted_at = column(DELETED_AT);
+        let deleted_at = deleted_at.as_primitive::<TimestampMicrosecondType>();
+        let deleted_at: Vec<_> = deleted_at.iter().collect();
+        assert_eq!(deleted_at, [Some(1_002_000), None, Some(1_003_000), None]);
+    }
+}
