@@ -474,6 +474,9 @@ mod tests {
         })
     }
 
+    /// An op, its images before and after, and whether the changelog writes it.
+    type Change<'a> = (Op, Option<&'a [u8]>, Option<&'a [u8]>, bool);
+
     fn row(table: &TableSchema, id: i64, name: &str) -> Vec<u8> {
         RowEncoder::row_bytes(table, &[Value::Long(id), Value::Text(name.into())]).unwrap()
     }
@@ -492,7 +495,7 @@ mod tests {
             row(&table, 3, "c"),
             row(&table, 4, "d"),
         );
-        let changes: [(Op, Option<&[u8]>, Option<&[u8]>, bool); 5] = [
+        let changes: [Change; 5] = [
             (Op::Create, None, Some(&a1), true),
             (Op::Create, None, Some(&b2), true),
             (Op::Update, Some(&a1), Some(&c3), true), // key 1 becomes key 3
