@@ -5,9 +5,11 @@ use deltalake::arrow::array::{
     new_null_array, ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::compute::{
-    cast_with_options, lexsort_to_indices, take_record_batch, CastOptions, SortColumn,
+    cast_with_options, concat_batches, lexsort_to_indices, take_record_batch, CastOptions,
+    SortColumn,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::arrow::row::{RowConverter, SortField};
 use headwater_contract::ConnectorError;
 use std::sync::Arc;
 
@@ -103,6 +105,45 @@ pub fn batch(
         .map_err(|e| delta_error(&format!("building rows of {label}"), e))
 }
 
+/// `batches` with their rows in the order of the columns `by`: kept as they are when they are
+/// in that order already (a round of growing keys), else made one sorted batch.
+pub fn in_key_order(
+    batches: Vec<RecordBatch>,
+    by: &[String],
+) -> Result<Vec<RecordBatch>, deltalake::arrow::error::ArrowError> {
+    let mut batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if by.is_empty() || batches.len() < 2 {
+        return batches
+            .pop()
+            .map_or(Ok(Vec::new()), |one| Ok(vec![sorted_by(one, by)?]));
+    }
+    let schema = batches[0].schema();
+    let indexes = by
+        .iter()
+        .map(|name| schema.index_of(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fields = indexes
+        .iter()
+        .map(|i| SortField::new(schema.field(*i).data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let mut keys = converter.empty_rows(0, 0);
+    for part in &batches {
+        let columns: Vec<ArrayRef> = indexes
+            .iter()
+            .map(|i| Arc::clone(part.column(*i)))
+            .collect();
+        converter.append(&mut keys, &columns)?;
+    }
+    let ordered = (1..keys.num_rows()).all(|at| keys.row(at - 1) <= keys.row(at));
+    if ordered {
+        return Ok(batches);
+    }
+    let all = concat_batches(&schema, &batches)?;
+    drop(batches);
+    Ok(vec![sorted_by(all, by)?])
+}
+
 /// `batch` with its rows in the order of the columns `by` (unchanged when `by` is empty).
 pub fn sorted_by(
     batch: RecordBatch,
@@ -132,4 +173,39 @@ pub fn sorted_by(
         return Ok(batch);
     }
     take_record_batch(&batch, &order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::Int64Type;
+
+    fn keys(values: &[i64]) -> RecordBatch {
+        let column: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        RecordBatch::try_from_iter([("id", column)]).unwrap()
+    }
+
+    fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    }
+
+    /// Batches already in key order stay as they are (no copy); any row out of order across
+    /// them makes one sorted batch.
+    #[test]
+    fn batches_are_put_in_key_order_only_when_they_are_not() {
+        let by = ["id".to_string()];
+        let ordered = in_key_order(vec![keys(&[1, 2]), keys(&[]), keys(&[3, 9])], &by).unwrap();
+        assert_eq!(ordered.len(), 2, "kept, the empty one left out");
+        assert_eq!(ids(&ordered), [1, 2, 3, 9]);
+        let mixed = in_key_order(vec![keys(&[1, 5]), keys(&[3, 9])], &by).unwrap();
+        assert_eq!(mixed.len(), 1);
+        assert_eq!(ids(&mixed), [1, 3, 5, 9]);
+        let one = in_key_order(vec![keys(&[4, 2])], &by).unwrap();
+        assert_eq!(ids(&one), [2, 4]);
+        assert!(in_key_order(Vec::new(), &by).unwrap().is_empty());
+    }
 }

@@ -58,7 +58,7 @@ impl MirrorRound {
         let keys = KeyMatcher::new(&schema, key_columns, &label)?;
         // the changed keys as a set, made only once a file may hold one of them (rounds of new
         // keys past every file's range need none)
-        let changed_keys = keys.columns(&changes);
+        let changed_keys: Vec<Vec<ArrayRef>> = changes.iter().map(|b| keys.columns(b)).collect();
         let mut changed: Option<KeySet> = None;
         let bounds = keys.int_bounds(&changes);
         let upserts = upserts(changes, &deletes, soft_deletes, key_columns, &label)?;
@@ -90,7 +90,7 @@ impl MirrorRound {
             label: label.clone(),
         });
         rewrite_files(target, rewrites, rewrite, &mut stats, &mut actions).await?;
-        actions.extend(target.write_files(vec![upserts], true).await?);
+        actions.extend(target.write_files(upserts, true).await?);
         let operation = DeltaOperation::Merge {
             predicate: None,
             merge_predicate: Some(format!("key in {} changed keys", stats.changed_keys)),
@@ -195,22 +195,31 @@ impl Rewrite {
 }
 
 /// The rows a round writes: its changes but hard deletes, in key order, so that a file covers
-/// a narrow key range and a later merge reads few files. Each step drops the batch before it.
+/// a narrow key range and a later merge reads few files. Each step drops the batches before it.
 fn upserts(
-    changes: RecordBatch,
+    changes: Vec<RecordBatch>,
     deletes: &BooleanArray,
     soft_deletes: bool,
     key_columns: &[String],
     label: &str,
-) -> Result<RecordBatch, ConnectorError> {
+) -> Result<Vec<RecordBatch>, ConnectorError> {
     let upserts = if soft_deletes || deletes.true_count() == 0 {
         changes
     } else {
         let keep = deltalake::arrow::compute::not(deletes)
             .map_err(|e| delta_error("selecting upserts", e))?;
-        filter_record_batch(&changes, &keep).map_err(|e| delta_error("selecting upserts", e))?
+        let mut at = 0;
+        let mut kept = Vec::with_capacity(changes.len());
+        for part in changes {
+            let rows = part.num_rows();
+            let part = filter_record_batch(&part, &keep.slice(at, rows))
+                .map_err(|e| delta_error("selecting upserts", e))?;
+            at += rows;
+            kept.push(part);
+        }
+        kept
     };
-    batch::sorted_by(upserts, key_columns)
+    batch::in_key_order(upserts, key_columns)
         .map_err(|e| delta_error(&format!("sorting the changes of {label}"), e))
 }
 
@@ -327,20 +336,24 @@ impl KeyMatcher {
             .collect()
     }
 
-    /// The set of the keys in `columns`, made into `slot` the first time.
+    /// The set of the keys in `parts` (key columns), made into `slot` the first time.
     fn key_set<'a>(
         &self,
-        columns: &[ArrayRef],
+        parts: &[Vec<ArrayRef>],
         slot: &'a mut Option<KeySet>,
     ) -> Result<&'a KeySet, ConnectorError> {
         let set = match slot.take() {
             Some(set) => set,
             None => {
-                let rows = self
-                    .converter
-                    .convert_columns(columns)
-                    .map_err(|e| delta_error("encoding keys", e))?;
-                rows.iter().map(|r| Box::from(r.as_ref())).collect()
+                let mut set = KeySet::default();
+                for columns in parts {
+                    let rows = self
+                        .converter
+                        .convert_columns(columns)
+                        .map_err(|e| delta_error("encoding keys", e))?;
+                    set.extend(rows.iter().map(|r| Box::from(r.as_ref())));
+                }
+                set
             }
         };
         Ok(slot.insert(set))
@@ -392,26 +405,34 @@ impl KeyMatcher {
             .collect())
     }
 
-    /// The min and max of the first key column when it is an integer.
-    fn int_bounds(&self, batch: &RecordBatch) -> Option<(i64, i64)> {
-        let column = batch.column(*self.indexes.first()?);
-        let values: Vec<i64> = match column.data_type() {
-            DataType::Int64 => column
-                .as_primitive::<Int64Type>()
-                .iter()
-                .flatten()
-                .collect(),
-            DataType::Int32 => column
-                .as_primitive::<Int32Type>()
-                .iter()
-                .flatten()
-                .map(i64::from)
-                .collect(),
-            _ => return None,
-        };
-        if values.len() != column.len() {
-            return None;
+    /// The min and max of the first key column over `batches` when it is an integer.
+    fn int_bounds(&self, batches: &[RecordBatch]) -> Option<(i64, i64)> {
+        let index = *self.indexes.first()?;
+        let mut bounds: Option<(i64, i64)> = None;
+        for part in batches {
+            let column = part.column(index);
+            if column.is_empty() {
+                continue;
+            }
+            if column.null_count() > 0 {
+                return None;
+            }
+            let (low, high) = match column.data_type() {
+                DataType::Int64 => {
+                    let values = column.as_primitive::<Int64Type>().values();
+                    (*values.iter().min()?, *values.iter().max()?)
+                }
+                DataType::Int32 => {
+                    let values = column.as_primitive::<Int32Type>().values();
+                    (
+                        i64::from(*values.iter().min()?),
+                        i64::from(*values.iter().max()?),
+                    )
+                }
+                _ => return None,
+            };
+            bounds = Some(bounds.map_or((low, high), |(l, h)| (l.min(low), h.max(high))));
         }
-        Some((*values.iter().min()?, *values.iter().max()?))
+        bounds
     }
 }

@@ -330,16 +330,33 @@ pub struct MirrorRound {
 }
 
 impl MirrorRound {
-    /// Every pending entry as one batch in the table's schema, with its delete flags: rows
-    /// taken from the changelog's rows where they are there, decoded otherwise.
+    /// Every pending entry in the table's schema, in change order, with its delete flags: the
+    /// changelog's own batches when the entries are its rows one for one (a round of new keys),
+    /// otherwise one batch of rows taken from the changelog's rows where they are there and
+    /// decoded where not.
     pub(crate) fn changes(
         &self,
         schema: &SchemaRef,
         label: &str,
-    ) -> Result<(RecordBatch, BooleanArray), ConnectorError> {
+    ) -> Result<(Vec<RecordBatch>, BooleanArray), ConnectorError> {
         let deletes: BooleanArray = self.entries.iter().map(|e| Some(e.delete)).collect();
         if self.entries.is_empty() {
-            return Ok((RecordBatch::new_empty(Arc::clone(schema)), deletes));
+            return Ok((Vec::new(), deletes));
+        }
+        if self.is_the_changelog() {
+            // no copy: the rows are the changelog's, shared
+            let mut batches = Vec::with_capacity(self.changelog.len());
+            let mut at = 0;
+            for rows in &self.changelog {
+                let mut batch = conform(rows, schema, label)?;
+                if self.soft_deletes {
+                    let entries = &self.entries[at..at + rows.num_rows()];
+                    batch = self.with_delete_flags(batch, entries, schema, label)?;
+                }
+                at += rows.num_rows();
+                batches.push(batch);
+            }
+            return Ok((batches, deletes));
         }
         let mut sources = self
             .changelog
@@ -386,23 +403,57 @@ impl MirrorRound {
                     .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?,
             );
         }
-        if self.soft_deletes {
-            let column = |name: &str| {
-                schema
-                    .index_of(name)
-                    .map_err(|e| delta_error(&format!("finding column {name} of {label}"), e))
-            };
-            let deleted_at: TimestampMicrosecondArray = self
-                .entries
-                .iter()
-                .map(|e| e.delete.then_some(e.commit_ts_ms.saturating_mul(1000)))
-                .collect();
-            columns[column(DELETED)?] = Arc::new(deletes.clone());
-            columns[column(DELETED_AT)?] = Arc::new(deleted_at.with_timezone("UTC"));
-        }
         let all = RecordBatch::try_new(Arc::clone(schema), columns)
             .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?;
-        Ok((all, deletes))
+        let all = if self.soft_deletes {
+            self.with_delete_flags(all, &self.entries, schema, label)?
+        } else {
+            all
+        };
+        Ok((vec![all], deletes))
+    }
+
+    /// Whether the entries are the changelog's rows, every one in order: then no key changed
+    /// twice, no image came from elsewhere, and the changelog's batches are the changes.
+    fn is_the_changelog(&self) -> bool {
+        let rows: usize = self.changelog.iter().map(RecordBatch::num_rows).sum();
+        if rows != self.entries.len() {
+            return false;
+        }
+        let mut expected = self
+            .changelog
+            .iter()
+            .enumerate()
+            .flat_map(|(batch, rows)| (0..rows.num_rows()).map(move |row| (batch, row)));
+        self.entries.iter().all(|entry| match entry.image {
+            Image::Changelog(row) => expected.next() == Some((row.batch, row.row)),
+            Image::Bytes { .. } => false,
+        })
+    }
+
+    /// `batch`, the rows of `entries`, with the soft-delete columns set from them.
+    fn with_delete_flags(
+        &self,
+        batch: RecordBatch,
+        entries: &[Entry],
+        schema: &SchemaRef,
+        label: &str,
+    ) -> Result<RecordBatch, ConnectorError> {
+        let column = |name: &str| {
+            schema
+                .index_of(name)
+                .map_err(|e| delta_error(&format!("finding column {name} of {label}"), e))
+        };
+        let deleted: BooleanArray = entries.iter().map(|e| Some(e.delete)).collect();
+        let deleted_at: TimestampMicrosecondArray = entries
+            .iter()
+            .map(|e| e.delete.then_some(e.commit_ts_ms.saturating_mul(1000)))
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[column(DELETED)?] = Arc::new(deleted);
+        columns[column(DELETED_AT)?] = Arc::new(deleted_at.with_timezone("UTC"));
+        RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(|e| delta_error(&format!("flagging the deletes of {label}"), e))
     }
 }
 
@@ -445,108 +496,4 @@ impl Decoding {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::changelog::Changelog;
-    use deltalake::arrow::array::AsArray;
-    use deltalake::arrow::datatypes::{Int64Type, Schema, TimestampMicrosecondType};
-    use headwater_contract::avro::{RowEncoder, Value};
-    use headwater_contract::{Column, FieldType, TableId};
-
-    fn table() -> Arc<TableSchema> {
-        let column = |name: &str, field_type, nullable| Column {
-            name: name.into(),
-            field_type,
-            nullable,
-            sql_type: "t".into(),
-        };
-        Arc::new(TableSchema {
-            id: TableId {
-                namespace: "db".into(),
-                table: "t".into(),
-            },
-            version: 1,
-            columns: vec![
-                column("id", FieldType::Long, false),
-                column("name", FieldType::String, true),
-            ],
-            primary_key: vec![0],
-        })
-    }
-
-    /// An op, its images before and after, and whether the changelog writes it.
-    type Change<'a> = (Op, Option<&'a [u8]>, Option<&'a [u8]>, bool);
-
-    fn row(table: &TableSchema, id: i64, name: &str) -> Vec<u8> {
-        RowEncoder::row_bytes(table, &[Value::Long(id), Value::Text(name.into())]).unwrap()
-    }
-
-    /// Rows the changelog decoded and images only the mirror kept (a key change's old key, a
-    /// change the changelog skipped) come out as one batch, in the order of each key's last
-    /// change, with soft-delete flags.
-    #[test]
-    fn a_round_takes_rows_from_the_changelog_and_from_its_own_images() {
-        let table = table();
-        let mut changelog = Changelog::new("changelog t".into(), false);
-        let mut mirror = Mirror::new(true);
-        let (a1, b2, c3, d4) = (
-            row(&table, 1, "a"),
-            row(&table, 2, "b"),
-            row(&table, 3, "c"),
-            row(&table, 4, "d"),
-        );
-        let changes: [Change; 5] = [
-            (Op::Create, None, Some(&a1), true),
-            (Op::Create, None, Some(&b2), true),
-            (Op::Update, Some(&a1), Some(&c3), true), // key 1 becomes key 3
-            (Op::Delete, Some(&b2), None, true),
-            (Op::Create, None, Some(&d4), false), // the changelog holds it already
-        ];
-        for (at, (op, before, after, logged)) in changes.into_iter().enumerate() {
-            let envelope = EnvelopeView {
-                before,
-                after,
-                source_ts_ms: 1000 + at as i64,
-                transaction_id: None,
-            };
-            let position = format!("p{at}");
-            let in_changelog = if logged {
-                Some(changelog.append(&table, op, &envelope, &position).unwrap())
-            } else {
-                None
-            };
-            mirror
-                .apply(&table, op, &envelope, &position, in_changelog)
-                .unwrap();
-        }
-        let logged = changelog.take_round().unwrap();
-        let round = mirror.take_round(logged.batches());
-        let schema = Arc::new(Schema::new(Mirror::initial_fields(&table, true)));
-        let (rows, deletes) = round.changes(&schema, "mirror t").unwrap();
-        let column = |name: &str| rows.column(schema.index_of(name).unwrap()).clone();
-        let ids: Vec<i64> = column("id").as_primitive::<Int64Type>().values().to_vec();
-        assert_eq!(ids, [1, 3, 2, 4]);
-        let names: Vec<_> = column("name")
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(names, ["a", "c", "b", "d"]);
-        let positions: Vec<_> = column(batch::POSITION)
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(positions, ["p2", "p2", "p3", "p4"]);
-        let flags: Vec<_> = deletes.iter().flatten().collect();
-        assert_eq!(flags, [true, false, true, false]);
-        let deleted: Vec<_> = column(DELETED).as_boolean().iter().flatten().collect();
-        assert_eq!(deleted, flags);
-        let deleted_at = column(DELETED_AT);
-        let deleted_at = deleted_at.as_primitive::<TimestampMicrosecondType>();
-        let deleted_at: Vec<_> = deleted_at.iter().collect();
-        assert_eq!(deleted_at, [Some(1_002_000), None, Some(1_003_000), None]);
-    }
-}
+mod tests;
