@@ -7,8 +7,8 @@ use crate::pipeline_metrics::PipelineMetrics;
 use crate::requests::RequestDir;
 use crate::retry::RetryPolicy;
 use crate::telemetry::Status;
-use headwater_contract::now_ms;
 use headwater_contract::record::{encode_envelope, encode_schema_change};
+use headwater_contract::{now_ms, now_us};
 use headwater_contract::{
     Ack, AckSender, BackfillInbox, ConnectorError, ConnectorKind, EventSender, Position, Sink,
     SinkRecord, Source, SourceEvent, StreamContext, StreamSchema, TableId,
@@ -89,7 +89,7 @@ impl Encoder {
         }
     }
 
-    fn encode(&mut self, seq: u64, event: SourceEvent, now_ms: i64) -> Option<SinkRecord> {
+    fn encode(&mut self, seq: u64, event: SourceEvent, now_us: i64) -> Option<SinkRecord> {
         match event {
             SourceEvent::Change(change) => {
                 let stream = self.stream_for(&change.table);
@@ -98,7 +98,7 @@ impl Encoder {
                         + change.after.as_ref().map_or(0, Vec::len)
                         + 128,
                 );
-                encode_envelope(&change, &self.server_name, now_ms, &mut value);
+                encode_envelope(&change, &self.server_name, now_us, &mut value);
                 Some(SinkRecord {
                     seq,
                     stream,
@@ -110,7 +110,7 @@ impl Encoder {
             }
             SourceEvent::SchemaChange(ddl) => {
                 let mut value = Vec::with_capacity(ddl.ddl.len() + 128);
-                encode_schema_change(&ddl, &self.server_name, now_ms, &mut value);
+                encode_schema_change(&ddl, &self.server_name, now_us, &mut value);
                 Some(SinkRecord {
                     seq,
                     stream: Arc::clone(&self.schema_changes),
@@ -358,7 +358,8 @@ impl Running {
     /// Encodes one batch of source events and hands the records to the sink; flushes when
     /// too much is unacknowledged.
     async fn take_batch(&mut self, batch: Vec<SourceEvent>) -> Result<(), PipelineError> {
-        let now = now_ms();
+        let now_us = now_us();
+        let now = now_us.div_euclid(1000);
         self.settings.status.set_source_connected(true);
         let mut first_change = true;
         for event in batch {
@@ -366,7 +367,7 @@ impl Running {
             self.next_seq += 1;
             let position = event.position().clone();
             self.observe(&event, seq, now, &mut first_change);
-            match self.encoder.encode(seq, event, now) {
+            match self.encoder.encode(seq, event, now_us) {
                 Some(record) => {
                     self.tracker.push(seq, position.clone(), true);
                     self.summary.records += 1;

@@ -4,9 +4,9 @@
 use headwater_contract::avro::{RowEncoder, Unscaled, Value};
 use headwater_contract::record::encode_envelope;
 use headwater_contract::{
-    BinlogPosition, ChangeRecord, Column, ConnectorKind, FieldType, Lsn, MysqlSourceInfo, Op,
-    PgPosition, PgSourceInfo, Position, SnapshotMarker, SourceInfo, TableId, TableSchema,
-    TransactionInfo,
+    BinlogPosition, ChangeRecord, Column, ConnectorKind, FieldType, Lsn, MysqlFlavor,
+    MysqlSourceInfo, Op, PgPosition, PgSourceInfo, Position, SnapshotMarker, SourceInfo, TableId,
+    TableSchema, TransactionInfo,
 };
 use headwater_lake::ocf::ContainerWriter;
 use std::borrow::Cow;
@@ -106,7 +106,8 @@ fn sample_values(id: i32, price: &str, name: &'static str) -> Vec<Value<'static>
 
 fn mysql_source(row: u32) -> SourceInfo {
     SourceInfo::Mysql(MysqlSourceInfo {
-        ts_ms: 1_700_000_000_000,
+        ts_us: 1_700_000_000_000_000,
+        flavor: MysqlFlavor::Mariadb,
         snapshot: SnapshotMarker::False,
         db: "inventory".into(),
         table: Some("products".into()),
@@ -115,6 +116,7 @@ fn mysql_source(row: u32) -> SourceInfo {
         file: "mariadb-bin.000003".into(),
         pos: 1234,
         row,
+        thread: Some(57),
     })
 }
 
@@ -219,7 +221,7 @@ fn mysql_envelope_matches_the_golden_schema_and_records() {
     .unwrap();
     for record in &records {
         let mut buf = Vec::new();
-        encode_envelope(record, "shop", 1_700_000_000_500, &mut buf);
+        encode_envelope(record, "shop", 1_700_000_000_500_250, &mut buf);
         writer.append(&buf).unwrap();
     }
     writer.finish().unwrap();
@@ -270,13 +272,14 @@ fn postgres_source_block_matches_the_golden_record() {
         before: None,
         after: Some(after),
         source: SourceInfo::Postgres(PgSourceInfo {
-            ts_ms: 1_700_000_000_000,
-            snapshot: SnapshotMarker::False,
+            ts_us: 1_700_000_000_000_123,
+            snapshot: SnapshotMarker::First,
             db: "bank".into(),
             schema: "public".into(),
             table: Some("accounts".into()),
             tx_id: Some(771),
             lsn: Some(0x16_B374_D848),
+            last_commit_lsn: Some(0x16_B374_D000),
         }),
         transaction: Some(TransactionInfo {
             id: "771:16/B374D848".into(),
@@ -294,7 +297,7 @@ fn postgres_source_block_matches_the_golden_record() {
     )
     .unwrap();
     let mut buf = Vec::new();
-    encode_envelope(&record, "bank", 1_700_000_000_500, &mut buf);
+    encode_envelope(&record, "bank", 1_700_000_000_500_250, &mut buf);
     writer.append(&buf).unwrap();
     writer.finish().unwrap();
     let decoded = python_decode(&[&file]);

@@ -153,6 +153,21 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
         .iter()
         .filter(|r| op(r) != "r")
         .all(|r| snapshot_field(r) == "false"));
+    let mut firsts = 0;
+    for table in TABLES {
+        let records = read_stream(&work.lake(), &format!("snap.{db}.{}", table.name));
+        assert_debezium_times_and_connector(&records, "mariadb");
+        let markers = snapshot_markers(&records);
+        let first = |m: &str| markers.get(m).copied().unwrap_or(0);
+        firsts += first("first");
+        assert_eq!(
+            first("first") + first("first_in_data_collection"),
+            1,
+            "one first row per table: {markers:?}"
+        );
+        assert!(first("last") + first("last_in_data_collection") <= 1);
+    }
+    assert_eq!(firsts, 1, "one first row in the whole snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +243,14 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
     assert!(
         (59_999..=60_000).contains(&copied),
         "each row copied exactly once across the crash (the lake is exactly-once): {copied}"
+    );
+    let markers = snapshot_markers(&records);
+    assert_eq!(
+        markers,
+        [("first", 1), ("last", 1), ("true", copied - 2)]
+            .map(|(m, n)| (m.to_string(), n))
+            .into(),
+        "Debezium's snapshot markers, across the crash"
     );
     assert_lake_equals_tables(&work, "snapkill", &db, &[&TABLES[0]]).await;
 }

@@ -196,6 +196,19 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
         .iter()
         .filter(|r| op(r) == "r")
         .all(|r| render(field(field(r, "source"), "snapshot")) != "false"));
+    assert_debezium_times_and_connector(&records, "postgresql");
+    // streamed changes carry Debezium's `sequence`: [last commit LSN, this change's LSN]
+    for record in records.iter().filter(|r| op(r) != "r") {
+        let source = field(record, "source");
+        let sequence: Vec<Option<String>> =
+            serde_json::from_str(&render(field(source, "sequence"))).expect("a JSON array");
+        let lsn = avro_int(unwrap_union(field(source, "lsn")).unwrap());
+        assert_eq!(sequence.len(), 2);
+        assert_eq!(sequence[1], Some(lsn.to_string()), "{record:?}");
+        if let Some(last_commit) = &sequence[0] {
+            assert!(last_commit.parse::<i64>().unwrap() < lsn);
+        }
+    }
     cleanup(&schema, &work).await;
 }
 
@@ -269,13 +282,18 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
     assert_eq!(copied, 100, "no chunk while paused");
     work.resume_backfills();
     work.catch_up();
-    let copied = read_stream(&work.lake(), &stream)
-        .iter()
-        .filter(|r| op(r) == "r")
-        .count();
+    let records = read_stream(&work.lake(), &stream);
+    let copied = records.iter().filter(|r| op(r) == "r").count();
     assert!(
         (59_999..=60_000).contains(&copied),
         "each row copied exactly once across the crash: {copied}"
+    );
+    assert_eq!(
+        snapshot_markers(&records),
+        [("first", 1), ("last", 1), ("true", copied - 2)]
+            .map(|(m, n)| (m.to_string(), n))
+            .into(),
+        "Debezium's snapshot markers, across the crash"
     );
     assert_lake_equals_tables(&work, "psnapkill", &schema, &[&TABLES[0]]).await;
     cleanup(&schema, &work).await;

@@ -171,3 +171,35 @@ pub fn assert_copied_rows_have(records: &[AvroValue], column: &str, value: i64) 
         &without[..without.len().min(10)]
     );
 }
+
+/// How many copied rows (`op = r`) carry each `source.snapshot` value.
+pub fn snapshot_markers(records: &[AvroValue]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for record in records.iter().filter(|r| op(r) == "r") {
+        *counts
+            .entry(render(field(field(record, "source"), "snapshot")))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The Debezium 3 fields every record carries: `source.connector`, and the `ts_us`/`ts_ns`
+/// beside each `ts_ms` (envelope and `source`), which must name the same instant.
+pub fn assert_debezium_times_and_connector(records: &[AvroValue], connector: &str) {
+    assert!(!records.is_empty());
+    for record in records {
+        let source = field(record, "source");
+        assert_eq!(render(field(source, "connector")), connector, "{record:?}");
+        for block in [record, source] {
+            let ms = avro_int(unwrap_union(field(block, "ts_ms")).expect("ts_ms"));
+            let us = avro_int(unwrap_union(field(block, "ts_us")).expect("ts_us"));
+            let ns = avro_int(unwrap_union(field(block, "ts_ns")).expect("ts_ns"));
+            assert_eq!(
+                us.div_euclid(1000),
+                ms,
+                "ts_us names ts_ms's instant: {block:?}"
+            );
+            assert_eq!(ns, us * 1000, "ts_ns names ts_us's instant: {block:?}");
+        }
+    }
+}

@@ -44,8 +44,8 @@ impl<'a> EnvelopeView<'a> {
         let after = Self::image(&mut reader, table)?;
         let source_ts_ms = read_source(&mut reader, connector)?;
         reader.bytes()?; // op
-        if reader.optional()? {
-            reader.long()?; // ts_ms
+        for _ in 0..3 {
+            skip_optional_long(&mut reader)?; // ts_ms, ts_us, ts_ns
         }
         let transaction_id = if reader.optional()? {
             let id = reader.str()?;
@@ -83,6 +83,9 @@ fn read_source(reader: &mut AvroReader<'_>, connector: ConnectorKind) -> Option<
     let ts_ms = reader.long()?;
     reader.bytes()?; // snapshot
     reader.bytes()?; // db
+    skip_optional_str(reader)?; // sequence
+    skip_optional_long(reader)?; // ts_us
+    skip_optional_long(reader)?; // ts_ns
     match connector {
         ConnectorKind::Mysql => {
             skip_optional_str(reader)?; // table
@@ -91,16 +94,15 @@ fn read_source(reader: &mut AvroReader<'_>, connector: ConnectorKind) -> Option<
             reader.bytes()?; // file
             reader.long()?; // pos
             reader.long()?; // row
+            skip_optional_long(reader)?; // thread
+            skip_optional_str(reader)?; // query
         }
         ConnectorKind::Postgres => {
             reader.bytes()?; // schema
             skip_optional_str(reader)?; // table
-            if reader.optional()? {
-                reader.long()?; // txId
-            }
-            if reader.optional()? {
-                reader.long()?; // lsn
-            }
+            skip_optional_long(reader)?; // txId
+            skip_optional_long(reader)?; // lsn
+            skip_optional_long(reader)?; // xmin
         }
     }
     Some(ts_ms)
@@ -143,14 +145,21 @@ fn skip_optional_str(reader: &mut AvroReader<'_>) -> Option<()> {
     Some(())
 }
 
+fn skip_optional_long(reader: &mut AvroReader<'_>) -> Option<()> {
+    if reader.optional()? {
+        reader.long()?;
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::avro::{RowEncoder, Value};
     use crate::position::{Lsn, PgPosition, Position};
     use crate::record::{
-        encode_envelope, ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SnapshotMarker,
-        SourceInfo, TransactionInfo,
+        encode_envelope, ChangeRecord, MysqlFlavor, MysqlSourceInfo, Op, PgSourceInfo,
+        SnapshotMarker, SourceInfo, TransactionInfo,
     };
     use crate::schema::{Column, FieldType, TableId};
     use std::sync::Arc;
@@ -205,7 +214,8 @@ mod tests {
         let table = Arc::new(table());
         let sources = [
             SourceInfo::Mysql(MysqlSourceInfo {
-                ts_ms: 1_700_000_000_123,
+                ts_us: 1_700_000_000_123_456,
+                flavor: MysqlFlavor::Mariadb,
                 snapshot: SnapshotMarker::False,
                 db: "db".into(),
                 table: Some("t".into()),
@@ -214,22 +224,24 @@ mod tests {
                 file: "bin.000001".into(),
                 pos: 99,
                 row: 0,
+                thread: Some(12),
             }),
             SourceInfo::Postgres(PgSourceInfo {
-                ts_ms: 1_700_000_000_123,
+                ts_us: 1_700_000_000_123_456,
                 snapshot: SnapshotMarker::Incremental,
                 db: "db".into(),
                 schema: "public".into(),
                 table: None,
                 tx_id: Some(77),
                 lsn: Some(1234),
+                last_commit_lsn: Some(1000),
             }),
         ];
         for source in sources {
             let connector = source.connector();
             let record = change(&table, source);
             let mut bytes = Vec::new();
-            encode_envelope(&record, "srv", 42, &mut bytes);
+            encode_envelope(&record, "srv", 42_000, &mut bytes);
             let view = EnvelopeView::parse(&bytes, &table, connector).unwrap();
             assert_eq!(view.before, record.before.as_deref());
             assert_eq!(view.after, record.after.as_deref());

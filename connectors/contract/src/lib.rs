@@ -30,8 +30,8 @@ pub use position::{
     Position, PositionText, ServerUuid,
 };
 pub use record::{
-    ChangeRecord, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
-    SnapshotMarker, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,
+    ChangeRecord, MysqlFlavor, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
+    SnapshotMarker, SnapshotRowPlace, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,
 };
 pub use registry::{SinkConnector, SourceConnector};
 pub use retention::{LogStatus, Retention};
@@ -40,8 +40,13 @@ pub use schema::{Column, ConnectorKind, FieldType, TableId, TableSchema};
 /// Wall-clock milliseconds since the Unix epoch (0 for a clock set before 1970): commit times,
 /// lag and the `ts_ms` of records.
 pub fn now_ms() -> i64 {
+    now_us().div_euclid(1000)
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 for a clock set before 1970).
+pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }

@@ -29,13 +29,23 @@ impl Op {
     }
 }
 
-/// Whether a record comes from a snapshot (`source.snapshot`).
+/// Whether a record comes from a snapshot, and where in it (`source.snapshot`), with the
+/// values Debezium 3 gives them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SnapshotMarker {
     #[default]
     False,
+    /// A copied row that is neither the first nor the last of its table.
     True,
+    /// The first row of the snapshot's first table.
+    First,
+    /// The first row of a later table.
+    FirstInDataCollection,
+    /// The last row of a table other than the snapshot's last.
+    LastInDataCollection,
+    /// The snapshot's last row.
     Last,
+    /// A row copied by a backfill asked for while streaming.
     Incremental,
 }
 
@@ -44,8 +54,60 @@ impl SnapshotMarker {
         match self {
             SnapshotMarker::False => "false",
             SnapshotMarker::True => "true",
+            SnapshotMarker::First => "first",
+            SnapshotMarker::FirstInDataCollection => "first_in_data_collection",
+            SnapshotMarker::LastInDataCollection => "last_in_data_collection",
             SnapshotMarker::Last => "last",
             SnapshotMarker::Incremental => "incremental",
+        }
+    }
+
+    /// The marker of a snapshot row from where it lies: Debezium's precedence, where the
+    /// snapshot's last row wins over a table's first (a one-row last table says `last`).
+    pub fn for_snapshot_row(place: SnapshotRowPlace) -> Self {
+        let SnapshotRowPlace {
+            first_table,
+            last_table,
+            first_in_table,
+            last_in_table,
+        } = place;
+        if last_in_table && last_table {
+            SnapshotMarker::Last
+        } else if first_in_table && first_table {
+            SnapshotMarker::First
+        } else if last_in_table {
+            SnapshotMarker::LastInDataCollection
+        } else if first_in_table {
+            SnapshotMarker::FirstInDataCollection
+        } else {
+            SnapshotMarker::True
+        }
+    }
+}
+
+/// Where a copied row lies in its snapshot ([`SnapshotMarker::for_snapshot_row`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotRowPlace {
+    pub first_table: bool,
+    pub last_table: bool,
+    pub first_in_table: bool,
+    pub last_in_table: bool,
+}
+
+/// Which server a MySQL-protocol source reads: `source.connector` says `mysql` or `mariadb`,
+/// as Debezium's two connectors do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MysqlFlavor {
+    #[default]
+    Mysql,
+    Mariadb,
+}
+
+impl MysqlFlavor {
+    pub fn connector_name(self) -> &'static str {
+        match self {
+            MysqlFlavor::Mysql => "mysql",
+            MysqlFlavor::Mariadb => "mariadb",
         }
     }
 }
@@ -53,7 +115,9 @@ impl SnapshotMarker {
 /// The `source` block of a MySQL/MariaDB record (`schemas/source-mysql.avsc`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MysqlSourceInfo {
-    pub ts_ms: i64,
+    /// Commit time on the source, microseconds since the epoch (the binlog has seconds).
+    pub ts_us: i64,
+    pub flavor: MysqlFlavor,
     pub snapshot: SnapshotMarker,
     pub db: Arc<str>,
     pub table: Option<Arc<str>>,
@@ -62,18 +126,24 @@ pub struct MysqlSourceInfo {
     pub file: Arc<str>,
     pub pos: u64,
     pub row: u32,
+    /// The id of the connection that ran the transaction (its `BEGIN` query event).
+    pub thread: Option<u32>,
 }
 
 /// The `source` block of a PostgreSQL record (`schemas/source-postgresql.avsc`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgSourceInfo {
-    pub ts_ms: i64,
+    /// Commit time on the source, microseconds since the epoch.
+    pub ts_us: i64,
     pub snapshot: SnapshotMarker,
     pub db: Arc<str>,
     pub schema: Arc<str>,
     pub table: Option<Arc<str>>,
     pub tx_id: Option<i64>,
     pub lsn: Option<i64>,
+    /// The commit LSN of the transaction before this one, when the stream saw it: the first
+    /// half of `source.sequence`.
+    pub last_commit_lsn: Option<i64>,
 }
 
 /// Lineage: where in the source's log a record came from.
@@ -84,13 +154,18 @@ pub enum SourceInfo {
 }
 
 impl SourceInfo {
-    /// When the change was committed in the source (milliseconds since the epoch; 0 when
+    /// When the change was committed in the source (microseconds since the epoch; 0 when
     /// unknown), or when a snapshot row was read.
-    pub fn ts_ms(&self) -> i64 {
+    pub fn ts_us(&self) -> i64 {
         match self {
-            SourceInfo::Mysql(s) => s.ts_ms,
-            SourceInfo::Postgres(s) => s.ts_ms,
+            SourceInfo::Mysql(s) => s.ts_us,
+            SourceInfo::Postgres(s) => s.ts_us,
         }
+    }
+
+    /// [`Self::ts_us`] in milliseconds.
+    pub fn ts_ms(&self) -> i64 {
+        self.ts_us().div_euclid(1000)
     }
 
     /// The same block with its snapshot marker set to `marker`.
@@ -109,34 +184,67 @@ impl SourceInfo {
         }
     }
 
-    /// Appends the block in the field order of its `.avsc`.
+    /// Appends the block in the field order of its `.avsc` (Debezium 3's order).
     pub fn encode(&self, server_name: &str, buf: &mut Vec<u8>) {
         put_str(buf, env!("CARGO_PKG_VERSION"));
-        put_str(buf, self.connector().name());
-        put_str(buf, server_name);
         match self {
             SourceInfo::Mysql(s) => {
-                put_long(buf, s.ts_ms);
-                put_str(buf, s.snapshot.as_str());
-                put_str(buf, &s.db);
+                put_str(buf, s.flavor.connector_name());
+                put_common(buf, server_name, s.ts_us, s.snapshot, &s.db, None);
                 put_optional_str(buf, s.table.as_deref());
                 put_long(buf, i64::from(s.server_id));
                 put_optional_str(buf, s.gtid.as_deref());
                 put_str(buf, &s.file);
                 put_long(buf, s.pos as i64);
                 put_long(buf, i64::from(s.row));
+                put_optional_long(buf, s.thread.map(i64::from));
+                put_optional_str(buf, None); // query
             }
             SourceInfo::Postgres(s) => {
-                put_long(buf, s.ts_ms);
-                put_str(buf, s.snapshot.as_str());
-                put_str(buf, &s.db);
+                put_str(buf, self.connector().name());
+                let sequence = pg_sequence(s.last_commit_lsn, s.lsn);
+                put_common(
+                    buf,
+                    server_name,
+                    s.ts_us,
+                    s.snapshot,
+                    &s.db,
+                    Some(&sequence),
+                );
                 put_str(buf, &s.schema);
                 put_optional_str(buf, s.table.as_deref());
                 put_optional_long(buf, s.tx_id);
                 put_optional_long(buf, s.lsn);
+                put_optional_long(buf, None); // xmin
             }
         }
     }
+}
+
+/// The fields every `source` block shares after `connector`: `name`, `ts_ms`, `snapshot`, `db`,
+/// `sequence`, `ts_us`, `ts_ns`.
+fn put_common(
+    buf: &mut Vec<u8>,
+    server_name: &str,
+    ts_us: i64,
+    snapshot: SnapshotMarker,
+    db: &str,
+    sequence: Option<&str>,
+) {
+    put_str(buf, server_name);
+    put_long(buf, ts_us.div_euclid(1000));
+    put_str(buf, snapshot.as_str());
+    put_str(buf, db);
+    put_optional_str(buf, sequence);
+    put_optional_long(buf, Some(ts_us));
+    put_optional_long(buf, Some(ts_us.saturating_mul(1000)));
+}
+
+/// PostgreSQL's `source.sequence` as Debezium writes it: a JSON array of the last commit LSN and
+/// the change's LSN, each a decimal string or null, so consumers can order and deduplicate.
+fn pg_sequence(last_commit_lsn: Option<i64>, lsn: Option<i64>) -> String {
+    let part = |lsn: Option<i64>| lsn.map_or_else(|| "null".to_string(), |l| format!("\"{l}\""));
+    format!("[{},{}]", part(last_commit_lsn), part(lsn))
 }
 
 /// The transaction a change belongs to and its place in it.
@@ -202,9 +310,9 @@ impl SourceEvent {
     }
 }
 
-/// Appends the envelope (`before`, `after`, `source`, `op`, `ts_ms`, `transaction`) of `record`.
-/// `ts_ms` is when Headwater processed it.
-pub fn encode_envelope(record: &ChangeRecord, server_name: &str, ts_ms: i64, buf: &mut Vec<u8>) {
+/// Appends the envelope (`before`, `after`, `source`, `op`, `ts_ms`, `ts_us`, `ts_ns`,
+/// `transaction`) of `record`. `ts_us` is when Headwater processed it.
+pub fn encode_envelope(record: &ChangeRecord, server_name: &str, ts_us: i64, buf: &mut Vec<u8>) {
     for image in [&record.before, &record.after] {
         match image {
             None => put_union_branch(buf, 0),
@@ -216,7 +324,9 @@ pub fn encode_envelope(record: &ChangeRecord, server_name: &str, ts_ms: i64, buf
     }
     record.source.encode(server_name, buf);
     put_str(buf, record.op.code());
-    put_optional_long(buf, Some(ts_ms));
+    put_optional_long(buf, Some(ts_us.div_euclid(1000)));
+    put_optional_long(buf, Some(ts_us));
+    put_optional_long(buf, Some(ts_us.saturating_mul(1000)));
     match &record.transaction {
         None => put_union_branch(buf, 0),
         Some(tx) => {
@@ -232,11 +342,11 @@ pub fn encode_envelope(record: &ChangeRecord, server_name: &str, ts_ms: i64, buf
 pub fn encode_schema_change(
     record: &SchemaChangeRecord,
     server_name: &str,
-    ts_ms: i64,
+    ts_us: i64,
     buf: &mut Vec<u8>,
 ) {
     record.source.encode(server_name, buf);
-    put_long(buf, ts_ms);
+    put_long(buf, ts_us.div_euclid(1000));
     put_str(buf, &record.database);
     put_optional_str(buf, record.table.as_ref().map(|t| t.table.as_str()));
     put_str(buf, &record.ddl);

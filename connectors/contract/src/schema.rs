@@ -243,7 +243,8 @@ impl TableSchema {
         }))
     }
 
-    /// The change envelope: `before`, `after`, `source`, `op`, `ts_ms`, `transaction`.
+    /// The change envelope: `before`, `after`, `source`, `op`, `ts_ms`, `ts_us`, `ts_ns`,
+    /// `transaction` (Debezium 3's fields and order).
     pub fn envelope_schema(&self, server_name: &str, connector: ConnectorKind) -> Json {
         let row = self.row_schema(server_name);
         json!({
@@ -256,6 +257,8 @@ impl TableSchema {
                 {"name": "source", "type": connector.source_schema()},
                 {"name": "op", "type": "string"},
                 {"name": "ts_ms", "type": ["null", "long"], "default": null},
+                {"name": "ts_us", "type": ["null", "long"], "default": null},
+                {"name": "ts_ns", "type": ["null", "long"], "default": null},
                 {"name": "transaction", "type": ["null", transaction_schema()], "default": null},
             ],
         })

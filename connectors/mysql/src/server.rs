@@ -7,7 +7,8 @@ use crate::error::classify;
 use crate::snapshot::ChunkReader;
 use crate::table::Collations;
 use headwater_contract::{
-    redact_url, BinlogPosition, ConnectorError, GtidSet, TableFilter, TableId, CONNECT_TIMEOUT,
+    redact_url, BinlogPosition, ConnectorError, GtidSet, MysqlFlavor, TableFilter, TableId,
+    CONNECT_TIMEOUT,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
@@ -25,6 +26,7 @@ pub struct MysqlServer {
 pub(crate) struct ServerInfo {
     pub(crate) collations: Collations,
     pub(crate) checksum: bool,
+    pub(crate) flavor: MysqlFlavor,
 }
 
 impl MysqlServer {
@@ -104,6 +106,14 @@ impl MysqlServer {
             checksum: vars
                 .get("binlog_checksum")
                 .is_some_and(|v| !v.eq_ignore_ascii_case("NONE")),
+            flavor: if vars
+                .get("version")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"))
+            {
+                MysqlFlavor::Mariadb
+            } else {
+                MysqlFlavor::Mysql
+            },
         })
     }
 

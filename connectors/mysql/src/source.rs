@@ -11,8 +11,8 @@ use headwater_contract::backfill::{ChunkScheduler, ChunkWake};
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::{
     BackfillKind, BackfillRequest, Backfiller, BinlogPosition, ConnectorError, EventSender,
-    GtidSet, MariadbGtidState, MysqlSourceInfo, Position, Problem, SnapshotMarker, SnapshotMode,
-    Source, SourceEvent, SourceInfo, StreamContext, TableId, TableSchema,
+    GtidSet, MariadbGtidState, MysqlFlavor, MysqlSourceInfo, Position, Problem, SnapshotMarker,
+    SnapshotMode, Source, SourceEvent, SourceInfo, StreamContext, TableId, TableSchema,
 };
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
@@ -263,6 +263,7 @@ impl Source for MysqlSource {
             server.checksum,
         );
         reader.set_hints(self.column_hints(&mut conn).await?);
+        reader.set_flavor(server.flavor);
         if let Some(signal) = self.server.signal_table() {
             reader.watch_signals(signal);
         }
@@ -466,6 +467,7 @@ impl MysqlSource {
     ) -> Result<(), ConnectorError> {
         let silence = self.server.config.heartbeat_interval * 3;
         let server_id = self.server.config.server_id;
+        let flavor = stream.reader.flavor();
         let mut batch = Vec::new();
         let mut reached_stop = false;
         // a deadline, not a timeout per wait: the other branches wake the loop every second,
@@ -533,7 +535,7 @@ impl MysqlSource {
                 .chunks
                 .emit_passed(
                     || reader.boundary(),
-                    |schema, here| snapshot_source_info(server_id, schema, here),
+                    |schema, here| snapshot_source_info(server_id, flavor, schema, here),
                     &mut batch,
                 )
                 .await?;
@@ -624,9 +626,15 @@ impl MysqlSource {
 }
 
 /// The source block of a snapshot row emitted at `here`.
-fn snapshot_source_info(server_id: u32, schema: &TableSchema, here: &BinlogPosition) -> SourceInfo {
+fn snapshot_source_info(
+    server_id: u32,
+    flavor: MysqlFlavor,
+    schema: &TableSchema,
+    here: &BinlogPosition,
+) -> SourceInfo {
     SourceInfo::Mysql(MysqlSourceInfo {
-        ts_ms: headwater_contract::now_ms(),
+        ts_us: headwater_contract::now_us(),
+        flavor,
         snapshot: SnapshotMarker::True,
         db: Arc::from(schema.id.namespace.as_str()),
         table: Some(Arc::from(schema.id.table.as_str())),
@@ -635,5 +643,6 @@ fn snapshot_source_info(server_id: u32, schema: &TableSchema, here: &BinlogPosit
         file: here.file.clone(),
         pos: here.pos,
         row: 0,
+        thread: None,
     })
 }

@@ -12,7 +12,7 @@ use headwater_contract::position::format_uuid;
 use headwater_contract::schema_history::SchemaHistory;
 use headwater_contract::ServerUuid;
 use headwater_contract::{
-    BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlGtidSet,
+    BinlogPosition, ChangeRecord, ConnectorError, GtidSet, MariadbGtid, MysqlFlavor, MysqlGtidSet,
     MysqlSourceInfo, Op, Position, SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo,
     TableFilter, TableId, TableSchema, TransactionInfo,
 };
@@ -57,8 +57,10 @@ struct Transaction {
     records: u64,
     /// Records per table so far, keyed by the binlog's table id.
     per_table: HashMap<u64, u64>,
-    ts_ms: i64,
+    ts_us: i64,
     server_id: u32,
+    /// The connection that ran it, from its first query event.
+    thread: Option<u32>,
 }
 
 /// The GTID of one transaction, in its server's flavour.
@@ -143,6 +145,8 @@ pub struct BinlogReader<'a> {
     /// Where in the caller's output TRUNCATE records wait for their table's layout
     /// (`take_unresolved_truncates`).
     unresolved_truncates: Vec<usize>,
+    /// MySQL or MariaDB, for `source.connector`.
+    flavor: MysqlFlavor,
 }
 
 fn is_system(db: &str) -> bool {
@@ -197,7 +201,17 @@ impl<'a> BinlogReader<'a> {
             signal_table: None,
             signals: Vec::new(),
             unresolved_truncates: Vec::new(),
+            flavor: MysqlFlavor::default(),
         }
+    }
+
+    /// Which server the binlog comes from (`source.connector`).
+    pub fn set_flavor(&mut self, flavor: MysqlFlavor) {
+        self.flavor = flavor;
+    }
+
+    pub fn flavor(&self) -> MysqlFlavor {
+        self.flavor
     }
 
     /// Reads snapshot watermarks from `table`'s rows instead of capturing it.
@@ -483,6 +497,7 @@ impl<'a> BinlogReader<'a> {
                 if self.txn.is_none() {
                     self.begin_at(at, None);
                 }
+                self.set_thread(query.thread_id());
                 None
             }
             "COMMIT" => {
@@ -495,6 +510,7 @@ impl<'a> BinlogReader<'a> {
                 if self.txn.is_none() {
                     self.begin_at(at, None);
                 }
+                self.set_thread(query.thread_id());
                 self.next_pos = at.end;
                 // DDL of captured databases only; statements outside any database
                 // (users, grants) are not schema changes of captured tables.
@@ -519,6 +535,12 @@ impl<'a> BinlogReader<'a> {
         }
     }
 
+    fn set_thread(&mut self, thread: u32) {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.thread.get_or_insert(thread);
+        }
+    }
+
     fn begin_at(&mut self, at: &EventAt, gtid: Option<TxnGtid>) {
         self.begin(at.start, gtid, at.timestamp, at.server_id);
     }
@@ -537,8 +559,9 @@ impl<'a> BinlogReader<'a> {
             gtid_text: gtid.map(|g| Arc::from(g.text().as_str())),
             records: 0,
             per_table: HashMap::new(),
-            ts_ms: i64::from(timestamp) * 1000,
+            ts_us: i64::from(timestamp) * 1_000_000,
             server_id,
+            thread: None,
         });
     }
 
@@ -568,7 +591,8 @@ impl<'a> BinlogReader<'a> {
         row: u32,
     ) -> SourceInfo {
         SourceInfo::Mysql(MysqlSourceInfo {
-            ts_ms: txn.ts_ms,
+            ts_us: txn.ts_us,
+            flavor: self.flavor,
             snapshot: SnapshotMarker::False,
             db: db.clone(),
             table,
@@ -577,6 +601,7 @@ impl<'a> BinlogReader<'a> {
             file: txn.start_file.clone(),
             pos: txn.start_pos,
             row,
+            thread: txn.thread,
         })
     }
 

@@ -43,6 +43,19 @@ fn gtid(gno: u64) -> Vec<u8> {
     body
 }
 
+/// A QUERY event's body: thread id, exec time, schema length, error code, no status vars, an
+/// empty schema, the statement.
+fn query(thread: u32, statement: &str) -> Vec<u8> {
+    let mut body = thread.to_le_bytes().to_vec();
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.push(0);
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.push(0);
+    body.extend_from_slice(statement.as_bytes());
+    body
+}
+
 fn table_map() -> Vec<u8> {
     let mut body = 42u64.to_le_bytes()[..6].to_vec(); // table id
     body.extend_from_slice(&1u16.to_le_bytes());
@@ -120,6 +133,8 @@ fn a_mysql8_stream_tracks_gtids_and_positions() {
     binlog.handle(&prev, &mut out).unwrap();
     let gtid_event = event(&mut esr, 33, 300, &gtid(10));
     binlog.handle(&gtid_event, &mut out).unwrap();
+    let begin = event(&mut esr, 2, 338, &query(4242, "BEGIN"));
+    binlog.handle(&begin, &mut out).unwrap();
     let tme = event(&mut esr, 19, 400, &table_map());
     binlog.handle(&tme, &mut out).unwrap();
     let rows = event(&mut esr, 30, 500, &write_rows(&[5, -6]));
@@ -140,6 +155,9 @@ fn a_mysql8_stream_tracks_gtids_and_positions() {
         panic!("mysql source")
     };
     assert_eq!(source.gtid.as_deref(), Some(format!("{uuid}:10").as_str()));
+    assert_eq!(source.thread, Some(4242), "the BEGIN event's connection");
+    assert_eq!(source.flavor.connector_name(), "mysql");
+    assert_eq!(source.ts_us, 1_700_000_000_000_000);
     assert_eq!(
         source.pos,
         300 - 19 - 42,

@@ -264,13 +264,14 @@ impl Replication<'_> {
 /// The source block of a snapshot row emitted at `here`.
 fn snapshot_source_info(database: &str, schema: &TableSchema, here: &PgPosition) -> SourceInfo {
     SourceInfo::Postgres(PgSourceInfo {
-        ts_ms: headwater_contract::now_ms(),
+        ts_us: headwater_contract::now_us(),
         snapshot: SnapshotMarker::True,
         db: Arc::from(database),
         schema: Arc::from(schema.id.namespace.as_str()),
         table: Some(Arc::from(schema.id.table.as_str())),
         tx_id: None,
         lsn: Some(here.lsn.0 as i64),
+        last_commit_lsn: None,
     })
 }
 

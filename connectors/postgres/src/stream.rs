@@ -30,7 +30,7 @@ pub struct RelationInfo {
 struct Transaction {
     final_lsn: u64,
     xid: u32,
-    commit_ts_ms: i64,
+    commit_ts_us: i64,
     records: u64,
     per_table: HashMap<u32, u64>,
     id: Arc<str>,
@@ -51,11 +51,13 @@ pub struct PgReader {
     /// a progress event at or below this would move the durable position backwards, and a
     /// restart from there would repeat what the sink already holds.
     floor: PgPosition,
+    /// The commit LSN of the last transaction seen, for `source.sequence`.
+    last_commit_lsn: Option<u64>,
 }
 
 /// PostgreSQL timestamps count microseconds from 2000-01-01.
-fn pg_ts_to_unix_ms(ts: i64) -> i64 {
-    ts / 1000 + 946_684_800_000
+fn pg_ts_to_unix_us(ts: i64) -> i64 {
+    ts.saturating_add(946_684_800_000_000)
 }
 
 fn defect(what: impl std::fmt::Display) -> ConnectorError {
@@ -80,6 +82,7 @@ impl PgReader {
             stop_at,
             boundary: Some(PgPosition::at(start.lsn, 0)).filter(|_| start.rows_done == 0),
             floor: PgPosition::at(start.lsn, start.rows_done),
+            last_commit_lsn: None,
         }
     }
 
@@ -157,13 +160,14 @@ impl PgReader {
 
     fn source_info(&self, schema: Option<&TableSchema>, lsn: u64) -> SourceInfo {
         SourceInfo::Postgres(PgSourceInfo {
-            ts_ms: self.txn.as_ref().map_or(0, |t| t.commit_ts_ms),
+            ts_us: self.txn.as_ref().map_or(0, |t| t.commit_ts_us),
             snapshot: SnapshotMarker::False,
             db: self.database.clone(),
             schema: schema.map_or_else(|| Arc::from(""), |s| Arc::from(s.id.namespace.as_str())),
             table: schema.map(|s| Arc::from(s.id.table.as_str())),
             tx_id: self.txn.as_ref().map(|t| i64::from(t.xid)),
             lsn: Some(lsn as i64),
+            last_commit_lsn: self.last_commit_lsn.map(|l| l as i64),
         })
     }
 
@@ -190,14 +194,19 @@ impl PgReader {
                 self.txn = Some(Transaction {
                     final_lsn,
                     xid,
-                    commit_ts_ms: pg_ts_to_unix_ms(commit_ts),
+                    commit_ts_us: pg_ts_to_unix_us(commit_ts),
                     records: 0,
                     per_table: HashMap::new(),
                     id: Arc::from(format!("{xid}:{}", Lsn(final_lsn)).as_str()),
                 });
             }
-            Message::Commit { end_lsn, .. } => {
+            Message::Commit {
+                commit_lsn,
+                end_lsn,
+                ..
+            } => {
                 self.txn = None;
+                self.last_commit_lsn = Some(commit_lsn);
                 self.skip_records = 0;
                 let here = PgPosition::at(Lsn(end_lsn), 0);
                 if here <= self.floor {

@@ -16,7 +16,7 @@
 
 use crate::now_ms;
 use crate::position::Position;
-use crate::record::{ChangeRecord, Op, SnapshotMarker, SourceEvent, SourceInfo};
+use crate::record::{ChangeRecord, Op, SnapshotMarker, SnapshotRowPlace, SourceEvent, SourceInfo};
 use crate::schema::{TableId, TableSchema};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -199,10 +199,15 @@ impl Backfiller {
     /// Moves to the next queued table.
     fn advance(state: &mut BackfillState) {
         let mut queued: Vec<Arc<BackfillRequest>> = state.queued.as_ref().clone();
+        // a table that copied no row (empty, or skipped) passes "first" on to the next
+        let first_table = state
+            .current
+            .as_ref()
+            .is_none_or(|c| c.first_table && c.rows_done == 0);
         state.current = if queued.is_empty() {
             None
         } else {
-            Some(TableProgress::start(queued.remove(0)))
+            Some(TableProgress::start(queued.remove(0), first_table))
         };
         state.queued = Arc::new(queued);
     }
@@ -390,16 +395,26 @@ impl Backfiller {
             )
         };
         let mut rows_done = state.current.as_ref().map_or(0, |c| c.rows_done);
+        let first_table = state.current.as_ref().is_some_and(|c| c.first_table);
         let mut rows_emitted = state.rows_emitted;
         // the key of dropped rows after the last emitted one, which the state must still pass
         let mut trailing: Option<Vec<KeyPart>> = None;
-        let total = chunk.rows.len();
+        let last_emitted = chunk
+            .rows
+            .iter()
+            .rposition(|row| !window.changed.contains(&row.key));
         for (index, row) in chunk.rows.into_iter().enumerate() {
             if window.changed.contains(&row.key) {
                 trailing = Some(row.resume_key);
                 continue;
             }
             trailing = None;
+            let place = SnapshotRowPlace {
+                first_table,
+                last_table,
+                first_in_table: rows_done == 0,
+                last_in_table: chunk.exhausted && last_emitted == Some(index),
+            };
             rows_done += 1;
             rows_emitted += 1;
             state = Arc::new(BackfillState {
@@ -409,18 +424,15 @@ impl Backfiller {
                     rows_done,
                     rows_estimate,
                     started_at_ms,
+                    first_table,
                 }),
                 queued: Arc::clone(&queued),
                 last_request_id,
                 rows_emitted,
             });
-            let marker = if chunk.exhausted && last_table && index + 1 == total {
-                match kind.marker() {
-                    SnapshotMarker::True => SnapshotMarker::Last,
-                    other => other,
-                }
-            } else {
-                kind.marker()
+            let marker = match kind.marker() {
+                SnapshotMarker::True => SnapshotMarker::for_snapshot_row(place),
+                other => other,
             };
             let mut position = at.clone();
             position.set_backfill(Some(Arc::clone(&state)));
@@ -564,14 +576,27 @@ mod tests {
 
     fn source(_: &TableSchema, marker: SnapshotMarker) -> SourceInfo {
         SourceInfo::Postgres(PgSourceInfo {
-            ts_ms: 0,
+            ts_us: 0,
             snapshot: marker,
             db: "db".into(),
             schema: "public".into(),
             table: Some("t".into()),
             tx_id: None,
             lsn: None,
+            last_commit_lsn: None,
         })
+    }
+
+    fn markers(out: &[SourceEvent]) -> Vec<&'static str> {
+        out.iter()
+            .filter_map(|e| match e {
+                SourceEvent::Change(c) => match &c.source {
+                    SourceInfo::Postgres(info) => Some(info.snapshot.as_str()),
+                    SourceInfo::Mysql(info) => Some(info.snapshot.as_str()),
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     fn row(key: u8) -> ChunkRow {
@@ -696,6 +721,57 @@ mod tests {
         assert_eq!(info.snapshot, SnapshotMarker::Last);
         assert!(!backfill.is_active(), "done");
         assert_eq!(backfill.state().unwrap().last_request_id, 1);
+    }
+
+    #[test]
+    fn snapshot_rows_are_marked_first_and_last_per_table_and_overall_as_debezium_does() {
+        let t2 = TableId {
+            namespace: "public".into(),
+            table: "t2".into(),
+        };
+        let mut backfill = Backfiller::new(None, 3);
+        backfill.enqueue(vec![
+            request(1),
+            BackfillRequest {
+                table: t2.clone(),
+                ..request(2)
+            },
+        ]);
+        let at = Position::Postgres(PgPosition::at(Lsn(20), 0));
+        let complete = |backfill: &mut Backfiller, chunk: Chunk| {
+            backfill.next_chunk().expect("a chunk to read");
+            read(backfill, &chunk);
+            match backfill.complete(chunk, &at, source) {
+                Completed::Emitted(out) => markers(&out),
+                Completed::Discarded => panic!("emitted"),
+            }
+        };
+        assert_eq!(
+            complete(&mut backfill, chunk(&[1, 2, 3], false)),
+            ["first", "true", "true"]
+        );
+        // the table's last row changed inside the window: the last row emitted carries the mark
+        backfill.next_chunk().expect("a chunk to read");
+        backfill.observe(&mut [change(5)]);
+        let last = chunk(&[4, 5], true);
+        read(&mut backfill, &last);
+        let Completed::Emitted(out) = backfill.complete(last, &at, source) else {
+            panic!("emitted")
+        };
+        assert_eq!(markers(&out), ["last_in_data_collection"]);
+        let other = |keys: &[u8], exhausted| Chunk {
+            schema: Arc::new(TableSchema {
+                id: t2.clone(),
+                ..(*schema()).clone()
+            }),
+            ..chunk(keys, exhausted)
+        };
+        assert_eq!(
+            complete(&mut backfill, other(&[1, 2, 3], false)),
+            ["first_in_data_collection", "true", "true"]
+        );
+        assert_eq!(complete(&mut backfill, other(&[4], true)), ["last"]);
+        assert!(!backfill.is_active());
     }
 
     #[test]

@@ -281,13 +281,14 @@ mod tests {
 
     fn info(_: &TableSchema, here: &PgPosition) -> SourceInfo {
         SourceInfo::Postgres(PgSourceInfo {
-            ts_ms: 0,
+            ts_us: 0,
             snapshot: SnapshotMarker::True,
             db: "db".into(),
             schema: "public".into(),
             table: Some("t".into()),
             tx_id: None,
             lsn: Some(here.lsn.0 as i64),
+            last_commit_lsn: None,
         })
     }
 

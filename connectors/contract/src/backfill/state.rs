@@ -120,16 +120,21 @@ pub struct TableProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_estimate: Option<u64>,
     pub started_at_ms: i64,
+    /// No table was copied before this one in the same run of queued copies: its first row
+    /// is the snapshot's first (`source.snapshot = first`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_table: bool,
 }
 
 impl TableProgress {
-    pub(crate) fn start(request: Arc<BackfillRequest>) -> Self {
+    pub(crate) fn start(request: Arc<BackfillRequest>, first_table: bool) -> Self {
         TableProgress {
             request,
             after: None,
             rows_done: 0,
             rows_estimate: None,
             started_at_ms: now_ms(),
+            first_table,
         }
     }
 
