@@ -1,6 +1,8 @@
 //! Change records as sources produce them, and their encoding into the Debezium-style envelope.
 
-use crate::avro::{put_long, put_optional_long, put_optional_str, put_str, put_union_branch};
+use crate::avro::{
+    put_bytes, put_long, put_optional_long, put_optional_str, put_str, put_union_branch,
+};
 use crate::position::Position;
 use crate::schema::{schema_change_schema, ConnectorKind, TableId, TableSchema};
 use std::sync::Arc;
@@ -202,15 +204,9 @@ impl SourceInfo {
             }
             SourceInfo::Postgres(s) => {
                 put_str(buf, self.connector().name());
-                let sequence = pg_sequence(s.last_commit_lsn, s.lsn);
-                put_common(
-                    buf,
-                    server_name,
-                    s.ts_us,
-                    s.snapshot,
-                    &s.db,
-                    Some(&sequence),
-                );
+                let mut sequence = [0u8; SEQUENCE_MAX];
+                let sequence = pg_sequence(s.last_commit_lsn, s.lsn, &mut sequence);
+                put_common(buf, server_name, s.ts_us, s.snapshot, &s.db, Some(sequence));
                 put_str(buf, &s.schema);
                 put_optional_str(buf, s.table.as_deref());
                 put_optional_long(buf, s.tx_id);
@@ -229,23 +225,45 @@ fn put_common(
     ts_us: i64,
     snapshot: SnapshotMarker,
     db: &str,
-    sequence: Option<&str>,
+    sequence: Option<&[u8]>,
 ) {
     put_str(buf, server_name);
     put_long(buf, ts_us.div_euclid(1000));
     put_str(buf, snapshot.as_str());
     put_str(buf, db);
-    put_optional_str(buf, sequence);
+    match sequence {
+        None => put_union_branch(buf, 0),
+        Some(text) => {
+            put_union_branch(buf, 1);
+            put_bytes(buf, text);
+        }
+    }
     put_optional_long(buf, Some(ts_us));
     put_optional_long(buf, Some(ts_us.saturating_mul(1000)));
 }
 
 /// PostgreSQL's `source.sequence` as Debezium writes it: a JSON array of the last commit LSN and
 /// the change's LSN, each a decimal string or null, so consumers can order and deduplicate.
-fn pg_sequence(last_commit_lsn: Option<i64>, lsn: Option<i64>) -> String {
-    let part = |lsn: Option<i64>| lsn.map_or_else(|| "null".to_string(), |l| format!("\"{l}\""));
-    format!("[{},{}]", part(last_commit_lsn), part(lsn))
+/// Written into `out`, no allocation per record: `SEQUENCE_MAX` holds two quoted `i64::MIN`s.
+fn pg_sequence(
+    last_commit_lsn: Option<i64>,
+    lsn: Option<i64>,
+    out: &mut [u8; SEQUENCE_MAX],
+) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    // the buffer fits the longest text, so the writes cannot fail
+    let _ = match (last_commit_lsn, lsn) {
+        (Some(last), Some(lsn)) => write!(cursor, "[\"{last}\",\"{lsn}\"]"),
+        (None, Some(lsn)) => write!(cursor, "[null,\"{lsn}\"]"),
+        (Some(last), None) => write!(cursor, "[\"{last}\",null]"),
+        (None, None) => write!(cursor, "[null,null]"),
+    };
+    let len = cursor.position() as usize;
+    &out[..len]
 }
+
+const SEQUENCE_MAX: usize = 48;
 
 /// The transaction a change belongs to and its place in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -419,4 +437,22 @@ pub struct SinkRecord {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub position: Position,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_sequence_is_debeziums_json_array_and_fits_the_widest_values() {
+        let mut out = [0u8; SEQUENCE_MAX];
+        assert_eq!(pg_sequence(Some(10), Some(22), &mut out), br#"["10","22"]"#);
+        assert_eq!(pg_sequence(None, Some(22), &mut out), br#"[null,"22"]"#);
+        assert_eq!(pg_sequence(None, None, &mut out), b"[null,null]");
+        let widest = format!("[\"{}\",\"{}\"]", i64::MIN, i64::MIN);
+        assert_eq!(
+            pg_sequence(Some(i64::MIN), Some(i64::MIN), &mut out),
+            widest.as_bytes()
+        );
+    }
 }
