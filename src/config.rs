@@ -193,27 +193,45 @@ fn expand_env(
     Ok(out)
 }
 
-/// The line (from 1) of `text` where the first `section.key` a validation message names is
-/// set, so the error points at the line to change. Keys are looked up as written in a
-/// `[section]` (the file's ordinary form); `None` when not found there (a default was wrong).
+/// The line (from 1) of `text` where the first `section.key[.sub…]` a validation message
+/// names is set, so the error points at the line to change. Keys are found as written in a
+/// `[section]` or `[section.key]` table, plain, dotted (`key.sub = …`) or inline
+/// (`key = { sub = … }`); `None` when not found (a default was wrong).
 fn line_of_named_key(text: &str, message: &str) -> Option<usize> {
     const SECTIONS: [&str; 5] = ["source", "sink", "state", "pipeline", "metrics"];
-    let (section, key) = message
+    let named: Vec<&str> = message
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-        .filter_map(|word| word.split_once('.'))
-        .find(|(section, key)| SECTIONS.contains(section) && !key.is_empty())?;
-    let key = key.split('.').next()?;
-    let mut in_section = false;
+        .map(|word| word.trim_end_matches('.'))
+        .find(|word| {
+            word.split_once('.')
+                .is_some_and(|(section, key)| SECTIONS.contains(&section) && !key.is_empty())
+        })?
+        .split('.')
+        .collect();
+    let path_of = |keys: &str| -> Vec<String> {
+        keys.split('.')
+            .map(|k| k.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    // one path is the other's start: `[source.columns]` + `exclude` for source.columns.exclude
+    let related =
+        |defined: &[String]| defined.len() >= 2 && defined.iter().zip(&named).all(|(d, n)| d == n);
+    let mut table: Vec<String> = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if let Some(header) = line.strip_prefix('[') {
-            in_section = header.trim_end_matches(']').trim() == section;
+            table = path_of(header.trim_start_matches('[').trim_end_matches(']'));
+            if related(&table) && table.len() >= named.len() {
+                return Some(index + 1);
+            }
             continue;
         }
-        let set = line
-            .split_once('=')
-            .is_some_and(|(name, _)| name.trim().trim_matches('"') == key);
-        if in_section && set {
+        let Some((keys, _)) = line.split_once('=') else {
+            continue;
+        };
+        let mut defined = table.clone();
+        defined.extend(path_of(keys));
+        if related(&defined) {
             return Some(index + 1);
         }
     }
@@ -410,6 +428,19 @@ mod tests {
             + 1;
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains(&format!("test.toml:{line}:")), "{err}");
+    }
+
+    #[test]
+    fn a_nested_key_is_found_dotted_in_its_table_or_under_its_own_header() {
+        let message = "source.columns.exclude pattern `t.id` must name columns";
+        let dotted = "[source]\nkind = \"mysql\"\ncolumns.exclude = [\"t.id\"]\n[sink]\n";
+        assert_eq!(line_of_named_key(dotted, message), Some(3));
+        let table =
+            "[source]\nkind = \"mysql\"\n\n[source.columns]\nmask = {}\nexclude = [\"t.id\"]\n";
+        assert_eq!(line_of_named_key(table, message), Some(6));
+        let inline = "[source]\ncolumns = { exclude = [\"t.id\"] }\n";
+        assert_eq!(line_of_named_key(inline, message), Some(2));
+        assert_eq!(line_of_named_key("[sink]\nexclude = 1\n", message), None);
     }
 
     #[test]

@@ -202,14 +202,5 @@ async fn postgres_types_are_read_as_values() {
         .unwrap();
     work.catch_up();
     check(&work, &format!("dtypes.{schema}.t"), &cases);
-    let admin = postgres_admin().await;
-    let slot = work.slot();
-    let _ = admin
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await;
-    let _ = admin
-        .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
-        ))
-        .await;
+    postgres_cleanup(&schema, &work).await;
 }

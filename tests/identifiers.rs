@@ -166,7 +166,7 @@ async fn postgres_odd_identifiers_are_captured_end_to_end() {
     assert_nothing_outside(&work);
     let names: Vec<String> = TABLES.iter().map(|t| t.replace("{q}{q}", "\"")).collect();
     assert_delta_mirrors(&work, "pgodd", &schema, &names, true);
-    common::delta_load::postgres_cleanup(&format!("\"{schema}\""), &work).await;
+    postgres_cleanup(&format!("\"{schema}\""), &work).await;
 }
 
 /// The same tables into the Delta sink (a fresh pipeline, so they are copied again): each

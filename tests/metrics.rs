@@ -397,16 +397,7 @@ async fn postgres_counts_lag_and_slot_in_the_exposition() {
     );
     promtool_check(&exposition);
     stop_gracefully(headwater);
-    let slot = work.slot();
-    let admin = postgres_admin().await;
-    let _ = admin
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await;
-    let _ = admin
-        .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
-        ))
-        .await;
+    postgres_cleanup(&schema, &work).await;
 }
 
 /// Every alert rule in docs/monitoring/ has a unit test that makes it fire (a rule that cannot

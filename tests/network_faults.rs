@@ -8,7 +8,6 @@ mod common;
 
 use apache_avro::types::Value as AvroValue;
 use common::counter_load::*;
-use common::delta_load::postgres_cleanup;
 use common::proxy::FaultProxy;
 use common::*;
 use mysql_async::prelude::Queryable;

@@ -26,19 +26,6 @@ async fn schema_with_table(prefix: &str, ddl: &str) -> String {
     schema
 }
 
-async fn cleanup(schema: &str, work: &Workdir) {
-    let admin = postgres_admin().await;
-    let slot = work.slot();
-    let _ = admin
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await;
-    let _ = admin
-        .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
-        ))
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_and_duplicates_nothing() {
     let schema = schema_with_table(
@@ -73,7 +60,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         "{transactions} transactions, {} records, all exactly once",
         records.len()
     );
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,5 +96,5 @@ async fn a_million_row_transaction_streams_with_bounded_memory() {
         "1,000,000-row PostgreSQL transaction: peak RSS {} MiB",
         peak_kib / 1024
     );
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }

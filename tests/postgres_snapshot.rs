@@ -127,19 +127,6 @@ async fn hold_table(work: &Workdir, schema: &str) -> tokio_postgres::Client {
     holder
 }
 
-async fn cleanup(schema: &str, work: &Workdir) {
-    let admin = postgres_admin().await;
-    let slot = work.slot();
-    let _ = admin
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await;
-    let _ = admin
-        .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
-        ))
-        .await;
-}
-
 /// Random inserts, updates (including key changes) and deletes over the four tables.
 async fn write_load(schema: String, stop: Arc<AtomicBool>) -> u64 {
     let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
@@ -209,7 +196,7 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
             assert!(last_commit.parse::<i64>().unwrap() < lsn);
         }
     }
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +283,7 @@ async fn a_snapshot_killed_midway_resumes_from_the_last_durable_chunk() {
         "Debezium's snapshot markers, across the crash"
     );
     assert_lake_equals_tables(&work, "psnapkill", &schema, &[&TABLES[0]]).await;
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,7 +334,7 @@ async fn a_backfill_asked_for_while_streaming_equals_the_table() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("does not work"));
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +360,7 @@ async fn a_dropped_slot_with_when_needed_recovers_by_copying_the_tables() {
     assert!(stderr.contains("POSITION IS LOST"), "{stderr}");
     let tables: Vec<&SnapshotTable> = TABLES.iter().collect();
     assert_lake_equals_tables(&work, "pheal", &schema, &tables).await;
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,5 +422,5 @@ async fn a_schema_change_in_the_middle_of_a_copy_rereads_the_chunk_with_the_new_
         "every row copied once, the discarded chunk read again"
     );
     assert_lake_equals_tables(&work, "psnapddl", &schema, &[&TABLES[0]]).await;
-    cleanup(&schema, &work).await;
+    postgres_cleanup(&schema, &work).await;
 }

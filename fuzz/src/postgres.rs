@@ -89,6 +89,7 @@ impl Replica {
                 let info = Arc::new(RelationInfo {
                     schema: Arc::new(schema),
                     types,
+                    plan: None,
                 });
                 if info.schema.version > known && known > 0 {
                     self.reader.schema_change(&info, &mut self.out);
@@ -244,7 +245,7 @@ pub fn pg_copy_rows(data: &[u8]) {
             .collect(),
     };
     let (schema, types) = describe(&relation);
-    let converter = RowConverter::new(schema, types);
+    let converter = RowConverter::new(schema, types, None);
     for line in lines.split(|b| *b == b'\n') {
         if !line.is_empty() {
             let _ = converter.convert(line);

@@ -282,19 +282,6 @@ pub async fn postgres_schema(prefix: &str) -> (String, Db) {
     (schema, Db::Postgres(client))
 }
 
-pub async fn postgres_cleanup(schema: &str, work: &Workdir) {
-    let admin = postgres_admin().await;
-    let slot = work.slot();
-    let _ = admin
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await;
-    let _ = admin
-        .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
-        ))
-        .await;
-}
-
 pub async fn mysql_database(prefix: &str) -> (String, Db) {
     let db = unique(prefix);
     let mut admin = mysql_admin().await;

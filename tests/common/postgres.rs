@@ -193,3 +193,17 @@ impl Drop for PrivatePostgres {
             .status();
     }
 }
+
+/// Drops what a PostgreSQL pipeline test made: the workdir's slot and publication, `schema`.
+pub async fn postgres_cleanup(schema: &str, work: &Workdir) {
+    let admin = postgres_admin().await;
+    let slot = work.slot();
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await;
+    let _ = admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP PUBLICATION IF EXISTS {slot}"
+        ))
+        .await;
+}

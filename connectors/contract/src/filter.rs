@@ -1,6 +1,9 @@
 //! Which tables a pipeline captures: `include`/`exclude` globs on `namespace.table`.
 
+use crate::columns::{ColumnPlan, ColumnRules};
+use crate::schema::TableSchema;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::sync::Arc;
 
 /// Include and exclude globs over `db.table` (MySQL) or `schema.table` (PostgreSQL).
 /// A table is captured when it matches an include pattern and no exclude pattern.
@@ -10,6 +13,8 @@ pub struct TableFilter {
     exclude: GlobSet,
     /// The namespace part of each include pattern, for events that name no table (DDL).
     include_namespaces: GlobSet,
+    /// Which columns of a captured table its records carry (`source.columns`).
+    columns: Arc<ColumnRules>,
 }
 
 impl TableFilter {
@@ -36,7 +41,22 @@ impl TableFilter {
             include_namespaces: builder
                 .build()
                 .map_err(|err| format!("source.include patterns could not be compiled: {err}"))?,
+            columns: Arc::default(),
         })
+    }
+
+    /// The same filter with `source.columns` rules for the columns of captured tables.
+    pub fn with_columns(mut self, rules: ColumnRules) -> Self {
+        self.columns = Arc::new(rules);
+        self
+    }
+
+    /// What `schema`'s records carry of its columns; `None` when every column as it is.
+    pub fn column_plan(
+        &self,
+        schema: &TableSchema,
+    ) -> Result<Option<ColumnPlan>, crate::ConnectorError> {
+        self.columns.plan(schema)
     }
 
     /// Whether any table of `namespace` may be captured (used for DDL, which names no table).

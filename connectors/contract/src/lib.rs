@@ -5,6 +5,7 @@ pub mod avro;
 pub mod avro_json;
 pub mod avro_scan;
 pub mod backfill;
+pub mod columns;
 pub mod connector;
 pub mod envelope;
 pub mod error;
@@ -20,6 +21,7 @@ pub use backfill::{
     BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed,
     SnapshotMode,
 };
+pub use columns::{ColumnPlan, ColumnRules, ColumnRulesConfig};
 pub use connector::{
     Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source, StreamContext,
 };

@@ -4,6 +4,10 @@
 use serde_json::{json, Map, Value as Json};
 use std::fmt;
 
+/// The synthetic last column of every PostgreSQL row: names of columns whose value was an
+/// unchanged TOASTed value that PostgreSQL did not send (see docs/types.md).
+pub const UNCHANGED_TOAST_COLUMN: &str = "__unchanged_toast";
+
 /// The Avro representation chosen for a source column (see `docs/types.md`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldType {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub const DELETED: &str = "__deleted";
 pub const DELETED_AT: &str = "__deleted_at";
 /// PostgreSQL's synthetic column (see docs/types.md); the mirror holds values, not this list.
-const UNCHANGED_TOAST: &str = "__unchanged_toast";
+use headwater_contract::schema::UNCHANGED_TOAST_COLUMN as UNCHANGED_TOAST;
 
 fn kept(name: &str) -> bool {
     name != UNCHANGED_TOAST

@@ -1,4 +1,4 @@
-use headwater_contract::{redact_url, SnapshotMode, TableFilter};
+use headwater_contract::{redact_url, ColumnRulesConfig, SnapshotMode, TableFilter};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +21,9 @@ pub struct MysqlConfig {
     /// `database.table` globs to leave out, applied after `include`.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Which columns of the captured tables reach the records, and masked how (`[source.columns]`).
+    #[serde(default)]
+    pub columns: ColumnRulesConfig,
     /// Where a pipeline without any stored position starts: `"latest"` (changes from now on)
     /// or `"earliest"` (the oldest binlog the server still has).
     #[serde(default)]
@@ -98,6 +101,7 @@ impl fmt::Debug for MysqlConfig {
             .field("server_id", &self.server_id)
             .field("include", &self.include)
             .field("exclude", &self.exclude)
+            .field("columns", &self.columns)
             .field("start", &self.start)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -163,6 +167,6 @@ impl MysqlConfig {
                 ));
             }
         }
-        TableFilter::new(&self.include, &self.exclude)
+        Ok(TableFilter::new(&self.include, &self.exclude)?.with_columns(self.columns.compile()?))
     }
 }

@@ -18,6 +18,7 @@ pub(crate) async fn check(source: &MysqlServer) -> Result<Vec<Problem>, Connecto
     check_settings(&vars, &mut problems);
     check_grants(source, &mut conn, &mut problems).await?;
     check_signal_table(source, &mut problems).await;
+    check_column_rules(source, &mut problems).await;
     if source.config.snapshot != SnapshotMode::Never {
         // Snapshot chunks need a primary key to be matched against the stream.
         for table in keyless_tables(source, &mut conn).await.unwrap_or_default() {
@@ -124,6 +125,24 @@ async fn check_grants(
         }
     }
     Ok(())
+}
+
+/// `source.columns` rules that cannot apply to a captured table (a primary-key column, a
+/// column type they do not fit): found here rather than when the stream first meets the table.
+async fn check_column_rules(source: &MysqlServer, problems: &mut Vec<Problem>) {
+    if source.config.columns == Default::default() {
+        return;
+    }
+    let Ok(mut reader) = source.chunk_reader().await else {
+        return; // the connection problem is reported already
+    };
+    let tables = reader.tables(&source.filter).await.unwrap_or_default();
+    for table in &tables {
+        if let Err(err) = reader.table_schema(table).await {
+            problems.push(Problem::error(err.report(), "change source.columns"));
+        }
+    }
+    reader.disconnect().await;
 }
 
 /// With `watermarks = "signal_table"`: the signal table can be written.

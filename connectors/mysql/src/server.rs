@@ -197,6 +197,7 @@ impl MysqlServer {
             &self.config.url,
             self.config.server_id,
             self.signal_table(),
+            self.filter.clone(),
         )
         .await
     }

@@ -17,7 +17,8 @@ use headwater_contract::backfill::{
     ReadChunk, Watermark,
 };
 use headwater_contract::{
-    BinlogPosition, Column, ConnectorError, Position, TableId, TableSchema, CONNECT_TIMEOUT,
+    BinlogPosition, Column, ColumnPlan, ConnectorError, Position, TableFilter, TableId,
+    TableSchema, CONNECT_TIMEOUT,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -49,6 +50,8 @@ pub struct ChunkReader {
     server_id: u32,
     /// `watermarks = "signal_table"`: the table written after each chunk.
     signal_table: Option<TableId>,
+    /// The captured tables and which of their columns records carry.
+    filter: TableFilter,
 }
 
 fn sql_error(what: &str, url: &str, server_id: u32, err: mysql_async::Error) -> ConnectorError {
@@ -60,8 +63,18 @@ fn quote(name: &str) -> String {
 }
 
 struct Described {
+    /// The table as the server has it: what the SELECT reads.
     schema: TableSchema,
     decoders: Vec<ColumnDecoder>,
+    /// What the records carry of it (`source.columns`); `None` when all of it.
+    plan: Option<ColumnPlan>,
+}
+
+impl Described {
+    /// The columns the records carry.
+    fn output(&self) -> &TableSchema {
+        self.plan.as_ref().map_or(&self.schema, ColumnPlan::output)
+    }
 }
 
 impl ChunkReader {
@@ -70,6 +83,7 @@ impl ChunkReader {
         url: &str,
         server_id: u32,
         signal_table: Option<TableId>,
+        filter: TableFilter,
     ) -> Result<Self, ConnectorError> {
         let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
             Ok(conn) => {
@@ -92,6 +106,7 @@ impl ChunkReader {
             url: url.to_string(),
             server_id,
             signal_table,
+            filter,
         })
     }
 
@@ -184,13 +199,15 @@ impl ChunkReader {
                 columns.iter().position(|c| c.name == k)
             })
             .collect();
+        let schema = TableSchema {
+            id: table.clone(),
+            version: 0,
+            columns,
+            primary_key,
+        };
         Ok(Some(Described {
-            schema: TableSchema {
-                id: table.clone(),
-                version: 0,
-                columns,
-                primary_key,
-            },
+            plan: self.filter.column_plan(&schema)?,
+            schema,
             decoders,
         }))
     }
@@ -204,7 +221,7 @@ impl ChunkReader {
         Ok(self
             .describe(table)
             .await?
-            .map(|described| described.schema))
+            .map(|described| described.output().clone()))
     }
 
     /// MariaDB's JSON columns are LONGTEXT with a `json_valid` check: hints naming them JSON.
@@ -431,10 +448,10 @@ impl ChunkRead for ChunkReader {
     /// Reads the chunk `request` asks for, then the binlog end as its high watermark.
     async fn read(&mut self, request: &ChunkRequest) -> Result<ChunkOutcome, ConnectorError> {
         let table = &request.table;
-        let Some(Described { schema, decoders }) = self.describe(table).await? else {
+        let Some(described) = self.describe(table).await? else {
             return Ok(ChunkOutcome::Skip("the table no longer exists".into()));
         };
-        if schema.primary_key.is_empty() {
+        if described.schema.primary_key.is_empty() {
             return Ok(ChunkOutcome::Skip(
                 "it has no primary key, so it cannot be copied in chunks next to the stream (add a primary key, or copy it by other means)".into(),
             ));
@@ -444,18 +461,18 @@ impl ChunkRead for ChunkReader {
         } else {
             None
         };
-        let (sql, params) = chunk_query(&schema, &decoders, request)?;
+        let (sql, params) = chunk_query(&described.schema, &described.decoders, request)?;
         let raw_rows: Vec<mysql_async::Row> = self
             .conn
             .exec(sql, params)
             .await
             .map_err(self.error("reading a snapshot chunk"))?;
         let exhausted = raw_rows.len() < request.limit;
-        let rows = encode_rows(table, &schema, &decoders, raw_rows)?;
+        let rows = encode_rows(table, &described, raw_rows)?;
         let watermark = self.take_watermark().await?;
         Ok(ChunkOutcome::Rows(Box::new(ReadChunk {
             last_key: rows.last().map(|row| row.resume_key.clone()),
-            schema,
+            schema: described.output().clone(),
             rows: ChunkRows::Ready(rows),
             exhausted,
             rows_estimate,
@@ -511,13 +528,14 @@ fn chunk_query(
     Ok((sql, params))
 }
 
-/// Encodes the rows a chunk's SELECT returned against the table's schema.
+/// Encodes the rows a chunk's SELECT returned as the records carry them.
 fn encode_rows(
     table: &TableId,
-    schema: &TableSchema,
-    decoders: &[ColumnDecoder],
+    described: &Described,
     raw_rows: Vec<mysql_async::Row>,
 ) -> Result<Vec<ChunkRow>, ConnectorError> {
+    let (schema, decoders) = (&described.schema, &described.decoders);
+    let output = described.output();
     let mut rows = Vec::with_capacity(raw_rows.len());
     let mut values: Vec<Value<'static>> = Vec::with_capacity(decoders.len());
     for row in raw_rows {
@@ -540,8 +558,11 @@ fn encode_rows(
             .iter()
             .map(|&i| key_part(&raw[i]))
             .collect();
-        let key = RowEncoder::key_bytes(schema, &values)?.unwrap_or_default();
-        let after = RowEncoder::row_bytes(schema, &values)?;
+        if let Some(plan) = &described.plan {
+            plan.apply(&mut values);
+        }
+        let key = RowEncoder::key_bytes(output, &values)?.unwrap_or_default();
+        let after = RowEncoder::row_bytes(output, &values)?;
         rows.push(ChunkRow {
             key,
             after,

@@ -707,16 +707,20 @@ impl<'a> BinlogReader<'a> {
             Some(Arc::new(TableInfo {
                 schema: Arc::new(schema),
                 decoders,
+                plan: None,
             }))
         } else if is_system(&db) || !self.filter.captures(&db, &name) {
             None
         } else {
-            let (mut schema, decoders) = describe(tme, self.collations, &self.hints)?;
+            let (schema, decoders) = describe(tme, self.collations, &self.hints)?;
+            let plan = self.filter.column_plan(&schema)?;
+            let mut schema = plan.as_ref().map_or(schema, |p| p.output().clone());
             schema.version = self.history.version_of(&schema)?;
             tracing::debug!(table = %schema.id, version = schema.version, "table layout");
             Some(Arc::new(TableInfo {
                 schema: Arc::new(schema),
                 decoders,
+                plan,
             }))
         };
         self.tables.insert(
@@ -749,8 +753,8 @@ impl<'a> BinlogReader<'a> {
             return self.signal_rows(rows, &info);
         }
         let schema = &info.schema;
-        let (op, has_before, has_after) = row_images(rows, schema)?;
-        let count = schema.columns.len();
+        let count = info.decoders.len();
+        let (op, has_before, has_after) = row_images(rows, schema, count)?;
         let names = (
             Arc::<str>::from(schema.id.namespace.as_str()),
             Arc::<str>::from(schema.id.table.as_str()),
@@ -778,6 +782,10 @@ impl<'a> BinlogReader<'a> {
                     schema,
                     DecodeError("a row image of no bytes".into()),
                 ));
+            }
+            if let Some(plan) = &info.plan {
+                plan.apply(&mut before_values);
+                plan.apply(&mut after_values);
             }
             let before = encode_image(schema, has_before, &before_values)?;
             let after = encode_image(schema, has_after, &after_values)?;
@@ -845,6 +853,7 @@ impl<'a> BinlogReader<'a> {
 fn row_images(
     rows: &RowsEventData<'_>,
     schema: &TableSchema,
+    count: usize,
 ) -> Result<(Op, bool, bool), ConnectorError> {
     let images = match rows {
         RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => (Op::Create, false, true),
@@ -857,7 +866,7 @@ fn row_images(
             )))
         }
     };
-    let count = schema.columns.len();
+
     for image in [rows.columns_before_image(), rows.columns_after_image()]
         .into_iter()
         .flatten()

@@ -2,7 +2,7 @@
 //! decoders for its row images — no DDL parsing needed.
 
 use crate::decoder::{AddressKind, ColumnDecoder, Text};
-use headwater_contract::{Column, ConnectorError, FieldType, TableId, TableSchema};
+use headwater_contract::{Column, ColumnPlan, ConnectorError, FieldType, TableId, TableSchema};
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
 use std::collections::HashMap;
@@ -43,8 +43,12 @@ pub(crate) fn text_kind_of_charset(charset: Option<&str>) -> Result<Text, String
 /// A captured table's current schema and how to decode its rows.
 #[derive(Debug)]
 pub struct TableInfo {
+    /// The columns the records carry (after `source.columns`).
     pub schema: Arc<TableSchema>,
+    /// One per column of the binlog's row images.
     pub decoders: Vec<ColumnDecoder>,
+    /// How row images become `schema`'s rows; `None` when they are the same.
+    pub plan: Option<ColumnPlan>,
 }
 
 fn definite(table: &TableId, message: String) -> ConnectorError {

@@ -11,9 +11,7 @@ use headwater_contract::{
 use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
 
-/// The synthetic last column of every PostgreSQL row: names of columns whose value was an
-/// unchanged TOASTed value that PostgreSQL did not send (see docs/types.md).
-pub const UNCHANGED_TOAST_COLUMN: &str = "__unchanged_toast";
+pub use headwater_contract::schema::UNCHANGED_TOAST_COLUMN;
 
 /// Classifies an SQL-connection error.
 pub fn sql_error(what: &str, url: &str, err: tokio_postgres::Error) -> ConnectorError {

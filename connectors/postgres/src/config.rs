@@ -1,4 +1,4 @@
-use headwater_contract::{redact_url, SnapshotMode, TableFilter};
+use headwater_contract::{redact_url, ColumnRulesConfig, SnapshotMode, TableFilter};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct PostgresConfig {
     /// `schema.table` globs to leave out, applied after `include`.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Which columns of the captured tables reach the records, and masked how (`[source.columns]`).
+    #[serde(default)]
+    pub columns: ColumnRulesConfig,
     /// How often Headwater writes a tiny logical message into the WAL so that a slot whose
     /// tables are quiet still advances and the server can recycle WAL. "0s" turns it off.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
@@ -102,6 +105,7 @@ impl fmt::Debug for PostgresConfig {
             .field("failover", &self.failover)
             .field("include", &self.include)
             .field("exclude", &self.exclude)
+            .field("columns", &self.columns)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +156,6 @@ impl PostgresConfig {
         if self.status_interval < Duration::from_millis(100) {
             return Err("source.status_interval must be at least \"100ms\"".into());
         }
-        TableFilter::new(&self.include, &self.exclude)
+        Ok(TableFilter::new(&self.include, &self.exclude)?.with_columns(self.columns.compile()?))
     }
 }

@@ -43,7 +43,40 @@ pub(crate) async fn check(source: &PostgresServer) -> Result<Vec<Problem>, Conne
     problems.extend(crate::failover::check(source, &client, url).await?);
     check_emit_message(source, &client, &mut problems).await?;
     check_publication(source, &client, &tables, &mut problems).await?;
+    check_column_rules(source, &tables, &mut problems).await;
     Ok(problems)
+}
+
+/// `source.columns` rules that cannot apply to a captured table (a primary-key column, a
+/// column type they do not fit): found here rather than when the stream first meets the table.
+async fn check_column_rules(
+    source: &PostgresServer,
+    tables: &CapturedTables,
+    problems: &mut Vec<Problem>,
+) {
+    if source.config.columns == Default::default() {
+        return;
+    }
+    let reader = crate::snapshot::ChunkReader::connect(
+        &source.config.url,
+        &source.params,
+        &source.config.slot,
+        source.config.unknown_types,
+        source.filter.clone(),
+    )
+    .await;
+    let Ok(reader) = reader else {
+        return; // the connection problem is reported already
+    };
+    for (namespace, table, _, _) in tables {
+        let table = headwater_contract::TableId {
+            namespace: namespace.clone(),
+            table: table.clone(),
+        };
+        if let Err(err) = reader.check_columns(&table).await {
+            problems.push(Problem::error(err.report(), "change source.columns"));
+        }
+    }
 }
 
 /// The tables a pipeline captures: (schema, table, replica identity, has a key).

@@ -220,7 +220,7 @@ impl Replication<'_> {
             server.config.unknown_types,
         );
         let limit = server.config.silence_limit();
-        let (mut schema, types) = tokio::time::timeout(limit, describing)
+        let (schema, types) = tokio::time::timeout(limit, describing)
             .await
             .map_err(|_| {
                 ConnectorError::retryable(format!(
@@ -228,11 +228,14 @@ impl Replication<'_> {
                     relation.namespace, relation.name
                 ))
             })??;
+        let plan = server.filter.column_plan(&schema)?;
+        let mut schema = plan.as_ref().map_or(schema, |p| p.output().clone());
         let known = self.history.known_versions(&schema.id.to_string());
         schema.version = self.history.version_of(&schema)?;
         let info = Arc::new(RelationInfo {
             schema: Arc::new(schema),
             types,
+            plan,
         });
         if info.schema.version > known && known > 0 {
             self.reader.schema_change(&info, batch);

@@ -15,7 +15,7 @@ use headwater_contract::backfill::{
     check_saved_key, chunk_select, ChunkOutcome, ChunkRead, ChunkRequest, ChunkRow, ChunkRows,
     KeyPart, ReadChunk, Watermark,
 };
-use headwater_contract::{ConnectorError, TableFilter, TableId, TableSchema};
+use headwater_contract::{ColumnPlan, ConnectorError, TableFilter, TableId, TableSchema};
 use std::borrow::Cow;
 use tokio_postgres::Client;
 
@@ -45,15 +45,20 @@ pub struct ChunkReader {
     /// A session of our own protocol code for COPY (connected on first use).
     params: ConnectParams,
     copier: Option<ReplicationConnection>,
+    /// The captured tables and which of their columns records carry.
+    filter: TableFilter,
 }
 
 #[derive(Clone)]
 struct Described {
+    /// The table as the server has it: what COPY reads.
     schema: TableSchema,
     types: Vec<PgType>,
     /// `format_type` of each column, for casting saved key values back.
     type_names: Vec<String>,
     oid: u32,
+    /// What the records carry of it (`source.columns`); `None` when all of it.
+    plan: Option<ColumnPlan>,
 }
 
 /// Turns one line of COPY text output into an encoded chunk row.
@@ -62,17 +67,19 @@ pub struct RowConverter {
     schema: TableSchema,
     types: Vec<PgType>,
     keys: Vec<usize>,
+    plan: Option<ColumnPlan>,
 }
 
 impl RowConverter {
     /// A converter for rows of `schema`, whose columns have `types` (without the synthetic
-    /// unchanged-TOAST column); chunks resume after the primary key.
-    pub fn new(schema: TableSchema, types: Vec<PgType>) -> Self {
+    /// unchanged-TOAST column), encoded as `plan` says; chunks resume after the primary key.
+    pub fn new(schema: TableSchema, types: Vec<PgType>, plan: Option<ColumnPlan>) -> Self {
         RowConverter {
             table: schema.id.clone(),
             keys: schema.primary_key.clone(),
             schema,
             types,
+            plan,
         }
     }
 
@@ -114,9 +121,16 @@ impl RowConverter {
             .iter()
             .map(|&i| KeyPart::Text(fields[i].as_deref().unwrap_or_default().to_string()))
             .collect();
+        let output = match &self.plan {
+            Some(plan) => {
+                plan.apply(&mut values);
+                plan.output()
+            }
+            None => &self.schema,
+        };
         Ok(ChunkRow {
-            key: RowEncoder::key_bytes(&self.schema, &values)?.unwrap_or_default(),
-            after: RowEncoder::row_bytes(&self.schema, &values)?,
+            key: RowEncoder::key_bytes(output, &values)?.unwrap_or_default(),
+            after: RowEncoder::row_bytes(output, &values)?,
             resume_key,
         })
     }
@@ -168,6 +182,7 @@ impl ChunkReader {
         params: &ConnectParams,
         slot: &str,
         unknown: UnknownTypes,
+        filter: TableFilter,
     ) -> Result<Self, ConnectorError> {
         let client = catalog::connect(url, params.tls.as_ref()).await?;
         client
@@ -182,6 +197,7 @@ impl ChunkReader {
             described: None,
             params: params.clone(),
             copier: None,
+            filter,
         })
     }
 
@@ -280,6 +296,7 @@ impl ChunkReader {
         let (schema, types) =
             catalog::describe_relation(&self.client, &self.url, &relation, self.unknown).await?;
         Ok(Some(Described {
+            plan: self.filter.column_plan(&schema)?,
             schema,
             types,
             type_names,
@@ -302,6 +319,11 @@ impl ChunkReader {
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
             _ => None,
         })
+    }
+
+    /// Checks that `source.columns` can apply to `table`'s columns.
+    pub async fn check_columns(&self, table: &TableId) -> Result<(), ConnectorError> {
+        self.describe(table).await.map(|_| ())
     }
 
     /// Checks that `table` can be copied and `condition` is valid for it.
@@ -441,7 +463,11 @@ impl ChunkReader {
         // COPY streams the rows as the server produces them, so they are parsed while the
         // server is still reading; the text is the same output functions' as pgoutput's.
         let copy = format!("COPY ({sql}) TO STDOUT");
-        let converter = RowConverter::new(described.schema.clone(), described.types.clone());
+        let converter = RowConverter::new(
+            described.schema.clone(),
+            described.types.clone(),
+            described.plan.clone(),
+        );
         let (blocks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let converting = tokio::spawn(async move {
             let mut rows = Vec::with_capacity(limit.min(100_000));
@@ -510,7 +536,9 @@ impl ChunkRead for ChunkReader {
         // still being converted.
         let watermark = self.write_watermark().await?;
         Ok(ChunkOutcome::Rows(Box::new(ReadChunk {
-            schema: described.schema,
+            schema: described
+                .plan
+                .map_or(described.schema, ColumnPlan::into_output),
             rows,
             last_key,
             exhausted: count < request.limit,

@@ -249,6 +249,7 @@ impl PostgresSource {
             &self.server.params,
             &self.server.config.slot,
             self.server.config.unknown_types,
+            self.server.filter.clone(),
         )
         .await
     }

@@ -4,9 +4,10 @@
 use crate::pgoutput::{Message, TupleValue};
 use crate::types::PgType;
 use headwater_contract::avro::{RowEncoder, Value};
+use headwater_contract::schema::UNCHANGED_TOAST_COLUMN;
 use headwater_contract::{
-    ChangeRecord, ConnectorError, Lsn, Op, PgPosition, PgSourceInfo, Position, SchemaChangeRecord,
-    SnapshotMarker, SourceEvent, SourceInfo, TableSchema, TransactionInfo,
+    ChangeRecord, ColumnPlan, ConnectorError, Lsn, Op, PgPosition, PgSourceInfo, Position,
+    SchemaChangeRecord, SnapshotMarker, SourceEvent, SourceInfo, TableSchema, TransactionInfo,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,8 +24,12 @@ pub enum Step {
 /// A captured table's current layout.
 #[derive(Debug)]
 pub struct RelationInfo {
+    /// The columns the records carry (after `source.columns`).
     pub schema: Arc<TableSchema>,
+    /// One per column of the relation's tuples.
     pub types: Vec<PgType>,
+    /// How tuples become `schema`'s rows; `None` when they are the same.
+    pub plan: Option<ColumnPlan>,
 }
 
 struct Transaction {
@@ -144,7 +149,7 @@ impl PgReader {
             info.schema
                 .columns
                 .iter()
-                .take(info.types.len())
+                .filter(|c| c.name != UNCHANGED_TOAST_COLUMN)
                 .map(|c| format!("{} {}", c.name, c.sql_type))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -306,8 +311,16 @@ impl PgReader {
             data_collection_order,
         });
         let schema = &info.schema;
-        let before_values = old.map(|t| decode_tuple(&info, t, None)).transpose()?;
-        let after_values = new.map(|t| decode_tuple(&info, t, old)).transpose()?;
+        let mut before_values = old.map(|t| decode_tuple(&info, t, None)).transpose()?;
+        let mut after_values = new.map(|t| decode_tuple(&info, t, old)).transpose()?;
+        if let Some(plan) = &info.plan {
+            for values in [&mut before_values, &mut after_values]
+                .into_iter()
+                .flatten()
+            {
+                plan.apply(values);
+            }
+        }
         let key = match after_values.as_ref().or(before_values.as_ref()) {
             Some(values) => RowEncoder::key_bytes(schema, values)?,
             None => None,
@@ -338,6 +351,18 @@ impl PgReader {
 /// One tuple as values for the table's columns plus the synthetic unchanged-TOAST column.
 /// An unchanged TOASTed value is taken from `old` (REPLICA IDENTITY FULL) when there, else it
 /// is null and its column is named in `__unchanged_toast`.
+/// The name of the relation's column `index` as the source has it.
+fn column_name(info: &RelationInfo, index: usize) -> String {
+    match &info.plan {
+        Some(plan) => plan.source_name(index).to_string(),
+        None => info
+            .schema
+            .columns
+            .get(index)
+            .map_or_else(String::new, |c| c.name.clone()),
+    }
+}
+
 fn decode_tuple<'t>(
     info: &RelationInfo,
     tuple: &[TupleValue<'t>],
@@ -359,7 +384,10 @@ fn decode_tuple<'t>(
             TupleValue::UnchangedToast => match old.and_then(|o| o.get(index)) {
                 Some(old_value @ TupleValue::Text(_)) => *old_value,
                 _ => {
-                    unchanged.push(Value::Text(Cow::Owned(schema.columns[index].name.clone())));
+                    // an excluded column is not named either
+                    if info.plan.as_ref().is_none_or(|plan| plan.keeps(index)) {
+                        unchanged.push(Value::Text(Cow::Owned(column_name(info, index))));
+                    }
                     TupleValue::Null
                 }
             },
@@ -371,13 +399,15 @@ fn decode_tuple<'t>(
                 let text = std::str::from_utf8(bytes).map_err(|_| {
                     defect(format!(
                         "column {}.{} is not UTF-8 text",
-                        schema.id, schema.columns[index].name
+                        schema.id,
+                        column_name(info, index)
                     ))
                 })?;
                 pg_type.parse(text).map_err(|e| {
                     ConnectorError::definite(format!(
                         "column {}.{}: {e}; report this with the column's type",
-                        schema.id, schema.columns[index].name
+                        schema.id,
+                        column_name(info, index)
                     ))
                 })?
             }
