@@ -1,10 +1,13 @@
 //! `[source.columns]` end to end on both sources: excluded, masked, hashed and truncated
 //! columns through a snapshot and the stream, into the lake, read back with apache-avro. The
 //! expected values come from the databases' own functions (`SHA2`, `sha256`, `LEFT`), and no
-//! excluded name or value may show in a record, a schema, the state or a log line.
+//! excluded name or value may show in a record, a schema, the state or a log line. And
+//! `decimal_handling` / `binary_handling`, compared with the databases' own text, float and
+//! base64/hex of the same values.
 
 mod common;
 
+use apache_avro::types::Value as AvroValue;
 use common::*;
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
@@ -271,4 +274,138 @@ async fn rules_on_a_primary_key_or_without_a_table_stop_with_the_key_to_change()
         .query_drop(format!("DROP DATABASE `{db}`"))
         .await
         .unwrap();
+}
+
+/// The last after image of each key, by id.
+fn last_images(
+    work: &Workdir,
+    stream: &str,
+) -> BTreeMap<i64, std::collections::HashMap<String, AvroValue>> {
+    let mut state = BTreeMap::new();
+    for record in read_stream(&work.lake(), stream) {
+        if let Some(after) = image(&record, "after") {
+            state.insert(avro_int(&after["id"]), after);
+        }
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_decimals_as_strings_and_binary_as_base64() {
+    let db = unique("hw_dech");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`;
+             CREATE TABLE `{db}`.t (id INT PRIMARY KEY, price DECIMAL(12,3), big DECIMAL(65,30), data BLOB);
+             INSERT INTO `{db}`.t VALUES (1, 12.345, -0.000000000000000000000000000001, x'00ff10'), (2, NULL, 1, x'')"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config(
+        "dech",
+        &db,
+        "snapshot = \"initial\"\ndecimal_handling = \"string\"\nbinary_handling = \"base64\"",
+        "",
+    );
+    work.catch_up();
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db}`.t VALUES (3, -99999.999, 123456789012345678901234567890.5, x'68656c6c6f')"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    let expected: Vec<(i64, Option<String>, Option<String>, Option<String>)> = admin
+        .query(format!(
+            "SELECT id, CAST(price AS CHAR), CAST(big AS CHAR), TO_BASE64(data) FROM `{db}`.t ORDER BY id"
+        ))
+        .await
+        .unwrap();
+    let found = last_images(&work, &format!("dech.{db}.t"));
+    assert_eq!(found.len(), expected.len());
+    let text = |v: &AvroValue| match v {
+        AvroValue::Null => None,
+        AvroValue::String(s) => Some(s.clone()),
+        other => panic!("a string, not {other:?}"),
+    };
+    for (id, price, big, data) in expected {
+        let row = &found[&id];
+        assert_eq!(
+            (text(&row["price"]), text(&row["big"]), text(&row["data"])),
+            (price, big, data),
+            "row {id}"
+        );
+    }
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_decimals_as_doubles_and_binary_as_hex() {
+    let schema = unique("hw_pdech");
+    let admin = postgres_admin().await;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let owner = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (id INT PRIMARY KEY, price NUMERIC(12,3), free NUMERIC, data BYTEA);
+             INSERT INTO {schema}.t VALUES (1, 12.345, 'NaN', '\\x00ff10'), (2, NULL, 0.1, NULL)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config(
+        "pdech",
+        &schema,
+        "snapshot = \"initial\"\ndecimal_handling = \"double\"\nbinary_handling = \"hex\"",
+    );
+    work.catch_up();
+    owner
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.t VALUES (3, -99999.999, 'Infinity', '\\x68656c6c6f')"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    let rows = owner
+        .query(
+            &format!("SELECT id, price::float8, free::float8, encode(data, 'hex') FROM {schema}.t ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let found = last_images(&work, &format!("pdech.{schema}.t"));
+    assert_eq!(found.len(), rows.len());
+    let double = |v: &AvroValue| match v {
+        AvroValue::Null => None,
+        AvroValue::Double(x) => Some(x.to_string()),
+        other => panic!("a double, not {other:?}"),
+    };
+    for row in rows {
+        let id: i32 = row.get(0);
+        let image = &found[&i64::from(id)];
+        let expected = (
+            row.get::<_, Option<f64>>(1).map(|x| x.to_string()),
+            row.get::<_, Option<f64>>(2).map(|x| x.to_string()),
+            row.get::<_, Option<String>>(3),
+        );
+        let data = match &image["data"] {
+            AvroValue::Null => None,
+            AvroValue::String(s) => Some(s.clone()),
+            other => panic!("hex text, not {other:?}"),
+        };
+        assert_eq!(
+            (double(&image["price"]), double(&image["free"]), data),
+            expected,
+            "row {id}"
+        );
+    }
+    postgres_cleanup(&schema, &work).await;
 }

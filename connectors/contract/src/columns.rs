@@ -2,7 +2,9 @@
 //! `column.include.list`/`column.exclude.list`, `column.mask.with.N.chars`,
 //! `column.mask.hash.SHA-256.with.salt` and `column.truncate.to.N.chars`. Sources apply a
 //! table's [`ColumnPlan`] to the decoded values before anything is encoded, so an excluded or
-//! masked value never reaches a sink, the schema, a log line or a metric.
+//! masked value never reaches a sink, the schema, a log line or a metric. The same plan
+//! carries `source.decimal_handling` and `source.binary_handling` (Debezium's
+//! `decimal.handling.mode` and `binary.handling.mode`).
 
 use crate::avro::Value;
 use crate::schema::{Column, FieldType, TableSchema, UNCHANGED_TOAST_COLUMN};
@@ -53,6 +55,52 @@ impl fmt::Debug for ColumnRulesConfig {
     }
 }
 
+/// `source.decimal_handling`: how DECIMAL/NUMERIC values are carried.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalHandling {
+    /// Avro `decimal` (bytes with precision and scale); unconstrained numerics as exact text.
+    #[default]
+    Precise,
+    /// Exact decimal text, for readers that show Avro decimals as bytes.
+    String,
+    /// The nearest double: digits beyond its 15–17 significant ones are lost.
+    Double,
+}
+
+/// `source.binary_handling`: how binary values (BLOB, BINARY, BIT(n>1), bytea) are carried.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BinaryHandling {
+    /// Avro `bytes`.
+    #[default]
+    Bytes,
+    /// Standard base64 text (RFC 4648, padded).
+    Base64,
+    /// Lower-case hex text.
+    Hex,
+}
+
+/// The value handling modes a source applies to every captured table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValueHandling {
+    pub decimal: DecimalHandling,
+    pub binary: BinaryHandling,
+}
+
+/// A type change after the column's rule: a value handling mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conversion {
+    /// `Decimal` of this scale to text.
+    DecimalText(u32),
+    /// `Decimal` of this scale to a double.
+    DecimalDouble(u32),
+    /// Exact decimal text (unconstrained numeric) to a double.
+    TextDouble,
+    Base64,
+    Hex,
+}
+
 /// What happens to one source column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Action {
@@ -78,6 +126,7 @@ impl Action {
 /// The compiled rules; cheap to ask when nothing is configured.
 #[derive(Clone, Default)]
 pub struct ColumnRules {
+    handling: ValueHandling,
     include_tables: Option<GlobSet>,
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
@@ -144,6 +193,11 @@ fn glob_set(key: &str, patterns: &[String], tables: bool) -> Result<Option<GlobS
 impl ColumnRulesConfig {
     /// Compiles the globs; a bad one is reported with its key.
     pub fn compile(&self) -> Result<ColumnRules, String> {
+        self.compile_with(ValueHandling::default())
+    }
+
+    /// Compiles the globs, with the source's value handling modes.
+    pub fn compile_with(&self, handling: ValueHandling) -> Result<ColumnRules, String> {
         let salt = match (&self.hash_salt, self.hash.is_empty()) {
             (Some(salt), _) if salt.is_empty() => {
                 return Err("source.columns.hash_salt is empty: give a secret, e.g. hash_salt = \"${HEADWATER_HASH_SALT}\"".into())
@@ -162,6 +216,7 @@ impl ColumnRulesConfig {
             }
         }
         Ok(ColumnRules {
+            handling,
             include_tables: glob_set("include", &self.include, true)?,
             include: glob_set("include", &self.include, false)?,
             exclude: glob_set("exclude", &self.exclude, false)?,
@@ -183,7 +238,8 @@ impl ColumnRulesConfig {
 
 impl ColumnRules {
     pub fn is_empty(&self) -> bool {
-        self.include.is_none()
+        self.handling == ValueHandling::default()
+            && self.include.is_none()
             && self.exclude.is_none()
             && self.mask.is_empty()
             && self.hash.is_none()
@@ -245,16 +301,20 @@ impl ColumnRules {
                 }
             }
         }
-        if actions.iter().all(|a| *a == Action::Keep) {
-            return Ok(None);
-        }
         let mut columns = Vec::new();
+        let mut conversions = Vec::with_capacity(actions.len());
         let mut new_index = vec![usize::MAX; schema.columns.len()];
         for (index, (column, action)) in schema.columns.iter().zip(&actions).enumerate() {
-            if let Some(column) = planned_column(&table_name, column, action)? {
+            let mut conversion = None;
+            if let Some(mut column) = planned_column(&table_name, column, action)? {
+                conversion = self.convert(&mut column.field_type);
                 new_index[index] = columns.len();
                 columns.push(column);
             }
+            conversions.push(conversion);
+        }
+        if actions.iter().all(|a| *a == Action::Keep) && conversions.iter().all(Option::is_none) {
+            return Ok(None);
         }
         Ok(Some(ColumnPlan {
             source_names: schema.columns.iter().map(|c| c.name.clone()).collect(),
@@ -265,8 +325,38 @@ impl ColumnRules {
                 primary_key: schema.primary_key.iter().map(|&k| new_index[k]).collect(),
             },
             actions,
+            conversions,
             salt: Arc::clone(&self.salt),
         }))
+    }
+
+    /// The value handling modes' change of `field_type` (and its array elements'), if any.
+    fn convert(&self, field_type: &mut FieldType) -> Option<Conversion> {
+        let (conversion, carried) = match (&*field_type, self.handling) {
+            (FieldType::Array(_), _) => {
+                let FieldType::Array(items) = field_type else {
+                    return None;
+                };
+                return self.convert(items);
+            }
+            (FieldType::Decimal { scale, .. }, ValueHandling { decimal, .. }) => match decimal {
+                DecimalHandling::Precise => return None,
+                DecimalHandling::String => (Conversion::DecimalText(*scale), FieldType::String),
+                DecimalHandling::Double => (Conversion::DecimalDouble(*scale), FieldType::Double),
+            },
+            (FieldType::DecimalString, ValueHandling { decimal, .. }) => match decimal {
+                DecimalHandling::Double => (Conversion::TextDouble, FieldType::Double),
+                _ => return None,
+            },
+            (FieldType::Bytes, ValueHandling { binary, .. }) => match binary {
+                BinaryHandling::Bytes => return None,
+                BinaryHandling::Base64 => (Conversion::Base64, FieldType::String),
+                BinaryHandling::Hex => (Conversion::Hex, FieldType::String),
+            },
+            _ => return None,
+        };
+        *field_type = carried;
+        Some(conversion)
     }
 
     fn exclude_matches(&self, table_name: &str, column_name: &str) -> bool {
@@ -333,6 +423,8 @@ fn planned_column(
 #[derive(Clone, Debug)]
 pub struct ColumnPlan {
     output: TableSchema,
+    /// The value handling modes' change per source column (`None`: none).
+    conversions: Vec<Option<Conversion>>,
     /// The source's column names, for messages about source columns.
     source_names: Vec<String>,
     actions: Vec<Action>,
@@ -379,6 +471,11 @@ impl ColumnPlan {
                 Action::Truncate(n) => truncate(value, *n),
             }
         }
+        for (value, conversion) in values.iter_mut().zip(&self.conversions) {
+            if let Some(conversion) = conversion {
+                convert(value, *conversion);
+            }
+        }
         let mut index = 0;
         values.retain(|_| {
             let keep = self.actions[index] != Action::Drop;
@@ -398,6 +495,40 @@ impl ColumnPlan {
         }
         hex::encode(digest.finalize())
     }
+}
+
+/// A value in the type its value handling mode carries (arrays element by element).
+fn convert(value: &mut Value<'_>, conversion: Conversion) {
+    use base64::Engine;
+    let converted = match (&*value, conversion) {
+        (Value::Array(_), _) => {
+            if let Value::Array(items) = value {
+                items.iter_mut().for_each(|item| convert(item, conversion));
+            }
+            return;
+        }
+        (Value::Decimal(unscaled), Conversion::DecimalText(scale)) => {
+            Value::Text(Cow::Owned(decimal_text(unscaled, scale)))
+        }
+        (Value::Decimal(unscaled), Conversion::DecimalDouble(scale)) => {
+            Value::Double(decimal_text(unscaled, scale).parse().unwrap_or(f64::NAN))
+        }
+        // PostgreSQL prints NaN and ±Infinity as Rust reads them
+        (Value::Text(text), Conversion::TextDouble) => {
+            Value::Double(text.parse().unwrap_or(f64::NAN))
+        }
+        (Value::Bytes(bytes), Conversion::Base64) => Value::Text(Cow::Owned(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        )),
+        (Value::Bytes(bytes), Conversion::Hex) => Value::Text(Cow::Owned(hex::encode(bytes))),
+        _ => return,
+    };
+    *value = converted;
+}
+
+fn decimal_text(unscaled: &crate::avro::Unscaled, scale: u32) -> String {
+    let mut bytes = [0u8; 33];
+    crate::avro_json::decimal_text(unscaled.to_be_bytes(&mut bytes), scale as usize)
 }
 
 /// Keeps the first `n` characters of text, or bytes of binary.

@@ -204,3 +204,121 @@ fn bad_rules_are_config_errors_naming_the_key() {
     );
     assert!(!debug.contains("secret"), "{debug}");
 }
+
+fn handled(decimal: DecimalHandling, binary: BinaryHandling) -> ColumnRules {
+    ColumnRulesConfig::default()
+        .compile_with(ValueHandling { decimal, binary })
+        .unwrap()
+}
+
+fn money() -> TableSchema {
+    TableSchema {
+        id: TableId {
+            namespace: "shop".into(),
+            table: "prices".into(),
+        },
+        version: 1,
+        columns: vec![
+            column(
+                "price",
+                FieldType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+            column("ratio", FieldType::DecimalString),
+            column("blob", FieldType::Bytes),
+            column(
+                "list",
+                FieldType::Array(Box::new(FieldType::Decimal {
+                    precision: 5,
+                    scale: 1,
+                })),
+            ),
+            column("n", FieldType::Long),
+        ],
+        primary_key: vec![0],
+    }
+}
+
+fn money_row() -> Vec<Value<'static>> {
+    vec![
+        Value::Decimal(crate::avro::Unscaled::parse("-12.30", 2).unwrap()),
+        text("NaN"),
+        Value::Bytes(Cow::Borrowed(&[0xde, 0xad, 0xbe, 0xef, 0x01])),
+        Value::Array(vec![
+            Value::Decimal(crate::avro::Unscaled::parse("4.5", 1).unwrap()),
+            Value::Null,
+        ]),
+        Value::Long(7),
+    ]
+}
+
+#[test]
+fn decimal_and_binary_handling_change_types_and_values_key_included() {
+    let plan = handled(DecimalHandling::String, BinaryHandling::Base64)
+        .plan(&money())
+        .unwrap()
+        .expect("a plan");
+    let types: Vec<&FieldType> = plan
+        .output()
+        .columns
+        .iter()
+        .map(|c| &c.field_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            &FieldType::String,
+            &FieldType::DecimalString,
+            &FieldType::String,
+            &FieldType::Array(Box::new(FieldType::String)),
+            &FieldType::Long
+        ]
+    );
+    let mut row = money_row();
+    plan.apply(&mut row);
+    assert_eq!(
+        row,
+        [
+            text("-12.30"),
+            text("NaN"),
+            text("3q2+7wE="),
+            Value::Array(vec![text("4.5"), Value::Null]),
+            Value::Long(7)
+        ]
+    );
+
+    let plan = handled(DecimalHandling::Double, BinaryHandling::Hex)
+        .plan(&money())
+        .unwrap()
+        .expect("a plan");
+    let mut row = money_row();
+    plan.apply(&mut row);
+    assert_eq!(row[0], Value::Double(-12.3));
+    assert!(matches!(row[1], Value::Double(x) if x.is_nan()));
+    assert_eq!(row[2], text("deadbeef01"));
+    assert_eq!(row[3], Value::Array(vec![Value::Double(4.5), Value::Null]));
+    assert_eq!(plan.output().columns[1].field_type, FieldType::Double);
+
+    assert!(
+        handled(DecimalHandling::Precise, BinaryHandling::Bytes)
+            .plan(&money())
+            .unwrap()
+            .is_none(),
+        "the defaults change nothing"
+    );
+    assert!(
+        handled(DecimalHandling::String, BinaryHandling::Hex)
+            .plan(&customers_without_decimals())
+            .unwrap()
+            .is_none(),
+        "a table without such columns needs no plan"
+    );
+}
+
+fn customers_without_decimals() -> TableSchema {
+    let mut schema = customers();
+    schema.columns.retain(|c| c.field_type != FieldType::Bytes);
+    schema
+}

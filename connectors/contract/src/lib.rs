@@ -21,7 +21,9 @@ pub use backfill::{
     BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed,
     SnapshotMode,
 };
-pub use columns::{ColumnPlan, ColumnRules, ColumnRulesConfig};
+pub use columns::{
+    BinaryHandling, ColumnPlan, ColumnRules, ColumnRulesConfig, DecimalHandling, ValueHandling,
+};
 pub use connector::{
     Ack, AckSender, DurableWatch, EventReceiver, EventSender, Sink, Source, StreamContext,
 };

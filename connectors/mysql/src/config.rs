@@ -1,4 +1,7 @@
-use headwater_contract::{redact_url, ColumnRulesConfig, SnapshotMode, TableFilter};
+use headwater_contract::{
+    redact_url, BinaryHandling, ColumnRulesConfig, DecimalHandling, SnapshotMode, TableFilter,
+    ValueHandling,
+};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -24,6 +27,12 @@ pub struct MysqlConfig {
     /// Which columns of the captured tables reach the records, and masked how (`[source.columns]`).
     #[serde(default)]
     pub columns: ColumnRulesConfig,
+    /// How DECIMAL/NUMERIC values are carried: `"precise"`, `"string"` or `"double"`.
+    #[serde(default)]
+    pub decimal_handling: DecimalHandling,
+    /// How binary values are carried: `"bytes"`, `"base64"` or `"hex"`.
+    #[serde(default)]
+    pub binary_handling: BinaryHandling,
     /// Where a pipeline without any stored position starts: `"latest"` (changes from now on)
     /// or `"earliest"` (the oldest binlog the server still has).
     #[serde(default)]
@@ -102,6 +111,8 @@ impl fmt::Debug for MysqlConfig {
             .field("include", &self.include)
             .field("exclude", &self.exclude)
             .field("columns", &self.columns)
+            .field("decimal_handling", &self.decimal_handling)
+            .field("binary_handling", &self.binary_handling)
             .field("start", &self.start)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -167,6 +178,13 @@ impl MysqlConfig {
                 ));
             }
         }
-        Ok(TableFilter::new(&self.include, &self.exclude)?.with_columns(self.columns.compile()?))
+        Ok(
+            TableFilter::new(&self.include, &self.exclude)?.with_columns(
+                self.columns.compile_with(ValueHandling {
+                    decimal: self.decimal_handling,
+                    binary: self.binary_handling,
+                })?,
+            ),
+        )
     }
 }

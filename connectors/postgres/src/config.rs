@@ -1,4 +1,7 @@
-use headwater_contract::{redact_url, ColumnRulesConfig, SnapshotMode, TableFilter};
+use headwater_contract::{
+    redact_url, BinaryHandling, ColumnRulesConfig, DecimalHandling, SnapshotMode, TableFilter,
+    ValueHandling,
+};
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -39,6 +42,12 @@ pub struct PostgresConfig {
     /// Which columns of the captured tables reach the records, and masked how (`[source.columns]`).
     #[serde(default)]
     pub columns: ColumnRulesConfig,
+    /// How DECIMAL/NUMERIC values are carried: `"precise"`, `"string"` or `"double"`.
+    #[serde(default)]
+    pub decimal_handling: DecimalHandling,
+    /// How binary values are carried: `"bytes"`, `"base64"` or `"hex"`.
+    #[serde(default)]
+    pub binary_handling: BinaryHandling,
     /// How often Headwater writes a tiny logical message into the WAL so that a slot whose
     /// tables are quiet still advances and the server can recycle WAL. "0s" turns it off.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
@@ -106,6 +115,8 @@ impl fmt::Debug for PostgresConfig {
             .field("include", &self.include)
             .field("exclude", &self.exclude)
             .field("columns", &self.columns)
+            .field("decimal_handling", &self.decimal_handling)
+            .field("binary_handling", &self.binary_handling)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +167,13 @@ impl PostgresConfig {
         if self.status_interval < Duration::from_millis(100) {
             return Err("source.status_interval must be at least \"100ms\"".into());
         }
-        Ok(TableFilter::new(&self.include, &self.exclude)?.with_columns(self.columns.compile()?))
+        Ok(
+            TableFilter::new(&self.include, &self.exclude)?.with_columns(
+                self.columns.compile_with(ValueHandling {
+                    decimal: self.decimal_handling,
+                    binary: self.binary_handling,
+                })?,
+            ),
+        )
     }
 }
