@@ -344,10 +344,13 @@ impl ColumnRules {
                 DecimalHandling::String => (Conversion::DecimalText(*scale), FieldType::String),
                 DecimalHandling::Double => (Conversion::DecimalDouble(*scale), FieldType::Double),
             },
-            (FieldType::DecimalString, ValueHandling { decimal, .. }) => match decimal {
-                DecimalHandling::Double => (Conversion::TextDouble, FieldType::Double),
-                _ => return None,
-            },
+            (
+                FieldType::DecimalString,
+                ValueHandling {
+                    decimal: DecimalHandling::Double,
+                    ..
+                },
+            ) => (Conversion::TextDouble, FieldType::Double),
             (FieldType::Bytes, ValueHandling { binary, .. }) => match binary {
                 BinaryHandling::Bytes => return None,
                 BinaryHandling::Base64 => (Conversion::Base64, FieldType::String),
