@@ -142,13 +142,7 @@ async fn mariadb_columns_are_excluded_masked_hashed_and_truncated_before_any_sin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_columns_are_excluded_masked_hashed_and_truncated_before_any_sink() {
-    let schema = unique("hw_pcols");
-    let admin = postgres_admin().await;
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
-        .await
-        .unwrap();
-    let owner = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    let (schema, owner) = postgres_owned_schema("hw_pcols").await;
     owner
         .batch_execute(&format!(
             "CREATE TABLE {schema}.customers (id INT PRIMARY KEY, email TEXT, ssn TEXT, card BIGINT,
@@ -352,13 +346,7 @@ async fn mariadb_decimals_as_strings_and_binary_as_base64() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_decimals_as_doubles_and_binary_as_hex() {
-    let schema = unique("hw_pdech");
-    let admin = postgres_admin().await;
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
-        .await
-        .unwrap();
-    let owner = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    let (schema, owner) = postgres_owned_schema("hw_pdech").await;
     owner
         .batch_execute(&format!(
             "CREATE TABLE {schema}.t (id INT PRIMARY KEY, price NUMERIC(12,3), free NUMERIC, data BYTEA);

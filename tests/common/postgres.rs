@@ -207,3 +207,16 @@ pub async fn postgres_cleanup(schema: &str, work: &Workdir) {
         ))
         .await;
 }
+
+/// A new schema owned by the pipeline's role (so it may create the publication), and a
+/// connection as that role to fill it.
+pub async fn postgres_owned_schema(prefix: &str) -> (String, tokio_postgres::Client) {
+    let schema = unique(prefix);
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION headwater"))
+        .await
+        .unwrap();
+    let owner = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    (schema, owner)
+}

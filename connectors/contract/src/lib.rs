@@ -10,6 +10,7 @@ pub mod connector;
 pub mod envelope;
 pub mod error;
 pub mod filter;
+pub mod flat;
 pub mod position;
 pub mod record;
 pub mod registry;
@@ -29,6 +30,7 @@ pub use connector::{
 };
 pub use error::{ConnectorError, ErrorClass, Problem, Severity, CONNECT_TIMEOUT};
 pub use filter::{redact_url, TableFilter};
+pub use flat::{EnvelopeKind, Flat, FlatDeletes, FlatField, Flattener};
 pub use position::{
     BinlogPosition, GtidSet, Lsn, MariadbGtid, MariadbGtidState, MysqlGtidSet, PgPosition,
     Position, PositionText, ServerUuid,

@@ -1,3 +1,4 @@
+use headwater_contract::{flat::flattener_for, EnvelopeKind, FlatDeletes, FlatField, Flattener};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -35,6 +36,15 @@ pub struct KafkaConfig {
     /// Follow each delete with a tombstone (same key, null value) so compacted topics forget the row.
     #[serde(default = "yes")]
     pub tombstones: bool,
+    /// `"debezium"` (the change event) or `"flat"` (the row's columns and `flat_fields`).
+    #[serde(default)]
+    pub envelope: EnvelopeKind,
+    /// With `envelope = "flat"`: metadata fields added as `__<name>` (default `op`, `source_ts_ms`).
+    #[serde(default)]
+    pub flat_fields: Option<Vec<FlatField>>,
+    /// With `envelope = "flat"`: `"tombstone"` (default), `"rewrite"` or `"drop"` for deletes.
+    #[serde(default)]
+    pub flat_deletes: Option<FlatDeletes>,
     /// Any librdkafka producer setting, passed through (`security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `ssl.ca.location`, `compression.type`, `linger.ms`, …).
     #[serde(default)]
@@ -59,6 +69,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("topic_template", &self.topic_template)
             .field("schema_registry", &self.schema_registry)
             .field("format", &self.format)
+            .field("envelope", &self.envelope)
             .field("producer", &producer)
             .finish_non_exhaustive()
     }
@@ -129,7 +140,18 @@ impl KafkaConfig {
                 }
             }
         }
-        Ok(())
+        self.flattener().map(|_| ())
+    }
+
+    /// What `envelope`, `flat_fields` and `flat_deletes` ask for (`None`: the change event).
+    pub fn flattener(&self) -> Result<Option<Flattener>, String> {
+        flattener_for(
+            self.envelope,
+            self.flat_fields.as_deref(),
+            self.flat_deletes,
+            FlatDeletes::Tombstone,
+            true,
+        )
     }
 
     /// The topic of a table: the template filled in, with every character Kafka does not
@@ -175,6 +197,9 @@ mod tests {
             replication_factor: 1,
             topic_config: BTreeMap::new(),
             tombstones: true,
+            envelope: EnvelopeKind::Debezium,
+            flat_fields: None,
+            flat_deletes: None,
             producer: BTreeMap::from([("sasl.password".to_string(), "hunter2".to_string())]),
         }
     }

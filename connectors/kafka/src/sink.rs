@@ -11,7 +11,8 @@ use apache_avro::schema::{ResolvedSchema, Schema};
 use async_trait::async_trait;
 use headwater_contract::avro_json::to_json;
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, Op, Position, PositionText, Sink, SinkRecord, StreamSchema,
+    Ack, AckSender, ConnectorError, Flat, Flattener, Op, Position, PositionText, Sink, SinkRecord,
+    StreamSchema,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -103,6 +104,8 @@ struct Prepared {
 
 pub struct KafkaSink {
     config: KafkaConfig,
+    /// `envelope = "flat"`: turns change events into flat records.
+    flat: Option<Flattener>,
     producer: Option<BaseProducer<Deliveries>>,
     admin: Option<AdminClient<DefaultClientContext>>,
     registry: Option<Registry>,
@@ -128,6 +131,7 @@ impl KafkaSink {
             Format::Json => None,
         };
         Ok(KafkaSink {
+            flat: config.flattener().map_err(ConnectorError::definite)?,
             config,
             producer: None,
             admin: None,
@@ -139,6 +143,62 @@ impl KafkaSink {
             position_buf: String::new(),
             position_text: PositionText::default(),
         })
+    }
+
+    /// The record's key as its stream is written (wire format or JSON) into `buf`; false when
+    /// the table has no key.
+    fn encode_key(
+        prepared: &Prepared,
+        record: &SinkRecord,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, ConnectorError> {
+        let Some(key) = &record.key else {
+            return Ok(false);
+        };
+        match (&prepared.schemas, prepared.key_id) {
+            (Some((Some(schema), _)), _) => *buf = Self::json(schema, key)?,
+            (None, Some(key_id)) => Self::wire(buf, key_id, key),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `envelope = "flat"` with `flat_deletes = "tombstone"`: the delete is its key with a null
+    /// value (a keyless table's delete has nothing to name, and is dropped).
+    async fn write_tombstone(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
+        let prepared = self.prepare(&record.stream).await?;
+        let mut key_buf = std::mem::take(&mut self.key_buf);
+        let result = async {
+            if !Self::encode_key(&prepared, &record, &mut key_buf)? {
+                self.ack_now(record.seq);
+                return Ok(());
+            }
+            self.position_buf.clear();
+            self.position_text
+                .write(&record.position, &mut self.position_buf);
+            self.produce(
+                &prepared.topic,
+                Some(&key_buf),
+                None,
+                headers(&record, &self.position_buf, &prepared.table),
+                record.seq as usize,
+            )
+            .await
+        }
+        .await;
+        self.key_buf = key_buf;
+        result
+    }
+
+    /// Acknowledges a record that produces no message (a dropped delete or TRUNCATE).
+    fn ack_now(&self, seq: u64) {
+        if let Some(producer) = &self.producer {
+            if let Ok(acks) = producer.context().acks.lock() {
+                if let Some(acks) = acks.as_ref() {
+                    acks.ack(Ack::One(seq));
+                }
+            }
+        }
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -485,37 +545,33 @@ impl Sink for KafkaSink {
 
     async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
         self.check_failures()?;
+        let record = match self.flat.as_mut() {
+            None => record,
+            Some(flat) => match flat.apply(record)? {
+                Flat::Record(record) => record,
+                Flat::Tombstone(record) => return self.write_tombstone(record).await,
+                Flat::Dropped(record) => {
+                    self.ack_now(record.seq);
+                    return Ok(());
+                }
+            },
+        };
         let prepared = self.prepare(&record.stream).await?;
         let seq = record.seq as usize;
         let mut key_buf = std::mem::take(&mut self.key_buf);
         let mut value_buf = std::mem::take(&mut self.value_buf);
-        let has_key = match (&prepared.schemas, prepared.value_id) {
-            (Some((key_schema, value_schema)), _) => {
+        let has_key = Self::encode_key(&prepared, &record, &mut key_buf)?;
+        match (&prepared.schemas, prepared.value_id) {
+            (Some((_, value_schema)), _) => {
                 value_buf = Self::json(value_schema, &record.value)?;
-                match (key_schema, &record.key) {
-                    (Some(schema), Some(key)) => {
-                        key_buf = Self::json(schema, key)?;
-                        true
-                    }
-                    _ => false,
-                }
             }
-            (None, Some(value_id)) => {
-                Self::wire(&mut value_buf, value_id, &record.value);
-                match (prepared.key_id, &record.key) {
-                    (Some(key_id), Some(key)) => {
-                        Self::wire(&mut key_buf, key_id, key);
-                        true
-                    }
-                    _ => false,
-                }
-            }
+            (None, Some(value_id)) => Self::wire(&mut value_buf, value_id, &record.value),
             (None, None) => {
                 return Err(ConnectorError::definite(
                     "kafka: a stream without schemas; report this",
                 ))
             }
-        };
+        }
         self.position_buf.clear();
         self.position_text
             .write(&record.position, &mut self.position_buf);

@@ -1,3 +1,4 @@
+use headwater_contract::{flat::flattener_for, EnvelopeKind, FlatDeletes, FlatField, Flattener};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,15 @@ pub struct LakeConfig {
     /// Block compression: `"deflate"` (every Avro reader supports it) or `"null"`.
     #[serde(default)]
     pub codec: crate::ocf::Codec,
+    /// `"debezium"` (the change event) or `"flat"` (the row's columns and `flat_fields`).
+    #[serde(default)]
+    pub envelope: EnvelopeKind,
+    /// With `envelope = "flat"`: metadata fields added as `__<name>` (default `op`, `source_ts_ms`).
+    #[serde(default)]
+    pub flat_fields: Option<Vec<FlatField>>,
+    /// With `envelope = "flat"`: `"rewrite"` (default) or `"drop"` for deletes.
+    #[serde(default)]
+    pub flat_deletes: Option<FlatDeletes>,
 }
 
 fn default_commit_interval() -> Duration {
@@ -49,6 +59,17 @@ impl LakeConfig {
                 self.max_file_bytes
             ));
         }
-        Ok(())
+        self.flattener().map(|_| ())
+    }
+
+    /// What `envelope`, `flat_fields` and `flat_deletes` ask for (`None`: the change event).
+    pub fn flattener(&self) -> Result<Option<Flattener>, String> {
+        flattener_for(
+            self.envelope,
+            self.flat_fields.as_deref(),
+            self.flat_deletes,
+            FlatDeletes::Rewrite,
+            false,
+        )
     }
 }

@@ -8,7 +8,7 @@ use crate::ocf::ContainerWriter;
 use crate::store::{LakeStore, LocalStore};
 use async_trait::async_trait;
 use headwater_contract::{
-    Ack, AckSender, ConnectorError, Position, Sink, SinkRecord, StreamSchema,
+    Ack, AckSender, ConnectorError, Flat, Flattener, Position, Sink, SinkRecord, StreamSchema,
 };
 use std::collections::HashMap;
 use std::io;
@@ -24,6 +24,8 @@ struct OpenFile<W: io::Write> {
 
 pub struct LakeSink<S: LakeStore = LocalStore> {
     store: S,
+    /// `envelope = "flat"`: turns change events into flat records.
+    flat: Option<Flattener>,
     config: LakeConfig,
     acks: Option<AckSender>,
     manifest: Manifest,
@@ -79,6 +81,8 @@ impl<S: LakeStore> LakeSink<S> {
     pub fn with_store(store: S, config: LakeConfig) -> Self {
         LakeSink {
             store,
+            // validated with the config (`LakeSink::new`)
+            flat: config.flattener().ok().flatten(),
             config,
             acks: None,
             manifest: Manifest {
@@ -258,39 +262,9 @@ impl<S: LakeStore> LakeSink<S> {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
-}
 
-#[async_trait]
-impl<S: LakeStore + 'static> Sink for LakeSink<S> {
-    async fn check(&mut self) -> Result<Vec<headwater_contract::Problem>, ConnectorError> {
-        let probe = "_headwater/.check.tmp";
-        let writable = self
-            .store
-            .create(probe)
-            .and_then(|mut w| {
-                std::io::Write::write_all(&mut w, b"headwater")?;
-                self.store.sync(w)
-            })
-            .and_then(|_| self.store.remove(probe));
-        Ok(match writable {
-            Ok(()) => Vec::new(),
-            Err(err) => vec![headwater_contract::Problem::error(
-                format!(
-                    "the lake at {} is not writable ({err})",
-                    self.config.path.display()
-                ),
-                "point sink.path at a directory this user can create and write",
-            )],
-        })
-    }
-
-    async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
-        self.recover()?;
-        self.acks = Some(acks);
-        Ok(self.manifest.position.clone())
-    }
-
-    async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
+    /// Appends one record to its stream's open file, committing a file that is full.
+    fn write_record(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
         let dir = stream_dir(&record.stream.default_name());
         let replace = match self.open.get(&dir) {
             Some(file) => {
@@ -324,6 +298,55 @@ impl<S: LakeStore + 'static> Sink for LakeSink<S> {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: LakeStore + 'static> Sink for LakeSink<S> {
+    async fn check(&mut self) -> Result<Vec<headwater_contract::Problem>, ConnectorError> {
+        let probe = "_headwater/.check.tmp";
+        let writable = self
+            .store
+            .create(probe)
+            .and_then(|mut w| {
+                std::io::Write::write_all(&mut w, b"headwater")?;
+                self.store.sync(w)
+            })
+            .and_then(|_| self.store.remove(probe));
+        Ok(match writable {
+            Ok(()) => Vec::new(),
+            Err(err) => vec![headwater_contract::Problem::error(
+                format!(
+                    "the lake at {} is not writable ({err})",
+                    self.config.path.display()
+                ),
+                "point sink.path at a directory this user can create and write",
+            )],
+        })
+    }
+
+    async fn open(&mut self, acks: AckSender) -> Result<Option<Position>, ConnectorError> {
+        self.recover()?;
+        self.acks = Some(acks);
+        Ok(self.manifest.position.clone())
+    }
+
+    async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError> {
+        let record = match self.flat.as_mut() {
+            None => record,
+            Some(flat) => match flat.apply(record)? {
+                Flat::Record(record) => record,
+                // a file holds no tombstones (the config refuses them): nothing is written,
+                // and the record is acknowledged with the next commit
+                Flat::Tombstone(record) | Flat::Dropped(record) => {
+                    self.pending_seq = Some(record.seq);
+                    self.first_pending_at.get_or_insert_with(Instant::now);
+                    self.last_written = Some(record.position);
+                    return Ok(());
+                }
+            },
+        };
+        self.write_record(record)
     }
 
     async fn tick(&mut self, through: &Position) -> Result<(), ConnectorError> {
@@ -424,6 +447,9 @@ mod tests {
             commit_interval: Duration::from_secs(3600),
             max_file_bytes: 1 << 30,
             codec: crate::ocf::Codec::default(),
+            envelope: Default::default(),
+            flat_fields: None,
+            flat_deletes: None,
         }
     }
 
