@@ -113,6 +113,9 @@ pub struct PipelineConfig {
     /// Warn in the log when the source may discard the log the position needs sooner than this.
     #[serde(default = "default_position_loss_warning", with = "humantime_serde")]
     pub position_loss_warning: Duration,
+    /// Write a BEGIN and an END record around each transaction to the transaction stream.
+    #[serde(default)]
+    pub transaction_events: bool,
 }
 
 impl Default for PipelineConfig {
@@ -122,6 +125,7 @@ impl Default for PipelineConfig {
             checkpoint_interval: default_checkpoint_interval(),
             retention_check_interval: default_retention_check_interval(),
             position_loss_warning: default_position_loss_warning(),
+            transaction_events: false,
         }
     }
 }

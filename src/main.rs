@@ -14,6 +14,7 @@ mod retention;
 mod retry;
 mod status;
 mod telemetry;
+mod transaction_events;
 
 use anyhow::{bail, Context};
 use checkpoint::CheckpointStore;
@@ -297,6 +298,7 @@ async fn run(config: Config, mode: RunMode) -> anyhow::Result<()> {
                 status: std::sync::Arc::clone(&status),
                 column_stats: config.metrics.as_ref().is_some_and(|m| m.column_stats),
                 source_retry: RetryPolicy::SOURCE,
+                transaction_events: config.pipeline.transaction_events,
             },
             source,
             sink,

@@ -7,6 +7,7 @@ use crate::pipeline_metrics::PipelineMetrics;
 use crate::requests::RequestDir;
 use crate::retry::RetryPolicy;
 use crate::telemetry::Status;
+use crate::transaction_events::{TransactionEvents, TransactionRecord};
 use headwater_contract::record::{encode_envelope, encode_schema_change};
 use headwater_contract::{now_ms, now_us};
 use headwater_contract::{
@@ -58,6 +59,8 @@ pub struct Settings {
     pub column_stats: bool,
     /// How a source that failed with a retryable error is retried.
     pub source_retry: RetryPolicy,
+    /// Write transaction BEGIN/END records.
+    pub transaction_events: bool,
 }
 
 /// Batches buffered between the source task and the runtime (each batch is one log event's rows).
@@ -298,6 +301,8 @@ struct Running {
     ack_rx: mpsc::UnboundedReceiver<Ack>,
     tracker: AckTracker,
     encoder: Encoder,
+    /// `pipeline.transaction_events`: BEGIN/END records around transactions.
+    transactions: Option<TransactionEvents>,
     metrics: PipelineMetrics,
     next_seq: u64,
     /// The position of the last event handed to the sink (what a flush covers).
@@ -324,6 +329,9 @@ impl Running {
         resume: Option<Position>,
         links: SourceLinks,
     ) -> Self {
+        let transactions = settings
+            .transaction_events
+            .then(|| TransactionEvents::new(&settings.server_name, settings.connector));
         let encoder = Encoder {
             server_name: settings.server_name.clone(),
             connector: settings.connector,
@@ -341,6 +349,7 @@ impl Running {
             ack_rx,
             tracker: AckTracker::new(1),
             encoder,
+            transactions,
             next_seq: 1,
             last_position: resume.clone(),
             committed: resume,
@@ -363,6 +372,13 @@ impl Running {
         self.settings.status.set_source_connected(true);
         let mut first_change = true;
         for event in batch {
+            if let Some(transactions) = &mut self.transactions {
+                let records = transactions.before(&event, self.last_position.as_ref());
+                let stream = Arc::clone(transactions.stream());
+                for record in records {
+                    self.write_transaction_record(&stream, record).await?;
+                }
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             let position = event.position().clone();
@@ -396,6 +412,31 @@ impl Running {
             self.publish_metrics(now);
         }
         Ok(())
+    }
+
+    /// Hands a transaction BEGIN/END record to the sink, numbered like every record.
+    async fn write_transaction_record(
+        &mut self,
+        stream: &Arc<StreamSchema>,
+        record: TransactionRecord,
+    ) -> Result<(), PipelineError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tracker.push(seq, record.position.clone(), true);
+        self.summary.records += 1;
+        self.metrics.written(record.value.len() + record.key.len());
+        let written = self
+            .sink
+            .write(SinkRecord {
+                seq,
+                stream: Arc::clone(stream),
+                op: None,
+                key: Some(record.key),
+                value: record.value,
+                position: record.position,
+            })
+            .await;
+        self.sink_result(written)
     }
 
     /// Notes a sink failure, so the run's end does not flush the failed sink.

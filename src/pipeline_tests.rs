@@ -329,6 +329,7 @@ impl Harness {
                     min: Duration::from_millis(1),
                     max: Duration::from_millis(4),
                 },
+                transaction_events: false,
             },
             source: Box::new(source),
             sink: Box::new(sink),

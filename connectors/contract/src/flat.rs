@@ -185,6 +185,7 @@ impl Flattener {
         }
         fields.extend(extra);
         let flat = Arc::new(StreamSchema {
+            kind: stream.kind,
             server_name: stream.server_name.clone(),
             table: stream.table.clone(),
             version: stream.version,

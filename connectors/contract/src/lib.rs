@@ -17,6 +17,7 @@ pub mod registry;
 pub mod retention;
 pub mod schema;
 pub mod schema_history;
+pub mod transactions;
 
 pub use backfill::{
     BackfillInbox, BackfillKind, BackfillRequest, BackfillState, Backfiller, Completed,
@@ -37,7 +38,8 @@ pub use position::{
 };
 pub use record::{
     ChangeRecord, MysqlFlavor, MysqlSourceInfo, Op, PgSourceInfo, SchemaChangeRecord, SinkRecord,
-    SnapshotMarker, SnapshotRowPlace, SourceEvent, SourceInfo, StreamSchema, TransactionInfo,
+    SnapshotMarker, SnapshotRowPlace, SourceEvent, SourceInfo, StreamKind, StreamSchema,
+    TransactionInfo,
 };
 pub use registry::{SinkConnector, SourceConnector};
 pub use retention::{LogStatus, Retention};

@@ -370,10 +370,24 @@ pub fn encode_schema_change(
     put_str(buf, &record.ddl);
 }
 
-/// A destination stream of records sharing one key and one value schema: one table version, or
-/// the schema-change stream. Sinks name their topics and directories from it.
+/// What a stream carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamKind {
+    /// The changes of one table version.
+    #[default]
+    Table,
+    /// DDL records.
+    SchemaChanges,
+    /// Transaction BEGIN/END records (`pipeline.transaction_events`).
+    Transactions,
+}
+
+/// A destination stream of records sharing one key and one value schema: one table version,
+/// the schema-change stream or the transaction stream. Sinks name their topics and
+/// directories from it.
 #[derive(Debug)]
 pub struct StreamSchema {
+    pub kind: StreamKind,
     /// Logical server name from the config.
     pub server_name: String,
     /// `None` for the schema-change stream.
@@ -396,6 +410,7 @@ impl StreamSchema {
         connector: ConnectorKind,
     ) -> Self {
         StreamSchema {
+            kind: StreamKind::Table,
             server_name: server_name.to_string(),
             table: Some(table.id.clone()),
             version: table.version,
@@ -408,6 +423,7 @@ impl StreamSchema {
 
     pub fn for_schema_changes(server_name: &str, connector: ConnectorKind) -> Self {
         StreamSchema {
+            kind: StreamKind::SchemaChanges,
             server_name: server_name.to_string(),
             table: None,
             version: 0,
@@ -418,11 +434,25 @@ impl StreamSchema {
         }
     }
 
-    /// `<server>.<namespace>.<table>`, or `<server>.schema_changes`.
+    pub fn for_transactions(server_name: &str, connector: ConnectorKind) -> Self {
+        StreamSchema {
+            kind: StreamKind::Transactions,
+            server_name: server_name.to_string(),
+            table: None,
+            version: 0,
+            table_schema: None,
+            connector,
+            key_schema: Some(crate::transactions::key_schema(server_name).to_string()),
+            value_schema: crate::transactions::value_schema(server_name).to_string(),
+        }
+    }
+
+    /// `<server>.<namespace>.<table>`, `<server>.schema_changes` or `<server>.transaction`.
     pub fn default_name(&self) -> String {
-        match &self.table {
-            Some(t) => format!("{}.{}.{}", self.server_name, t.namespace, t.table),
-            None => format!("{}.schema_changes", self.server_name),
+        match (&self.table, self.kind) {
+            (Some(t), _) => format!("{}.{}.{}", self.server_name, t.namespace, t.table),
+            (None, StreamKind::Transactions) => format!("{}.transaction", self.server_name),
+            (None, _) => format!("{}.schema_changes", self.server_name),
         }
     }
 }

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use deltalake::{DeltaTableBuilder, ObjectStore};
 use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{
-    AckSender, ConnectorError, Op, Position, PositionText, Problem, Sink, SinkRecord, StreamSchema,
-    TableId, TableSchema,
+    AckSender, ConnectorError, Op, Position, PositionText, Problem, Sink, SinkRecord, StreamKind,
+    StreamSchema, TableId, TableSchema,
 };
 use object_store::ObjectStoreExt;
 use std::collections::{BTreeMap, HashMap};
@@ -285,6 +285,10 @@ impl DeltaSink {
         // borrowed, not cloned: a reference count bumped per record on schemas every thread
         // touches costs more than the rest of the bookkeeping
         let stream = &record.stream;
+        if stream.kind == StreamKind::Transactions {
+            // tables have no place for them: each changelog row carries its transaction id
+            return Ok(());
+        }
         let Some(table) = &stream.table_schema else {
             return self.write_schema_change(record).await;
         };

@@ -18,6 +18,9 @@ pub struct KafkaConfig {
     /// Topic of schema-change (DDL) records.
     #[serde(default = "default_schema_changes")]
     pub schema_change_topic: String,
+    /// Topic of transaction BEGIN/END records (`pipeline.transaction_events`).
+    #[serde(default = "default_transactions")]
+    pub transaction_topic: String,
     /// Confluent-compatible schema registry URL; required with `format = "avro"`.
     #[serde(default)]
     pub schema_registry: Option<String>,
@@ -85,6 +88,10 @@ pub enum Format {
 
 fn default_template() -> String {
     "{prefix}.{namespace}.{table}".into()
+}
+
+fn default_transactions() -> String {
+    "{prefix}.transaction".into()
 }
 
 fn default_schema_changes() -> String {
@@ -175,6 +182,11 @@ impl KafkaConfig {
             .collect()
     }
 
+    pub fn transaction_topic(&self) -> String {
+        self.transaction_topic
+            .replace("{prefix}", &self.topic_prefix)
+    }
+
     pub fn schema_change_topic(&self) -> String {
         self.schema_change_topic
             .replace("{prefix}", &self.topic_prefix)
@@ -191,6 +203,7 @@ mod tests {
             topic_prefix: "shop".into(),
             topic_template: default_template(),
             schema_change_topic: default_schema_changes(),
+            transaction_topic: default_transactions(),
             schema_registry: Some("http://r".into()),
             format: Format::Avro,
             partitions: 6,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use headwater_contract::avro_json::to_json;
 use headwater_contract::{
     Ack, AckSender, ConnectorError, Flat, Flattener, Op, Position, PositionText, Sink, SinkRecord,
-    StreamSchema,
+    StreamKind, StreamSchema,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -279,9 +279,10 @@ impl KafkaSink {
         if let Some((_, prepared)) = self.streams.get(&ptr) {
             return Ok(Arc::clone(prepared));
         }
-        let topic = match &stream.table {
-            Some(table) => self.config.topic_for(&table.namespace, &table.table),
-            None => self.config.schema_change_topic(),
+        let topic = match (&stream.table, stream.kind) {
+            (Some(table), _) => self.config.topic_for(&table.namespace, &table.table),
+            (None, StreamKind::Transactions) => self.config.transaction_topic(),
+            (None, _) => self.config.schema_change_topic(),
         };
         self.ensure_topic(&topic).await?;
         let table = stream

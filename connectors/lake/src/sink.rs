@@ -410,6 +410,7 @@ mod tests {
 
     fn stream(version: u32) -> Arc<StreamSchema> {
         Arc::new(StreamSchema {
+            kind: Default::default(),
             server_name: "srv".into(),
             table: Some(TableId {
                 namespace: "db".into(),
