@@ -602,4 +602,55 @@ mod documented {
             missing.join("\n")
         );
     }
+
+    /// Every `section.key` the "Migrating from Debezium" table names is a key of some
+    /// connector's section, so a renamed key cannot leave the migration guide pointing nowhere.
+    #[test]
+    fn the_debezium_migration_table_names_real_keys() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\n### Migrating from Debezium")
+            .expect("README has a section `### Migrating from Debezium`");
+        let section = &readme[start + 1..];
+        let end = section[4..].find("\n#").map_or(section.len(), |e| e + 4);
+        let mut by_section: Vec<(&str, Vec<&'static str>)> = vec![
+            ("state", keys::<StateConfig>()),
+            ("pipeline", keys::<PipelineConfig>()),
+        ];
+        by_section.push((
+            "source",
+            SourceConfig::keys_by_kind()
+                .into_iter()
+                .flat_map(|(_, k)| k)
+                .collect(),
+        ));
+        by_section.push((
+            "sink",
+            SinkConfig::keys_by_kind()
+                .into_iter()
+                .flat_map(|(_, k)| k)
+                .collect(),
+        ));
+        let mut named = 0;
+        let mut unknown = Vec::new();
+        for line in section[..end].lines().filter(|l| l.starts_with("| ")) {
+            let Some(cell) = line.split(" | ").nth(1) else {
+                continue;
+            };
+            for code in cell.split('`').skip(1).step_by(2) {
+                let mut parts = code.trim_start_matches('[').split(['.', ' ', ']']);
+                let (Some(section_name), Some(key)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                if let Some((_, keys)) = by_section.iter().find(|(s, _)| *s == section_name) {
+                    named += 1;
+                    if !keys.contains(&key) {
+                        unknown.push(code.to_string());
+                    }
+                }
+            }
+        }
+        assert!(named > 20, "the migration table names {named} keys");
+        assert!(unknown.is_empty(), "no such keys: {unknown:?}");
+    }
 }

@@ -491,10 +491,8 @@ impl Running {
 
     /// The periodic work: the sink's tick, metrics, the checkpoint, the progress log.
     async fn tick(&mut self) -> Result<(), PipelineError> {
-        if let Some(through) = &self.last_position {
-            let ticked = self.sink.tick(through).await;
-            self.sink_result(ticked)?;
-        }
+        let ticked = self.sink.tick(self.last_position.as_ref()).await;
+        self.sink_result(ticked)?;
         drain(&mut self.ack_rx, &mut self.tracker);
         self.publish_metrics(now_ms());
         if self.last_checkpoint_at.elapsed() >= self.settings.checkpoint_interval {

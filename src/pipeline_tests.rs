@@ -258,7 +258,7 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    async fn tick(&mut self, _through: &Position) -> Result<(), ConnectorError> {
+    async fn tick(&mut self, _through: Option<&Position>) -> Result<(), ConnectorError> {
         if self.script.partial_ticks && !self.pending.is_empty() {
             let count = self.rng.random_range(0..=self.pending.len());
             self.make_durable(count, None);

@@ -4,7 +4,8 @@ by the id in each message), and prints one JSON line per message:
 {"topic", "partition", "offset", "key", "value", "headers"}.
 
 Usage: kafka_consume.py BROKERS REGISTRY_URL|json IDLE_SECONDS TOPIC [TOPIC ...]
-Extra client settings (SASL, TLS) come as a JSON object in KAFKA_CLIENT_CONFIG.
+Extra client settings (SASL, TLS) come as a JSON object in KAFKA_CLIENT_CONFIG; with
+KAFKA_MAX_MESSAGES it stops after that many messages (for topics a running writer keeps filling).
 """
 import json
 import os
@@ -43,12 +44,15 @@ for topic in topics:
     for partition in metadata.topics[topic].partitions:
         assignment.append(TopicPartition(topic, partition, 0))
 consumer.assign(assignment)
-while True:
+limit = int(os.environ.get("KAFKA_MAX_MESSAGES", "0"))
+seen = 0
+while not limit or seen < limit:
     message = consumer.poll(idle)
     if message is None:
         break
     if message.error():
         continue
+    seen += 1
     headers = {k: v.decode() for k, v in (message.headers() or [])}
     print(json.dumps({
         "topic": message.topic(),

@@ -473,3 +473,82 @@ async fn sasl_scram_credentials_pass_through_and_a_wrong_password_is_reported() 
         .await
         .unwrap();
 }
+
+/// Turns on heartbeats every second in a Kafka sink's config.
+fn with_heartbeats(work: &Workdir) {
+    let text = std::fs::read_to_string(work.config()).expect("config");
+    let text = text.replace(
+        "partitions = 3\n",
+        "partitions = 3\nheartbeat_interval = \"1s\"\n",
+    );
+    std::fs::write(work.config(), text).expect("config");
+}
+
+/// Runs the configured pipeline on a quiet source until three heartbeats are on the topic, and
+/// checks them as a consumer of Debezium's heartbeats would read them.
+fn three_heartbeats_arrive(work: &Workdir, brokers: &str, prefix: &str, format: &str) {
+    with_heartbeats(work);
+    let headwater = work.spawn();
+    let topic = format!("__debezium-heartbeat.{prefix}");
+    let mut beats = Vec::new();
+    wait_until(
+        Duration::from_secs(90),
+        "three heartbeats on the heartbeat topic",
+        || {
+            beats = try_consume_at_most(brokers, format, &[&topic], 3).unwrap_or_default();
+            beats.len() >= 3
+        },
+    );
+    stop_gracefully(headwater);
+    let times: Vec<i64> = beats
+        .iter()
+        .map(|beat| {
+            assert_eq!(beat.key["serverName"], prefix, "{beat:?}");
+            beat.value["ts_ms"].as_i64().expect("a ts_ms")
+        })
+        .collect();
+    // one key, so one partition, in the order sent; the interval is a lower bound (the wall
+    // clock may be slewed by a few milliseconds between them)
+    assert!(beats.iter().all(|b| b.partition == beats[0].partition));
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 900,
+            "heartbeats closer than the interval: {times:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_arrive_at_their_interval_while_the_source_is_quiet() {
+    let brokers = endpoint("HEADWATER_KAFKA_BROKERS");
+
+    let db = unique("hw_kbeat");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY)"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("kbeat", &db, "", "");
+    let prefix = unique("hwkb");
+    work.use_kafka_sink(&brokers, &prefix, "avro");
+    three_heartbeats_arrive(&work, &brokers, &prefix, "avro");
+    admin
+        .query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+
+    let (schema, owner) = postgres_owned_schema("hw_pkbeat").await;
+    owner
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.postgres_config("pkbeat", &schema, "");
+    let prefix = unique("hwpkb");
+    work.use_kafka_sink(&brokers, &prefix, "json");
+    three_heartbeats_arrive(&work, &brokers, &prefix, "json");
+    postgres_cleanup(&schema, &work).await;
+}

@@ -49,12 +49,33 @@ pub fn try_consume(brokers: &str, format: &str, topics: &[&str]) -> Result<Vec<C
     try_consume_with(brokers, format, topics, "{}")
 }
 
+/// The first `limit` messages of `topics` (fewer if no more arrive for a few seconds): for a
+/// topic a running pipeline keeps filling. An error while a topic does not exist yet.
+pub fn try_consume_at_most(
+    brokers: &str,
+    format: &str,
+    topics: &[&str],
+    limit: usize,
+) -> Result<Vec<Consumed>, String> {
+    run_consumer(brokers, format, topics, "{}", Some(limit))
+}
+
 /// As [`try_consume`], with extra librdkafka settings (a JSON object: SASL, TLS).
 pub fn try_consume_with(
     brokers: &str,
     format: &str,
     topics: &[&str],
     client_config: &str,
+) -> Result<Vec<Consumed>, String> {
+    run_consumer(brokers, format, topics, client_config, None)
+}
+
+fn run_consumer(
+    brokers: &str,
+    format: &str,
+    topics: &[&str],
+    client_config: &str,
+    limit: Option<usize>,
 ) -> Result<Vec<Consumed>, String> {
     let registry = if format == "avro" {
         endpoint("HEADWATER_SCHEMA_REGISTRY")
@@ -67,6 +88,7 @@ pub fn try_consume_with(
         .args([brokers, &registry, "3"])
         .args(topics)
         .env("KAFKA_CLIENT_CONFIG", client_config)
+        .env("KAFKA_MAX_MESSAGES", limit.unwrap_or(0).to_string())
         .output()
         .expect("python3");
     if !output.status.success() {

@@ -226,9 +226,10 @@ pub trait Sink: Send {
     /// Accepts one record. It is not durable until acknowledged. May wait (back-pressure).
     async fn write(&mut self, record: SinkRecord) -> Result<(), ConnectorError>;
 
-    /// Called periodically with the position that covers every record written so far: the
-    /// sink may make data durable now (e.g. a lake file that reached its age limit).
-    async fn tick(&mut self, through: &Position) -> Result<(), ConnectorError>;
+    /// Called periodically with the position that covers every record written so far (`None`
+    /// before the source has given one): the sink may make data durable now (e.g. a lake file
+    /// that reached its age limit) or write its own periodic records (Kafka heartbeats).
+    async fn tick(&mut self, through: Option<&Position>) -> Result<(), ConnectorError>;
 
     /// Makes every record written so far durable and acknowledges them before returning.
     /// `through` covers everything written; a sink that stores positions stores this one.

@@ -540,7 +540,7 @@ impl Sink for DeltaSink {
         Ok(())
     }
 
-    async fn tick(&mut self, through: &Position) -> Result<(), ConnectorError> {
+    async fn tick(&mut self, through: Option<&Position>) -> Result<(), ConnectorError> {
         let due = match self.first_pending_at {
             Some(since) => since.elapsed() >= self.config.commit_interval,
             None => self.last_commit_at.elapsed() >= self.config.commit_interval,
@@ -549,7 +549,7 @@ impl Sink for DeltaSink {
             // a failed round stops the pipeline now, not at the next commit
             self.finish_round().await?;
         }
-        if due {
+        if let (true, Some(through)) = (due, through) {
             self.commit(through).await?;
         }
         if let Some(committer) = &mut self.committer {

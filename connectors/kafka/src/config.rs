@@ -1,6 +1,7 @@
 use headwater_contract::{flat::flattener_for, EnvelopeKind, FlatDeletes, FlatField, Flattener};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// `[sink] kind = "kafka"`: one topic per table, the primary key as message key, values in the
 /// Confluent wire format (Avro with a registry schema id) or as JSON.
@@ -21,6 +22,13 @@ pub struct KafkaConfig {
     /// Topic of transaction BEGIN/END records (`pipeline.transaction_events`).
     #[serde(default = "default_transactions")]
     pub transaction_topic: String,
+    /// How often a heartbeat record goes to `heartbeat_topic` (zero: never), Debezium's
+    /// `heartbeat.interval.ms`.
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Topic of heartbeat records; `{prefix}` is replaced.
+    #[serde(default = "default_heartbeats")]
+    pub heartbeat_topic: String,
     /// Confluent-compatible schema registry URL; required with `format = "avro"`.
     #[serde(default)]
     pub schema_registry: Option<String>,
@@ -94,6 +102,11 @@ fn default_transactions() -> String {
     "{prefix}.transaction".into()
 }
 
+/// Debezium's default (`heartbeat.topics.prefix` = `__debezium-heartbeat`).
+fn default_heartbeats() -> String {
+    "__debezium-heartbeat.{prefix}".into()
+}
+
 fn default_schema_changes() -> String {
     "{prefix}.schema-changes".into()
 }
@@ -134,6 +147,9 @@ impl KafkaConfig {
         }
         if self.format == Format::Avro && self.schema_registry.is_none() {
             return Err("sink.format = \"avro\" needs sink.schema_registry (its URL), or use format = \"json\"".into());
+        }
+        if self.heartbeat_topic().trim().is_empty() {
+            return Err("sink.heartbeat_topic is empty: name a topic, or leave it out for \"__debezium-heartbeat.{prefix}\"".into());
         }
         if self.partitions < 1 || self.replication_factor < 1 {
             return Err("sink.partitions and sink.replication_factor must be at least 1".into());
@@ -187,6 +203,10 @@ impl KafkaConfig {
             .replace("{prefix}", &self.topic_prefix)
     }
 
+    pub fn heartbeat_topic(&self) -> String {
+        self.heartbeat_topic.replace("{prefix}", &self.topic_prefix)
+    }
+
     pub fn schema_change_topic(&self) -> String {
         self.schema_change_topic
             .replace("{prefix}", &self.topic_prefix)
@@ -204,6 +224,8 @@ mod tests {
             topic_template: default_template(),
             schema_change_topic: default_schema_changes(),
             transaction_topic: default_transactions(),
+            heartbeat_interval: Duration::ZERO,
+            heartbeat_topic: default_heartbeats(),
             schema_registry: Some("http://r".into()),
             format: Format::Avro,
             partitions: 6,
@@ -239,6 +261,7 @@ mod tests {
             .contains("format = \"json\""));
         assert_eq!(config().topic_for("db", "t"), "shop.db.t");
         assert_eq!(config().schema_change_topic(), "shop.schema-changes");
+        assert_eq!(config().heartbeat_topic(), "__debezium-heartbeat.shop");
     }
 
     #[test]

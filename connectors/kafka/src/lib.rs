@@ -2,6 +2,7 @@
 //! stay ordered in one partition), values in the schema-registry wire format or as JSON.
 
 pub mod config;
+pub mod heartbeat;
 pub mod registry;
 pub mod sink;
 

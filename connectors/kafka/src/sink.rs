@@ -6,6 +6,7 @@
 //! pauses the source, with a warning saying for how long.
 
 use crate::config::{Format, KafkaConfig, FIXED_PRODUCER_SETTINGS};
+use crate::heartbeat::{self, HeartbeatClock};
 use crate::registry::Registry;
 use apache_avro::schema::{ResolvedSchema, Schema};
 use async_trait::async_trait;
@@ -117,6 +118,9 @@ pub struct KafkaSink {
     position_buf: String,
     /// Formats the parts of positions a transaction's records share once.
     position_text: PositionText,
+    heartbeat_clock: HeartbeatClock,
+    /// The heartbeat topic, once created and its schemas registered.
+    heartbeats: Option<Arc<Prepared>>,
 }
 
 fn kafka_error(what: &str, err: KafkaError) -> ConnectorError {
@@ -130,6 +134,7 @@ impl KafkaSink {
             Format::Avro => config.schema_registry.as_deref().map(Registry::new),
             Format::Json => None,
         };
+        let heartbeat_clock = HeartbeatClock::new(config.heartbeat_interval);
         Ok(KafkaSink {
             flat: config.flattener().map_err(ConnectorError::definite)?,
             config,
@@ -142,6 +147,8 @@ impl KafkaSink {
             value_buf: Vec::new(),
             position_buf: String::new(),
             position_text: PositionText::default(),
+            heartbeat_clock,
+            heartbeats: None,
         })
     }
 
@@ -284,17 +291,36 @@ impl KafkaSink {
             (None, StreamKind::Transactions) => self.config.transaction_topic(),
             (None, _) => self.config.schema_change_topic(),
         };
-        self.ensure_topic(&topic).await?;
         let table = stream
             .table
             .as_ref()
             .map(|t| t.to_string())
             .unwrap_or_default();
+        let prepared = self
+            .prepare_topic(
+                topic,
+                table,
+                stream.key_schema.clone(),
+                stream.value_schema.clone(),
+            )
+            .await?;
+        self.streams
+            .insert(ptr, (Arc::clone(stream), Arc::clone(&prepared)));
+        Ok(prepared)
+    }
+
+    /// Creates `topic` and registers (Avro) or parses (JSON) its schemas.
+    async fn prepare_topic(
+        &mut self,
+        topic: String,
+        table: String,
+        key_schema: Option<String>,
+        value_schema: String,
+    ) -> Result<Arc<Prepared>, ConnectorError> {
+        self.ensure_topic(&topic).await?;
         let prepared = match (&self.registry, self.config.format) {
             (Some(registry), Format::Avro) => {
                 let registry = registry.clone();
-                let key_schema = stream.key_schema.clone();
-                let value_schema = stream.value_schema.clone();
                 let subject = topic.clone();
                 let (key_id, value_id) = tokio::task::spawn_blocking(move || {
                     let key_id = key_schema
@@ -324,8 +350,8 @@ impl KafkaSink {
                         ))
                     })
                 };
-                let key = stream.key_schema.as_deref().map(parse).transpose()?;
-                let value = parse(&stream.value_schema)?;
+                let key = key_schema.as_deref().map(parse).transpose()?;
+                let value = parse(&value_schema)?;
                 Prepared {
                     topic,
                     table,
@@ -335,10 +361,60 @@ impl KafkaSink {
                 }
             }
         };
-        let prepared = Arc::new(prepared);
-        self.streams
-            .insert(ptr, (Arc::clone(stream), Arc::clone(&prepared)));
-        Ok(prepared)
+        Ok(Arc::new(prepared))
+    }
+
+    /// Sends one heartbeat record. It acknowledges nothing, and a full producer queue (brokers
+    /// away) skips it rather than pausing the pipeline's periodic work.
+    async fn beat(&mut self) -> Result<(), ConnectorError> {
+        let prepared = match &self.heartbeats {
+            Some(prepared) => Arc::clone(prepared),
+            None => {
+                let prepared = self
+                    .prepare_topic(
+                        self.config.heartbeat_topic(),
+                        String::new(),
+                        Some(heartbeat::key_schema().to_string()),
+                        heartbeat::value_schema().to_string(),
+                    )
+                    .await?;
+                self.heartbeats = Some(Arc::clone(&prepared));
+                prepared
+            }
+        };
+        let key = heartbeat::encode_key(&self.config.topic_prefix);
+        let value = heartbeat::encode_value(headwater_contract::now_ms());
+        let (key, value) = match (&prepared.schemas, prepared.key_id, prepared.value_id) {
+            (Some((Some(key_schema), value_schema)), _, _) => (
+                Self::json(key_schema, &key)?,
+                Self::json(value_schema, &value)?,
+            ),
+            (None, Some(key_id), Some(value_id)) => {
+                let (mut key_wire, mut value_wire) = (Vec::new(), Vec::new());
+                Self::wire(&mut key_wire, key_id, &key);
+                Self::wire(&mut value_wire, value_id, &value);
+                (key_wire, value_wire)
+            }
+            _ => {
+                return Err(ConnectorError::definite(
+                    "kafka: the heartbeat stream has no schemas; report this",
+                ))
+            }
+        };
+        let Some(producer) = &self.producer else {
+            return Err(ConnectorError::definite("kafka: the sink was not opened"));
+        };
+        let record = BaseRecord::with_opaque_to(&prepared.topic, 0)
+            .key(&key)
+            .payload(&value);
+        match producer.send(record) {
+            Ok(()) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tracing::debug!("kafka: heartbeat skipped, the producer queue is full");
+                Ok(())
+            }
+            Err((err, _)) => Err(kafka_error("producing a heartbeat", err)),
+        }
     }
 
     /// Confluent wire format into `out`: magic byte 0, 4-byte big-endian schema id, Avro binary.
@@ -606,11 +682,20 @@ impl Sink for KafkaSink {
         result
     }
 
-    async fn tick(&mut self, _through: &Position) -> Result<(), ConnectorError> {
+    async fn tick(&mut self, _through: Option<&Position>) -> Result<(), ConnectorError> {
         if let Some(producer) = &self.producer {
             producer.poll(Duration::ZERO);
         }
-        self.check_failures()
+        self.check_failures()?;
+        if self.heartbeat_clock.due(Instant::now()) {
+            if let Err(err) = self.beat().await {
+                // the changes still flow; a consumer watching heartbeats will notice, and so
+                // should the operator
+                tracing::warn!(error = %err.report(), topic = %self.config.heartbeat_topic(),
+                    "kafka: a heartbeat could not be sent; the next is tried after heartbeat_interval");
+            }
+        }
+        Ok(())
     }
 
     async fn flush(&mut self, _through: &Position) -> Result<(), ConnectorError> {

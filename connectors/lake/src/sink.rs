@@ -349,7 +349,10 @@ impl<S: LakeStore + 'static> Sink for LakeSink<S> {
         self.write_record(record)
     }
 
-    async fn tick(&mut self, through: &Position) -> Result<(), ConnectorError> {
+    async fn tick(&mut self, through: Option<&Position>) -> Result<(), ConnectorError> {
+        let Some(through) = through else {
+            return Ok(());
+        };
         let due = match self.first_pending_at {
             Some(since) => since.elapsed() >= self.config.commit_interval,
             // Nothing pending: record progress over filtered or quiet log now and then, so a
