@@ -65,7 +65,11 @@ pub struct Settings {
 
 /// Batches buffered between the source task and the runtime (each batch is one log event's rows).
 const EVENT_BATCHES: usize = 64;
+/// How often metrics are published and the checkpoint interval is looked at.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the sink is ticked: a lake commit falls due `commit_interval` after its first
+/// change, and waiting for the next 100 ms tick made it up to 100 ms late.
+const SINK_TICK: Duration = Duration::from_millis(10);
 const PROGRESS_LOG: Duration = Duration::from_secs(10);
 
 struct Encoder {
@@ -227,7 +231,8 @@ impl Pipeline {
             backpressure,
         };
         let mut running = Running::new(settings, sink, checkpoints, ack_rx, resume, links);
-        let mut ticker = tokio::time::interval(TICK);
+        let mut ticker = tokio::time::interval(SINK_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
 
         let outcome: Result<(), PipelineError> = loop {
@@ -316,6 +321,8 @@ struct Running {
     last_checkpoint_at: Instant,
     last_durable_at: Instant,
     last_published: Instant,
+    /// When [`Running::tick`] last did its every-[`TICK`] work.
+    last_housekeeping: Instant,
     last_log: Instant,
     records_at_last_log: u64,
 }
@@ -359,6 +366,7 @@ impl Running {
             last_checkpoint_at: Instant::now(),
             last_durable_at: Instant::now(),
             last_published: Instant::now(),
+            last_housekeeping: Instant::now(),
             last_log: Instant::now(),
             records_at_last_log: 0,
         }
@@ -489,11 +497,16 @@ impl Running {
         self.last_published = Instant::now();
     }
 
-    /// The periodic work: the sink's tick, metrics, the checkpoint, the progress log.
+    /// The periodic work: the sink's tick (every [`SINK_TICK`]), then, every [`TICK`], metrics,
+    /// the checkpoint and the progress log.
     async fn tick(&mut self) -> Result<(), PipelineError> {
         let ticked = self.sink.tick(self.last_position.as_ref()).await;
         self.sink_result(ticked)?;
         drain(&mut self.ack_rx, &mut self.tracker);
+        if self.last_housekeeping.elapsed() < TICK {
+            return Ok(());
+        }
+        self.last_housekeeping = Instant::now();
         self.publish_metrics(now_ms());
         if self.last_checkpoint_at.elapsed() >= self.settings.checkpoint_interval {
             self.checkpoint()?;
