@@ -173,6 +173,18 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
     assert!(statements > 100, "the load ran ({statements} statements)");
     stop_gracefully(headwater);
     work.catch_up();
+    // five transactions of their own, streamed after the copy, for `source.sequence` below
+    let client = postgres_connect(&endpoint("HEADWATER_POSTGRES_URL")).await;
+    for n in 1..=5 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {schema}.t_int VALUES ({}, {n}, 'sequence')",
+                900_000_000 + n
+            ))
+            .await
+            .unwrap();
+    }
+    work.catch_up();
 
     let tables: Vec<&SnapshotTable> = TABLES.iter().collect();
     assert_lake_equals_tables(&work, "psnap", &schema, &tables).await;
@@ -189,7 +201,7 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
     // the WAL and arrive in commit order), but the pair never decreases, which is what consumers
     // order and deduplicate by (a key-changing update's delete and create share their LSN).
     let mut previous: Option<(i64, i64)> = None;
-    let mut commits_seen = std::collections::HashSet::new();
+    let mut first_halves = Vec::new();
     for record in records.iter().filter(|r| op(r) != "r") {
         let source = field(record, "source");
         let sequence: Vec<Option<String>> =
@@ -197,21 +209,25 @@ async fn an_initial_snapshot_under_load_equals_the_tables() {
         let lsn = avro_int(unwrap_union(field(source, "lsn")).unwrap());
         assert_eq!(sequence.len(), 2);
         assert_eq!(sequence[1], Some(lsn.to_string()), "{record:?}");
-        // null until the stream has seen a commit (after the restart above)
-        if let Some(last_commit) = &sequence[0] {
-            let pair = (last_commit.parse::<i64>().unwrap(), lsn);
+        // null until the stream has seen a commit (after each restart above)
+        let first = sequence[0].as_ref().map(|c| c.parse::<i64>().unwrap());
+        if let Some(first) = first {
+            let pair = (first, lsn);
             if let Some(previous) = previous {
                 assert!(pair >= previous, "sequence {pair:?} after {previous:?}");
             }
             previous = Some(pair);
-            commits_seen.insert(pair.0);
         }
+        first_halves.push(first);
     }
-    assert!(
-        commits_seen.len() > 10,
-        "the first half follows the commits ({} seen)",
-        commits_seen.len()
-    );
+    // the five transactions of one row each, the last changes: from the second on, each names
+    // the commit of the one before, so the first halves strictly grow
+    let last_five = &first_halves[first_halves.len().saturating_sub(5)..];
+    assert_eq!(last_five.len(), 5);
+    for pair in last_five[1..].windows(2) {
+        assert!(matches!(pair, [Some(a), Some(b)] if a < b), "{last_five:?}");
+    }
+    assert!(last_five[1].is_some(), "{last_five:?}");
     postgres_cleanup(&schema, &work).await;
 }
 
