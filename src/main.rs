@@ -153,7 +153,7 @@ fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
 /// `headwater inspect` of a Delta sink: each table's version, files, rows and last position.
 async fn inspect_delta(config: &headwater_delta::DeltaConfig) -> anyhow::Result<()> {
     let mut sink =
-        headwater_delta::DeltaSink::new(config.clone()).map_err(|e| anyhow::anyhow!(e.report()))?;
+        headwater_delta::sink(config.clone()).map_err(|e| anyhow::anyhow!(e.report()))?;
     let (position, tables) = sink
         .summary()
         .await

@@ -18,7 +18,7 @@ pub fn stored_positions(config: &Config) -> anyhow::Result<(Option<Position>, Op
     let sink_position = match &config.sink {
         SinkConfig::Lake(lake) => headwater_lake::sink::committed_position(&lake.path)
             .map_err(|e| anyhow::anyhow!(e.report()))?,
-        SinkConfig::Delta(delta) => headwater_delta::sink::committed_position(&delta.path)
+        SinkConfig::Delta(delta) => headwater_lakehouse::sink::committed_position(&delta.path)
             .map_err(|e| anyhow::anyhow!(e.report()))?,
         // Kafka stores no position of Headwater's: the checkpoint file is the position.
         SinkConfig::Kafka(_) => None,

@@ -1,3 +1,8 @@
+use headwater_lakehouse::options::{
+    default_commit_interval, default_compact_min_files, default_target_file_size,
+    default_vacuum_interval, default_vacuum_retention, validate_location, Compression, Deletes,
+    PartitionBy, TableKinds, TableOptions,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,106 +50,25 @@ pub struct DeltaConfig {
     pub storage: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TableKinds {
-    Mirror,
-    Changelog,
-    #[default]
-    Both,
-}
-
-impl TableKinds {
-    pub fn mirror(self) -> bool {
-        matches!(self, TableKinds::Mirror | TableKinds::Both)
-    }
-    pub fn changelog(self) -> bool {
-        matches!(self, TableKinds::Changelog | TableKinds::Both)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Zstd,
-    Snappy,
-    Gzip,
-    None,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum PartitionBy {
-    #[default]
-    Day,
-    None,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Deletes {
-    #[default]
-    Hard,
-    Soft,
-}
-
-fn default_commit_interval() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_target_file_size() -> u64 {
-    128 * 1024 * 1024
-}
-
-fn default_compact_min_files() -> usize {
-    16
-}
-
-fn default_vacuum_retention() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-
-fn default_vacuum_interval() -> Duration {
-    Duration::from_secs(3600)
-}
-
 impl DeltaConfig {
     /// Checks the values alone, before anything is touched.
     pub fn validate(&self) -> Result<(), String> {
-        if self.path.trim().is_empty() {
-            return Err(
-                "sink.path is empty: set it to a directory or s3://bucket/prefix, e.g. path = \"./lake\""
-                    .into(),
-            );
+        validate_location("path", &self.path)?;
+        self.options().validate()
+    }
+
+    /// The keys every lakehouse sink shares.
+    pub fn options(&self) -> TableOptions {
+        TableOptions {
+            tables: self.tables,
+            commit_interval: self.commit_interval,
+            target_file_size: self.target_file_size,
+            compression: self.compression,
+            partition_by: self.partition_by,
+            deletes: self.deletes,
+            compact_min_files: self.compact_min_files,
+            vacuum_retention: self.vacuum_retention,
+            vacuum_interval: self.vacuum_interval,
         }
-        if self.path.contains("://")
-            && !self.path.starts_with("s3://")
-            && !self.path.starts_with("file://")
-        {
-            return Err(format!(
-                "sink.path = {:?}: only local directories, file:// and s3:// are supported",
-                self.path
-            ));
-        }
-        if self.commit_interval < Duration::from_millis(10) {
-            return Err(format!(
-                "sink.commit_interval = {:?} is too short: use at least \"10ms\" (seconds are typical)",
-                self.commit_interval
-            ));
-        }
-        if self.target_file_size < 64 * 1024 {
-            return Err(format!(
-                "sink.target_file_size = {} is too small: use at least 65536 (tens of MiB are typical)",
-                self.target_file_size
-            ));
-        }
-        if self.compact_min_files < 2 {
-            return Err(format!(
-                "sink.compact_min_files = {} must be at least 2",
-                self.compact_min_files
-            ));
-        }
-        Ok(())
     }
 }

@@ -2,9 +2,9 @@
 //! be reached is retried (the runtime resumes from the last commit, so nothing is lost); bad data,
 //! a changed table or a refused write stops the pipeline with what to do.
 
-use deltalake::parquet::errors::ParquetError;
 use deltalake::{DeltaTableError, ObjectStoreError};
 use headwater_contract::ConnectorError;
+use headwater_lakehouse::error::{classified, network_io, store_in_chain, store_retryable};
 use std::error::Error as StdError;
 
 /// `what` failed because of `err`.
@@ -17,38 +17,10 @@ where
         delta_retryable(delta)
     } else if let Some(store) = any.downcast_ref::<ObjectStoreError>() {
         store_retryable(store)
-    } else if any.is::<ParquetError>() {
-        // a file read back by byte ranges: the store's error, wrapped by the Parquet reader
+    } else {
         store_in_chain(any).is_some_and(store_retryable)
-    } else {
-        false
     };
-    let cause = cause_once(any);
-    if retry {
-        ConnectorError::retryable(format!(
-            "delta: {what} failed ({cause}); retrying from the tables' last commits (if another program writes these tables, give Headwater a path of its own)"
-        ))
-    } else {
-        ConnectorError::definite(format!(
-            "delta: {what} failed ({cause}); check free space, permissions and credentials of sink.path. Nothing is lost: the next start resumes from the last commit"
-        ))
-    }
-}
-
-/// The error and its causes, each said once: delta-rs errors repeat their source's text in
-/// their own, so a message already said is left out.
-fn cause_once(err: &(dyn StdError + 'static)) -> String {
-    let mut said: Vec<String> = Vec::new();
-    let mut cause = Some(err);
-    while let Some(err) = cause {
-        let text = err.to_string();
-        let text = text.trim().trim_end_matches('.').to_string();
-        if !text.is_empty() && !said.iter().any(|s| s.contains(&text)) {
-            said.push(text);
-        }
-        cause = err.source();
-    }
-    said.join(": ")
+    classified(&format!("delta: {what}"), any, retry)
 }
 
 fn delta_retryable(err: &DeltaTableError) -> bool {
@@ -104,80 +76,10 @@ fn unreachable_store_text(text: &str) -> bool {
         && !REFUSALS.iter().any(|refusal| lower.contains(refusal))
 }
 
-/// The object-store error under `err`, if any: delta-rs wraps them in several variants, and
-/// the Parquet writer's `External` errors do not report their inner error as a source.
-fn store_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ObjectStoreError> {
-    let mut cause = Some(err);
-    while let Some(err) = cause {
-        if let Some(store) = err.downcast_ref::<ObjectStoreError>() {
-            return Some(store);
-        }
-        if let Some(deltalake::parquet::errors::ParquetError::External(inner)) =
-            err.downcast_ref::<deltalake::parquet::errors::ParquetError>()
-        {
-            if let Some(store) = store_in_chain(inner.as_ref()) {
-                return Some(store);
-            }
-        }
-        // an io::Error wrapping another error reports that error's source, not the error
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(store) = store_in_chain(inner) {
-                return Some(store);
-            }
-        }
-        cause = err.source();
-    }
-    None
-}
-
-fn store_retryable(err: &ObjectStoreError) -> bool {
-    !matches!(
-        err,
-        ObjectStoreError::NotFound { .. }
-            | ObjectStoreError::InvalidPath { .. }
-            | ObjectStoreError::NotSupported { .. }
-            | ObjectStoreError::PermissionDenied { .. }
-            | ObjectStoreError::Unauthenticated { .. }
-            | ObjectStoreError::UnknownConfigurationKey { .. }
-            | ObjectStoreError::AlreadyExists { .. }
-            | ObjectStoreError::Precondition { .. }
-    ) && !local_io(err)
-}
-
-/// A filesystem failure (disk full, permissions) does not cure itself; a network one may.
-fn local_io(err: &ObjectStoreError) -> bool {
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return !network_io(io);
-        }
-        cause = err.source();
-    }
-    false
-}
-
-/// An I/O error of a connection (which the next attempt may not meet), not of a disk.
-fn network_io(io: &std::io::Error) -> bool {
-    use std::io::ErrorKind as K;
-    matches!(
-        io.kind(),
-        K::ConnectionRefused
-            | K::ConnectionReset
-            | K::ConnectionAborted
-            | K::NotConnected
-            | K::BrokenPipe
-            | K::TimedOut
-            | K::UnexpectedEof
-            | K::Interrupted
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::parquet::errors::ParquetError;
 
     fn refused() -> ObjectStoreError {
         ObjectStoreError::Generic {
@@ -190,7 +92,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_store_is_retried_however_deeply_wrapped() {
+    fn an_unreachable_store_inside_a_delta_error_is_retried() {
         let wrapped = DeltaTableError::Parquet {
             source: ParquetError::External(Box::new(refused())),
         };
@@ -200,12 +102,7 @@ mod tests {
             source: ParquetError::External(Box::new(std::io::Error::other(refused()))),
         };
         assert!(delta_error("writing", buffered).is_retryable());
-        assert!(delta_error("reading", refused()).is_retryable());
-        // a file read back by byte ranges (a merge, a compaction)
-        let ranged = ParquetError::External(Box::new(refused()));
-        assert!(delta_error("reading keys", ranged).is_retryable());
-        let corrupt = ParquetError::General("bad footer".into());
-        assert!(!delta_error("reading keys", corrupt).is_retryable());
+        // (bare store and Parquet errors: headwater_lakehouse::error's tests)
     }
 
     #[test]
@@ -242,24 +139,5 @@ mod tests {
         assert!(!delta_error("committing", missing).is_retryable());
         let bad = DeltaTableError::KernelError(delta_kernel::Error::Generic("bad log".into()));
         assert!(!delta_error("committing", bad).is_retryable());
-    }
-
-    #[test]
-    fn a_full_disk_or_a_refused_permission_is_not_retried() {
-        let full = ObjectStoreError::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "no space left",
-            )),
-        };
-        assert!(!delta_error("writing", full).is_retryable());
-        let denied = ObjectStoreError::PermissionDenied {
-            path: "x".into(),
-            source: Box::new(std::io::Error::other("denied")),
-        };
-        let error = delta_error("writing", denied);
-        assert!(!error.is_retryable());
-        assert!(error.report().contains("permissions"), "{}", error.report());
     }
 }

@@ -1,25 +1,24 @@
 //! The Delta Lake sink: per source table a current-state mirror and a changelog, as Delta tables
-//! on local disk or S3, committed exactly once with the source position.
+//! on local disk or S3, committed exactly once with the source position. The rounds, merges and
+//! recovery are the lakehouse sink's ([`headwater_lakehouse`]); this crate is the format.
 
-mod arena;
-pub mod arrow_rows;
-pub mod batch;
-pub mod changelog;
-pub mod committer;
 pub mod config;
 pub mod error;
-mod file_reader;
-pub mod maintenance;
-mod merge;
-pub mod mirror;
-pub mod schema_changes;
-pub mod sink;
+pub mod format;
 pub mod table;
+mod vacuum;
 
 pub use config::DeltaConfig;
-pub use sink::DeltaSink;
+pub use format::DeltaFormat;
 
-pub(crate) use headwater_contract::now_ms;
+/// The Delta sink: the lakehouse sink writing Delta tables.
+pub type DeltaSink = headwater_lakehouse::LakehouseSink<DeltaFormat>;
+
+/// Builds the sink `config` describes.
+pub fn sink(config: DeltaConfig) -> Result<DeltaSink, headwater_contract::ConnectorError> {
+    let options = config.options();
+    DeltaSink::new(DeltaFormat::new(config)?, options)
+}
 
 /// The `[sink]` `kind = "delta"` descriptor: Delta Lake tables (mirror and changelog), local or S3, exactly-once.
 pub struct Connector;
@@ -35,6 +34,6 @@ impl headwater_contract::SinkConnector for Connector {
     fn build(
         config: &DeltaConfig,
     ) -> Result<Box<dyn headwater_contract::Sink>, headwater_contract::ConnectorError> {
-        Ok(Box::new(DeltaSink::new(config.clone())?))
+        Ok(Box::new(sink(config.clone())?))
     }
 }

@@ -2,15 +2,13 @@
 //! and committed with the `txn` action and the source position the commit covers, so the table
 //! itself says how far it holds the source's changes.
 
-use crate::config::{Compression, DeltaConfig};
+use crate::config::DeltaConfig;
 use crate::error::delta_error;
-use crate::file_reader::StoreFile;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transaction};
-use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStream;
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use deltalake::parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -20,8 +18,12 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::StreamExt;
 use headwater_contract::{ConnectorError, Position};
+use headwater_lakehouse::file_reader::StoreFile;
+use headwater_lakehouse::options::Compression;
+use headwater_lakehouse::{FileBatches, LiveFile, Operation, TableCommit, TableTarget};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use url::Url;
 
 /// The commitInfo key holding the source position a commit covers.
@@ -29,26 +31,14 @@ pub const POSITION_KEY: &str = "headwater.position";
 /// The commitInfo key holding the sink's commit round.
 pub const ROUND_KEY: &str = "headwater.round";
 
-/// A file of the table as its last snapshot lists it.
-#[derive(Clone, Debug)]
-pub struct LiveFile {
-    pub path: String,
-    pub size: i64,
-    pub rows: Option<usize>,
-    pub partition: HashMap<String, Option<String>>,
-    /// `minValues`/`maxValues` of one column from the file statistics, when asked for.
-    pub min: Option<serde_json::Value>,
-    pub max: Option<serde_json::Value>,
-    remove: Remove,
-}
+/// What a live file's removal needs: its `remove` action as the log describes the file.
+pub type DeltaFile = LiveFile<Remove>;
 
-impl LiveFile {
-    pub fn remove(&self, data_change: bool) -> Action {
-        let mut remove = self.remove.clone();
-        remove.data_change = data_change;
-        remove.deletion_timestamp = Some(crate::now_ms());
-        Action::Remove(remove)
-    }
+fn remove_action(file: &DeltaFile, data_change: bool) -> Action {
+    let mut remove = file.handle.clone();
+    remove.data_change = data_change;
+    remove.deletion_timestamp = Some(headwater_contract::now_ms());
+    Action::Remove(remove)
 }
 
 pub struct DeltaTarget {
@@ -81,11 +71,14 @@ fn writer_properties(compression: Compression) -> WriterProperties {
         // instead of 10 MB. A small limit keeps dictionaries for the columns they suit.
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT)
         // one distinct value per row: a dictionary only costs time
-        .set_column_dictionary_enabled(ColumnPath::from(crate::batch::POSITION), false)
+        .set_column_dictionary_enabled(
+            ColumnPath::from(headwater_lakehouse::batch::POSITION),
+            false,
+        )
         // position texts do not sort in log order (`file:12` > `file:100`), so their minimum and
         // maximum would let no reader skip a file, and comparing every value is wasted work
         .set_column_statistics_enabled(
-            ColumnPath::from(crate::batch::POSITION),
+            ColumnPath::from(headwater_lakehouse::batch::POSITION),
             EnabledStatistics::None,
         )
         // a row group is encoded in memory until it is complete: bounded rows, bounded memory
@@ -100,15 +93,16 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 const READ_BATCH_ROWS: usize = 8192;
 
 /// Parquet files being written for one commit, batch by batch (cut at the target size, split
-/// by partition); nothing is committed until the caller commits the returned actions.
-pub struct FileWriter {
+/// by partition) by delta-rs's writer, which gathers each file's statistics for its `add`.
+pub struct DeltaFileWriter {
     writer: RecordBatchWriter,
-    data_change: bool,
     what: String,
 }
 
-impl FileWriter {
-    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+impl headwater_lakehouse::FileWriter for DeltaFileWriter {
+    type Written = Add;
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -118,25 +112,13 @@ impl FileWriter {
             .map_err(|e| delta_error(&self.what, e))
     }
 
-    /// The `add` actions of the files written (none when no row was).
-    pub async fn finish(mut self) -> Result<Vec<Action>, ConnectorError> {
-        let adds: Vec<Add> = self
-            .writer
+    async fn finish(mut self) -> Result<Vec<Add>, ConnectorError> {
+        self.writer
             .flush()
             .await
-            .map_err(|e| delta_error(&self.what, e))?;
-        Ok(adds
-            .into_iter()
-            .map(|mut add| {
-                add.data_change = self.data_change;
-                Action::Add(add)
-            })
-            .collect())
+            .map_err(|e| delta_error(&self.what, e))
     }
 }
-
-/// A live file's rows, one batch at a time: a file is never held whole.
-pub type FileBatches = ParquetRecordBatchStream<StoreFile>;
 
 impl DeltaTarget {
     /// Opens the table at `url`, creating it with `schema` when there is none.
@@ -240,7 +222,61 @@ impl DeltaTarget {
         )))
     }
 
-    pub fn arrow_schema(&self) -> Result<SchemaRef, ConnectorError> {
+    /// Commits `actions` as round `round` covering `position` (both recorded in the table).
+    async fn commit_actions(
+        &mut self,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        round: i64,
+        position: Option<Position>,
+    ) -> Result<(), ConnectorError> {
+        let what = format!("committing to {} at {}", self.label, self.location);
+        let mut metadata = vec![(ROUND_KEY.to_string(), serde_json::json!(round))];
+        if let Some(position) = &position {
+            let value = serde_json::to_value(position).map_err(|e| delta_error(&what, e))?;
+            metadata.push((POSITION_KEY.to_string(), value));
+        }
+        let mut properties = CommitProperties::default().with_metadata(metadata);
+        // a new round is recorded; maintenance commits (compaction, schema) repeat none
+        if round > self.round {
+            properties =
+                properties.with_application_transaction(Transaction::new(&self.app_id, round));
+        }
+        let snapshot = self.table.snapshot().map_err(|e| delta_error(&what, e))?;
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| delta_error(&what, e))?;
+        self.table.state = Some(finalized.snapshot());
+        self.round = round;
+        self.committed = position;
+        Ok(())
+    }
+}
+
+impl TableTarget for DeltaTarget {
+    type Handle = Remove;
+    type Written = Add;
+    type Writer = DeltaFileWriter;
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn round(&self) -> i64 {
+        self.round
+    }
+
+    fn committed(&self) -> Option<&Position> {
+        self.committed.as_ref()
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    fn arrow_schema(&self) -> Result<SchemaRef, ConnectorError> {
         let what = format!("reading the schema of {}", self.label);
         let snapshot = self.table.snapshot().map_err(|e| delta_error(&what, e))?;
         let schema: Schema = snapshot
@@ -251,9 +287,7 @@ impl DeltaTarget {
         Ok(Arc::new(schema))
     }
 
-    /// Adds the `fields` the table lacks (all nullable) in a metadata-only commit. Columns the
-    /// source dropped stay: older rows keep their values and newer rows hold null.
-    pub async fn add_columns(&mut self, fields: &[Field]) -> Result<(), ConnectorError> {
+    async fn add_columns(&mut self, fields: &[Field]) -> Result<(), ConnectorError> {
         let current = self.arrow_schema()?;
         let missing: Vec<Field> = fields
             .iter()
@@ -287,14 +321,13 @@ impl DeltaTarget {
         };
         let round = self.round;
         let position = self.committed.clone();
-        self.commit(vec![Action::Metadata(metadata)], operation, round, position)
+        self.commit_actions(vec![Action::Metadata(metadata)], operation, round, position)
             .await?;
         tracing::info!(table = %self.label, columns = ?missing.iter().map(|f| f.name()).collect::<Vec<_>>(), "delta: added columns");
         Ok(())
     }
 
-    /// Starts writing new Parquet files of this table.
-    pub fn file_writer(&self, data_change: bool) -> Result<FileWriter, ConnectorError> {
+    fn file_writer(&self) -> Result<DeltaFileWriter, ConnectorError> {
         let what = format!(
             "writing Parquet files of {} into {}",
             self.label, self.location
@@ -303,35 +336,13 @@ impl DeltaTarget {
             .map_err(|e| delta_error(&what, e))?
             .with_writer_properties(self.writer_properties.clone())
             .with_target_file_size(self.target_file_size);
-        Ok(FileWriter {
-            writer,
-            data_change,
-            what,
-        })
+        Ok(DeltaFileWriter { writer, what })
     }
 
-    /// Writes `batches` as new Parquet files and returns their `add` actions; nothing is
-    /// committed yet.
-    pub async fn write_files(
-        &self,
-        batches: Vec<RecordBatch>,
-        data_change: bool,
-    ) -> Result<Vec<Action>, ConnectorError> {
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            return Ok(Vec::new());
-        }
-        let mut writer = self.file_writer(data_change)?;
-        for batch in batches {
-            writer.write(batch).await?;
-        }
-        writer.finish().await
-    }
-
-    /// The table's live files, with the statistics of `stats_column` when given.
-    pub async fn live_files(
+    async fn live_files(
         &self,
         stats_column: Option<&str>,
-    ) -> Result<Vec<LiveFile>, ConnectorError> {
+    ) -> Result<Vec<DeltaFile>, ConnectorError> {
         let what = format!("listing the files of {}", self.label);
         let snapshot = self.table.snapshot().map_err(|e| delta_error(&what, e))?;
         let views: Vec<_> = snapshot
@@ -353,16 +364,15 @@ impl DeltaTarget {
                 partition: view.partition_values_map(),
                 min,
                 max,
-                remove: view.remove_action(true),
+                handle: view.remove_action(true),
             });
         }
         Ok(files)
     }
 
-    /// Reads `file` batch by batch; with `only`, just those columns (in the file's order).
-    pub async fn read_batches(
+    async fn read_batches(
         &self,
-        file: &LiveFile,
+        file: &DeltaFile,
         only: Option<&[String]>,
     ) -> Result<FileBatches, ConnectorError> {
         let what = format!("reading {} of {}", file.path, self.label);
@@ -385,42 +395,41 @@ impl DeltaTarget {
         builder.build().map_err(|e| delta_error(&what, e))
     }
 
-    /// Commits `actions` as round `round` covering `position` (both recorded in the table).
-    pub async fn commit(
-        &mut self,
-        actions: Vec<Action>,
-        operation: DeltaOperation,
-        round: i64,
-        position: Option<Position>,
-    ) -> Result<(), ConnectorError> {
-        let what = format!("committing to {} at {}", self.label, self.location);
-        let mut metadata = vec![(ROUND_KEY.to_string(), serde_json::json!(round))];
-        if let Some(position) = &position {
-            let value = serde_json::to_value(position).map_err(|e| delta_error(&what, e))?;
-            metadata.push((POSITION_KEY.to_string(), value));
-        }
-        let mut properties = CommitProperties::default().with_metadata(metadata);
-        // a new round is recorded; maintenance commits (compaction, schema) repeat none
-        if round > self.round {
-            properties =
-                properties.with_application_transaction(Transaction::new(&self.app_id, round));
-        }
-        let snapshot = self.table.snapshot().map_err(|e| delta_error(&what, e))?;
-        let finalized = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
+    async fn commit(&mut self, commit: TableCommit<Self>) -> Result<(), ConnectorError> {
+        let data_change = commit.operation.changes_data();
+        let mut actions: Vec<Action> = commit
+            .removed
+            .iter()
+            .map(|file| remove_action(file, data_change))
+            .collect();
+        actions.extend(commit.added.into_iter().map(|mut add| {
+            add.data_change = data_change;
+            Action::Add(add)
+        }));
+        let operation = match commit.operation {
+            Operation::Append => append_operation(),
+            Operation::Merge { changed_keys } => DeltaOperation::Merge {
+                predicate: None,
+                merge_predicate: Some(format!("key in {changed_keys} changed keys")),
+                matched_predicates: vec![],
+                not_matched_predicates: vec![],
+                not_matched_by_source_predicates: vec![],
+            },
+            Operation::Compact { target_size } => DeltaOperation::Optimize {
+                predicate: None,
+                target_size: target_size as i64,
+            },
+        };
+        self.commit_actions(actions, operation, commit.round, commit.position)
             .await
-            .map_err(|e| delta_error(&what, e))?;
-        self.table.state = Some(finalized.snapshot());
-        self.round = round;
-        self.committed = position;
-        Ok(())
     }
 
-    pub fn version(&self) -> Option<u64> {
-        self.table.version()
+    async fn vacuum(&mut self, retention: Duration) -> Result<usize, ConnectorError> {
+        crate::vacuum::vacuum(self, retention).await
     }
+}
 
+impl DeltaTarget {
     pub fn table(&self) -> &DeltaTable {
         &self.table
     }

@@ -4,13 +4,13 @@
 //! its own object-store reader is deprecated.
 
 use bytes::Bytes;
-use deltalake::parquet::arrow::arrow_reader::ArrowReaderOptions;
-use deltalake::parquet::arrow::async_reader::AsyncFileReader;
-use deltalake::parquet::errors::{ParquetError, Result};
-use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use std::ops::Range;
 use std::sync::Arc;
 

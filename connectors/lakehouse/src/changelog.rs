@@ -2,9 +2,9 @@
 
 use crate::arrow_rows::RowColumns;
 use crate::batch::{self, conform, Lineage};
-use crate::table::{append_operation, DeltaTarget};
-use deltalake::arrow::array::{ArrayRef, Date32Builder, RecordBatch, StringBuilder};
-use deltalake::arrow::datatypes::{DataType, Field};
+use crate::format::TableTarget;
+use arrow::array::{ArrayRef, Date32Builder, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field};
 use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{ConnectorError, Op, Position, TableSchema};
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl Changelog {
         }
         let Some(pending) = self.current.as_mut() else {
             return Err(ConnectorError::definite(
-                "delta: internal error, no changelog rows",
+                "internal error, no changelog rows",
             ));
         };
         // the current rows become the next finished batch
@@ -202,9 +202,9 @@ impl ChangelogRound {
     }
 
     /// Appends the rows to `target` as round `round`, covering `through`.
-    pub async fn commit(
+    pub async fn commit<T: TableTarget>(
         self,
-        target: &mut DeltaTarget,
+        target: &mut T,
         round: i64,
         through: &Position,
     ) -> Result<usize, ConnectorError> {
@@ -216,12 +216,9 @@ impl ChangelogRound {
         let batches = self
             .batches
             .iter()
-            .map(|b| conform(b, &schema, &target.label))
+            .map(|part| conform(part, &schema, target.label()))
             .collect::<Result<Vec<_>, _>>()?;
-        let actions = target.write_files(batches, true).await?;
-        target
-            .commit(actions, append_operation(), round, Some(through.clone()))
-            .await?;
+        crate::format::append(target, batches, round, through).await?;
         Ok(self.rows)
     }
 }

@@ -1,9 +1,9 @@
 //! The DDL statements the source logged, as one more changelog table (`<server>.schema_changes`).
 
 use crate::batch::{self, Lineage};
-use crate::table::{append_operation, DeltaTarget};
-use deltalake::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use crate::format::TableTarget;
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
 use headwater_contract::envelope::SchemaChangeView;
 use headwater_contract::{ConnectorError, ConnectorKind, Position};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ impl SchemaChanges {
         position: &str,
     ) -> Result<(), ConnectorError> {
         let view = SchemaChangeView::parse(value, connector).ok_or_else(|| {
-            ConnectorError::definite("delta: a schema-change record does not follow its schema")
+            ConnectorError::definite("a schema-change record does not follow its schema")
         })?;
         self.lineage.append(view.source_ts_ms, position);
         self.database.append_value(view.database);
@@ -75,14 +75,11 @@ impl SchemaChanges {
 }
 
 /// Appends one round's schema changes to `target`.
-pub async fn commit(
-    target: &mut DeltaTarget,
+pub async fn commit<T: TableTarget>(
+    target: &mut T,
     rows: RecordBatch,
     round: i64,
     through: &Position,
 ) -> Result<(), ConnectorError> {
-    let actions = target.write_files(vec![rows], true).await?;
-    target
-        .commit(actions, append_operation(), round, Some(through.clone()))
-        .await
+    crate::format::append(target, [rows], round, through).await
 }

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::changelog::{Changelog, ChangelogRound};
-use deltalake::arrow::array::{ArrayRef, AsArray};
-use deltalake::arrow::datatypes::{Int64Type, Schema, TimestampMicrosecondType};
+use arrow::array::{ArrayRef, AsArray};
+use arrow::datatypes::{Int64Type, Schema, TimestampMicrosecondType};
 use headwater_contract::avro::{RowEncoder, Value};
 use headwater_contract::{Column, FieldType, TableId};
 

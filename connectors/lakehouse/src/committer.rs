@@ -1,24 +1,22 @@
-//! The committing half of the Delta sink: the Delta tables, the checkpoint and the acks. A
+//! The committing half of a lakehouse sink: the tables, the checkpoint and the acks. A
 //! round's changes are handed over whole ([`Round`]), so the committer can work on a task of its
 //! own while the sink gathers the next round: Parquet encoding, merging and compaction overlap
 //! the decoding of the changes that follow.
 
 use crate::changelog::{Changelog, ChangelogRound};
-use crate::config::{DeltaConfig, PartitionBy};
-use crate::error::delta_error;
+use crate::error::lake_error;
+use crate::format::{TableFormat, TableTarget};
 use crate::mirror::{MergeStats, Mirror, MirrorRound};
+use crate::options::{Deletes, PartitionBy, TableKind, TableOptions};
 use crate::schema_changes::{self, SchemaChanges};
-use crate::table::DeltaTarget;
-use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::Schema;
-use deltalake::ObjectStore;
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use headwater_contract::{Ack, AckSender, ConnectorError, Position, TableSchema};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
-use url::Url;
 
 pub const CHECKPOINT: &str = "_headwater/sink.json";
 
@@ -29,11 +27,10 @@ pub struct Checkpoint {
     pub position: Option<Position>,
 }
 
-/// The Delta tables of one source table.
-#[derive(Default)]
-struct TableTargets {
-    mirror: Option<DeltaTarget>,
-    changelog: Option<DeltaTarget>,
+/// The tables of one source table.
+struct TableTargets<T> {
+    mirror: Option<T>,
+    changelog: Option<T>,
     /// The mirror's key columns (its compaction sorts by them).
     key_columns: Vec<String>,
 }
@@ -59,30 +56,28 @@ pub struct Round {
 pub struct Recovered {
     /// Where the stream resumes.
     pub position: Option<Position>,
-    /// Per Delta table label: the position its own last commit covers, when past the
+    /// Per table label: the position its own last commit covers, when past the
     /// checkpoint (a round that did not finish).
     pub holds: HashMap<String, Position>,
     /// The highest round any table or the checkpoint records.
     pub highest_round: i64,
 }
 
-pub struct Committer {
-    config: Arc<DeltaConfig>,
-    base: Url,
-    store: Arc<dyn ObjectStore>,
+pub struct Committer<F: TableFormat> {
+    options: Arc<TableOptions>,
+    format: Arc<F>,
     acks: Option<AckSender>,
-    targets: BTreeMap<String, TableTargets>,
-    schema_changes: Option<DeltaTarget>,
+    targets: BTreeMap<String, TableTargets<F::Target>>,
+    schema_changes: Option<F::Target>,
     checkpoint: Checkpoint,
     last_vacuum_at: Instant,
 }
 
-impl Committer {
-    pub fn new(config: Arc<DeltaConfig>, base: Url, store: Arc<dyn ObjectStore>) -> Self {
+impl<F: TableFormat> Committer<F> {
+    pub fn new(options: Arc<TableOptions>, format: Arc<F>) -> Self {
         Committer {
-            config,
-            base,
-            store,
+            options,
+            format,
             acks: None,
             targets: BTreeMap::new(),
             schema_changes: None,
@@ -99,51 +94,48 @@ impl Committer {
         &self.checkpoint
     }
 
-    fn table_url(&self, kind: &str, name: &str) -> Result<Url, ConnectorError> {
-        self.base
-            .join(&format!("{kind}/{}/", crate::sink::urlencode(name)))
-            .map_err(|e| {
-                ConnectorError::definite(format!("delta: table {name} has no valid location: {e}"))
-            })
-    }
-
     async fn open_target(
         &self,
-        kind: &str,
+        kind: TableKind,
         name: &str,
         schema: &Schema,
         partition_columns: Vec<String>,
-    ) -> Result<DeltaTarget, ConnectorError> {
-        DeltaTarget::open_or_create(
-            self.table_url(kind, name)?,
-            format!("{kind} {name}"),
-            format!("headwater/{kind}/{name}"),
-            schema,
-            partition_columns,
-            &self.config,
-        )
-        .await
+        key_columns: &[String],
+    ) -> Result<F::Target, ConnectorError> {
+        self.format
+            .open(kind, name, schema, partition_columns, key_columns)
+            .await
     }
 
     pub async fn read_checkpoint(&mut self) -> Result<(), ConnectorError> {
-        let path = deltalake::Path::from(CHECKPOINT);
-        match self.store.get(&path).await {
+        let path = object_store::path::Path::from(CHECKPOINT);
+        match self.format.store().get(&path).await {
             Ok(found) => {
-                let bytes = found
-                    .bytes()
-                    .await
-                    .map_err(|e| delta_error(&format!("reading {}{CHECKPOINT}", self.base), e))?;
+                let bytes = found.bytes().await.map_err(|e| {
+                    lake_error(
+                        &format!(
+                            "{}: reading {}{CHECKPOINT}",
+                            F::NAME,
+                            self.format.location()
+                        ),
+                        e,
+                    )
+                })?;
                 self.checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
                     ConnectorError::definite(format!(
-                        "delta: {}{CHECKPOINT} is unreadable ({e}); delete it and Headwater rebuilds it from the tables' own commits",
-                        self.base
+                        "{}: {}{CHECKPOINT} is unreadable ({e}); delete it and Headwater rebuilds it from the tables' own commits",
+                        F::NAME, self.format.location()
                     ))
                 })?;
             }
-            Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
+            Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
-                return Err(delta_error(
-                    &format!("reading {}{CHECKPOINT}", self.base),
+                return Err(lake_error(
+                    &format!(
+                        "{}: reading {}{CHECKPOINT}",
+                        F::NAME,
+                        self.format.location()
+                    ),
                     e,
                 ))
             }
@@ -153,33 +145,33 @@ impl Committer {
 
     async fn write_checkpoint(&self) -> Result<(), ConnectorError> {
         let bytes = serde_json::to_vec_pretty(&self.checkpoint).map_err(|e| {
-            ConnectorError::definite(format!("delta: encoding the checkpoint: {e}"))
+            ConnectorError::definite(format!("{}: encoding the checkpoint: {e}", F::NAME))
         })?;
-        self.store
-            .put(&deltalake::Path::from(CHECKPOINT), bytes.into())
+        self.format
+            .store()
+            .put(&object_store::path::Path::from(CHECKPOINT), bytes.into())
             .await
-            .map_err(|e| delta_error(&format!("writing {}{CHECKPOINT}", self.base), e))?;
+            .map_err(|e| {
+                lake_error(
+                    &format!(
+                        "{}: writing {}{CHECKPOINT}",
+                        F::NAME,
+                        self.format.location()
+                    ),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
-    /// The tables already under the path, opened.
-    pub async fn existing_tables(&self) -> Result<Vec<DeltaTarget>, ConnectorError> {
+    /// The tables the sink made before, opened.
+    pub async fn existing_tables(&self) -> Result<Vec<F::Target>, ConnectorError> {
         let mut targets = Vec::new();
-        for kind in ["mirror", "changelog"] {
-            let listing = self
-                .store
-                .list_with_delimiter(Some(&deltalake::Path::from(kind)))
-                .await
-                .map_err(|e| delta_error("listing the tables", e))?;
-            for dir in listing.common_prefixes {
-                let Some(name) = dir.filename().map(crate::sink::urldecode) else {
-                    continue;
-                };
-                targets.push(
-                    self.open_target(kind, &name, &Schema::empty(), Vec::new())
-                        .await?,
-                );
-            }
+        for (kind, name) in self.format.existing_tables().await? {
+            targets.push(
+                self.open_target(kind, &name, &Schema::empty(), Vec::new(), &[])
+                    .await?,
+            );
         }
         Ok(targets)
     }
@@ -197,7 +189,7 @@ impl Committer {
             // a table ahead of the checkpoint (its round's checkpoint was not written, or a
             // later round covered less of the log) skips what it already holds; positions
             // rather than rounds decide, since a table's position never goes back
-            if let Some(position) = &target.committed {
+            if let Some(position) = target.committed() {
                 let ahead = match &self.checkpoint.position {
                     Some(checkpoint) => position > checkpoint,
                     None => true,
@@ -205,12 +197,12 @@ impl Committer {
                 if ahead {
                     recovered
                         .holds
-                        .insert(target.label.clone(), position.clone());
+                        .insert(target.label().to_string(), position.clone());
                 }
                 positions.push(position.clone());
             }
-            recovered.highest_round = recovered.highest_round.max(target.round);
-            tracing::info!(table = %target.label, round = target.round, position = ?target.committed.as_ref().map(ToString::to_string), "delta: found table");
+            recovered.highest_round = recovered.highest_round.max(target.round());
+            tracing::info!(table = %target.label(), round = target.round(), position = ?target.committed().map(ToString::to_string), "{}: found table", F::NAME);
         }
         if self.checkpoint.position.is_some() {
             recovered.position = self.checkpoint.position.clone();
@@ -223,13 +215,14 @@ impl Committer {
             .reduce(|a, b| if b < a { b } else { a });
         if recovered.position.is_some() {
             tracing::warn!(
-                "delta: {CHECKPOINT} is missing; resuming from the oldest table position"
+                "{}: {CHECKPOINT} is missing; resuming from the oldest table position",
+                F::NAME
             );
         }
         Ok(recovered)
     }
 
-    /// Opens (creating when missing) the Delta tables of source table `name`: a mirror when
+    /// Opens (creating when missing) the tables of source table `name`: a mirror when
     /// the sink keeps mirrors and the table has a key, a changelog when the sink keeps them.
     /// Returns which of the two it has.
     pub async fn open_tables(
@@ -241,24 +234,25 @@ impl Committer {
         if let Some(targets) = self.targets.get(name) {
             return Ok((targets.mirror.is_some(), targets.changelog.is_some()));
         }
-        let partitioned = self.config.partition_by == PartitionBy::Day;
-        let soft = self.config.deletes == crate::config::Deletes::Soft;
+        let partitioned = self.options.partition_by == PartitionBy::Day;
+        let soft = self.options.deletes == Deletes::Soft;
         let mut targets = TableTargets {
+            mirror: None,
+            changelog: None,
             key_columns: key_columns.to_vec(),
-            ..TableTargets::default()
         };
-        if self.config.tables.mirror() && !key_columns.is_empty() {
+        if self.options.tables.mirror() && !key_columns.is_empty() {
             let schema = Schema::new(Mirror::initial_fields(table, soft));
             targets.mirror = Some(
-                self.open_target("mirror", name, &schema, Vec::new())
+                self.open_target(TableKind::Mirror, name, &schema, Vec::new(), key_columns)
                     .await?,
             );
         }
-        if self.config.tables.changelog() {
+        if self.options.tables.changelog() {
             let schema = Schema::new(Changelog::initial_fields(table, partitioned));
             let partitions = Changelog::partition_columns(partitioned);
             targets.changelog = Some(
-                self.open_target("changelog", name, &schema, partitions)
+                self.open_target(TableKind::Changelog, name, &schema, partitions, &[])
                     .await?,
             );
         }
@@ -271,7 +265,13 @@ impl Committer {
     pub async fn open_schema_changes(&mut self, name: &str) -> Result<(), ConnectorError> {
         if self.schema_changes.is_none() {
             let target = self
-                .open_target("changelog", name, &SchemaChanges::schema(), Vec::new())
+                .open_target(
+                    TableKind::Changelog,
+                    name,
+                    &SchemaChanges::schema(),
+                    Vec::new(),
+                    &[],
+                )
                 .await?;
             self.schema_changes = Some(target);
         }
@@ -288,7 +288,8 @@ impl Committer {
         for (name, table_round) in round.tables {
             let targets = self.targets.get_mut(&name).ok_or_else(|| {
                 ConnectorError::definite(format!(
-                    "delta: internal error, the tables of {name} were not opened"
+                    "{}: internal error, the tables of {name} were not opened",
+                    F::NAME
                 ))
             })?;
             targets.key_columns = table_round.key_columns;
@@ -317,7 +318,8 @@ impl Committer {
             if let Some(appending) = appending {
                 let (target, appended) = appending.await.map_err(|e| {
                     ConnectorError::definite(format!(
-                        "delta: the commit of changelog {name} stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)"
+                        "{}: the commit of changelog {name} stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)",
+                        F::NAME
                     ))
                 })?;
                 targets.changelog = Some(target);
@@ -337,7 +339,7 @@ impl Committer {
             position: Some(through.clone()),
         };
         self.write_checkpoint().await?;
-        tracing::debug!(round = number, changes, ?merged, elapsed = ?started.elapsed(), position = %through, "delta commit");
+        tracing::debug!(round = number, changes, ?merged, elapsed = ?started.elapsed(), position = %through, "{} commit", F::NAME);
         if let (Some(seq), Some(acks)) = (round.ack, &self.acks) {
             acks.ack(Ack::Through(seq));
         }
@@ -345,17 +347,19 @@ impl Committer {
     }
 
     pub fn vacuum_due(&self) -> bool {
-        self.last_vacuum_at.elapsed() >= self.config.vacuum_interval
+        self.last_vacuum_at.elapsed() >= self.options.vacuum_interval
     }
 
     /// Compacts the tables round `round` touched; vacuums every table now and then.
     pub async fn maintain(&mut self, round: Option<i64>) -> Result<(), ConnectorError> {
-        let (min_files, target_size) =
-            (self.config.compact_min_files, self.config.target_file_size);
+        let (min_files, target_size) = (
+            self.options.compact_min_files,
+            self.options.target_file_size,
+        );
         let vacuum_due = self.vacuum_due();
-        let retention = self.config.vacuum_retention;
+        let retention = self.options.vacuum_retention;
         let mut vacuumed = 0;
-        let mut targets: Vec<(&mut DeltaTarget, &[String])> = Vec::new();
+        let mut targets: Vec<(&mut F::Target, &[String])> = Vec::new();
         for tables in self.targets.values_mut() {
             let keys = tables.key_columns.as_slice();
             if let Some(mirror) = &mut tables.mirror {
@@ -369,8 +373,8 @@ impl Committer {
             targets.push((log, &[]));
         }
         for (target, sort_by) in targets {
-            if round == Some(target.round) {
-                target.compact(min_files, target_size, sort_by).await?;
+            if round == Some(target.round()) {
+                crate::maintenance::compact(target, min_files, target_size, sort_by).await?;
             }
             if vacuum_due {
                 vacuumed += target.vacuum(retention).await?;
@@ -378,7 +382,7 @@ impl Committer {
         }
         if vacuum_due {
             self.last_vacuum_at = Instant::now();
-            tracing::debug!(files = vacuumed, "delta: vacuum done");
+            tracing::debug!(files = vacuumed, "{}: vacuum done", F::NAME);
         }
         Ok(())
     }

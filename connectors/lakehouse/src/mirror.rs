@@ -6,10 +6,10 @@ use crate::arena::{Arena, Span};
 use crate::arrow_rows::RowColumns;
 use crate::batch::{self, conform, utc_micros, Lineage};
 use crate::changelog::ChangelogRow;
-use crate::error::delta_error;
-use deltalake::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
-use deltalake::arrow::compute::interleave;
-use deltalake::arrow::datatypes::{DataType, Field, SchemaRef};
+use crate::error::lake_error;
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::interleave;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use hashbrown::HashTable;
 use headwater_contract::avro_scan::AvroReader;
 use headwater_contract::envelope::EnvelopeView;
@@ -189,7 +189,7 @@ impl Mirror {
         let commit_ts_ms = envelope.source_ts_ms;
         let malformed = || {
             ConnectorError::definite(format!(
-                "delta: a row image of {} does not follow its schema (version {})",
+                "a row image of {} does not follow its schema (version {})",
                 table.id, table.version
             ))
         };
@@ -209,7 +209,7 @@ impl Mirror {
         if let Some(after) = after {
             if has_unchanged_toast(table, after).ok_or_else(malformed)? {
                 return Err(ConnectorError::definite(format!(
-                    "delta: an update of {} left out unchanged TOAST values, which the mirror cannot fill in; nothing past it was committed. Run ALTER TABLE {} REPLICA IDENTITY FULL so PostgreSQL sends them, then move the mirror and the state away and start again (the table is copied anew), or keep this table's changelog only (sink.tables = \"changelog\")",
+                    "an update of {} left out unchanged TOAST values, which the mirror cannot fill in; nothing past it was committed. Run ALTER TABLE {} REPLICA IDENTITY FULL so PostgreSQL sends them, then move the mirror and the state away and start again (the table is copied anew), or keep this table's changelog only (sink.tables = \"changelog\")",
                     table.id, table.id
                 )));
             }
@@ -400,11 +400,11 @@ impl MirrorRound {
                 sources.iter().map(|b| b.column(index).as_ref()).collect();
             columns.push(
                 interleave(&arrays, &indices)
-                    .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?,
+                    .map_err(|e| lake_error(&format!("collecting the changes of {label}"), e))?,
             );
         }
         let all = RecordBatch::try_new(Arc::clone(schema), columns)
-            .map_err(|e| delta_error(&format!("collecting the changes of {label}"), e))?;
+            .map_err(|e| lake_error(&format!("collecting the changes of {label}"), e))?;
         let all = if self.soft_deletes {
             self.with_delete_flags(all, &self.entries, schema, label)?
         } else {
@@ -442,7 +442,7 @@ impl MirrorRound {
         let column = |name: &str| {
             schema
                 .index_of(name)
-                .map_err(|e| delta_error(&format!("finding column {name} of {label}"), e))
+                .map_err(|e| lake_error(&format!("finding column {name} of {label}"), e))
         };
         let deleted: BooleanArray = entries.iter().map(|e| Some(e.delete)).collect();
         let deleted_at: TimestampMicrosecondArray = entries
@@ -453,7 +453,7 @@ impl MirrorRound {
         columns[column(DELETED)?] = Arc::new(deleted);
         columns[column(DELETED_AT)?] = Arc::new(deleted_at.with_timezone("UTC"));
         RecordBatch::try_new(Arc::clone(schema), columns)
-            .map_err(|e| delta_error(&format!("flagging the deletes of {label}"), e))
+            .map_err(|e| lake_error(&format!("flagging the deletes of {label}"), e))
     }
 }
 
@@ -481,7 +481,7 @@ impl Decoding {
             .append(Some(image))
             .map_err(|e| ConnectorError::definite(e.to_string()))?;
         let position =
-            std::str::from_utf8(position).map_err(|e| delta_error("reading a position text", e))?;
+            std::str::from_utf8(position).map_err(|e| lake_error("reading a position text", e))?;
         self.lineage.append(commit_ts_ms, position);
         Ok(())
     }

@@ -1,15 +1,15 @@
 //! Record batches made to fit a table's current schema, and the lineage columns every row carries.
 
-use crate::error::delta_error;
-use deltalake::arrow::array::{
+use crate::error::lake_error;
+use arrow::array::{
     new_null_array, ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::compute::{
+use arrow::compute::{
     cast_with_options, concat_batches, lexsort_to_indices, take_record_batch, CastOptions,
     SortColumn,
 };
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use deltalake::arrow::row::{RowConverter, SortField};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::row::{RowConverter, SortField};
 use headwater_contract::ConnectorError;
 use std::sync::Arc;
 
@@ -81,7 +81,7 @@ pub fn conform(
             Some(column) if column.data_type() == field.data_type() => Arc::clone(column),
             Some(column) => cast_with_options(column, field.data_type(), &options).map_err(|e| {
                 ConnectorError::definite(format!(
-                    "delta: column {} of {label} changed type from {} to {}, which the table cannot hold without rewriting it; capture the table into a new sink.path, or keep the column's type",
+                    "column {} of {label} changed type from {} to {}, which the table cannot hold without rewriting it; capture the table into a new sink location, or keep the column's type",
                     field.name(),
                     field.data_type(),
                     column.data_type()
@@ -92,7 +92,7 @@ pub fn conform(
         columns.push(column);
     }
     RecordBatch::try_new(Arc::clone(schema), columns)
-        .map_err(|e| delta_error(&format!("shaping rows of {label}"), e))
+        .map_err(|e| lake_error(&format!("shaping rows of {label}"), e))
 }
 
 /// A batch of `fields` from `columns`.
@@ -102,7 +102,7 @@ pub fn batch(
     label: &str,
 ) -> Result<RecordBatch, ConnectorError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| delta_error(&format!("building rows of {label}"), e))
+        .map_err(|e| lake_error(&format!("building rows of {label}"), e))
 }
 
 /// `batches` with their rows in the order of the columns `by`: kept as they are when they are
@@ -110,7 +110,7 @@ pub fn batch(
 pub fn in_key_order(
     batches: Vec<RecordBatch>,
     by: &[String],
-) -> Result<Vec<RecordBatch>, deltalake::arrow::error::ArrowError> {
+) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     let mut batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     if by.is_empty() || batches.len() < 2 {
         return batches
@@ -148,7 +148,7 @@ pub fn in_key_order(
 pub fn sorted_by(
     batch: RecordBatch,
     by: &[String],
-) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     if by.is_empty() || batch.num_rows() < 2 {
         return Ok(batch);
     }
@@ -160,7 +160,7 @@ pub fn sorted_by(
                 options: None,
             })
         })
-        .collect::<Result<Vec<_>, deltalake::arrow::error::ArrowError>>()?;
+        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
     let order = lexsort_to_indices(&columns, None)?;
     // rows mostly arrive in key order (inserts of growing keys, copies of a snapshot): then
     // the batch is kept as it is rather than copied
@@ -178,8 +178,8 @@ pub fn sorted_by(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::{AsArray, Int64Array};
-    use deltalake::arrow::datatypes::Int64Type;
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::Int64Type;
 
     fn keys(values: &[i64]) -> RecordBatch {
         let column: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));

@@ -1,18 +1,17 @@
-//! The Delta sink: changes collected per table and committed in rounds. Every table changed in a
-//! round gets one Delta commit carrying the round (`txn`) and the source position it covers;
+//! The lakehouse sink: changes collected per table and committed in rounds. Every table changed
+//! in a round gets one commit of its format carrying the round (`txn`) and the source position it covers;
 //! then the round is recorded in `_headwater/sink.json` and its records acknowledged. A crash
 //! between two tables' commits is repaired from the tables themselves: the next start resumes
 //! from the last complete round and skips, per table, what that table already holds.
 
-use crate::arrow_rows::delta_column_names;
+use crate::arrow_rows::lake_column_names;
 use crate::changelog::Changelog;
 use crate::committer::{Checkpoint, Committer, Round, TableRound, CHECKPOINT};
-use crate::config::{DeltaConfig, PartitionBy};
-use crate::error::delta_error;
+use crate::format::{TableFormat, TableTarget};
 use crate::mirror::Mirror;
+use crate::options::{Deletes, PartitionBy, TableOptions};
 use crate::schema_changes::SchemaChanges;
 use async_trait::async_trait;
-use deltalake::{DeltaTableBuilder, ObjectStore};
 use headwater_contract::envelope::EnvelopeView;
 use headwater_contract::{
     AckSender, ConnectorError, Op, Position, PositionText, Problem, Sink, SinkRecord, StreamKind,
@@ -23,7 +22,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
-use url::Url;
 
 /// The pending changes of one source table.
 struct Tables {
@@ -35,21 +33,20 @@ struct Tables {
 }
 
 /// A committer at work on a round, and what it hands back.
-type InFlight = JoinHandle<(Committer, Result<(), ConnectorError>)>;
+type InFlight<F> = JoinHandle<(Committer<F>, Result<(), ConnectorError>)>;
 
-pub struct DeltaSink {
-    config: Arc<DeltaConfig>,
-    base: Url,
-    store: Arc<dyn ObjectStore>,
+pub struct LakehouseSink<F: TableFormat> {
+    options: Arc<TableOptions>,
+    format: Arc<F>,
     tables: BTreeMap<String, Tables>,
     schema_changes: Option<SchemaChanges>,
-    /// The Delta tables; `None` while a round commits on a task of its own (`in_flight`).
-    committer: Option<Committer>,
-    in_flight: Option<InFlight>,
-    /// Per Delta table: the position its own last commit covers, when past the checkpoint (a
+    /// The tables; `None` while a round commits on a task of its own (`in_flight`).
+    committer: Option<Committer<F>>,
+    in_flight: Option<InFlight<F>>,
+    /// Per table: the position its own last commit covers, when past the checkpoint (a
     /// round that did not finish): records up to it are already there.
     holds: HashMap<String, Position>,
-    /// A commit failed: see [`DeltaSink::commit`].
+    /// A commit failed: see [`LakehouseSink::commit`].
     broken: bool,
     /// The highest round any table or the checkpoint records, or any round handed over since.
     highest_round: i64,
@@ -74,7 +71,7 @@ pub struct DeltaSink {
 /// changes took 430 MB).
 const MAX_PENDING_BYTES: usize = 16 << 20;
 
-/// One Delta table as `headwater inspect` shows it.
+/// One table as `headwater inspect` shows it.
 #[derive(Debug, Clone)]
 pub struct TableSummary {
     /// `mirror <name>` or `changelog <name>`.
@@ -87,50 +84,15 @@ pub struct TableSummary {
     pub position: Option<Position>,
 }
 
-/// `path` as a URL with a trailing slash (a directory).
-pub fn base_url(path: &str) -> Result<Url, ConnectorError> {
-    let bad = |e: String| {
-        ConnectorError::definite(format!(
-            "sink.path = {path:?} is not a directory or s3:// URL ({e}); e.g. path = \"./lake\" or \"s3://bucket/lake\""
-        ))
-    };
-    let mut url = if path.starts_with("s3://") || path.starts_with("file://") {
-        Url::parse(path).map_err(|e| bad(e.to_string()))?
-    } else {
-        std::fs::create_dir_all(path).map_err(|e| {
-            ConnectorError::definite(format!(
-                "delta: creating the directory {path} failed; check its parent exists and is writable"
-            ))
-            .caused_by(e)
-        })?;
-        let absolute = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
-        Url::from_directory_path(&absolute).map_err(|()| bad("not an absolute path".into()))?
-    };
-    if !url.path().ends_with('/') {
-        url.set_path(&format!("{}/", url.path()));
-    }
-    Ok(url)
-}
-
-impl DeltaSink {
-    pub fn new(config: DeltaConfig) -> Result<Self, ConnectorError> {
-        config.validate().map_err(ConnectorError::definite)?;
-        let base = base_url(&config.path)?;
-        let storage: HashMap<String, String> = config.storage.clone().into_iter().collect();
-        let store = DeltaTableBuilder::from_url(base.clone())
-            .and_then(|b| b.with_storage_options(storage).build())
-            .map_err(|e| delta_error(&format!("opening {base}"), e))?
-            .object_store();
-        let config = Arc::new(config);
-        Ok(DeltaSink {
-            committer: Some(Committer::new(
-                Arc::clone(&config),
-                base.clone(),
-                Arc::clone(&store),
-            )),
-            config,
-            base,
-            store,
+impl<F: TableFormat> LakehouseSink<F> {
+    pub fn new(format: F, options: TableOptions) -> Result<Self, ConnectorError> {
+        options.validate().map_err(ConnectorError::definite)?;
+        let options = Arc::new(options);
+        let format = Arc::new(format);
+        Ok(LakehouseSink {
+            committer: Some(Committer::new(Arc::clone(&options), Arc::clone(&format))),
+            options,
+            format,
             tables: BTreeMap::new(),
             schema_changes: None,
             in_flight: None,
@@ -149,8 +111,8 @@ impl DeltaSink {
     }
 
     /// The committer, once the round it is at (if any) has finished; that round's error, if
-    /// it failed, and from then on the refusal of [`DeltaSink::commit`].
-    async fn committer(&mut self) -> Result<&mut Committer, ConnectorError> {
+    /// it failed, and from then on the refusal of [`LakehouseSink::commit`].
+    async fn committer(&mut self) -> Result<&mut Committer<F>, ConnectorError> {
         if let Some(in_flight) = self.in_flight.take() {
             match in_flight.await {
                 Ok((committer, result)) => {
@@ -163,19 +125,21 @@ impl DeltaSink {
                 Err(e) => {
                     self.broken = true;
                     return Err(ConnectorError::definite(format!(
-                        "delta: a commit stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)"
+                        "{}: a commit stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)",
+                        F::NAME
                     )));
                 }
             }
         }
         if self.broken {
-            return Err(ConnectorError::definite(
-                "delta: an earlier commit of this run failed; nothing more is committed until the pipeline starts again (it resumes from the tables' last commits)",
-            ));
+            return Err(ConnectorError::definite(format!(
+                "{}: an earlier commit of this run failed; nothing more is committed until the pipeline starts again (it resumes from the tables' last commits)",
+                F::NAME
+            )));
         }
-        self.committer
-            .as_mut()
-            .ok_or_else(|| ConnectorError::definite("delta: internal error, no committer"))
+        self.committer.as_mut().ok_or_else(|| {
+            ConnectorError::definite(format!("{}: internal error, no committer", F::NAME))
+        })
     }
 
     /// `headwater inspect`: the last complete round's position and every table's state.
@@ -188,13 +152,13 @@ impl DeltaSink {
         for target in committer.existing_tables().await? {
             let files = target.live_files(None).await?;
             tables.push(TableSummary {
-                label: target.label.clone(),
+                label: target.label().to_string(),
                 version: target.version(),
                 files: files.len(),
                 rows: files.iter().filter_map(|f| f.rows).sum(),
                 bytes: files.iter().map(|f| f.size).sum(),
-                round: target.round,
-                position: target.committed.clone(),
+                round: target.round(),
+                position: target.committed().cloned(),
             });
         }
         Ok((committer.checkpoint().position.clone(), tables))
@@ -218,27 +182,27 @@ impl DeltaSink {
         table: &Arc<TableSchema>,
     ) -> Result<&mut Tables, ConnectorError> {
         if !self.tables.contains_key(name) {
-            if name.contains(['/', '\\']) {
-                // the store would read it as directories (`a/b`, or `../x` outside sink.path)
+            if let Some(refusal) = self.format.refuse_name(name) {
                 return Err(ConnectorError::definite(format!(
-                    "delta: table {} has a '/' or '\\' in its name, which a Delta table's directory cannot hold; leave it out with source.exclude, rename it, or capture it with the lake sink (kind = \"lake\"), which escapes such names",
+                    "{}: table {} {refusal}; leave it out with source.exclude, rename it, or capture it with the lake sink (kind = \"lake\"), which escapes such names",
+                    F::NAME,
                     table.id
                 )));
             }
-            let names = delta_column_names(table);
+            let names = lake_column_names(table);
             let key_columns: Vec<String> = table
                 .primary_key
                 .iter()
                 .map(|i| names[*i].clone())
                 .collect();
-            // a new table waits for the round in flight: the committer opens its Delta tables
+            // a new table waits for the round in flight: the committer opens its tables
             let (mirror, changelog) = self
                 .committer()
                 .await?
                 .open_tables(name, table, &key_columns)
                 .await?;
-            let partitioned = self.config.partition_by == PartitionBy::Day;
-            let soft = self.config.deletes == crate::config::Deletes::Soft;
+            let partitioned = self.options.partition_by == PartitionBy::Day;
+            let soft = self.options.deletes == Deletes::Soft;
             self.tables.insert(
                 name.to_string(),
                 Tables {
@@ -250,16 +214,15 @@ impl DeltaSink {
                 },
             );
         }
-        let tables = self
-            .tables
-            .get_mut(name)
-            .ok_or_else(|| ConnectorError::definite("delta: internal error, table missing"))?;
+        let tables = self.tables.get_mut(name).ok_or_else(|| {
+            ConnectorError::definite(format!("{}: internal error, table missing", F::NAME))
+        })?;
         if !tables
             .named_from
             .as_ref()
             .is_some_and(|named| Arc::ptr_eq(named, table))
         {
-            let names = delta_column_names(table);
+            let names = lake_column_names(table);
             tables.key_columns = table
                 .primary_key
                 .iter()
@@ -294,7 +257,7 @@ impl DeltaSink {
         };
         let Some(op) = record.op else { return Ok(()) };
         let envelope = EnvelopeView::parse(&record.value, table, stream.connector)
-            .map_err(|e| ConnectorError::definite(format!("delta: {e}")))?;
+            .map_err(|e| ConnectorError::definite(format!("{}: {e}", F::NAME)))?;
         let name = self.stream_name(stream);
         // a replay after a restart skips what each table holds; after it, nothing is held
         let (skip_mirror, skip_changelog) = if self.holds.is_empty() {
@@ -371,9 +334,10 @@ impl DeltaSink {
         }
         let round = self.take_round(through)?;
         let Some(mut committer) = self.committer.take() else {
-            return Err(ConnectorError::definite(
-                "delta: internal error, no committer",
-            ));
+            return Err(ConnectorError::definite(format!(
+                "{}: internal error, no committer",
+                F::NAME
+            )));
         };
         self.in_flight = Some(tokio::spawn(async move {
             let result = committer.commit_round(round).await;
@@ -434,7 +398,7 @@ impl DeltaSink {
     }
 }
 
-/// The position of the last complete round of a local Delta sink, read without opening it
+/// The position of the last complete round of a local lakehouse sink at `path`, read without opening it
 /// (`headwater status` on a stopped pipeline). `None` for S3 paths: the runtime's own
 /// checkpoint file stands in for them.
 pub fn committed_position(path: &str) -> Result<Option<Position>, ConnectorError> {
@@ -448,14 +412,13 @@ pub fn committed_position(path: &str) -> Result<Option<Position>, ConnectorError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let checkpoint: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| {
-        ConnectorError::definite(format!("delta: {} is unreadable ({e})", file.display()))
-    })?;
+    let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+        .map_err(|e| ConnectorError::definite(format!("{} is unreadable ({e})", file.display())))?;
     Ok(checkpoint.position)
 }
 
 /// Table names may hold characters a path cannot; keep them readable where possible.
-pub(crate) fn urlencode(name: &str) -> String {
+pub fn urlencode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         match byte {
@@ -466,7 +429,7 @@ pub(crate) fn urlencode(name: &str) -> String {
     out
 }
 
-pub(crate) fn urldecode(name: &str) -> String {
+pub fn urldecode(name: &str) -> String {
     let bytes = name.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
@@ -487,31 +450,32 @@ pub(crate) fn urldecode(name: &str) -> String {
 }
 
 #[async_trait]
-impl Sink for DeltaSink {
+impl<F: TableFormat> Sink for LakehouseSink<F> {
     async fn check(&mut self) -> Result<Vec<Problem>, ConnectorError> {
-        let probe = deltalake::Path::from("_headwater/check");
-        let result = match self.store.put(&probe, b"headwater".to_vec().into()).await {
-            Ok(_) => self.store.delete(&probe).await,
+        let probe = object_store::path::Path::from("_headwater/check");
+        let store = self.format.store();
+        let result = match store.put(&probe, b"headwater".to_vec().into()).await {
+            Ok(_) => store.delete(&probe).await,
             Err(e) => Err(e),
         };
         Ok(match result {
             Ok(()) => Vec::new(),
             Err(err) => vec![Problem::error(
-                format!("the Delta location {} is not writable ({err})", self.base),
-                "point sink.path at a directory this user can write, or check the S3 endpoint and credentials (sink.storage or AWS_* variables)",
+                format!("the {} location {} is not writable ({err})", F::TITLE, self.format.location()),
+                "point the sink's location at a directory this user can write, or check the S3 endpoint and credentials (sink.storage or AWS_* variables)",
             )],
         })
     }
 
     fn check_keyless_tables(&self, tables: &[TableId]) -> Vec<Problem> {
-        if !self.config.tables.mirror() {
+        if !self.options.tables.mirror() {
             return Vec::new();
         }
         tables
             .iter()
             .map(|table| {
                 Problem::warning(
-                    format!("{table} has no primary key: it gets a Delta changelog table and no mirror (a mirror row is found by its key)"),
+                    format!("{table} has no primary key: it gets a {} changelog table and no mirror (a mirror row is found by its key)", F::TITLE),
                     format!("add a primary key to {table} and restart the pipeline for a mirror (`headwater backfill --table {table}` then copies the rows it already has)"),
                 )
             })
@@ -542,8 +506,8 @@ impl Sink for DeltaSink {
 
     async fn tick(&mut self, through: Option<&Position>) -> Result<(), ConnectorError> {
         let due = match self.first_pending_at {
-            Some(since) => since.elapsed() >= self.config.commit_interval,
-            None => self.last_commit_at.elapsed() >= self.config.commit_interval,
+            Some(since) => since.elapsed() >= self.options.commit_interval,
+            None => self.last_commit_at.elapsed() >= self.options.commit_interval,
         };
         if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
             // a failed round stops the pipeline now, not at the next commit

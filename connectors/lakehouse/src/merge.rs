@@ -4,19 +4,15 @@
 //! and the round's rows are written beside them in key order.
 
 use crate::batch::{self, conform, utc_micros};
-use crate::error::delta_error;
+use crate::error::lake_error;
+use crate::format::{FileBatches, FileWriter, LiveFile, Operation, TableCommit, TableTarget};
 use crate::mirror::{MergeStats, Mirror, MirrorRound, Truncation, DELETED, DELETED_AT};
-use crate::table::{DeltaTarget, FileBatches, FileWriter, LiveFile};
-use deltalake::arrow::array::{
+use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::compute::{cast, filter_record_batch};
-use deltalake::arrow::datatypes::{
-    DataType, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType,
-};
-use deltalake::arrow::row::{RowConverter, SortField};
-use deltalake::kernel::Action;
-use deltalake::protocol::DeltaOperation;
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType};
+use arrow::row::{RowConverter, SortField};
 use futures::StreamExt;
 use headwater_contract::{ConnectorError, Position};
 use std::sync::Arc;
@@ -24,9 +20,9 @@ use tokio::task::JoinSet;
 
 impl MirrorRound {
     /// Applies the changes to `target` as round `round`, covering `through`.
-    pub async fn commit(
+    pub async fn commit<T: TableTarget>(
         self,
-        target: &mut DeltaTarget,
+        target: &mut T,
         round: i64,
         through: &Position,
         key_columns: &[String],
@@ -38,7 +34,7 @@ impl MirrorRound {
         if self.entries.is_empty() && self.truncation.is_none() {
             return Ok(stats);
         }
-        let label = target.label.clone();
+        let label = target.label().to_string();
         if let (Some(last), false) = (self.tables.last(), self.entries.is_empty()) {
             let fields = Mirror::initial_fields(last, self.soft_deletes);
             target.add_columns(&fields).await?;
@@ -62,7 +58,8 @@ impl MirrorRound {
         let mut changed: Option<KeySet> = None;
         let bounds = keys.int_bounds(&changes);
         let upserts = upserts(changes, &deletes, soft_deletes, key_columns, &label)?;
-        let mut actions = Vec::new();
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
         let mut rewrites = Vec::new();
         let first_key = key_columns.first().map(String::as_str);
         for file in target.live_files(first_key).await? {
@@ -72,7 +69,7 @@ impl MirrorRound {
             if truncation.is_some() && !soft_deletes {
                 // every row goes: nothing to read
                 stats.files_rewritten += 1;
-                actions.push(file.remove(true));
+                removed.push(file);
                 continue;
             }
             let changed = keys.key_set(&changed_keys, &mut changed)?;
@@ -89,19 +86,34 @@ impl MirrorRound {
             truncation,
             label: label.clone(),
         });
-        rewrite_files(target, rewrites, rewrite, &mut stats, &mut actions).await?;
-        actions.extend(target.write_files(upserts, true).await?);
-        let operation = DeltaOperation::Merge {
-            predicate: None,
-            merge_predicate: Some(format!("key in {} changed keys", stats.changed_keys)),
-            matched_predicates: vec![],
-            not_matched_predicates: vec![],
-            not_matched_by_source_predicates: vec![],
-        };
+        rewrite_files(
+            target,
+            rewrites,
+            rewrite,
+            &mut stats,
+            &mut removed,
+            &mut added,
+        )
+        .await?;
+        if upserts.iter().any(|b| b.num_rows() > 0) {
+            let mut writer = target.file_writer()?;
+            for part in upserts {
+                writer.write(part).await?;
+            }
+            added.extend(writer.finish().await?);
+        }
         target
-            .commit(actions, operation, round, Some(through.clone()))
+            .commit(TableCommit {
+                operation: Operation::Merge {
+                    changed_keys: stats.changed_keys,
+                },
+                added,
+                removed,
+                round,
+                position: Some(through.clone()),
+            })
             .await?;
-        tracing::debug!(table = %label, ?stats, "delta: mirror merged");
+        tracing::debug!(table = %label, ?stats, "mirror merged");
         Ok(stats)
     }
 }
@@ -116,20 +128,21 @@ struct Rewrite {
     label: String,
 }
 
-/// A rewritten file: its index among the round's rewrites, its `add` actions and its rows.
-type Rewritten = (usize, Vec<Action>, usize);
+/// A rewritten file: its index among the round's rewrites, the files written and its rows.
+type Rewritten<W> = (usize, Vec<W>, usize);
 
 /// Rewrites `files` without the round's changed keys, as many at a time as there are cores:
 /// a large UPDATE rewrites most of a table, and one file after another left a core idle.
-async fn rewrite_files(
-    target: &DeltaTarget,
-    files: Vec<LiveFile>,
+async fn rewrite_files<T: TableTarget>(
+    target: &T,
+    files: Vec<LiveFile<T::Handle>>,
     rewrite: Arc<Rewrite>,
     stats: &mut MergeStats,
-    actions: &mut Vec<Action>,
+    removed: &mut Vec<LiveFile<T::Handle>>,
+    added: &mut Vec<T::Written>,
 ) -> Result<(), ConnectorError> {
     let at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut running: JoinSet<Result<Rewritten, ConnectorError>> = JoinSet::new();
+    let mut running: JoinSet<Result<Rewritten<T::Written>, ConnectorError>> = JoinSet::new();
     let mut done = Vec::with_capacity(files.len());
     for (index, file) in files.into_iter().enumerate() {
         if running.len() >= at_once {
@@ -139,50 +152,51 @@ async fn rewrite_files(
         }
         stats.files_read += 1;
         stats.files_rewritten += 1;
-        actions.push(file.remove(true));
-        let writer = target.file_writer(true)?;
+        let writer = target.file_writer()?;
         let batches = target.read_batches(&file, None).await?;
         let rewrite = Arc::clone(&rewrite);
-        running.spawn(async move { rewrite.file(index, file.path, batches, writer).await });
+        let path = file.path.clone();
+        removed.push(file);
+        running.spawn(async move { rewrite.file(index, path, batches, writer).await });
     }
     while let Some(joined) = running.join_next().await {
         done.push(rewritten(joined)?);
     }
     // the commit lists the files in the order they were found, however the tasks finished
     done.sort_by_key(|(index, _, _)| *index);
-    for (_, adds, carried) in done {
+    for (_, written, carried) in done {
         stats.rows_carried += carried;
-        actions.extend(adds);
+        added.extend(written);
     }
     Ok(())
 }
 
-fn rewritten(
-    joined: Result<Result<Rewritten, ConnectorError>, tokio::task::JoinError>,
-) -> Result<Rewritten, ConnectorError> {
+fn rewritten<W>(
+    joined: Result<Result<Rewritten<W>, ConnectorError>, tokio::task::JoinError>,
+) -> Result<Rewritten<W>, ConnectorError> {
     joined.map_err(|e| {
         ConnectorError::definite(format!(
-            "delta: a file's rewrite stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)"
+            "a file's rewrite stopped before it finished ({e}); start the pipeline again (it resumes from the tables' last commits)"
         ))
     })?
 }
 
 impl Rewrite {
-    async fn file(
+    async fn file<W: FileWriter>(
         &self,
         index: usize,
         path: String,
         mut batches: FileBatches,
-        mut writer: FileWriter,
-    ) -> Result<Rewritten, ConnectorError> {
+        mut writer: W,
+    ) -> Result<Rewritten<W::Written>, ConnectorError> {
         let mut carried = 0;
         // batch by batch, so a rewrite holds one batch of the file's rows, not the file
         while let Some(part) = batches.next().await {
-            let part = part.map_err(|e| delta_error(&format!("reading {path}"), e))?;
+            let part = part.map_err(|e| lake_error(&format!("reading {path}"), e))?;
             let part = conform(&part, &self.schema, &self.label)?;
             let keep = self.keys.not_in(&part, &self.changed)?;
             let part =
-                filter_record_batch(&part, &keep).map_err(|e| delta_error("filtering rows", e))?;
+                filter_record_batch(&part, &keep).map_err(|e| lake_error("filtering rows", e))?;
             let part = match &self.truncation {
                 Some(t) => flag_deleted(&part, t.commit_ts_ms, &t.position, &self.label)?,
                 None => part,
@@ -206,21 +220,20 @@ fn upserts(
     let upserts = if soft_deletes || deletes.true_count() == 0 {
         changes
     } else {
-        let keep = deltalake::arrow::compute::not(deletes)
-            .map_err(|e| delta_error("selecting upserts", e))?;
+        let keep = arrow::compute::not(deletes).map_err(|e| lake_error("selecting upserts", e))?;
         let mut at = 0;
         let mut kept = Vec::with_capacity(changes.len());
         for part in changes {
             let rows = part.num_rows();
             let part = filter_record_batch(&part, &keep.slice(at, rows))
-                .map_err(|e| delta_error("selecting upserts", e))?;
+                .map_err(|e| lake_error("selecting upserts", e))?;
             at += rows;
             kept.push(part);
         }
         kept
     };
     batch::in_key_order(upserts, key_columns)
-        .map_err(|e| delta_error(&format!("sorting the changes of {label}"), e))
+        .map_err(|e| lake_error(&format!("sorting the changes of {label}"), e))
 }
 
 /// `rows` of a soft-deleting mirror after a TRUNCATE: each row not deleted yet is flagged
@@ -235,7 +248,7 @@ fn flag_deleted(
     let column = |name: &str| {
         schema
             .index_of(name)
-            .map_err(|e| delta_error(&format!("finding column {name} of {label}"), e))
+            .map_err(|e| lake_error(&format!("finding column {name} of {label}"), e))
     };
     let (deleted, deleted_at) = (column(DELETED)?, column(DELETED_AT)?);
     let (commit_time, at_position) = (column(batch::COMMIT_TIME)?, column(batch::POSITION)?);
@@ -272,11 +285,11 @@ fn flag_deleted(
     }
     columns[at_position] = Arc::new(positions.finish());
     RecordBatch::try_new(schema, columns)
-        .map_err(|e| delta_error(&format!("flagging the rows of {label} deleted"), e))
+        .map_err(|e| lake_error(&format!("flagging the rows of {label} deleted"), e))
 }
 
 /// Whether `file` may hold a key within `bounds` (an integer first key column's min and max).
-fn may_hold(file: &LiveFile, bounds: Option<(i64, i64)>) -> bool {
+fn may_hold<H>(file: &LiveFile<H>, bounds: Option<(i64, i64)>) -> bool {
     let Some((low, high)) = bounds else {
         return true;
     };
@@ -310,7 +323,7 @@ impl KeyMatcher {
         for name in key_columns {
             let index = schema
                 .index_of(name)
-                .map_err(|e| delta_error(&format!("finding key column {name} of {label}"), e))?;
+                .map_err(|e| lake_error(&format!("finding key column {name} of {label}"), e))?;
             converter_fields.push(schema.field(index).data_type().clone());
             indexes.push(index);
         }
@@ -320,7 +333,7 @@ impl KeyMatcher {
             .map(SortField::new)
             .collect();
         let converter = RowConverter::new(sort_fields)
-            .map_err(|e| delta_error(&format!("comparing keys of {label}"), e))?;
+            .map_err(|e| lake_error(&format!("comparing keys of {label}"), e))?;
         Ok(KeyMatcher {
             indexes,
             names: key_columns.to_vec(),
@@ -350,7 +363,7 @@ impl KeyMatcher {
                     let rows = self
                         .converter
                         .convert_columns(columns)
-                        .map_err(|e| delta_error("encoding keys", e))?;
+                        .map_err(|e| lake_error("encoding keys", e))?;
                     set.extend(rows.iter().map(|r| Box::from(r.as_ref())));
                 }
                 set
@@ -360,16 +373,16 @@ impl KeyMatcher {
     }
 
     /// Whether `file` holds any key of `keys`, from its key columns alone.
-    async fn file_holds_any(
+    async fn file_holds_any<T: TableTarget>(
         &self,
-        target: &DeltaTarget,
-        file: &LiveFile,
+        target: &T,
+        file: &LiveFile<T::Handle>,
         keys: &KeySet,
     ) -> Result<bool, ConnectorError> {
         let what = format!("reading the keys of {}", file.path);
         let mut batches = target.read_batches(file, Some(&self.names)).await?;
         while let Some(part) = batches.next().await {
-            let part = part.map_err(|e| delta_error(&what, e))?;
+            let part = part.map_err(|e| lake_error(&what, e))?;
             let mut columns = Vec::with_capacity(self.names.len());
             for (name, field) in self.names.iter().zip(self.converter_fields.iter()) {
                 let Some(column) = part.column_by_name(name) else {
@@ -378,14 +391,14 @@ impl KeyMatcher {
                 let column = if column.data_type() == field {
                     Arc::clone(column)
                 } else {
-                    cast(column, field).map_err(|e| delta_error(&what, e))?
+                    cast(column, field).map_err(|e| lake_error(&what, e))?
                 };
                 columns.push(column);
             }
             let rows = self
                 .converter
                 .convert_columns(&columns)
-                .map_err(|e| delta_error("encoding keys", e))?;
+                .map_err(|e| lake_error("encoding keys", e))?;
             if rows.iter().any(|r| keys.contains(r.as_ref())) {
                 return Ok(true);
             }
@@ -398,7 +411,7 @@ impl KeyMatcher {
         let rows = self
             .converter
             .convert_columns(&self.columns(batch))
-            .map_err(|e| delta_error("encoding keys", e))?;
+            .map_err(|e| lake_error("encoding keys", e))?;
         Ok(rows
             .iter()
             .map(|r| Some(!keys.contains(r.as_ref())))

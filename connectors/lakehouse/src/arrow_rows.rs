@@ -1,12 +1,12 @@
 //! Source columns as Arrow (and so Delta/Parquet) columns: the type mapping of `docs/types.md`'s
 //! Delta section, and the decoding of Avro row images straight into Arrow builders.
 
-use deltalake::arrow::array::{
+use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     Float32Builder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use headwater_contract::avro_json::decimal_text;
 use headwater_contract::avro_scan::AvroReader;
 use headwater_contract::{FieldType, TableSchema};
@@ -57,7 +57,7 @@ const SINK_COLUMNS: [&str; 7] = [
 /// by one of the sink's own (`__op`, `__position`, …) — gets `_2`, `_3`, … So `a b` and `a_b`
 /// stay two columns, PostgreSQL's `A` and `a` become `A` and `a_2`, and a source column named
 /// `__op` becomes `__op_2`. Unicode and quotes are kept.
-pub fn delta_column_names(table: &TableSchema) -> Vec<String> {
+pub fn lake_column_names(table: &TableSchema) -> Vec<String> {
     let mut names: Vec<String> = Vec::with_capacity(table.columns.len());
     for column in &table.columns {
         let base: String = column
@@ -259,7 +259,7 @@ impl RowColumns {
         self.table
             .columns
             .iter()
-            .zip(delta_column_names(&self.table))
+            .zip(lake_column_names(&self.table))
             .zip(&self.kept)
             .filter(|(_, keep)| **keep)
             .map(|((c, name), _)| Field::new(name, arrow_type(&c.field_type), true))
@@ -328,7 +328,7 @@ impl RowColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::{Array, AsArray, Decimal128Array, ListArray};
+    use arrow::array::{Array, AsArray, Decimal128Array, ListArray};
     use headwater_contract::avro::{RowEncoder, Unscaled, Value};
     use headwater_contract::{Column, TableId};
 
@@ -354,7 +354,7 @@ mod tests {
             primary_key: vec![0],
         };
         assert_eq!(
-            delta_column_names(&table),
+            lake_column_names(&table),
             ["a_b", "a_b_2", "__op_2", "ü_\"q\"", "x__1_", "A", "a_2"]
         );
     }
@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(arrays.len(), 4);
         assert_eq!(
             arrays[0]
-                .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                .as_primitive::<arrow::datatypes::Int64Type>()
                 .value(0),
             7
         );

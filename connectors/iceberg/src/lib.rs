@@ -1,0 +1,4 @@
+//! The Apache Iceberg sink (in progress).
+pub mod catalog;
+pub mod config;
+pub mod schema;
