@@ -122,6 +122,7 @@ connectors! {
     sinks {
         Lake => headwater_lake::Connector,
         Delta => headwater_delta::Connector,
+        Iceberg => headwater_iceberg::Connector,
         Kafka => headwater_kafka::Connector,
     }
 }

@@ -150,10 +150,13 @@ fn build_sink(config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
     config.build().map_err(|e| anyhow::anyhow!(e.report()))
 }
 
-/// `headwater inspect` of a Delta sink: each table's version, files, rows and last position.
-async fn inspect_delta(config: &headwater_delta::DeltaConfig) -> anyhow::Result<()> {
-    let mut sink =
-        headwater_delta::sink(config.clone()).map_err(|e| anyhow::anyhow!(e.report()))?;
+/// `headwater inspect` of a Delta or Iceberg sink: each table's version, files, rows and last
+/// position.
+async fn inspect_tables<F: headwater_lakehouse::TableFormat>(
+    sink: Result<headwater_lakehouse::LakehouseSink<F>, headwater_contract::ConnectorError>,
+    location: &str,
+) -> anyhow::Result<()> {
+    let mut sink = sink.map_err(|e| anyhow::anyhow!(e.report()))?;
     let (position, tables) = sink
         .summary()
         .await
@@ -162,8 +165,8 @@ async fn inspect_delta(config: &headwater_delta::DeltaConfig) -> anyhow::Result<
         p.as_ref().map_or("none".to_string(), |p| p.to_string())
     };
     println!(
-        "delta {}: last complete round at {}",
-        config.path,
+        "{} {location}: last complete round at {}",
+        F::NAME,
         shown(&position)
     );
     for table in tables {
@@ -519,15 +522,23 @@ async fn request_backfill(
     Ok(true)
 }
 
-/// `headwater inspect`: what a lake or Delta sink holds.
+/// `headwater inspect`: what a lake, Delta or Iceberg sink holds.
 async fn inspect(config: &Config) -> anyhow::Result<bool> {
-    if let SinkConfig::Delta(delta) = &config.sink {
-        inspect_delta(delta).await?;
-        return Ok(true);
+    match &config.sink {
+        SinkConfig::Delta(delta) => {
+            inspect_tables(headwater_delta::sink(delta.clone()), &delta.path).await?;
+            return Ok(true);
+        }
+        SinkConfig::Iceberg(iceberg) => {
+            let sink = headwater_iceberg::sink(iceberg.clone());
+            inspect_tables(sink, &iceberg.warehouse).await?;
+            return Ok(true);
+        }
+        _ => {}
     }
     let SinkConfig::Lake(lake) = &config.sink else {
         anyhow::bail!(
-            "inspect reads lake and Delta sinks; read Kafka topics with any Kafka consumer"
+            "inspect reads lake, Delta and Iceberg sinks; read Kafka topics with any Kafka consumer"
         );
     };
     let summary =

@@ -20,6 +20,10 @@ pub fn stored_positions(config: &Config) -> anyhow::Result<(Option<Position>, Op
             .map_err(|e| anyhow::anyhow!(e.report()))?,
         SinkConfig::Delta(delta) => headwater_lakehouse::sink::committed_position(&delta.path)
             .map_err(|e| anyhow::anyhow!(e.report()))?,
+        SinkConfig::Iceberg(iceberg) => {
+            headwater_lakehouse::sink::committed_position(&iceberg.warehouse)
+                .map_err(|e| anyhow::anyhow!(e.report()))?
+        }
         // Kafka stores no position of Headwater's: the checkpoint file is the position.
         SinkConfig::Kafka(_) => None,
     };

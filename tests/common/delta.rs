@@ -8,6 +8,22 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const READERS: [&str; 2] = ["deltalake", "duckdb"];
+/// The readers of an Iceberg table (a `iceberg:` URI, see [`Workdir::iceberg_table`]).
+pub const ICEBERG_READERS: [&str; 2] = ["pyiceberg", "duckdb-iceberg"];
+
+/// The two readers of the table at `uri`, Delta or Iceberg.
+pub fn readers_of(uri: &str) -> [&'static str; 2] {
+    if uri.starts_with("iceberg:") {
+        ICEBERG_READERS
+    } else {
+        READERS
+    }
+}
+
+/// The reader a test reads `uri` with when one is enough.
+pub fn main_reader(uri: &str) -> &'static str {
+    readers_of(uri)[0]
+}
 
 /// A Delta table as a reader sees it: column names and rows (sorted, values rendered as text
 /// where a number could lose digits).
@@ -103,7 +119,12 @@ pub fn wait_for_delta(
         // a reader that keeps failing the same way is broken, not waiting for a table
         same_error = match (&next, &last) {
             // (a table not made yet is what waiting is for)
-            (Err(now), Err(before)) if now == before && !now.contains("TableNotFoundError") => {
+            (Err(now), Err(before))
+                if now == before
+                    && !now.contains("TableNotFoundError")
+                    && !now.contains("NoSuchTableError")
+                    && !now.contains("no table") =>
+            {
                 same_error + 1
             }
             _ => 0,
@@ -118,6 +139,42 @@ pub fn wait_for_delta(
 }
 
 impl Workdir {
+    pub fn iceberg_dir(&self) -> PathBuf {
+        self.path().join("iceberg")
+    }
+
+    /// An Iceberg table of the sink (default namespace template) as the readers name it:
+    /// `iceberg:<catalog file>#<namespace>#<table>`; `stream` is `<server>.<database>.<table>`.
+    pub fn iceberg_table(&self, kind: &str, stream: &str) -> String {
+        let (scope, table) = stream.rsplit_once('.').expect("server.database.table");
+        let catalog = self.iceberg_dir().join("catalog.db");
+        format!("iceberg:{}#{kind}.{scope}#{table}", catalog.display())
+    }
+
+    /// Replaces the `[sink]` section with an Iceberg sink under `iceberg/` (or `warehouse`),
+    /// plus `extra`.
+    pub fn use_iceberg_sink(&self, warehouse: Option<&str>, extra: &str) {
+        let text = std::fs::read_to_string(self.config()).expect("config");
+        let start = text.find("[sink]").expect("a sink section");
+        let end = text.find("[state]").expect("a state section");
+        let warehouse = warehouse
+            .map(str::to_string)
+            .unwrap_or_else(|| self.iceberg_dir().display().to_string());
+        let interval = if extra.contains("commit_interval") {
+            ""
+        } else {
+            "commit_interval = \"200ms\"\n"
+        };
+        let sink = format!(
+            "[sink]\nkind = \"iceberg\"\nwarehouse = \"{warehouse}\"\n{interval}{extra}\n\n"
+        );
+        std::fs::write(
+            self.config(),
+            format!("{}{sink}{}", &text[..start], &text[end..]),
+        )
+        .expect("config");
+    }
+
     pub fn delta_dir(&self) -> PathBuf {
         self.path().join("delta")
     }

@@ -189,7 +189,7 @@ pub async fn run_load(
 /// Waits until both readers see the mirror equal to the source table.
 pub async fn assert_mirror_equals_source(db: &mut Db, table: &str, uri: &str) {
     let expected = db.rows(table).await;
-    for reader in READERS {
+    for reader in readers_of(uri) {
         let read = wait_for_delta(
             reader,
             uri,
@@ -207,7 +207,7 @@ pub async fn assert_mirror_equals_source(db: &mut Db, table: &str, uri: &str) {
 
 /// Checks the changelog holds no change twice (each insert or update wrote a new `v`).
 pub fn assert_changelog_has_no_repeats(uri: &str) -> DeltaRows {
-    let changelog = read_delta("deltalake", uri);
+    let changelog = read_delta(main_reader(uri), uri);
     let (op, v) = (changelog.column("__op"), changelog.column("v"));
     let mut seen = HashSet::new();
     for row in &changelog.rows {
@@ -249,7 +249,7 @@ pub async fn phase_two(db: &mut Db, table: &str, changelog_uri: &str) {
     db.execute(&statements).await;
     expected.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
     wait_for_delta(
-        "deltalake",
+        main_reader(changelog_uri),
         changelog_uri,
         &[],
         CATCH_UP,
@@ -292,4 +292,37 @@ pub async fn mysql_database(prefix: &str) -> (String, Db) {
         .await
         .unwrap();
     (db, Db::Mysql(admin))
+}
+
+/// Random load before and during the snapshot, then streaming; both readers, both tables
+/// (`mirror` and `changelog` as the readers name them).
+pub async fn mirror_and_changelog_under_load(
+    mut db: Db,
+    namespace: &str,
+    work: &Workdir,
+    (mirror, changelog): (String, String),
+) {
+    let table = format!("{namespace}.t");
+    let load = RandomLoad::new(table.clone(), 3000);
+    db.execute(&[load.initial_insert()]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(run_load(db, load, 400, Arc::clone(&stop)));
+    // the load runs before the pipeline starts and goes on during its snapshot
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let headwater = work.spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut db, load) = writer.await.expect("load");
+    eprintln!("load made {} changes", load.counter - 3000);
+    assert_mirror_equals_source(&mut db, &table, &mirror).await;
+    phase_two(&mut db, &table, &changelog).await;
+    assert_mirror_equals_source(&mut db, &table, &mirror).await;
+    let rows = assert_changelog_has_no_repeats(&changelog);
+    let duck = read_delta(readers_of(&changelog)[1], &changelog);
+    assert_eq!(
+        duck.project(&["__op", "id", "v", "amount", "note"]),
+        rows.project(&["__op", "id", "v", "amount", "note"]),
+        "both readers see the same changelog"
+    );
+    stop_gracefully(headwater);
 }

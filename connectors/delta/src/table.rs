@@ -9,17 +9,12 @@ use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transaction};
-use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use deltalake::parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
-use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::StreamExt;
 use headwater_contract::{ConnectorError, Position};
-use headwater_lakehouse::file_reader::StoreFile;
-use headwater_lakehouse::options::Compression;
 use headwater_lakehouse::{FileBatches, LiveFile, Operation, TableCommit, TableTarget};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,42 +50,6 @@ pub struct DeltaTarget {
     writer_properties: WriterProperties,
     target_file_size: u64,
 }
-
-fn writer_properties(compression: Compression) -> WriterProperties {
-    let codec = match compression {
-        Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::default()),
-        Compression::Snappy => ParquetCompression::SNAPPY,
-        Compression::Gzip => ParquetCompression::GZIP(GzipLevel::default()),
-        Compression::None => ParquetCompression::UNCOMPRESSED,
-    };
-    WriterProperties::builder()
-        .set_compression(codec)
-        // A dictionary pays for columns of few values; for unique ones (keys, names) interning
-        // every value until the page limit is hit was a fifth of the sink's time, and their
-        // dictionary pages compressed worse than plain values: 1,000,000 rows took 24 MB
-        // instead of 10 MB. A small limit keeps dictionaries for the columns they suit.
-        .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT)
-        // one distinct value per row: a dictionary only costs time
-        .set_column_dictionary_enabled(
-            ColumnPath::from(headwater_lakehouse::batch::POSITION),
-            false,
-        )
-        // position texts do not sort in log order (`file:12` > `file:100`), so their minimum and
-        // maximum would let no reader skip a file, and comparing every value is wasted work
-        .set_column_statistics_enabled(
-            ColumnPath::from(headwater_lakehouse::batch::POSITION),
-            EnabledStatistics::None,
-        )
-        // a row group is encoded in memory until it is complete: bounded rows, bounded memory
-        // (a merge or compaction never holds a whole target-size file)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build()
-}
-
-const DICTIONARY_PAGE_LIMIT: usize = 32 * 1024;
-const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// Rows per batch read back from a file (merges and compaction).
-const READ_BATCH_ROWS: usize = 8192;
 
 /// Parquet files being written for one commit, batch by batch (cut at the target size, split
 /// by partition) by delta-rs's writer, which gathers each file's statistics for its `add`.
@@ -182,7 +141,7 @@ impl DeltaTarget {
             app_id,
             committed: None,
             round: 0,
-            writer_properties: writer_properties(config.compression),
+            writer_properties: headwater_lakehouse::files::writer_properties(config.compression),
             target_file_size: config.target_file_size,
         };
         target.read_progress().await?;
@@ -375,24 +334,17 @@ impl TableTarget for DeltaTarget {
         file: &DeltaFile,
         only: Option<&[String]>,
     ) -> Result<FileBatches, ConnectorError> {
-        let what = format!("reading {} of {}", file.path, self.label);
+        let what = format!("delta: reading {} of {}", file.path, self.label);
         let location = deltalake::Path::parse(&file.path).map_err(|e| delta_error(&what, e))?;
         let size = u64::try_from(file.size).map_err(|e| delta_error(&what, e))?;
-        let reader = StoreFile::new(self.table.object_store(), location, size);
-        let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(|e| delta_error(&what, e))?
-            .with_batch_size(READ_BATCH_ROWS);
-        if let Some(names) = only {
-            let schema = builder.schema();
-            let roots: Vec<usize> = names
-                .iter()
-                .filter_map(|name| schema.index_of(name).ok())
-                .collect();
-            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-            builder = builder.with_projection(mask);
-        }
-        builder.build().map_err(|e| delta_error(&what, e))
+        headwater_lakehouse::files::read_batches(
+            self.table.object_store(),
+            location,
+            size,
+            only,
+            &what,
+        )
+        .await
     }
 
     async fn commit(&mut self, commit: TableCommit<Self>) -> Result<(), ConnectorError> {

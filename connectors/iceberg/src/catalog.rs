@@ -52,25 +52,26 @@ CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
 );";
 
 impl SqliteCatalog {
-    /// Opens the catalog at `path`, creating the file and its tables when missing.
-    pub async fn open(path: PathBuf, name: String) -> Result<Self, ConnectorError> {
-        let catalog = SqliteCatalog { path, name };
-        catalog
-            .run("creating the catalog tables", |c, _| {
-                c.execute_batch(SCHEMA)?;
-                // a table made by an older JdbcCatalog or pyiceberg has no iceberg_type
-                let has_type = c
-                    .prepare("SELECT iceberg_type FROM iceberg_tables LIMIT 0")
-                    .is_ok();
-                if !has_type {
-                    c.execute_batch(
-                        "ALTER TABLE iceberg_tables ADD COLUMN iceberg_type VARCHAR(5)",
-                    )?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(catalog)
+    /// Opens the catalog at `path`, creating the file and its tables when missing (once, at
+    /// start: the pipeline's runtime is not running yet).
+    pub fn open(path: PathBuf, name: String) -> Result<Self, ConnectorError> {
+        let what = "creating the catalog tables";
+        let fail = |e| catalog_error(&path, what, e);
+        let connection = Connection::open(&path).map_err(fail)?;
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(fail)?;
+        connection.execute_batch(SCHEMA).map_err(fail)?;
+        // a table made by an older JdbcCatalog or pyiceberg has no iceberg_type
+        let has_type = connection
+            .prepare("SELECT iceberg_type FROM iceberg_tables LIMIT 0")
+            .is_ok();
+        if !has_type {
+            connection
+                .execute_batch("ALTER TABLE iceberg_tables ADD COLUMN iceberg_type VARCHAR(5)")
+                .map_err(fail)?;
+        }
+        Ok(SqliteCatalog { path, name })
     }
 
     pub fn describe(&self) -> String {

@@ -9,6 +9,7 @@ pub mod changelog;
 pub mod committer;
 pub mod error;
 pub mod file_reader;
+pub mod files;
 pub mod format;
 pub mod maintenance;
 mod merge;
