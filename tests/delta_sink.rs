@@ -7,14 +7,10 @@ mod common;
 
 use common::delta::*;
 use common::delta_load::*;
+use common::lakehouse_cases::{self, sigkill_under_load};
 use common::*;
 use mysql_async::prelude::Queryable;
-use rand::Rng;
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_mirror_and_changelog_equal_the_source_under_a_random_load() {
@@ -49,113 +45,20 @@ async fn mariadb_mirror_and_changelog_equal_the_source_under_a_random_load() {
         .await;
 }
 
-/// SIGKILL at random moments under load, ×5: the mirror equals the source and the changelog
-/// holds every update exactly once (per row, `v` runs 0, 1, 2, … with no gap or repeat).
-async fn sigkill_under_load(mut db: Db, namespace: &str, work: &Workdir, stream: &str) {
-    let table = format!("{namespace}.t");
-    db.execute(&[format!(
-        "INSERT INTO {table} (id, v, amount, note) VALUES (0, 0, 0, 'seed')"
-    )])
-    .await;
-    work.catch_up();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let writer = tokio::spawn(async move {
-        let mut next_id = 1i64;
-        let mut transactions = 0u64;
-        while !flag.load(Ordering::SeqCst) {
-            let mut statements = Vec::new();
-            let size = rand::rng().random_range(1..15);
-            for _ in 0..size {
-                statements.push(format!(
-                    "INSERT INTO {table} (id, v, amount, note) VALUES ({next_id}, 0, 1.50, 'x')"
-                ));
-                next_id += 1;
-            }
-            let low = rand::rng().random_range(0..next_id);
-            statements.push(format!(
-                "UPDATE {table} SET v = v + 1 WHERE id BETWEEN {low} AND {}",
-                low + 3
-            ));
-            db.execute(&statements).await;
-            transactions += 1;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        (db, transactions)
-    });
-    for _ in 0..5 {
-        let mut child = work.spawn();
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(400..1800))).await;
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .map(|mut e| e.read_to_string(&mut stderr));
-            panic!("headwater exited early with {status}: {stderr}");
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-    }
-    stop.store(true, Ordering::SeqCst);
-    let (mut db, transactions) = writer.await.expect("writer");
-    assert!(
-        transactions > 20,
-        "the load wrote too little ({transactions})"
-    );
-    work.catch_up();
-    let mirror = work.delta_table("mirror", stream);
-    assert_mirror_equals_source(&mut db, &format!("{namespace}.t"), &mirror).await;
-    let changelog = read_delta("deltalake", &work.delta_table("changelog", stream));
-    let (op, id, v) = (
-        changelog.column("__op"),
-        changelog.column("id"),
-        changelog.column("v"),
-    );
-    let mut versions: HashMap<i64, Vec<i64>> = HashMap::new();
-    for row in &changelog.rows {
-        assert!(
-            row[op] == json!("c") || row[op] == json!("u") || row[op] == json!("r"),
-            "unexpected op {}",
-            row[op]
-        );
-        let key = row[id].as_i64().expect("id");
-        versions
-            .entry(key)
-            .or_default()
-            .push(row[v].as_i64().expect("v"));
-    }
-    for row in db.rows(&format!("{namespace}.t")).await {
-        let key = row[0].as_i64().expect("id");
-        let last = row[1].as_i64().expect("v");
-        let mut seen = versions
-            .remove(&key)
-            .unwrap_or_else(|| panic!("row {key} missing from the changelog"));
-        seen.sort_unstable();
-        assert_eq!(
-            seen,
-            (0..=last).collect::<Vec<_>>(),
-            "row {key}: every version exactly once"
-        );
-    }
-    assert!(
-        versions.is_empty(),
-        "changelog rows of keys the source never had: {versions:?}"
-    );
-    eprintln!(
-        "{transactions} transactions, {} changelog rows, all exactly once",
-        changelog.rows.len()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigkill_under_load_keeps_mirror_and_changelog_exact() {
     let (schema, db) = postgres_schema("hw_delta_pgkill").await;
     let work = Workdir::new();
     work.postgres_config("dpgk", &schema, "snapshot = \"initial\"");
     work.use_delta_sink(None, "");
-    sigkill_under_load(db, &schema, &work, &format!("dpgk.{schema}.t")).await;
+    sigkill_under_load(
+        Lakehouse::Delta,
+        db,
+        &schema,
+        &work,
+        &format!("dpgk.{schema}.t"),
+    )
+    .await;
     postgres_cleanup(&schema, &work).await;
 }
 
@@ -165,163 +68,39 @@ async fn mariadb_sigkill_under_load_keeps_mirror_and_changelog_exact() {
     let work = Workdir::new();
     work.mysql_config("dmyk", &db_name, "snapshot = \"initial\"", "");
     work.use_delta_sink(None, "");
-    sigkill_under_load(db, &db_name, &work, &format!("dmyk.{db_name}.t")).await;
+    sigkill_under_load(
+        Lakehouse::Delta,
+        db,
+        &db_name,
+        &work,
+        &format!("dmyk.{db_name}.t"),
+    )
+    .await;
     let _ = mysql_admin()
         .await
         .query_drop(format!("DROP DATABASE `{db_name}`"))
         .await;
 }
 
-/// Parquet files under a table's directory, live or not.
-fn parquet_files_on_disk(dir: &str) -> usize {
-    fn walk(dir: &std::path::Path, count: &mut usize) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, count);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                *count += 1;
-            }
-        }
-    }
-    let mut count = 0;
-    walk(std::path::Path::new(dir), &mut count);
-    count
-}
-
 /// A trickle of small commits: compaction keeps the live files per table bounded and the
 /// vacuum deletes the files compaction replaced, while the mirror stays equal to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_of_commits_is_compacted_and_vacuumed() {
-    let (schema, mut db) = postgres_schema("hw_delta_trickle").await;
-    let work = Workdir::new();
-    work.postgres_config("dtr", &schema, "snapshot = \"initial\"");
-    work.use_delta_sink(
-        None,
-        "commit_interval = \"20ms\"\ncompact_min_files = 4\nvacuum_interval = \"1s\"\nvacuum_retention = \"0s\"",
-    );
-    let table = format!("{schema}.t");
-    db.execute(&[format!(
-        "INSERT INTO {table} (id, v, amount, note) VALUES (0, 0, 0, 'seed')"
-    )])
+    lakehouse_cases::a_trickle_of_commits_is_compacted_and_vacuumed(
+        Lakehouse::Delta,
+        "hw_delta_trickle",
+    )
     .await;
-    let headwater = work.spawn();
-    let mirror = work.delta_table("mirror", &format!("dtr.{schema}.t"));
-    let changelog = work.delta_table("changelog", &format!("dtr.{schema}.t"));
-    let mut most_live = (0, 0);
-    for n in 1..=60i64 {
-        db.execute(&[
-            format!("INSERT INTO {table} (id, v, amount, note) VALUES ({n}, {n}, 1.00, 't')"),
-            format!("UPDATE {table} SET v = v + 1 WHERE id = {}", n / 2),
-        ])
-        .await;
-        // each change waits for its own commit, so every one is a separate small file
-        wait_for_delta(
-            "deltalake",
-            &changelog,
-            &[],
-            CATCH_UP,
-            "the change's commit",
-            |rows| {
-                rows.rows
-                    .iter()
-                    .filter(|r| r[rows.column("id")] == json!(n))
-                    .count()
-                    == 1
-            },
-        );
-        if n % 10 == 0 {
-            let live = (
-                read_delta("files", &mirror).rows.len(),
-                read_delta("files", &changelog).rows.len(),
-            );
-            most_live = (most_live.0.max(live.0), most_live.1.max(live.1));
-        }
-    }
-    assert_mirror_equals_source(&mut db, &table, &mirror).await;
-    // compact_min_files = 4 keeps at most 3 small files waiting, plus merged ones
-    assert!(
-        most_live.0 <= 8 && most_live.1 <= 8,
-        "live files per table stay bounded, saw {most_live:?}"
-    );
-    let live = read_delta("files", &changelog).rows.len();
-    wait_until(CATCH_UP, "the vacuum to delete the replaced files", || {
-        parquet_files_on_disk(&changelog) <= live + 4
-    });
-    eprintln!(
-        "60 commits: at most {most_live:?} live files (mirror, changelog); {} parquet files left on disk for the changelog",
-        parquet_files_on_disk(&changelog)
-    );
-    stop_gracefully(headwater);
-    postgres_cleanup(&schema, &work).await;
 }
 
-/// Columns added and dropped mid-stream become Delta schema changes both readers follow: an
-/// added column is null in older rows, a dropped one stays (nullable) and is null in newer rows.
+/// Columns added and dropped mid-stream become Delta schema changes both readers follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_and_dropped_columns_are_read_back_by_both_readers() {
-    let (schema, mut db) = postgres_schema("hw_delta_ddl").await;
-    let work = Workdir::new();
-    work.postgres_config("dddl", &schema, "snapshot = \"initial\"");
-    work.use_delta_sink(None, "");
-    let table = format!("{schema}.t");
-    db.execute(&[format!(
-        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'one')"
-    )])
+    lakehouse_cases::added_and_dropped_columns_are_read_back_by_both_readers(
+        Lakehouse::Delta,
+        "hw_delta_ddl",
+    )
     .await;
-    work.catch_up();
-    db.execute(&[
-        format!("ALTER TABLE {table} ADD COLUMN extra int"),
-        format!("INSERT INTO {table} (id, v, amount, note, extra) VALUES (2, 2, 2.00, 'two', 20)"),
-    ])
-    .await;
-    db.execute(&[
-        format!("ALTER TABLE {table} DROP COLUMN note"),
-        format!("INSERT INTO {table} (id, v, amount, extra) VALUES (3, 3, 3.00, 30)"),
-        format!("UPDATE {table} SET extra = 10 WHERE id = 1"),
-    ])
-    .await;
-    work.catch_up();
-    let inspect = work.headwater(&["inspect"]);
-    let shown = String::from_utf8_lossy(&inspect.stdout);
-    assert!(
-        shown.contains(&format!("mirror dddl.{schema}.t: version")) && shown.contains(", 3 rows,"),
-        "inspect shows the Delta tables: {shown}"
-    );
-    let mirror = work.delta_table("mirror", &format!("dddl.{schema}.t"));
-    let changelog = work.delta_table("changelog", &format!("dddl.{schema}.t"));
-    let expected = vec![
-        // updated after the drop: the row as the source has it now holds no note
-        vec![json!(1), json!(null), json!(10)],
-        vec![json!(2), json!("two"), json!(20)],
-        vec![json!(3), json!(null), json!(30)],
-    ];
-    for reader in READERS {
-        let rows = read_delta(reader, &mirror);
-        assert_eq!(
-            rows.project(&["id", "note", "extra"]),
-            expected,
-            "mirror read by {reader}"
-        );
-        let changes = read_delta(reader, &changelog);
-        assert_eq!(
-            changes.rows.len(),
-            4,
-            "changelog read by {reader}: {:?}",
-            changes.rows
-        );
-        assert_eq!(
-            changes.project(&["__op", "id", "extra"]),
-            vec![
-                vec![json!("c"), json!(2), json!(20)],
-                vec![json!("c"), json!(3), json!(30)],
-                vec![json!("r"), json!(1), json!(null)],
-                vec![json!("u"), json!(1), json!(10)],
-            ],
-            "changelog read by {reader}"
-        );
-    }
-    postgres_cleanup(&schema, &work).await;
 }
 
 /// An update PostgreSQL sends without an unchanged TOASTed value stops the mirror with the fix

@@ -11,6 +11,82 @@ pub const READERS: [&str; 2] = ["deltalake", "duckdb"];
 /// The readers of an Iceberg table (a `iceberg:` URI, see [`Workdir::iceberg_table`]).
 pub const ICEBERG_READERS: [&str; 2] = ["pyiceberg", "duckdb-iceberg"];
 
+/// A lakehouse sink's table format, for tests both run.
+#[derive(Clone, Copy, Debug)]
+pub enum Lakehouse {
+    Delta,
+    Iceberg,
+}
+
+impl Lakehouse {
+    /// Replaces the `[sink]` section with a sink of this format (plus `extra`).
+    pub fn use_sink(self, work: &Workdir, extra: &str) {
+        match self {
+            Lakehouse::Delta => work.use_delta_sink(None, extra),
+            Lakehouse::Iceberg => work.use_iceberg_sink(None, extra),
+        }
+    }
+
+    /// A table as the readers name it.
+    pub fn table(self, work: &Workdir, kind: &str, stream: &str) -> String {
+        match self {
+            Lakehouse::Delta => work.delta_table(kind, stream),
+            Lakehouse::Iceberg => work.iceberg_table(kind, stream),
+        }
+    }
+
+    /// The directory a table's files are under.
+    pub fn table_dir(self, work: &Workdir, kind: &str, stream: &str) -> PathBuf {
+        match self {
+            Lakehouse::Delta => PathBuf::from(work.delta_table(kind, stream)),
+            Lakehouse::Iceberg => {
+                let mut dir = work.iceberg_dir().join(kind);
+                for part in stream.split('.') {
+                    dir = dir.join(part);
+                }
+                dir
+            }
+        }
+    }
+
+    /// Replaces the `[sink]` section with a sink of this format on S3 at `location`
+    /// (`s3://bucket/prefix`; an Iceberg catalog stays a local file).
+    pub fn use_s3_sink(self, work: &Workdir, location: &str) {
+        match self {
+            Lakehouse::Delta => work.use_delta_sink(Some(location), ""),
+            Lakehouse::Iceberg => {
+                let catalog = work.iceberg_dir().join("catalog.db");
+                std::fs::create_dir_all(work.iceberg_dir()).expect("catalog directory");
+                let extra = format!("catalog_path = \"{}\"", catalog.display());
+                work.use_iceberg_sink(Some(location), &extra)
+            }
+        }
+    }
+
+    /// A table of a sink at `location` on S3, as the readers name it.
+    pub fn s3_table(self, work: &Workdir, location: &str, kind: &str, stream: &str) -> String {
+        match self {
+            Lakehouse::Delta => format!("{location}/{kind}/{stream}"),
+            Lakehouse::Iceberg => work.iceberg_table(kind, stream),
+        }
+    }
+
+    pub fn readers(self) -> [&'static str; 2] {
+        match self {
+            Lakehouse::Delta => READERS,
+            Lakehouse::Iceberg => ICEBERG_READERS,
+        }
+    }
+
+    /// The reader that lists a table's live files.
+    pub fn files_reader(self) -> &'static str {
+        match self {
+            Lakehouse::Delta => "files",
+            Lakehouse::Iceberg => "iceberg-files",
+        }
+    }
+}
+
 /// The two readers of the table at `uri`, Delta or Iceberg.
 pub fn readers_of(uri: &str) -> [&'static str; 2] {
     if uri.starts_with("iceberg:") {

@@ -7,6 +7,7 @@ pub mod delta_load;
 mod hold;
 mod kafka;
 mod lake;
+pub mod lakehouse_cases;
 mod mariadb;
 pub mod pg_pair;
 mod postgres;
