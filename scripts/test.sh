@@ -50,7 +50,7 @@ if [ $# -eq 0 ]; then
   "${pg18[@]}" cargo test --locked --no-fail-fast --test postgres_source --test postgres_snapshot \
     --test postgres_crash --test postgres_recovery 2>&1 | tee -a "$log" || status=1
   "${pg18[@]}" cargo test --locked --no-fail-fast --test retention --test network_faults --test identifiers \
-    --test metrics --test envelope_golden --test delta_types --test delta_sink --test kafka_sink \
+    --test metrics --test envelope_golden --test lakehouse_types --test delta_sink --test iceberg_sink --test kafka_sink \
     -- postgres 2>&1 | tee -a "$log" || status=1
 fi
 # One closing line over every test binary of both passes.

@@ -7,79 +7,29 @@ mod common;
 
 use common::delta::*;
 use common::delta_load::*;
-use common::lakehouse_cases::{self, sigkill_under_load};
+use common::lakehouse_cases::{self, on_mariadb, on_postgres, Case};
 use common::*;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_mirror_and_changelog_equal_the_source_under_a_random_load() {
-    let (schema, db) = postgres_schema("hw_delta_pg").await;
-    let work = Workdir::new();
-    work.postgres_config("dpg", &schema, "snapshot = \"initial\"");
-    work.use_delta_sink(None, "");
-    let stream = format!("dpg.{schema}.t");
-    let tables = (
-        work.delta_table("mirror", &stream),
-        work.delta_table("changelog", &stream),
-    );
-    mirror_and_changelog_under_load(db, &schema, &work, tables).await;
-    postgres_cleanup(&schema, &work).await;
+    on_postgres(Lakehouse::Delta, Case::Load, "hw_delta_pg", "dpg").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_mirror_and_changelog_equal_the_source_under_a_random_load() {
-    let (db_name, db) = mysql_database("hw_delta_my").await;
-    let work = Workdir::new();
-    work.mysql_config("dmy", &db_name, "snapshot = \"initial\"", "");
-    work.use_delta_sink(None, "");
-    let stream = format!("dmy.{db_name}.t");
-    let tables = (
-        work.delta_table("mirror", &stream),
-        work.delta_table("changelog", &stream),
-    );
-    mirror_and_changelog_under_load(db, &db_name, &work, tables).await;
-    let _ = mysql_admin()
-        .await
-        .query_drop(format!("DROP DATABASE `{db_name}`"))
-        .await;
+    on_mariadb(Lakehouse::Delta, Case::Load, "hw_delta_my", "dmy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigkill_under_load_keeps_mirror_and_changelog_exact() {
-    let (schema, db) = postgres_schema("hw_delta_pgkill").await;
-    let work = Workdir::new();
-    work.postgres_config("dpgk", &schema, "snapshot = \"initial\"");
-    work.use_delta_sink(None, "");
-    sigkill_under_load(
-        Lakehouse::Delta,
-        db,
-        &schema,
-        &work,
-        &format!("dpgk.{schema}.t"),
-    )
-    .await;
-    postgres_cleanup(&schema, &work).await;
+    on_postgres(Lakehouse::Delta, Case::Sigkill, "hw_delta_pgkill", "dpgk").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_sigkill_under_load_keeps_mirror_and_changelog_exact() {
-    let (db_name, db) = mysql_database("hw_delta_mykill").await;
-    let work = Workdir::new();
-    work.mysql_config("dmyk", &db_name, "snapshot = \"initial\"", "");
-    work.use_delta_sink(None, "");
-    sigkill_under_load(
-        Lakehouse::Delta,
-        db,
-        &db_name,
-        &work,
-        &format!("dmyk.{db_name}.t"),
-    )
-    .await;
-    let _ = mysql_admin()
-        .await
-        .query_drop(format!("DROP DATABASE `{db_name}`"))
-        .await;
+    on_mariadb(Lakehouse::Delta, Case::Sigkill, "hw_delta_mykill", "dmyk").await;
 }
 
 /// A trickle of small commits: compaction keeps the live files per table bounded and the

@@ -6,67 +6,26 @@
 mod common;
 
 use common::delta::Lakehouse;
-use common::delta_load::*;
-use common::lakehouse_cases::{self, sigkill_under_load};
-use common::*;
-use mysql_async::prelude::Queryable;
+use common::lakehouse_cases::{self, on_mariadb, on_postgres, Case};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_mirror_and_changelog_equal_the_source_under_a_random_load() {
-    let (schema, db) = postgres_schema("hw_ice_pg").await;
-    let work = Workdir::new();
-    work.postgres_config("ipg", &schema, "snapshot = \"initial\"");
-    work.use_iceberg_sink(None, "");
-    let stream = format!("ipg.{schema}.t");
-    let tables = (
-        work.iceberg_table("mirror", &stream),
-        work.iceberg_table("changelog", &stream),
-    );
-    mirror_and_changelog_under_load(db, &schema, &work, tables).await;
-    postgres_cleanup(&schema, &work).await;
+    on_postgres(Lakehouse::Iceberg, Case::Load, "hw_ice_pg", "ipg").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_mirror_and_changelog_equal_the_source_under_a_random_load() {
-    let (db_name, db) = mysql_database("hw_ice_my").await;
-    let work = Workdir::new();
-    work.mysql_config("imy", &db_name, "snapshot = \"initial\"", "");
-    work.use_iceberg_sink(None, "");
-    let stream = format!("imy.{db_name}.t");
-    let tables = (
-        work.iceberg_table("mirror", &stream),
-        work.iceberg_table("changelog", &stream),
-    );
-    mirror_and_changelog_under_load(db, &db_name, &work, tables).await;
-    let _ = mysql_admin()
-        .await
-        .query_drop(format!("DROP DATABASE `{db_name}`"))
-        .await;
+    on_mariadb(Lakehouse::Iceberg, Case::Load, "hw_ice_my", "imy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigkill_under_load_keeps_mirror_and_changelog_exact() {
-    let (schema, db) = postgres_schema("hw_ice_pgkill").await;
-    let work = Workdir::new();
-    work.postgres_config("ipgk", &schema, "snapshot = \"initial\"");
-    work.use_iceberg_sink(None, "");
-    let stream = format!("ipgk.{schema}.t");
-    sigkill_under_load(Lakehouse::Iceberg, db, &schema, &work, &stream).await;
-    postgres_cleanup(&schema, &work).await;
+    on_postgres(Lakehouse::Iceberg, Case::Sigkill, "hw_ice_pgkill", "ipgk").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_sigkill_under_load_keeps_mirror_and_changelog_exact() {
-    let (db_name, db) = mysql_database("hw_ice_mykill").await;
-    let work = Workdir::new();
-    work.mysql_config("imyk", &db_name, "snapshot = \"initial\"", "");
-    work.use_iceberg_sink(None, "");
-    let stream = format!("imyk.{db_name}.t");
-    sigkill_under_load(Lakehouse::Iceberg, db, &db_name, &work, &stream).await;
-    let _ = mysql_admin()
-        .await
-        .query_drop(format!("DROP DATABASE `{db_name}`"))
-        .await;
+    on_mariadb(Lakehouse::Iceberg, Case::Sigkill, "hw_ice_mykill", "imyk").await;
 }
 
 /// A trickle of small commits: compaction keeps the live files per table bounded, and snapshot

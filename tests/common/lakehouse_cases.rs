@@ -5,6 +5,7 @@
 use super::delta::*;
 use super::delta_load::*;
 use super::*;
+use mysql_async::prelude::Queryable;
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashMap;
@@ -376,4 +377,72 @@ pub async fn s3_tables_survive_a_stopped_server_and_sigkill(format: Lakehouse, p
     assert_mirror_equals_source(&mut db, &table, &mirror).await;
     assert_changelog_has_no_repeats(&changelog);
     postgres_cleanup(&schema, &work).await;
+}
+
+/// A case run on a fresh table of either source.
+#[derive(Clone, Copy, Debug)]
+pub enum Case {
+    /// [`mirror_and_changelog_under_load`]
+    Load,
+    /// [`sigkill_under_load`]
+    Sigkill,
+}
+
+async fn run_case(
+    format: Lakehouse,
+    case: Case,
+    db: Db,
+    namespace: &str,
+    work: &Workdir,
+    stream: &str,
+) {
+    match case {
+        Case::Load => {
+            let tables = (
+                format.table(work, "mirror", stream),
+                format.table(work, "changelog", stream),
+            );
+            mirror_and_changelog_under_load(db, namespace, work, tables).await;
+        }
+        Case::Sigkill => sigkill_under_load(format, db, namespace, work, stream).await,
+    }
+}
+
+/// `case` on a new PostgreSQL schema (`prefix`…) captured as server `server` with a snapshot.
+pub async fn on_postgres(format: Lakehouse, case: Case, prefix: &str, server: &str) {
+    let (schema, db) = postgres_schema(prefix).await;
+    let work = Workdir::new();
+    work.postgres_config(server, &schema, "snapshot = \"initial\"");
+    format.use_sink(&work, "");
+    run_case(
+        format,
+        case,
+        db,
+        &schema,
+        &work,
+        &format!("{server}.{schema}.t"),
+    )
+    .await;
+    postgres_cleanup(&schema, &work).await;
+}
+
+/// `case` on a new MariaDB database (`prefix`…) captured as server `server` with a snapshot.
+pub async fn on_mariadb(format: Lakehouse, case: Case, prefix: &str, server: &str) {
+    let (db_name, db) = mysql_database(prefix).await;
+    let work = Workdir::new();
+    work.mysql_config(server, &db_name, "snapshot = \"initial\"", "");
+    format.use_sink(&work, "");
+    run_case(
+        format,
+        case,
+        db,
+        &db_name,
+        &work,
+        &format!("{server}.{db_name}.t"),
+    )
+    .await;
+    let _ = mysql_admin()
+        .await
+        .query_drop(format!("DROP DATABASE `{db_name}`"))
+        .await;
 }

@@ -1,5 +1,5 @@
-//! Every mapped column type through the Delta sink, read back by python `deltalake` and DuckDB
-//! as the value (not as bytes): decimals as decimals or exact text, timestamps with and without
+//! Every mapped column type through both lakehouse sinks, read back as the value (not as bytes)
+//! by python `deltalake` and DuckDB (Delta), pyiceberg and DuckDB's Iceberg extension (Iceberg): decimals as decimals or exact text, timestamps with and without
 //! time zone, dates, times, UUID/JSON/ENUM/SET/INET as strings, binary as binary, arrays.
 
 mod common;
@@ -12,12 +12,12 @@ use serde_json::{json, Value as Json};
 /// (column definition, SQL literal, the value both readers must show)
 type Case = (&'static str, &'static str, Json);
 
-fn check(work: &Workdir, stream: &str, cases: &[Case]) {
-    let mirror = work.delta_table("mirror", stream);
-    let changelog = work.delta_table("changelog", stream);
+fn check(format: Lakehouse, work: &Workdir, stream: &str, cases: &[Case]) {
+    let mirror = format.table(work, "mirror", stream);
+    let changelog = format.table(work, "changelog", stream);
     let names: Vec<String> = (0..cases.len()).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for reader in READERS {
+    for reader in format.readers() {
         for uri in [&mirror, &changelog] {
             let rows = read_delta(reader, uri);
             let values = rows.project(&names);
@@ -33,7 +33,16 @@ fn check(work: &Workdir, stream: &str, cases: &[Case]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_types_are_read_as_values() {
+async fn mariadb_types_are_read_as_values_from_delta() {
+    mariadb_types_are_read_as_values(Lakehouse::Delta).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_types_are_read_as_values_from_iceberg() {
+    mariadb_types_are_read_as_values(Lakehouse::Iceberg).await;
+}
+
+async fn mariadb_types_are_read_as_values(format: Lakehouse) {
     let cases: Vec<Case> = vec![
         ("TINYINT", "-5", json!(-5)),
         ("SMALLINT UNSIGNED", "65535", json!(65535)),
@@ -109,7 +118,7 @@ async fn mariadb_types_are_read_as_values() {
         .unwrap();
     let work = Workdir::new();
     work.mysql_config("dtypes", &db, "", "");
-    work.use_delta_sink(None, "");
+    format.use_sink(&work, "");
     work.catch_up();
     admin
         .query_drop(format!(
@@ -119,12 +128,21 @@ async fn mariadb_types_are_read_as_values() {
         .await
         .unwrap();
     work.catch_up();
-    check(&work, &format!("dtypes.{db}.t"), &cases);
+    check(format, &work, &format!("dtypes.{db}.t"), &cases);
     let _ = admin.query_drop(format!("DROP DATABASE `{db}`")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_types_are_read_as_values() {
+async fn postgres_types_are_read_as_values_from_delta() {
+    postgres_types_are_read_as_values(Lakehouse::Delta).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_types_are_read_as_values_from_iceberg() {
+    postgres_types_are_read_as_values(Lakehouse::Iceberg).await;
+}
+
+async fn postgres_types_are_read_as_values(format: Lakehouse) {
     let cases: Vec<Case> = vec![
         ("smallint", "-32768", json!(-32768)),
         ("integer", "2147483647", json!(2147483647)),
@@ -191,7 +209,7 @@ async fn postgres_types_are_read_as_values() {
         .unwrap();
     let work = Workdir::new();
     work.postgres_config("dtypes", &schema, "");
-    work.use_delta_sink(None, "");
+    format.use_sink(&work, "");
     work.catch_up();
     client
         .batch_execute(&format!(
@@ -201,6 +219,6 @@ async fn postgres_types_are_read_as_values() {
         .await
         .unwrap();
     work.catch_up();
-    check(&work, &format!("dtypes.{schema}.t"), &cases);
+    check(format, &work, &format!("dtypes.{schema}.t"), &cases);
     postgres_cleanup(&schema, &work).await;
 }
