@@ -1,72 +1,32 @@
-use headwater_lakehouse::options::{
-    default_commit_interval, default_compact_min_files, default_target_file_size,
-    default_vacuum_interval, default_vacuum_retention, validate_location, Compression, Deletes,
-    PartitionBy, TableKinds, TableOptions,
-};
+use headwater_lakehouse::options::validate_location;
 use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::time::Duration;
 
-/// `[sink] kind = "iceberg"`: every captured table as Apache Iceberg v2 tables — a current-state
-/// mirror and a changelog — registered in a SQL catalog and committed exactly once with the
-/// source position, on local disk or S3.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IcebergConfig {
-    /// Where the tables' data and metadata live: a local directory (created if missing) or
-    /// `s3://bucket/prefix`.
-    pub warehouse: String,
-    /// The catalog the tables are registered in: `"sqlite"` (a file, nothing to run: the
-    /// default) is the SQL catalog's schema that pyiceberg's `SqlCatalog` and Java's
-    /// `JdbcCatalog` read.
-    #[serde(default)]
-    pub catalog: CatalogKind,
-    /// The sqlite file of the catalog; default `<warehouse>/catalog.db` for a local warehouse
-    /// (an S3 warehouse needs it set: sqlite needs a local file).
-    #[serde(default)]
-    pub catalog_path: Option<String>,
-    /// The catalog's name (the SQL catalog's `catalog_name` column), as readers name it.
-    #[serde(default = "default_catalog_name")]
-    pub catalog_name: String,
-    /// The namespace of a source table's tables: `{kind}` (mirror or changelog), `{server}`
-    /// and `{database}` are replaced; dots separate levels. The table keeps the source
-    /// table's name.
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-    /// Which tables to keep per source table: `"mirror"`, `"changelog"` or `"both"`.
-    #[serde(default)]
-    pub tables: TableKinds,
-    /// Longest time a change waits before it is committed (the tables' freshness), e.g. "10s".
-    #[serde(default = "default_commit_interval", with = "humantime_serde")]
-    pub commit_interval: Duration,
-    /// Parquet files are cut at about this size, and compaction merges small files up to it.
-    #[serde(default = "default_target_file_size")]
-    pub target_file_size: u64,
-    /// Parquet compression: `"zstd"`, `"snappy"`, `"gzip"` or `"none"`.
-    #[serde(default)]
-    pub compression: Compression,
-    /// Partitioning of the changelog tables: `"day"` (of the source commit time) or `"none"`.
-    #[serde(default)]
-    pub partition_by: PartitionBy,
-    /// How a deleted row leaves the mirror: `"hard"` (removed) or `"soft"` (kept, with
-    /// `__deleted = true` and `__deleted_at`).
-    #[serde(default)]
-    pub deletes: Deletes,
-    /// A table (or changelog partition) with this many files smaller than half the target size
-    /// is compacted.
-    #[serde(default = "default_compact_min_files")]
-    pub compact_min_files: usize,
-    /// Snapshots older than this expire, and files no live snapshot needs are deleted this
-    /// long after they left the table (readers of older snapshots keep working until then).
-    #[serde(default = "default_vacuum_retention", with = "humantime_serde")]
-    pub vacuum_retention: Duration,
-    /// How often snapshots are expired and unneeded files deleted.
-    #[serde(default = "default_vacuum_interval", with = "humantime_serde")]
-    pub vacuum_interval: Duration,
-    /// Object-store settings (for S3: `endpoint`, `region`, `allow_http`, `access_key_id`,
-    /// `secret_access_key`, …); the standard `AWS_*` environment variables apply too.
-    #[serde(default)]
-    pub storage: BTreeMap<String, String>,
+headwater_lakehouse::table_sink_config! {
+    /// `[sink] kind = "iceberg"`: every captured table as Apache Iceberg v2 tables — a current-state
+    /// mirror and a changelog — registered in a SQL catalog and committed exactly once with the
+    /// source position, on local disk or S3.
+    pub struct IcebergConfig {
+        /// Where the tables' data and metadata live: a local directory (created if missing) or
+        /// `s3://bucket/prefix`.
+        pub warehouse: String,
+        /// The catalog the tables are registered in: `"sqlite"` (a file, nothing to run: the
+        /// default) is the SQL catalog's schema that pyiceberg's `SqlCatalog` and Java's
+        /// `JdbcCatalog` read.
+        #[serde(default)]
+        pub catalog: CatalogKind,
+        /// The sqlite file of the catalog; default `<warehouse>/catalog.db` for a local warehouse
+        /// (an S3 warehouse needs it set: sqlite needs a local file).
+        #[serde(default)]
+        pub catalog_path: Option<String>,
+        /// The catalog's name (the SQL catalog's `catalog_name` column), as readers name it.
+        #[serde(default = "default_catalog_name")]
+        pub catalog_name: String,
+        /// The namespace of a source table's tables: `{kind}` (mirror or changelog), `{server}`
+        /// and `{database}` are replaced; dots separate levels. The table keeps the source
+        /// table's name.
+        #[serde(default = "default_namespace")]
+        pub namespace: String,
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -108,19 +68,42 @@ impl IcebergConfig {
         }
         self.options().validate()
     }
+}
 
-    /// The keys every lakehouse sink shares.
-    pub fn options(&self) -> TableOptions {
-        TableOptions {
-            tables: self.tables,
-            commit_interval: self.commit_interval,
-            target_file_size: self.target_file_size,
-            compression: self.compression,
-            partition_by: self.partition_by,
-            deletes: self.deletes,
-            compact_min_files: self.compact_min_files,
-            vacuum_retention: self.vacuum_retention,
-            vacuum_interval: self.vacuum_interval,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<IcebergConfig, String> {
+        let config: IcebergConfig = toml_like(text)?;
+        config.validate().map(|()| config)
+    }
+
+    /// The sink section as the binary hands it over (a TOML table), here from JSON.
+    fn toml_like(text: &str) -> Result<IcebergConfig, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_refusals_name_the_key() {
+        let config = parse(r#"{"warehouse": "/tmp/wh"}"#).unwrap();
+        assert_eq!(config.namespace, "{kind}.{server}.{database}");
+        assert_eq!(config.catalog_name, "headwater");
+        assert_eq!(
+            config.options().commit_interval,
+            std::time::Duration::from_secs(10)
+        );
+        let no_kind = parse(r#"{"warehouse": "/tmp/wh", "namespace": "{server}"}"#).unwrap_err();
+        assert!(
+            no_kind.contains("sink.namespace") && no_kind.contains("{kind}"),
+            "{no_kind}"
+        );
+        let s3 = parse(r#"{"warehouse": "s3://bucket/wh"}"#).unwrap_err();
+        assert!(s3.contains("sink.catalog_path"), "{s3}");
+        assert!(parse(r#"{"warehouse": "s3://bucket/wh", "catalog_path": "/tmp/c.db"}"#).is_ok());
+        let unknown = toml_like(r#"{"warehouse": "/tmp/wh", "comit_interval": "1s"}"#).unwrap_err();
+        assert!(unknown.contains("comit_interval"), "{unknown}");
+        let bad = parse(r#"{"warehouse": "gs://bucket/wh"}"#).unwrap_err();
+        assert!(bad.contains("sink.warehouse"), "{bad}");
     }
 }

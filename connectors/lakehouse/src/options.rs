@@ -4,6 +4,88 @@
 use serde::Deserialize;
 use std::time::Duration;
 
+/// `humantime` durations ("10s", "1h") in configs.
+pub mod duration {
+    pub use humantime_serde::{deserialize, serialize};
+}
+
+/// A lakehouse sink's config struct: the keys every lakehouse sink shares (documented once,
+/// here) after the format's own keys, and `options()` to hand the shared ones to the sink.
+/// (`#[serde(flatten)]` would share them as a struct, but serde cannot refuse unknown keys of a
+/// flattened struct, and a misspelt key must be an error at its line.)
+#[macro_export]
+macro_rules! table_sink_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident : $type:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, serde::Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $type,)*
+            /// Which tables to keep per source table: `"mirror"`, `"changelog"` or `"both"`.
+            #[serde(default)]
+            pub tables: $crate::options::TableKinds,
+            /// Longest time a change waits before it is committed (the tables' freshness), e.g. "10s".
+            #[serde(
+                default = "headwater_lakehouse::options::default_commit_interval",
+                with = "headwater_lakehouse::options::duration"
+            )]
+            pub commit_interval: std::time::Duration,
+            /// Parquet files are cut at about this size, and compaction merges small files up to it.
+            #[serde(default = "headwater_lakehouse::options::default_target_file_size")]
+            pub target_file_size: u64,
+            /// Parquet compression: `"zstd"`, `"snappy"`, `"gzip"` or `"none"`.
+            #[serde(default)]
+            pub compression: $crate::options::Compression,
+            /// Partitioning of the changelog tables: `"day"` (of the source commit time) or `"none"`.
+            #[serde(default)]
+            pub partition_by: $crate::options::PartitionBy,
+            /// How a deleted row leaves the mirror: `"hard"` (removed) or `"soft"` (kept, with
+            /// `__deleted = true` and `__deleted_at`).
+            #[serde(default)]
+            pub deletes: $crate::options::Deletes,
+            /// A table (or changelog partition) with this many files smaller than half the
+            /// target size is compacted.
+            #[serde(default = "headwater_lakehouse::options::default_compact_min_files")]
+            pub compact_min_files: usize,
+            /// What left a table (files, snapshots) is deleted this long after it left (readers
+            /// of older versions keep working until then).
+            #[serde(
+                default = "headwater_lakehouse::options::default_vacuum_retention",
+                with = "headwater_lakehouse::options::duration"
+            )]
+            pub vacuum_retention: std::time::Duration,
+            /// How often the vacuum runs.
+            #[serde(
+                default = "headwater_lakehouse::options::default_vacuum_interval",
+                with = "headwater_lakehouse::options::duration"
+            )]
+            pub vacuum_interval: std::time::Duration,
+            /// Object-store settings (for S3: `endpoint`, `region`, `allow_http`,
+            /// `access_key_id`, `secret_access_key`, …); the standard `AWS_*` environment
+            /// variables apply too.
+            #[serde(default)]
+            pub storage: std::collections::BTreeMap<String, String>,
+        }
+
+        impl $name {
+            /// The keys every lakehouse sink shares.
+            pub fn options(&self) -> $crate::options::TableOptions {
+                $crate::options::TableOptions {
+                    tables: self.tables,
+                    commit_interval: self.commit_interval,
+                    target_file_size: self.target_file_size,
+                    compression: self.compression,
+                    partition_by: self.partition_by,
+                    deletes: self.deletes,
+                    compact_min_files: self.compact_min_files,
+                    vacuum_retention: self.vacuum_retention,
+                    vacuum_interval: self.vacuum_interval,
+                }
+            }
+        }
+    };
+}
+
 /// The two tables a source table gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TableKind {
