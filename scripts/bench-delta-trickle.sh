@@ -53,7 +53,7 @@ commit_interval = "$commit_interval"
 [state]
 path = "$work/state"
 TOML
-HEADWATER_LOG=info,headwater_delta=debug "$bin" run --config "$work/headwater.toml" 2>"$work/headwater.log" &
+HEADWATER_LOG=info,headwater_lakehouse=debug,headwater_delta=debug "$bin" run --config "$work/headwater.toml" 2>"$work/headwater.log" &
 hw_pid=$!
 pids+=("$hw_pid")
 mirror=$work/delta/mirror/bench.bench.items

@@ -18,11 +18,13 @@ rows=1000000
 kafka=
 metrics=
 delta=
+iceberg=
 for arg in "$@"; do
   case $arg in
     --kafka) kafka=1 ;;
     --metrics) metrics=1 ;;
     --delta) delta=1 ;;
+    --iceberg) iceberg=1 ;;
     *) rows=$arg ;;
   esac
 done
@@ -60,7 +62,7 @@ start_file=$(sql -N -e "SHOW MASTER STATUS" | cut -f1)
   done
 } | sql
 changes=$rows
-if [ -n "$delta" ]; then
+if [ -n "$delta$iceberg" ]; then
   sql -e "UPDATE bench.items SET qty = qty + 1, updated = updated + INTERVAL 1 SECOND WHERE id % 10 = 0"
   changes=$((rows + rows / 10))
 fi
@@ -134,7 +136,7 @@ fi
 if [ -n "$delta" ]; then
   sed -e 's/^kind = "lake"/kind = "delta"/' -e "s#$work/lake#$work/delta#" -e "s#$work/state#$work/state-delta#" \
     -e 's/server_id = 9001/server_id = 9002/' "$work/headwater.toml" >"$work/delta.toml"
-  HEADWATER_LOG=warn,headwater_delta=debug timed "$work/delta.time" "$bin" run --catch-up --config "$work/delta.toml" \
+  HEADWATER_LOG=warn,headwater_lakehouse=debug timed "$work/delta.time" "$bin" run --catch-up --config "$work/delta.toml" \
     2>"$work/delta.log"
   read -r delta_s delta_kb <"$work/delta.time"
   mirror_rows=$(python3 -c "import deltalake,sys; print(deltalake.DeltaTable(sys.argv[1]).to_pyarrow_dataset().count_rows())" "$work/delta/mirror/bench.bench.items")
@@ -146,6 +148,26 @@ if [ -n "$delta" ]; then
   awk -v rows="$changes" -v lake="$hw_s" -v d="$delta_s" -v kb="$delta_kb" -v merge="$merge_s" -v bytes="$delta_bytes" 'BEGIN {
     printf "headwater -> delta (both) : %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", d, rows / d, kb / 1024
     printf "ratio delta/lake (rows/s): %.2f; commits merging updated keys into the mirror: %.2f s; %.0f bytes written per change (tables as left, after compaction and vacuum)\n", lake / d, merge, bytes / rows
+  }'
+fi
+if [ -n "$iceberg" ]; then
+  sed -e 's/^kind = "lake"/kind = "iceberg"/' -e "s#^path = \"$work/lake\"#warehouse = \"$work/iceberg\"#" \
+    -e "s#$work/state#$work/state-iceberg#" -e 's/server_id = 9001/server_id = 9003/' "$work/headwater.toml" >"$work/iceberg.toml"
+  HEADWATER_LOG=warn,headwater_lakehouse=debug timed "$work/iceberg.time" "$bin" run --catch-up --config "$work/iceberg.toml" \
+    2>"$work/iceberg.log"
+  read -r ice_s ice_kb <"$work/iceberg.time"
+  mirror_rows=$(python3 -c "
+import sys
+from pyiceberg.catalog.sql import SqlCatalog
+catalog = SqlCatalog('headwater', uri='sqlite:///' + sys.argv[1])
+print(catalog.load_table(('mirror', 'bench', 'bench', 'items')).scan().to_arrow().num_rows)" "$work/iceberg/catalog.db")
+  [ "$mirror_rows" -eq "$rows" ] || { echo "the Iceberg mirror holds $mirror_rows rows, not $rows" >&2; exit 1; }
+  ice_bytes=$(du -sb "$work/iceberg" | cut -f1)
+  merge_s=$(grep 'iceberg commit' "$work/iceberg.log" | grep -v 'files_rewritten: 0' | sed 's/\x1b\[[0-9;]*m//g' |
+    grep -o 'elapsed=[0-9.]*[mµn]*s' | awk -F= '{ v = $2; f = 1; if (v ~ /ms$/) f = 0.001; else if (v ~ /µs$/) f = 0.000001; sub(/[mµn]*s$/, "", v); t += v * f } END { printf "%.2f", t }')
+  awk -v rows="$changes" -v lake="$hw_s" -v d="$ice_s" -v kb="$ice_kb" -v merge="$merge_s" -v bytes="$ice_bytes" 'BEGIN {
+    printf "headwater -> iceberg (both): %8.2f s  %10.0f rows/s  peak RSS %6.1f MiB\n", d, rows / d, kb / 1024
+    printf "ratio iceberg/lake (rows/s): %.2f; commits merging updated keys into the mirror: %.2f s; %.0f bytes written per change (tables as left)\n", lake / d, merge, bytes / rows
   }'
 fi
 [ -n "$kafka" ] || exit 0

@@ -2,9 +2,9 @@
 JSON.
 
     python3 tests/delta_read.py deltalake|duckdb|files TABLE_URI [COLUMNS]
-    python3 tests/delta_read.py pyiceberg|duckdb-iceberg|iceberg-files iceberg:CATALOG_DB#NAMESPACE#TABLE [COLUMNS]
+    python3 tests/delta_read.py pyiceberg|duckdb-iceberg|iceberg-files iceberg:CATALOG_DB_OR_URL#NAMESPACE#TABLE [COLUMNS]
 
-An Iceberg table is named by its sqlite catalog file (the SQL catalog's tables, catalog name
+An Iceberg table is named by its catalog — a sqlite file or a postgres:// URL — (the SQL catalog's tables, catalog name
 "headwater" unless HEADWATER_ICEBERG_CATALOG says otherwise), its namespace and its name.
 
 Values are rendered the same way whichever reader is used (decimals and timestamps as exact
@@ -123,15 +123,29 @@ def iceberg_name(uri):
 
 def iceberg_metadata_location(uri):
     """The table's current metadata file, as the catalog names it."""
-    import sqlite3
-
     catalog_db, namespace, table = iceberg_name(uri)
     name = os.environ.get("HEADWATER_ICEBERG_CATALOG", "headwater")
-    with sqlite3.connect(catalog_db) as con:
-        row = con.execute(
-            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-            (name, namespace, table),
-        ).fetchone()
+    if catalog_db.startswith("postgres"):
+        import psycopg2
+
+        con = psycopg2.connect(catalog_db)
+        try:
+            with con.cursor() as cur:
+                cur.execute(
+                    "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = %s AND table_namespace = %s AND table_name = %s",
+                    (name, namespace, table),
+                )
+                row = cur.fetchone()
+        finally:
+            con.close()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(catalog_db) as con:
+            row = con.execute(
+                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+                (name, namespace, table),
+            ).fetchone()
     if row is None:
         sys.exit(f"no table {namespace}.{table} in the catalog {catalog_db}")
     return row[0]
@@ -141,7 +155,12 @@ def iceberg_table(uri):
     from pyiceberg.catalog.sql import SqlCatalog
 
     catalog_db, namespace, table = iceberg_name(uri)
-    properties = {"uri": f"sqlite:///{catalog_db}", "warehouse": "file:///nonexistent"}
+    if catalog_db.startswith("postgres"):
+        # the catalog in a PostgreSQL database: SQLAlchemy's psycopg2 URL
+        database = "postgresql+psycopg2://" + catalog_db.split("://", 1)[1]
+    else:
+        database = f"sqlite:///{catalog_db}"
+    properties = {"uri": database, "warehouse": "file:///nonexistent"}
     if "AWS_ENDPOINT_URL" in os.environ:
         properties.update(
             {

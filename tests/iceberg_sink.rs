@@ -5,8 +5,12 @@
 
 mod common;
 
+use common::delta::read_delta;
 use common::delta::Lakehouse;
+use common::delta_load::{mirror_and_changelog_under_load, mysql_database};
 use common::lakehouse_cases::{self, on_mariadb, on_postgres, Case};
+use common::{mysql_admin, postgres_admin, Workdir};
+use mysql_async::prelude::Queryable;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_mirror_and_changelog_equal_the_source_under_a_random_load() {
@@ -59,4 +63,59 @@ async fn s3_tables_survive_a_stopped_server_and_sigkill() {
         "hw_ice_s3",
     )
     .await;
+}
+
+/// The catalog in a PostgreSQL database (`catalog = "postgres"`), shared with pyiceberg's
+/// `SqlCatalog` on it: a MariaDB source under the random load, then SIGKILLs, then a restart
+/// that resumes from the snapshots the shared catalog names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_in_postgresql_is_shared_with_pyiceberg() {
+    let catalog_db = common::unique("hw_ice_catalog");
+    postgres_admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {catalog_db} OWNER headwater"))
+        .await
+        .expect("catalog database");
+    let server = common::endpoint("HEADWATER_POSTGRES_URL");
+    let (server, _database) = server.rsplit_once('/').expect("a database in the URL");
+    let url = format!("{server}/{catalog_db}");
+    let (db_name, db) = mysql_database("hw_ice_mycat").await;
+    let work = Workdir::new();
+    work.mysql_config("imyc", &db_name, "snapshot = \"initial\"", "");
+    work.use_iceberg_sink(
+        None,
+        &format!("catalog = \"postgres\"\ncatalog_url = \"{url}\""),
+    );
+    let stream = format!("imyc.{db_name}.t");
+    let table_in = |kind: &str| format!("iceberg:{url}#{kind}.imyc.{db_name}#t");
+    let tables = (table_in("mirror"), table_in("changelog"));
+    mirror_and_changelog_under_load(db, &db_name, &work, tables).await;
+    assert!(
+        !work.iceberg_dir().join("catalog.db").exists(),
+        "no sqlite catalog beside the PostgreSQL one"
+    );
+    // restarted, the sink finds its tables in the shared catalog and adds to them
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "INSERT INTO `{db_name}`.t (id, v, amount, note) VALUES (900000, 1, 9.00, 'after')"
+        ))
+        .await
+        .expect("insert");
+    work.catch_up();
+    let mirror = read_delta("pyiceberg", &table_in("mirror"));
+    assert_eq!(
+        mirror
+            .project(&["id", "note"])
+            .into_iter()
+            .filter(|r| r[0] == serde_json::json!(900000))
+            .count(),
+        1,
+        "the row written after the restart is in the mirror once ({stream})"
+    );
+    let _ = admin.query_drop(format!("DROP DATABASE `{db_name}`")).await;
+    let _ = postgres_admin()
+        .await
+        .batch_execute(&format!("DROP DATABASE {catalog_db} WITH (FORCE)"))
+        .await;
 }

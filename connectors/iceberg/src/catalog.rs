@@ -8,6 +8,70 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The catalog the sink registers and commits its tables in.
+pub enum Catalog {
+    Sqlite(SqliteCatalog),
+    Postgres(crate::catalog_postgres::PostgresCatalog),
+}
+
+impl Catalog {
+    pub fn describe(&self) -> String {
+        match self {
+            Catalog::Sqlite(c) => c.describe(),
+            Catalog::Postgres(c) => c.describe(),
+        }
+    }
+
+    /// The current metadata location of `namespace`.`table`, if it is registered.
+    pub async fn metadata_location(
+        &self,
+        namespace: &str,
+        table: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        match self {
+            Catalog::Sqlite(c) => c.metadata_location(namespace, table).await,
+            Catalog::Postgres(c) => c.metadata_location(namespace, table).await,
+        }
+    }
+
+    /// Registers a new table (and its namespace); `false` when another writer registered it
+    /// first.
+    pub async fn create(
+        &self,
+        namespace: &str,
+        table: &str,
+        location: &str,
+    ) -> Result<bool, ConnectorError> {
+        match self {
+            Catalog::Sqlite(c) => c.create(namespace, table, location).await,
+            Catalog::Postgres(c) => c.create(namespace, table, location).await,
+        }
+    }
+
+    /// Points the table at `new` if it still points at `old`; `false` if it does not (another
+    /// writer committed in between).
+    pub async fn swap(
+        &self,
+        namespace: &str,
+        table: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, ConnectorError> {
+        match self {
+            Catalog::Sqlite(c) => c.swap(namespace, table, old, new).await,
+            Catalog::Postgres(c) => c.swap(namespace, table, old, new).await,
+        }
+    }
+
+    /// Every table of the catalog, as (namespace, table).
+    pub async fn tables(&self) -> Result<Vec<(String, String)>, ConnectorError> {
+        match self {
+            Catalog::Sqlite(c) => c.tables().await,
+            Catalog::Postgres(c) => c.tables().await,
+        }
+    }
+}
+
 pub struct SqliteCatalog {
     path: PathBuf,
     name: String,

@@ -9,11 +9,14 @@ headwater_lakehouse::table_sink_config! {
         /// Where the tables' data and metadata live: a local directory (created if missing) or
         /// `s3://bucket/prefix`.
         pub warehouse: String,
-        /// The catalog the tables are registered in: `"sqlite"` (a file, nothing to run: the
-        /// default) is the SQL catalog's schema that pyiceberg's `SqlCatalog` and Java's
-        /// `JdbcCatalog` read.
+        /// The catalog the tables are registered in, in the SQL catalog's tables that
+        /// pyiceberg's `SqlCatalog` and Java's `JdbcCatalog` read: `"sqlite"` (a file, nothing
+        /// to run: the default) or `"postgres"` (a database at `catalog_url`, to share).
         #[serde(default)]
         pub catalog: CatalogKind,
+        /// The PostgreSQL database of a `"postgres"` catalog: `postgres://user:password@host/db`.
+        #[serde(default)]
+        pub catalog_url: Option<String>,
         /// The sqlite file of the catalog; default `<warehouse>/catalog.db` for a local warehouse
         /// (an S3 warehouse needs it set: sqlite needs a local file).
         #[serde(default)]
@@ -34,6 +37,7 @@ headwater_lakehouse::table_sink_config! {
 pub enum CatalogKind {
     #[default]
     Sqlite,
+    Postgres,
 }
 
 fn default_catalog_name() -> String {
@@ -54,7 +58,22 @@ impl IcebergConfig {
                 self.namespace
             ));
         }
-        if self.catalog_path.is_none() && self.warehouse.starts_with("s3://") {
+        match (self.catalog, &self.catalog_url) {
+            (CatalogKind::Postgres, None) => {
+                return Err("sink.catalog = \"postgres\" needs sink.catalog_url, e.g. catalog_url = \"postgres://iceberg:secret@db.example/catalog\"".into())
+            }
+            (CatalogKind::Postgres, Some(url)) if !url.starts_with("postgres://") && !url.starts_with("postgresql://") => {
+                return Err(format!("sink.catalog_url = {url:?} is not a postgres:// URL"))
+            }
+            (CatalogKind::Sqlite, Some(_)) => {
+                return Err("sink.catalog_url is for catalog = \"postgres\"; a sqlite catalog takes sink.catalog_path".into())
+            }
+            _ => {}
+        }
+        if self.catalog == CatalogKind::Sqlite
+            && self.catalog_path.is_none()
+            && self.warehouse.starts_with("s3://")
+        {
             return Err(format!(
                 "sink.warehouse = {:?} is on S3 but the sqlite catalog needs a local file: set sink.catalog_path, e.g. catalog_path = \"./catalog.db\"",
                 self.warehouse

@@ -2,7 +2,9 @@
 //! under the namespace template, their files in the warehouse (`<namespace>/<table>/data`,
 //! `…/metadata`).
 
-use crate::catalog::SqliteCatalog;
+use crate::catalog::{Catalog, SqliteCatalog};
+use crate::catalog_postgres::PostgresCatalog;
+use crate::config::CatalogKind;
 use crate::config::IcebergConfig;
 use crate::store::{directory_name, Warehouse};
 use crate::table::{IcebergTarget, NewTable};
@@ -16,7 +18,7 @@ use std::sync::Arc;
 pub struct IcebergFormat {
     config: Arc<IcebergConfig>,
     warehouse: Arc<Warehouse>,
-    catalog: Arc<SqliteCatalog>,
+    catalog: Arc<Catalog>,
     properties: WriterProperties,
 }
 
@@ -24,19 +26,29 @@ impl IcebergFormat {
     pub fn open(config: IcebergConfig) -> Result<Self, ConnectorError> {
         config.validate().map_err(ConnectorError::definite)?;
         let warehouse = Warehouse::open(&config.warehouse, &config.storage)?;
-        let catalog_path = match &config.catalog_path {
-            Some(path) => std::path::PathBuf::from(path),
-            None => warehouse
-                .base
-                .to_file_path()
-                .map_err(|()| {
-                    ConnectorError::definite(
-                        "sink.catalog_path is needed for a warehouse that is not a local directory",
-                    )
-                })?
-                .join("catalog.db"),
+        let catalog = match config.catalog {
+            CatalogKind::Sqlite => {
+                let path = match &config.catalog_path {
+                    Some(path) => std::path::PathBuf::from(path),
+                    None => warehouse
+                        .base
+                        .to_file_path()
+                        .map_err(|()| {
+                            ConnectorError::definite(
+                                "sink.catalog_path is needed for a warehouse that is not a local directory",
+                            )
+                        })?
+                        .join("catalog.db"),
+                };
+                Catalog::Sqlite(SqliteCatalog::open(path, config.catalog_name.clone())?)
+            }
+            CatalogKind::Postgres => {
+                let url = config.catalog_url.clone().ok_or_else(|| {
+                    ConnectorError::definite("sink.catalog = \"postgres\" needs sink.catalog_url")
+                })?;
+                Catalog::Postgres(PostgresCatalog::new(url, config.catalog_name.clone()))
+            }
         };
-        let catalog = SqliteCatalog::open(catalog_path, config.catalog_name.clone())?;
         let properties = headwater_lakehouse::files::writer_properties(config.compression);
         Ok(IcebergFormat {
             config: Arc::new(config),

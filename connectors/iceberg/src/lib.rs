@@ -5,6 +5,7 @@
 //! format.
 
 pub mod catalog;
+mod catalog_postgres;
 mod commit;
 pub mod config;
 pub mod format;

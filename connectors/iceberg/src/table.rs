@@ -3,7 +3,7 @@
 //! the source position the snapshot covers, so the table itself says how far it holds the
 //! source's changes. Every commit is a new metadata file swapped in by the catalog.
 
-use crate::catalog::SqliteCatalog;
+use crate::catalog::Catalog;
 use crate::manifests::{self, iceberg_error, LiveEntry, SnapshotFiles};
 use crate::schema;
 use crate::store::Warehouse;
@@ -34,7 +34,7 @@ pub struct IcebergTarget {
     pub(crate) label: String,
     pub(crate) namespace: String,
     pub(crate) name: String,
-    pub(crate) catalog: Arc<SqliteCatalog>,
+    pub(crate) catalog: Arc<Catalog>,
     pub(crate) warehouse: Arc<Warehouse>,
     /// The table's directory in the warehouse.
     pub(crate) dir: String,
@@ -71,7 +71,7 @@ fn metadata_version(location: &str) -> u64 {
 impl IcebergTarget {
     /// Opens the table, creating (and registering) it when the catalog has none.
     pub async fn open_or_create(
-        catalog: Arc<SqliteCatalog>,
+        catalog: Arc<Catalog>,
         warehouse: Arc<Warehouse>,
         table: NewTable<'_>,
         properties: WriterProperties,
@@ -236,7 +236,7 @@ async fn write_metadata(
 /// Creates the table's first metadata file and registers it; the location the catalog holds
 /// (another writer's, if it registered the table first).
 async fn create(
-    catalog: &SqliteCatalog,
+    catalog: &Catalog,
     warehouse: &Warehouse,
     table: &NewTable<'_>,
 ) -> Result<String, ConnectorError> {
