@@ -93,43 +93,7 @@ async fn unchanged_toast_values_stop_the_mirror_with_the_fix() {
 /// With soft deletes a deleted row stays in the mirror, flagged with its deletion time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_deletes_keep_the_row_flagged() {
-    let (db_name, mut db) = mysql_database("hw_delta_soft").await;
-    let work = Workdir::new();
-    work.mysql_config("dsoft", &db_name, "snapshot = \"initial\"", "");
-    work.use_delta_sink(None, "deletes = \"soft\"");
-    let table = format!("{db_name}.t");
-    db.execute(&[format!(
-        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'kept'), (2, 2, 2.00, 'gone')"
-    )])
-    .await;
-    work.catch_up();
-    db.execute(&[format!("DELETE FROM {table} WHERE id = 2")])
-        .await;
-    work.catch_up();
-    let mirror = work.delta_table("mirror", &format!("dsoft.{db_name}.t"));
-    for reader in READERS {
-        let rows = read_delta(reader, &mirror);
-        let flagged = rows.project(&["id", "note", "__deleted"]);
-        assert_eq!(
-            flagged,
-            vec![
-                vec![json!(1), json!("kept"), json!(false)],
-                vec![json!(2), json!("gone"), json!(true)],
-            ],
-            "{reader}"
-        );
-        let at = rows.column("__deleted_at");
-        let deleted_at: Vec<bool> = rows.rows.iter().map(|r| r[at].is_null()).collect();
-        assert_eq!(
-            deleted_at.iter().filter(|null| !**null).count(),
-            1,
-            "{reader}: one deletion time"
-        );
-    }
-    let _ = mysql_admin()
-        .await
-        .query_drop(format!("DROP DATABASE `{db_name}`"))
-        .await;
+    lakehouse_cases::soft_deletes_keep_the_row_flagged(Lakehouse::Delta, "hw_delta_soft").await;
 }
 
 /// A table without a primary key: `check` names it, and it gets a changelog and no mirror.
@@ -218,83 +182,11 @@ async fn mariadb_keyless_tables_are_named_by_check_and_get_no_mirror() {
 /// with the rows written after it in the same commit kept; the changelog records it as `t`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncate_empties_the_mirror_or_flags_its_rows() {
-    let (schema, mut db) = postgres_schema("hw_delta_trunc").await;
-    let table = format!("{schema}.t");
-    let hard = Workdir::new();
-    hard.postgres_config("dtrunc", &schema, "snapshot = \"initial\"");
-    hard.use_delta_sink(None, "");
-    let soft = Workdir::new();
-    soft.postgres_config("dtrunc", &schema, "snapshot = \"initial\"");
-    soft.use_delta_sink(None, "deletes = \"soft\"");
-    db.execute(&[format!(
-        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'a'), (2, 2, 2.00, 'b')"
-    )])
+    lakehouse_cases::a_truncate_empties_the_mirror_or_flags_its_rows(
+        Lakehouse::Delta,
+        "hw_delta_trunc",
+    )
     .await;
-    hard.catch_up();
-    soft.catch_up();
-    db.execute(&[
-        // one transaction
-        format!("INSERT INTO {table} (id, v, amount, note) VALUES (3, 3, 3.00, 'c')"),
-        format!("TRUNCATE {table}"),
-        format!("INSERT INTO {table} (id, v, amount, note) VALUES (4, 4, 4.00, 'd')"),
-    ])
-    .await;
-    hard.catch_up();
-    soft.catch_up();
-    let stream = format!("dtrunc.{schema}.t");
-    for reader in READERS {
-        let mirror = read_delta(reader, &hard.delta_table("mirror", &stream));
-        assert_eq!(
-            mirror.project(&["id", "note"]),
-            vec![vec![json!(4), json!("d")]],
-            "{reader}"
-        );
-        let flagged = read_delta(reader, &soft.delta_table("mirror", &stream));
-        // row 3 is absent when the TRUNCATE reached the same commit, flagged when it did not
-        let rows: Vec<Vec<serde_json::Value>> = flagged
-            .project(&["id", "__deleted"])
-            .into_iter()
-            .filter(|r| r[0] != json!(3) || r[1] != json!(true))
-            .collect();
-        assert_eq!(
-            rows,
-            vec![
-                vec![json!(1), json!(true)],
-                vec![json!(2), json!(true)],
-                vec![json!(4), json!(false)],
-            ],
-            "{reader}: rows before the TRUNCATE flagged, the row after it live"
-        );
-        let at = flagged.column("__deleted_at");
-        let id = flagged.column("id");
-        for row in &flagged.rows {
-            assert_eq!(row[at].is_null(), row[id] == json!(4), "{reader}: {row:?}");
-        }
-        let changes = read_delta(reader, &hard.delta_table("changelog", &stream));
-        let ops: Vec<String> = changes
-            .project(&["__position", "__op"])
-            .into_iter()
-            .map(|r| r[1].as_str().unwrap_or_default().to_string())
-            .collect();
-        assert_eq!(
-            ops.iter().filter(|op| *op == "t").count(),
-            1,
-            "{reader}: {ops:?}"
-        );
-        assert_eq!(
-            ops.len(),
-            5,
-            "{reader}: two copied rows, an insert, the TRUNCATE, an insert: {ops:?}"
-        );
-    }
-    postgres_cleanup(&schema, &hard).await;
-    let admin = postgres_admin().await;
-    let _ = admin
-        .execute("SELECT pg_drop_replication_slot($1)", &[&soft.slot()])
-        .await;
-    let _ = admin
-        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", soft.slot()))
-        .await;
 }
 
 /// A MariaDB TRUNCATE (a statement of its own, logged as text) empties the mirror, whether the

@@ -119,3 +119,17 @@ async fn a_catalog_in_postgresql_is_shared_with_pyiceberg() {
         .batch_execute(&format!("DROP DATABASE {catalog_db} WITH (FORCE)"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_keep_the_row_flagged() {
+    lakehouse_cases::soft_deletes_keep_the_row_flagged(Lakehouse::Iceberg, "hw_ice_soft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_empties_the_mirror_or_flags_its_rows() {
+    lakehouse_cases::a_truncate_empties_the_mirror_or_flags_its_rows(
+        Lakehouse::Iceberg,
+        "hw_ice_trunc",
+    )
+    .await;
+}

@@ -446,3 +446,126 @@ pub async fn on_mariadb(format: Lakehouse, case: Case, prefix: &str, server: &st
         .query_drop(format!("DROP DATABASE `{db_name}`"))
         .await;
 }
+
+/// With `deletes = "soft"` a deleted row stays in the mirror, flagged, with its deletion time.
+pub async fn soft_deletes_keep_the_row_flagged(format: Lakehouse, prefix: &str) {
+    let (db_name, mut db) = mysql_database(prefix).await;
+    let work = Workdir::new();
+    work.mysql_config("dsoft", &db_name, "snapshot = \"initial\"", "");
+    format.use_sink(&work, "deletes = \"soft\"");
+    let table = format!("{db_name}.t");
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'kept'), (2, 2, 2.00, 'gone')"
+    )])
+    .await;
+    work.catch_up();
+    db.execute(&[format!("DELETE FROM {table} WHERE id = 2")])
+        .await;
+    work.catch_up();
+    let mirror = format.table(&work, "mirror", &format!("dsoft.{db_name}.t"));
+    for reader in format.readers() {
+        let rows = read_delta(reader, &mirror);
+        let flagged = rows.project(&["id", "note", "__deleted"]);
+        assert_eq!(
+            flagged,
+            vec![
+                vec![json!(1), json!("kept"), json!(false)],
+                vec![json!(2), json!("gone"), json!(true)],
+            ],
+            "{reader}"
+        );
+        let at = rows.column("__deleted_at");
+        let deleted_at: Vec<bool> = rows.rows.iter().map(|r| r[at].is_null()).collect();
+        assert_eq!(
+            deleted_at.iter().filter(|null| !**null).count(),
+            1,
+            "{reader}: one deletion time"
+        );
+    }
+    let _ = mysql_admin()
+        .await
+        .query_drop(format!("DROP DATABASE `{db_name}`"))
+        .await;
+}
+
+/// A PostgreSQL TRUNCATE empties a hard-deleting mirror and flags the rows of a soft-deleting
+/// one; the changelog holds it once.
+pub async fn a_truncate_empties_the_mirror_or_flags_its_rows(format: Lakehouse, prefix: &str) {
+    let (schema, mut db) = postgres_schema(prefix).await;
+    let table = format!("{schema}.t");
+    let hard = Workdir::new();
+    hard.postgres_config("dtrunc", &schema, "snapshot = \"initial\"");
+    format.use_sink(&hard, "");
+    let soft = Workdir::new();
+    soft.postgres_config("dtrunc", &schema, "snapshot = \"initial\"");
+    format.use_sink(&soft, "deletes = \"soft\"");
+    db.execute(&[format!(
+        "INSERT INTO {table} (id, v, amount, note) VALUES (1, 1, 1.00, 'a'), (2, 2, 2.00, 'b')"
+    )])
+    .await;
+    hard.catch_up();
+    soft.catch_up();
+    db.execute(&[
+        // one transaction
+        format!("INSERT INTO {table} (id, v, amount, note) VALUES (3, 3, 3.00, 'c')"),
+        format!("TRUNCATE {table}"),
+        format!("INSERT INTO {table} (id, v, amount, note) VALUES (4, 4, 4.00, 'd')"),
+    ])
+    .await;
+    hard.catch_up();
+    soft.catch_up();
+    let stream = format!("dtrunc.{schema}.t");
+    for reader in format.readers() {
+        let mirror = read_delta(reader, &format.table(&hard, "mirror", &stream));
+        assert_eq!(
+            mirror.project(&["id", "note"]),
+            vec![vec![json!(4), json!("d")]],
+            "{reader}"
+        );
+        let flagged = read_delta(reader, &format.table(&soft, "mirror", &stream));
+        // row 3 is absent when the TRUNCATE reached the same commit, flagged when it did not
+        let rows: Vec<Vec<serde_json::Value>> = flagged
+            .project(&["id", "__deleted"])
+            .into_iter()
+            .filter(|r| r[0] != json!(3) || r[1] != json!(true))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec![json!(1), json!(true)],
+                vec![json!(2), json!(true)],
+                vec![json!(4), json!(false)],
+            ],
+            "{reader}: rows before the TRUNCATE flagged, the row after it live"
+        );
+        let at = flagged.column("__deleted_at");
+        let id = flagged.column("id");
+        for row in &flagged.rows {
+            assert_eq!(row[at].is_null(), row[id] == json!(4), "{reader}: {row:?}");
+        }
+        let changes = read_delta(reader, &format.table(&hard, "changelog", &stream));
+        let ops: Vec<String> = changes
+            .project(&["__position", "__op"])
+            .into_iter()
+            .map(|r| r[1].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            ops.iter().filter(|op| *op == "t").count(),
+            1,
+            "{reader}: {ops:?}"
+        );
+        assert_eq!(
+            ops.len(),
+            5,
+            "{reader}: two copied rows, an insert, the TRUNCATE, an insert: {ops:?}"
+        );
+    }
+    postgres_cleanup(&schema, &hard).await;
+    let admin = postgres_admin().await;
+    let _ = admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&soft.slot()])
+        .await;
+    let _ = admin
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", soft.slot()))
+        .await;
+}

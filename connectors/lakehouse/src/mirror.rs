@@ -358,10 +358,20 @@ impl MirrorRound {
             }
             return Ok((batches, deletes));
         }
+        // the changelog's rows in the table's columns, but every one nullable: they include
+        // rows no entry takes (a TRUNCATE's, without a key), and a table's required key
+        // columns (Iceberg's identifier fields) hold no null in the rows taken
+        let relaxed = Arc::new(arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         let mut sources = self
             .changelog
             .iter()
-            .map(|rows| conform(rows, schema, label))
+            .map(|rows| conform(rows, &relaxed, label))
             .collect::<Result<Vec<_>, _>>()?;
         let mut indices = Vec::with_capacity(self.entries.len());
         let mut decoding: Option<Decoding> = None;
