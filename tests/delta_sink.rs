@@ -97,72 +97,20 @@ async fn soft_deletes_keep_the_row_flagged() {
 }
 
 /// A table without a primary key: `check` names it, and it gets a changelog and no mirror.
-async fn keyless_table_gets_a_changelog_only(
-    mut db: Db,
-    namespace: &str,
-    work: &Workdir,
-    server: &str,
-) {
-    work.use_delta_sink(None, "");
-    db.execute(&[format!(
-        "CREATE TABLE {namespace}.events (at bigint NOT NULL, what varchar(20))"
-    )])
-    .await;
-    let check = work.headwater(&["check"]);
-    let printed = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        printed.contains(&format!(
-            "{namespace}.events has no primary key: it gets a Delta changelog table and no mirror"
-        )),
-        "check names the keyless table:\n{printed}"
-    );
-    assert!(
-        !printed.contains(&format!("{namespace}.t has no primary key")),
-        "{printed}"
-    );
-    // streamed, not copied: a snapshot skips a keyless table (see the snapshot tests)
-    work.catch_up();
-    db.execute(&[
-        format!("INSERT INTO {namespace}.events (at, what) VALUES (1, 'login'), (2, 'logout')"),
-        format!("INSERT INTO {namespace}.t (id, v, amount, note) VALUES (1, 1, 1.00, 'keyed')"),
-    ])
-    .await;
-    work.catch_up();
-    let events = format!("{server}.{namespace}.events");
-    assert!(
-        !std::path::Path::new(&work.delta_table("mirror", &events)).exists(),
-        "a keyless table has no mirror"
-    );
-    for reader in READERS {
-        let changes = read_delta(reader, &work.delta_table("changelog", &events));
-        let mut seen = changes.project(&["at", "what"]);
-        seen.sort_by_key(|row| row[0].as_i64());
-        assert_eq!(
-            seen,
-            vec![
-                vec![json!(1), json!("login")],
-                vec![json!(2), json!("logout")],
-            ],
-            "{reader}"
-        );
-        let mirror = read_delta(
-            reader,
-            &work.delta_table("mirror", &format!("{server}.{namespace}.t")),
-        );
-        assert_eq!(
-            mirror.project(&["id", "note"]),
-            vec![vec![json!(1), json!("keyed")]],
-            "{reader}"
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_keyless_tables_are_named_by_check_and_get_no_mirror() {
     let (schema, db) = postgres_schema("hw_delta_nokey").await;
     let work = Workdir::new();
     work.postgres_config("dnokey", &schema, "snapshot = \"initial\"");
-    keyless_table_gets_a_changelog_only(db, &schema, &work, "dnokey").await;
+    lakehouse_cases::keyless_table_gets_a_changelog_only(
+        Lakehouse::Delta,
+        db,
+        &schema,
+        &work,
+        "dnokey",
+    )
+    .await;
     postgres_cleanup(&schema, &work).await;
 }
 
@@ -171,7 +119,14 @@ async fn mariadb_keyless_tables_are_named_by_check_and_get_no_mirror() {
     let (db_name, db) = mysql_database("hw_delta_nokey").await;
     let work = Workdir::new();
     work.mysql_config("dnokey", &db_name, "snapshot = \"initial\"", "");
-    keyless_table_gets_a_changelog_only(db, &db_name, &work, "dnokey").await;
+    lakehouse_cases::keyless_table_gets_a_changelog_only(
+        Lakehouse::Delta,
+        db,
+        &db_name,
+        &work,
+        "dnokey",
+    )
+    .await;
     let _ = mysql_admin()
         .await
         .query_drop(format!("DROP DATABASE `{db_name}`"))

@@ -133,3 +133,19 @@ async fn a_truncate_empties_the_mirror_or_flags_its_rows() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keyless_tables_are_named_by_check_and_get_no_mirror() {
+    let (schema, db) = common::delta_load::postgres_schema("hw_ice_nokey").await;
+    let work = Workdir::new();
+    work.postgres_config("inokey", &schema, "snapshot = \"initial\"");
+    lakehouse_cases::keyless_table_gets_a_changelog_only(
+        Lakehouse::Iceberg,
+        db,
+        &schema,
+        &work,
+        "inokey",
+    )
+    .await;
+    common::postgres_cleanup(&schema, &work).await;
+}

@@ -71,6 +71,14 @@ impl Lakehouse {
         }
     }
 
+    /// The format as `check` names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Lakehouse::Delta => "Delta",
+            Lakehouse::Iceberg => "Iceberg",
+        }
+    }
+
     pub fn readers(self) -> [&'static str; 2] {
         match self {
             Lakehouse::Delta => READERS,

@@ -569,3 +569,67 @@ pub async fn a_truncate_empties_the_mirror_or_flags_its_rows(format: Lakehouse, 
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", soft.slot()))
         .await;
 }
+
+/// A table without a primary key: named by `check`, a changelog and no mirror.
+pub async fn keyless_table_gets_a_changelog_only(
+    format: Lakehouse,
+    mut db: Db,
+    namespace: &str,
+    work: &Workdir,
+    server: &str,
+) {
+    format.use_sink(work, "");
+    db.execute(&[format!(
+        "CREATE TABLE {namespace}.events (at bigint NOT NULL, what varchar(20))"
+    )])
+    .await;
+    let check = work.headwater(&["check"]);
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        printed.contains(&format!(
+            "{namespace}.events has no primary key: it gets a {} changelog table and no mirror",
+            format.title()
+        )),
+        "check names the keyless table:\n{printed}"
+    );
+    assert!(
+        !printed.contains(&format!("{namespace}.t has no primary key")),
+        "{printed}"
+    );
+    // streamed, not copied: a snapshot skips a keyless table (see the snapshot tests)
+    work.catch_up();
+    db.execute(&[
+        format!("INSERT INTO {namespace}.events (at, what) VALUES (1, 'login'), (2, 'logout')"),
+        format!("INSERT INTO {namespace}.t (id, v, amount, note) VALUES (1, 1, 1.00, 'keyed')"),
+    ])
+    .await;
+    work.catch_up();
+    let events = format!("{server}.{namespace}.events");
+    let no_mirror = format.table(work, "mirror", &events);
+    assert!(
+        try_read_delta(main_reader(&no_mirror), &no_mirror, &[]).is_err(),
+        "a keyless table has no mirror"
+    );
+    for reader in format.readers() {
+        let changes = read_delta(reader, &format.table(work, "changelog", &events));
+        let mut seen = changes.project(&["at", "what"]);
+        seen.sort_by_key(|row| row[0].as_i64());
+        assert_eq!(
+            seen,
+            vec![
+                vec![json!(1), json!("login")],
+                vec![json!(2), json!("logout")],
+            ],
+            "{reader}"
+        );
+        let mirror = read_delta(
+            reader,
+            &format.table(work, "mirror", &format!("{server}.{namespace}.t")),
+        );
+        assert_eq!(
+            mirror.project(&["id", "note"]),
+            vec![vec![json!(1), json!("keyed")]],
+            "{reader}"
+        );
+    }
+}
