@@ -50,6 +50,22 @@ compact_min_files = 10
 path = "./state"
 "#;
 
+const MYSQL_ICEBERG: &str = r#"[source]
+kind = "mysql"
+url = "mysql://headwater:secret@127.0.0.1:1"
+name = "shop"
+server_id = 5402
+
+[sink]
+kind = "iceberg"
+warehouse = "./lake"
+namespace = "{kind}.{database}"
+catalog_name = "headwater"
+
+[state]
+path = "./state"
+"#;
+
 const MYSQL_KAFKA: &str = r#"[source]
 kind = "mysql"
 url = "mysql://headwater:secret@127.0.0.1:1"
@@ -144,7 +160,10 @@ const CASES: &[Case] = &[
         MYSQL_LAKE,
         "kind = \"lake\"",
         "kind = \"s3\"",
-        &["sink.kind", "\"lake\" or \"delta\" or \"kafka\""],
+        &[
+            "sink.kind",
+            "\"lake\" or \"delta\" or \"iceberg\" or \"kafka\"",
+        ],
     ),
     toml_case(
         MYSQL_LAKE,
@@ -292,6 +311,31 @@ const CASES: &[Case] = &[
         "max_file_bytes = 1048576",
         "max_file_bytes = 100",
         &["sink.max_file_bytes", "at least 4096"],
+    ),
+    // Iceberg sink
+    case(
+        MYSQL_ICEBERG,
+        "namespace = \"{kind}.{database}\"",
+        "namespace = \"{database}\"",
+        &["sink.namespace", "{kind}"],
+    ),
+    case(
+        MYSQL_ICEBERG,
+        "warehouse = \"./lake\"",
+        "warehouse = \"s3://bucket/lake\"",
+        &["sink.catalog_path", "sqlite"],
+    ),
+    case(
+        MYSQL_ICEBERG,
+        "catalog_name = \"headwater\"",
+        "catalog = \"postgres\"",
+        &["sink.catalog_url", "postgres://"],
+    ),
+    toml_case(
+        MYSQL_ICEBERG,
+        "catalog_name = \"headwater\"",
+        "catalog = \"rest\"",
+        &["sink.catalog", "sqlite", "postgres"],
     ),
     // Delta sink
     case(
