@@ -28,6 +28,9 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --locked --quiet
+# shellcheck source=scripts/python-readers.sh
+source scripts/python-readers.sh
+install_python_readers
 bin=$repo/target/release/headwater
 scripts/services.sh start mariadb >/dev/null
 sql() { mariadb --no-defaults -uroot --socket="$HEADWATER_SERVICES_DIR/mariadb/sock" "$@"; }

@@ -29,6 +29,9 @@ stop_all() {
 trap stop_all EXIT
 
 cargo build --release --locked --quiet
+# shellcheck source=scripts/python-readers.sh
+source scripts/python-readers.sh
+install_python_readers
 bin=$repo/target/release/headwater
 scripts/services.sh start mariadb kafka >/dev/null
 socket=$HEADWATER_SERVICES_DIR/mariadb/sock

@@ -41,6 +41,11 @@ mkdir -p "$work"
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 
 cargo build --release --locked --quiet
+if [ -n "$delta$iceberg" ]; then
+  # shellcheck source=scripts/python-readers.sh
+  source scripts/python-readers.sh
+  install_python_readers # the row counts below are read back with delta-rs and pyiceberg
+fi
 bin=$repo/target/release/headwater
 scripts/services.sh start mariadb >/dev/null
 sql() { mariadb --no-defaults -uroot --socket="$HEADWATER_SERVICES_DIR/mariadb/sock" "$@"; }
