@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: commit-to-durable latency (p50, p99, max) of MariaDB changes through a running
 # Headwater at a steady 1,000 and 10,000 changes/s (100 transactions a second), into Kafka (tansu,
-# JSON) and into the lake (commit_interval = COMMIT_INTERVAL, default 1s). A change's latency is
-# from the server's clock just after its COMMIT to the moment a reader sees it durable: a Kafka
-# consumer receiving it, or its lake file appearing under its final name (scripts/bench_latency.py).
-# Goals: Kafka p99 <= 100 ms; lake p99 <= commit_interval + 50 ms.
+# JSON), into the lake and into Delta tables (commit_interval = COMMIT_INTERVAL, default 1s). A
+# change's latency is from the server's clock just after its COMMIT to the moment a reader sees it
+# durable: a Kafka consumer receiving it, its lake file appearing under its final name, or the
+# Delta commit adding its changelog file (scripts/bench_latency.py).
+# Goals: Kafka p99 <= 100 ms; lake and Delta p99 <= commit_interval + 50 ms.
 #
 #   scripts/bench-latency.sh [SECONDS] [COMMIT_INTERVAL]        (default 20 1s)
 set -euo pipefail
@@ -51,6 +52,9 @@ partitions = 1" ;;
     lake) sink="kind = \"lake\"
 path = \"$work/lake\"
 commit_interval = \"$commit_interval\"" ;;
+    delta) sink="kind = \"delta\"
+path = \"$work/delta\"
+commit_interval = \"$commit_interval\"" ;;
   esac
   cat >"$work/$kind.toml" <<TOML
 [source]
@@ -79,7 +83,7 @@ TOML
 
 results=$work/results.txt
 : >"$results"
-for kind in kafka lake; do
+for kind in kafka lake delta; do
   run_pipeline "$kind"
   for rate in 1000 10000; do
     table=lat_${kind}_$rate
@@ -87,11 +91,12 @@ for kind in kafka lake; do
     case $kind in
       kafka) where=(kafka "$brokers" "lat.bench.$table") ;;
       lake) where=(lake "$work/lake/lat.bench.$table") ;;
+      delta) where=(delta "$work/delta/changelog/lat.bench.$table") ;;
     esac
     python3 scripts/bench_latency.py "$socket" bench "$table" "$rate" "$seconds" "${where[@]}" | tee -a "$results"
   done
   kill "$headwater_pid"; wait "$headwater_pid" || true; headwater_pid=
 done
 echo
-echo "commit-to-durable latency, MariaDB -> Headwater (lake commit_interval = $commit_interval):"
+echo "commit-to-durable latency, MariaDB -> Headwater (lake and Delta commit_interval = $commit_interval):"
 cat "$results"

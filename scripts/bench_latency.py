@@ -5,11 +5,13 @@ RATE/100 rows (at least 10): every transaction is one INSERT followed by `SELECT
 server's clock just after the commit. Meanwhile it watches where the pipeline makes changes
 visible: a Kafka topic (a consumer reading from the start; a message is readable only once the
 brokers acknowledged it, so this bounds commit-to-durable from above) or a lake table directory
-(a file appears under its final name only once its commit is durable). Each row's latency is the
+(a file appears under its final name only once its commit is durable) or a Delta changelog table
+(a change is there once the `_delta_log` commit adding its file exists). Each row's latency is the
 time it was seen minus its transaction's commit time. Prints p50, p99 and max.
 
 Usage: bench_latency.py SOCKET DATABASE TABLE RATE SECONDS kafka BROKERS TOPIC
        bench_latency.py SOCKET DATABASE TABLE RATE SECONDS lake TABLE_DIRECTORY
+       bench_latency.py SOCKET DATABASE TABLE RATE SECONDS delta CHANGELOG_TABLE_DIRECTORY
 TABLE is `(id BIGINT PRIMARY KEY, v VARCHAR(10))`, empty.
 """
 import json
@@ -122,10 +124,43 @@ def watch_lake(directory):
             time.sleep(0.002)
 
 
+def watch_delta(table_directory):
+    import urllib.parse
+    import pyarrow.parquet as parquet
+    log = os.path.join(table_directory, "_delta_log")
+    read = set()
+    total = transactions * ROWS_PER_TXN
+    deadline = None
+    while len(seen) < total:
+        now = time.time()
+        # a commit file exists only once it is complete (written elsewhere, then linked in place)
+        names = sorted(n for n in os.listdir(log) if n.endswith(".json") and not n.startswith(".")) \
+            if os.path.isdir(log) else []
+        fresh = [n for n in names if n not in read]
+        for name in fresh:
+            with open(os.path.join(log, name)) as f:
+                for line in f:
+                    added = json.loads(line).get("add")
+                    if added is None:
+                        continue
+                    path = os.path.join(table_directory, urllib.parse.unquote(added["path"]))
+                    for found in parquet.read_table(path, columns=["id"]).column("id").to_pylist():
+                        seen.setdefault(found, now)
+            read.add(name)
+        if not fresh:
+            if done_writing.is_set():
+                deadline = deadline or now + 60
+                if now > deadline:
+                    break
+            time.sleep(0.002)
+
+
 writer = threading.Thread(target=write_load)
 writer.start()
 if target == "kafka":
     watch_kafka(sys.argv[7], sys.argv[8])
+elif target == "delta":
+    watch_delta(sys.argv[7])
 else:
     watch_lake(sys.argv[7])
 writer.join()
