@@ -222,3 +222,136 @@ async fn postgres_types_are_read_as_values(format: Lakehouse) {
     check(format, &work, &format!("dtypes.{schema}.t"), &cases);
     postgres_cleanup(&schema, &work).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_encoded_columns_are_read_back_from_delta() {
+    delta_encoded_columns_are_read_back(Lakehouse::Delta).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_encoded_columns_are_read_back_from_iceberg() {
+    delta_encoded_columns_are_read_back(Lakehouse::Iceberg).await;
+}
+
+/// id, a, b, d, dt, ts, tz, tm, s, n as the readers render them.
+type SourceRow = (
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<i64>,
+);
+
+/// With `parquet_encodings = "delta"`, columns of many distinct values outgrow their dictionary
+/// and go on in `DELTA_BINARY_PACKED` (integers, decimals, dates, timestamps, times) and
+/// `DELTA_BYTE_ARRAY` (texts), nulls among them: both readers of each format read every row as
+/// the source has it.
+async fn delta_encoded_columns_are_read_back(format: Lakehouse) {
+    const ROWS: i64 = 20_000;
+    let db = unique("hw_lake_encodings");
+    let mut admin = mysql_admin().await;
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, a INT, b BIGINT, \
+             d DECIMAL(10,2), dt DATE, ts DATETIME(6), tz TIMESTAMP(6) NULL, tm TIME(6), \
+             s VARCHAR(40), n INT NULL) DEFAULT CHARSET=utf8mb4"
+        ))
+        .await
+        .unwrap();
+    let work = Workdir::new();
+    work.mysql_config("denc", &db, "", "");
+    format.use_sink(&work, "parquet_encodings = \"delta\"\n");
+    work.catch_up();
+    admin
+        .query_drop(format!(
+            "SET time_zone = '+00:00'; INSERT INTO `{db}`.t SELECT seq, CAST(seq AS SIGNED) * 7 - 50000, \
+             seq * 1000003, seq / 100, '2000-01-01' + INTERVAL seq DAY, \
+             '2020-01-01 00:00:00.000001' + INTERVAL seq SECOND, \
+             '2021-01-01 00:00:00.000002' + INTERVAL seq MINUTE, SEC_TO_TIME(CAST(seq AS SIGNED) - 10000), \
+             CONCAT('SKU-', seq, IF(seq % 2 = 0, '-even', '')), IF(seq % 3 = 0, NULL, seq) \
+             FROM `{db}`.seq_1_to_{ROWS}"
+        ))
+        .await
+        .unwrap();
+    work.catch_up();
+    // the source's rows as the readers render them
+    let source: Vec<SourceRow> =
+        admin
+            .query(format!(
+                "SELECT id, a, b, CAST(d AS CHAR), DATE_FORMAT(dt, '%Y-%m-%d'), \
+                 DATE_FORMAT(ts, '%Y-%m-%d %H:%i:%s.%f'), \
+                 CONCAT(DATE_FORMAT(CONVERT_TZ(tz, @@session.time_zone, '+00:00'), '%Y-%m-%d %H:%i:%s.%f'), 'Z'), \
+                 CAST(TIME_TO_SEC(tm) AS SIGNED) * 1000000, s, n \
+                 FROM `{db}`.t ORDER BY id"
+            ))
+            .await
+            .unwrap();
+    let expected: Vec<Vec<Json>> = source
+        .into_iter()
+        .map(|(id, a, b, d, dt, ts, tz, tm, s, n)| {
+            vec![
+                json!(id),
+                json!(a),
+                json!(b),
+                json!(d),
+                json!(dt),
+                json!(ts),
+                json!(tz),
+                json!(tm),
+                json!(s),
+                json!(n),
+            ]
+        })
+        .collect();
+    assert_eq!(expected.len(), ROWS as usize);
+    let stream = format!("denc.{db}.t");
+    let names = ["id", "a", "b", "d", "dt", "ts", "tz", "tm", "s", "n"];
+    for reader in format.readers() {
+        for kind in ["mirror", "changelog"] {
+            let uri = format.table(&work, kind, &stream);
+            let mut rows = read_delta(reader, &uri).project(&names);
+            rows.sort_by_key(|row| row[0].as_i64());
+            assert_eq!(rows.len(), expected.len(), "{reader} {uri}: every row");
+            for (read, source) in rows.iter().zip(&expected) {
+                assert_eq!(read, source, "{reader} reads the row from {uri}");
+            }
+        }
+    }
+    // and the files do hold those encodings (a file of dictionaries alone would test nothing)
+    let dir = format.table_dir(&work, "mirror", &stream);
+    let encodings = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, glob, pyarrow.parquet as pq\n\
+             seen = set()\n\
+             for f in glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True):\n\
+             \x20   m = pq.ParquetFile(f).metadata\n\
+             \x20   for g in range(m.num_row_groups):\n\
+             \x20       for c in range(m.num_columns):\n\
+             \x20           col = m.row_group(g).column(c)\n\
+             \x20           seen.update(col.path_in_schema + ':' + e for e in col.encodings)\n\
+             print(' '.join(sorted(seen)))",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("python3");
+    let encodings = String::from_utf8_lossy(&encodings.stdout);
+    for column in ["a", "b", "d", "dt", "ts", "tz", "tm", "n"] {
+        assert!(
+            encodings.contains(&format!("{column}:DELTA_BINARY_PACKED")),
+            "{column} in DELTA_BINARY_PACKED: {encodings}"
+        );
+    }
+    for column in ["s", "__position"] {
+        assert!(
+            encodings.contains(&format!("{column}:DELTA_BYTE_ARRAY")),
+            "{column} in DELTA_BYTE_ARRAY: {encodings}"
+        );
+    }
+    let _ = admin.query_drop(format!("DROP DATABASE `{db}`")).await;
+}

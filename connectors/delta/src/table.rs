@@ -9,12 +9,13 @@ use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transaction};
-use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::StreamExt;
 use headwater_contract::{ConnectorError, Position};
+use headwater_lakehouse::files::ParquetSettings;
+use headwater_lakehouse::options::ParquetEncodings;
 use headwater_lakehouse::{FileBatches, LiveFile, Operation, TableCommit, TableTarget};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub struct DeltaTarget {
     pub committed: Option<Position>,
     /// The last commit round recorded in the table's `txn` action.
     pub round: i64,
-    writer_properties: WriterProperties,
+    parquet: ParquetSettings,
     target_file_size: u64,
 }
 
@@ -141,7 +142,10 @@ impl DeltaTarget {
             app_id,
             committed: None,
             round: 0,
-            writer_properties: headwater_lakehouse::files::writer_properties(config.compression),
+            parquet: ParquetSettings::new(
+                config.compression,
+                config.parquet_encodings.unwrap_or(ParquetEncodings::Delta),
+            ),
             target_file_size: config.target_file_size,
         };
         target.read_progress().await?;
@@ -293,7 +297,7 @@ impl TableTarget for DeltaTarget {
         );
         let writer = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| delta_error(&what, e))?
-            .with_writer_properties(self.writer_properties.clone())
+            .with_writer_properties(self.parquet.for_schema(self.arrow_schema()?.as_ref()))
             .with_target_file_size(self.target_file_size);
         Ok(DeltaFileWriter { writer, what })
     }

@@ -10,16 +10,17 @@ use crate::store::{directory_name, Warehouse};
 use crate::table::{IcebergTarget, NewTable};
 use arrow::datatypes::Schema;
 use headwater_contract::ConnectorError;
+use headwater_lakehouse::files::ParquetSettings;
+use headwater_lakehouse::options::ParquetEncodings;
 use headwater_lakehouse::{TableFormat, TableKind};
 use object_store::ObjectStore;
-use parquet::file::properties::WriterProperties;
 use std::sync::Arc;
 
 pub struct IcebergFormat {
     config: Arc<IcebergConfig>,
     warehouse: Arc<Warehouse>,
     catalog: Arc<Catalog>,
-    properties: WriterProperties,
+    parquet: ParquetSettings,
 }
 
 impl IcebergFormat {
@@ -49,12 +50,16 @@ impl IcebergFormat {
                 Catalog::Postgres(PostgresCatalog::new(url, config.catalog_name.clone()))
             }
         };
-        let properties = headwater_lakehouse::files::writer_properties(config.compression);
+        let parquet = ParquetSettings::new(
+            config.compression,
+            // Iceberg's vectorized Spark reader refuses DELTA_BYTE_ARRAY before 1.11
+            config.parquet_encodings.unwrap_or(ParquetEncodings::Plain),
+        );
         Ok(IcebergFormat {
             config: Arc::new(config),
             warehouse: Arc::new(warehouse),
             catalog: Arc::new(catalog),
-            properties,
+            parquet,
         })
     }
 
@@ -117,7 +122,7 @@ impl TableFormat for IcebergFormat {
                 partition_column: partition_columns.first().map(String::as_str),
                 key_columns,
             },
-            self.properties.clone(),
+            self.parquet.clone(),
             self.config.target_file_size,
         )
         .await

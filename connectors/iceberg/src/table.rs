@@ -11,6 +11,7 @@ use crate::writer::{IcebergFileWriter, WrittenFile};
 use arrow::datatypes::{Field, SchemaRef};
 use headwater_contract::{ConnectorError, Position};
 use headwater_lakehouse::error::lake_error;
+use headwater_lakehouse::files::ParquetSettings;
 use headwater_lakehouse::{FileBatches, LiveFile, Operation, TableCommit, TableTarget};
 use iceberg::spec::{
     FormatVersion, Operation as SnapshotOperation, PrimitiveLiteral, Snapshot, SortOrder, Summary,
@@ -18,7 +19,6 @@ use iceberg::spec::{
 };
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
-use parquet::file::properties::WriterProperties;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ pub struct IcebergTarget {
     pub(crate) arrow: SchemaRef,
     pub(crate) round: i64,
     pub(crate) committed: Option<Position>,
-    pub(crate) properties: WriterProperties,
+    pub(crate) parquet: ParquetSettings,
     pub(crate) target_size: u64,
     /// The live files of the current snapshot, once read (by snapshot id).
     pub(crate) live: Option<(i64, Arc<Vec<Arc<LiveEntry>>>)>,
@@ -74,7 +74,7 @@ impl IcebergTarget {
         catalog: Arc<Catalog>,
         warehouse: Arc<Warehouse>,
         table: NewTable<'_>,
-        properties: WriterProperties,
+        parquet: ParquetSettings,
         target_size: u64,
     ) -> Result<Self, ConnectorError> {
         let location = match catalog
@@ -98,7 +98,7 @@ impl IcebergTarget {
             arrow,
             round: 0,
             committed: None,
-            properties,
+            parquet,
             target_size,
             live: None,
         };
@@ -380,7 +380,7 @@ impl TableTarget for IcebergTarget {
             store: Arc::clone(&self.warehouse.store),
             dir: format!("{}/data", self.dir),
             schema: Arc::clone(&self.arrow),
-            properties: self.properties.clone(),
+            properties: self.parquet.for_schema(&self.arrow),
             target_size: self.target_size,
             day_column,
             types,

@@ -33,7 +33,8 @@ impl Lineage {
         Lineage {
             commit_time: TimestampMicrosecondBuilder::with_capacity(capacity)
                 .with_data_type(utc_micros()),
-            position: StringBuilder::with_capacity(capacity, capacity * 24),
+            // a binlog position with its row and GTID takes about 50 bytes
+            position: StringBuilder::with_capacity(capacity, capacity * 48),
         }
     }
 

@@ -35,13 +35,14 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(table: &Arc<TableSchema>, partitioned: bool) -> Self {
+    /// Rows with room for `capacity` of them before a builder grows.
+    fn new(table: &Arc<TableSchema>, partitioned: bool, capacity: usize) -> Self {
         Pending {
-            op: StringBuilder::new(),
-            lineage: Lineage::new(1024),
-            tx_id: StringBuilder::new(),
-            row: RowColumns::new(table, |_| true, 1024),
-            commit_date: partitioned.then(Date32Builder::new),
+            op: StringBuilder::with_capacity(capacity, capacity),
+            lineage: Lineage::new(capacity),
+            tx_id: StringBuilder::with_capacity(capacity, capacity * 8),
+            row: RowColumns::new(table, |_| true, capacity),
+            commit_date: partitioned.then(|| Date32Builder::with_capacity(capacity)),
         }
     }
 
@@ -101,7 +102,7 @@ impl Changelog {
 
     /// The table's columns for a first version (to create it).
     pub fn initial_fields(table: &Arc<TableSchema>, partitioned: bool) -> Vec<Field> {
-        Pending::new(table, partitioned).fields()
+        Pending::new(table, partitioned, 0).fields()
     }
 
     pub fn partition_columns(partitioned: bool) -> Vec<String> {
@@ -126,7 +127,8 @@ impl Changelog {
         });
         if !same_version {
             self.finish_current()?;
-            let pending = Pending::new(table, self.partitioned);
+            // a trickle's round holds a few rows: room for a thousand, grown when more come
+            let pending = Pending::new(table, self.partitioned, 1024);
             self.merge_fields(pending.fields());
             self.current = Some(pending);
         }
@@ -160,6 +162,9 @@ impl Changelog {
             // would copy it again at every doubling and hold up to twice its size
             let chunk = pending.finish(&self.label)?;
             self.finished.push(chunk);
+            // the next chunk is likely as full: its builders are made at its size rather than
+            // grown by doubling (each doubling copies what they hold)
+            *pending = Pending::new(table, self.partitioned, CHUNK_ROWS);
         }
         Ok(at)
     }

@@ -36,6 +36,11 @@ macro_rules! table_sink_config {
             /// Parquet compression: `"zstd"`, `"snappy"`, `"gzip"` or `"none"`.
             #[serde(default)]
             pub compression: $crate::options::Compression,
+            /// Parquet encodings of a column past its dictionary: `"delta"` (differences of
+            /// integers and timestamps, shared prefixes of texts) or `"plain"`; unset, the
+            /// format's default (see [`$crate::options::ParquetEncodings`]).
+            #[serde(default)]
+            pub parquet_encodings: Option<$crate::options::ParquetEncodings>,
             /// Partitioning of the changelog tables: `"day"` (of the source commit time) or `"none"`.
             #[serde(default)]
             pub partition_by: $crate::options::PartitionBy,
@@ -148,6 +153,20 @@ pub enum Compression {
     Snappy,
     Gzip,
     None,
+}
+
+/// How a column is encoded in Parquet once its dictionary is full (or without one).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParquetEncodings {
+    /// Parquet 2's encodings for the columns they suit (in version 1 data pages): smaller
+    /// pages, less for the compression to do. The Delta sink's default: Spark reads them from
+    /// 3.3 on, and every other Delta reader does.
+    Delta,
+    /// Plain values: what every Parquet reader decodes. The Iceberg sink's default: Iceberg's
+    /// own vectorized reader for Spark refuses `DELTA_BYTE_ARRAY` before Iceberg 1.11
+    /// (apache/iceberg#7162).
+    Plain,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
